@@ -1,0 +1,1 @@
+"""Speed, accuracy and calibration benchmarks; each writes results/<name>.json and .md."""

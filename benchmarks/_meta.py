@@ -1,0 +1,99 @@
+"""Machine, device and software facts recorded beside every benchmark result."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["environment", "write_results", "RESULTS_DIR"]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def environment(device: str | None = None) -> dict:
+    """Facts about the machine and software a benchmark ran on.
+
+    Parameters
+    ----------
+    device : str, optional
+        The torch device the benchmark used (``"cpu"``, ``"cuda"``); also records the GPU name.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: date (UTC), command, python, platform, CPU model, cores, torch threads,
+        device (and GPU name), package versions, git commit.
+    """
+    import numpy
+    import torch
+
+    versions = {"numpy": numpy.__version__, "torch": torch.__version__}
+    for name in ("sbi", "astropy", "arviz", "pyro", "zuko"):
+        try:
+            versions[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001 - optional packages
+            pass
+    info = {
+        "date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device or "cpu",
+        "versions": versions,
+        "git_commit": _git_commit(),
+    }
+    if device and str(device).startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def write_results(name: str, results: dict, markdown: str) -> tuple[Path, Path]:
+    """Write ``results/<name>.json`` and ``results/<name>.md``.
+
+    Parameters
+    ----------
+    name : str
+        Benchmark name.
+    results : dict
+        JSON-serialisable results (should include ``environment()``).
+    markdown : str
+        Human-readable report.
+
+    Returns
+    -------
+    tuple of Path
+        Paths of the JSON and Markdown files.
+    """
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = RESULTS_DIR / f"{name}.json", RESULTS_DIR / f"{name}.md"
+    json_path.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    md_path.write_text(markdown.rstrip() + "\n")
+    return json_path, md_path
