@@ -1,0 +1,52 @@
+"""Calibration and accuracy diagnostics of amortised posteriors on held-out simulations.
+
+Subpackage layout (the data flow: draws → statistics → plots → report):
+
+- :mod:`.coverage` — expected coverage of joint and marginal HPD regions, binomial bands;
+- :mod:`.sbc` — simulation-based-calibration ranks and uniformity tests;
+- :mod:`.accuracy` — bias, robust scatter, RMSE, posterior width vs visibility;
+- :mod:`.classification` — ROC/AUC, precision/recall, reliability diagram of P(cluster);
+- :mod:`.plots` — matplotlib figures of all of the above;
+- :mod:`.report` — ``report.md`` + PNGs + ``metrics.json``;
+- :mod:`.run` — :func:`run_diagnostics`, the whole pipeline on a model and a simulator.
+
+The statistics modules work on numpy arrays only, so they apply to any posterior.
+"""
+
+from .accuracy import (
+    PAPER_RELIABLE_RANGE,
+    point_accuracy,
+    posterior_width,
+    reliable_range_mask,
+    robust_sigma,
+)
+from .classification import brier_score, precision_recall, reliability_diagram, roc_auc, roc_curve
+from .coverage import (
+    CREDIBILITY_LEVELS,
+    CoverageResult,
+    binomial_band,
+    joint_coverage,
+    marginal_coverage,
+)
+from .sbc import SBCResult, run_sbc_checks, sbc_ranks
+
+__all__ = [
+    "CREDIBILITY_LEVELS",
+    "CoverageResult",
+    "PAPER_RELIABLE_RANGE",
+    "SBCResult",
+    "binomial_band",
+    "brier_score",
+    "joint_coverage",
+    "marginal_coverage",
+    "point_accuracy",
+    "posterior_width",
+    "precision_recall",
+    "reliability_diagram",
+    "reliable_range_mask",
+    "robust_sigma",
+    "roc_auc",
+    "roc_curve",
+    "run_sbc_checks",
+    "sbc_ranks",
+]

@@ -1,0 +1,83 @@
+"""Coverage of HPD regions on a conjugate-Gaussian problem with a known exact posterior."""
+
+import numpy as np
+import pytest
+
+from sbicluster.diagnostics.coverage import (
+    CREDIBILITY_LEVELS,
+    binomial_band,
+    joint_coverage,
+    marginal_coverage,
+    marginal_credibility,
+)
+
+N, S, D, NOISE = 1500, 300, 3, 0.7
+
+
+def _gaussian_problem(scale: float, shift: float = 0.0, seed: int = 0):
+    """θ ~ N(0, I), x | θ ~ N(θ, NOISE² I); posterior N(m, v I) with m = x/(1+NOISE²).
+
+    Returns truths, draws from N(m + shift, (scale² v) I), and the log density of that
+    (possibly wrong) posterior at the truth and at its own draws.
+    """
+    rng = np.random.default_rng(seed)
+    theta = rng.standard_normal((N, D))
+    x = theta + NOISE * rng.standard_normal((N, D))
+    v = NOISE**2 / (1 + NOISE**2)
+    mean = x / (1 + NOISE**2) + shift
+    sd = scale * np.sqrt(v)
+    samples = mean[:, None, :] + sd * rng.standard_normal((N, S, D))
+
+    def logq(t):
+        return -0.5 * (((t - mean[:, None, :]) / sd) ** 2).sum(-1)
+
+    return theta, samples, logq(theta[:, None, :])[:, 0], logq(samples)
+
+
+def test_exact_posterior_has_nominal_coverage():
+    theta, samples, lp_true, lp_samples = _gaussian_problem(1.0)
+    joint = joint_coverage(lp_true, lp_samples)
+    marg = marginal_coverage(samples, theta)
+    # 99 % per-level binomial bands: σ of a fraction at N=1500 is ≤ 0.013, so 0.04 is ~3σ
+    assert joint.verdict == "calibrated"
+    assert joint.max_abs_deviation < 0.04
+    for m in marg:
+        assert m.verdict == "calibrated"
+        assert m.max_abs_deviation < 0.04
+    assert np.allclose(joint.levels, CREDIBILITY_LEVELS)
+
+
+@pytest.mark.parametrize("scale, verdict", [(0.6, "overconfident"), (1.6, "underconfident")])
+def test_wrong_width_is_flagged(scale, verdict):
+    theta, samples, lp_true, lp_samples = _gaussian_problem(scale)
+    joint = joint_coverage(lp_true, lp_samples)
+    assert joint.verdict == verdict
+    assert not joint.meets(0.03)
+    for m in marginal_coverage(samples, theta):
+        assert m.verdict == verdict
+        # at the 68 % level an N(0, s²)-wide interval covers P(|z| < s·1) ≈ 0.45 (s=0.6) / 0.89 (s=1.6)
+        i68 = np.argmin(np.abs(m.levels - 0.7))
+        assert (m.empirical[i68] < 0.55) if scale < 1 else (m.empirical[i68] > 0.85)
+
+
+def test_biased_posterior_is_overconfident_at_all_levels():
+    theta, samples, lp_true, lp_samples = _gaussian_problem(1.0, shift=0.5)
+    joint = joint_coverage(lp_true, lp_samples)
+    assert joint.verdict == "overconfident"
+    assert np.all(joint.empirical <= joint.levels + 1e-12)
+
+
+def test_marginal_hpd_region_handles_bimodal_posteriors():
+    # draws from an equal mixture of N(±3, 0.5²): the gap at 0 lies outside every HPD region
+    # below ~99 % credibility, while an equal-tailed interval would contain it at 50 %
+    rng = np.random.default_rng(1)
+    draws = rng.choice([-3.0, 3.0], size=(1, 2000, 1)) + 0.5 * rng.standard_normal((1, 2000, 1))
+    cred = marginal_credibility(draws, np.array([[0.0]]))
+    assert cred[0, 0] > 0.98
+    cred_peak = marginal_credibility(draws, np.array([[3.0]]))
+    assert cred_peak[0, 0] < 0.3
+
+
+def test_binomial_band_matches_normal_approximation():
+    lo, hi = binomial_band(10000, [0.5], 0.95)
+    np.testing.assert_allclose([lo[0], hi[0]], [0.5 - 0.0098, 0.5 + 0.0098], atol=0.0005)
