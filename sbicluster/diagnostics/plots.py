@@ -1,0 +1,304 @@
+"""Figures of the calibration and accuracy diagnostics.
+
+This module owns the matplotlib rendering of coverage curves, SBC rank histograms and
+ECDF-difference curves, the TARP curve, truth-vs-estimate scatter, posterior width versus
+visibility, ROC curves and reliability diagrams. Every function takes the already-computed
+statistics and returns a :class:`matplotlib.figure.Figure` built without pyplot (no global figure
+state, safe in threads and headless runs). It must not compute statistics itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from scipy import stats
+
+from .coverage import CoverageResult
+from .sbc import SBCResult, rank_ecdf_difference
+
+__all__ = [
+    "plot_coverage",
+    "plot_sbc_ranks",
+    "plot_sbc_ecdf",
+    "plot_tarp",
+    "plot_truth_vs_estimate",
+    "plot_width_vs_visibility",
+    "plot_roc",
+    "plot_reliability",
+]
+
+
+def _grid(n: int, size: float = 3.0) -> tuple[Figure, np.ndarray]:
+    ncol = min(n, 5)
+    nrow = int(np.ceil(n / ncol))
+    fig = Figure(figsize=(size * ncol, 1.15 * size * nrow), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def plot_coverage(results: Mapping[str, CoverageResult], tolerance: float = 0.03) -> Figure:
+    """Nominal vs empirical HPD coverage, one panel per region (e.g. joint and each marginal).
+
+    Parameters
+    ----------
+    results : mapping of str to CoverageResult
+        Panel title → coverage result.
+    tolerance : float
+        Half-width of the dashed goal band around the diagonal (coverage fraction).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig, axes = _grid(len(results))
+    for ax, (title, res) in zip(axes, results.items(), strict=False):
+        lv = res.levels
+        ax.fill_between(
+            lv,
+            res.band_low,
+            res.band_high,
+            color="0.8",
+            label=f"{res.band_confidence:.0%} binomial",
+        )
+        ax.plot([0, 1], [0, 1], "k-", lw=0.8)
+        ax.plot([0, 1], [tolerance, 1 + tolerance], "k--", lw=0.5)
+        ax.plot([0, 1], [-tolerance, 1 - tolerance], "k--", lw=0.5, label=f"±{tolerance}")
+        ax.plot(lv, res.empirical, "o-", ms=3, color="C0", label="empirical")
+        ax.set(
+            xlim=(0, 1), ylim=(0, 1), xlabel="nominal credibility", title=f"{title}: {res.verdict}"
+        )
+        ax.set_aspect("equal")
+    axes[0].set_ylabel("empirical coverage")
+    axes[0].legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def plot_sbc_ranks(
+    sbc: SBCResult, labels: Sequence[str] | None = None, band: float = 0.99
+) -> Figure:
+    """SBC rank histograms with the band of a uniform histogram.
+
+    Parameters
+    ----------
+    sbc : SBCResult
+        Ranks and p-values.
+    labels : sequence of str, optional
+        Axis labels per parameter (default: names).
+    band : float
+        Probability content of the grey per-bin binomial band.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    d = sbc.ranks.shape[1]
+    labels = labels or sbc.names
+    fig, axes = _grid(d)
+    n, s, b = sbc.ranks.shape[0], sbc.num_samples, sbc.num_bins
+    edges = np.linspace(0, s + 1, b + 1)
+    lo, hi = stats.binom.ppf([(1 - band) / 2, (1 + band) / 2], n, 1.0 / b)
+    for j, ax in enumerate(axes[:d]):
+        ax.axhspan(lo, hi, color="0.85")
+        ax.axhline(n / b, color="k", lw=0.8)
+        ax.hist(sbc.ranks[:, j], bins=edges, histtype="stepfilled", alpha=0.7, color="C0")
+        ax.set(
+            xlabel=f"rank of {labels[j]}",
+            title=f"KS p={sbc.ks_pvalue[j]:.3g}  χ² p={sbc.chi2_pvalue[j]:.3g}",
+        )
+        ax.title.set_fontsize(8)
+    axes[0].set_ylabel("objects")
+    return fig
+
+
+def plot_sbc_ecdf(
+    sbc: SBCResult, labels: Sequence[str] | None = None, band: float = 0.99
+) -> Figure:
+    """ECDF of normalised ranks minus the uniform CDF, with a simultaneous band.
+
+    Parameters
+    ----------
+    sbc : SBCResult
+        Ranks.
+    labels : sequence of str, optional
+        Legend labels per parameter.
+    band : float
+        Simultaneous probability content of the band.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    e = rank_ecdf_difference(sbc.ranks, sbc.num_samples, band_prob=band)
+    fig = Figure(figsize=(5, 3.5), layout="constrained")
+    ax = fig.subplots()
+    ax.fill_between(
+        e["x"], e["band_low"], e["band_high"], color="0.85", label=f"{band:.0%} simultaneous"
+    )
+    for j, lab in enumerate(labels or sbc.names):
+        ax.plot(e["x"], e["difference"][j], label=lab)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set(xlabel="normalised rank", ylabel="ECDF − uniform CDF", title="SBC rank ECDF difference")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_tarp(ecp: np.ndarray, alpha: np.ndarray, atc: float, ks_pvalue: float) -> Figure:
+    """TARP expected coverage probability versus credibility level (Lemos et al. 2023).
+
+    Parameters
+    ----------
+    ecp, alpha : numpy.ndarray
+        Outputs of sbi's TARP (expected coverage and credibility grid), shape (B+1,).
+    atc : float
+        Area-to-curve (> 0 underconfident, < 0 overconfident).
+    ks_pvalue : float
+        KS p-value of ecp vs alpha.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig = Figure(figsize=(4, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.plot(alpha, ecp, color="C1", label="TARP")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="credibility level α", ylabel="expected coverage")
+    ax.set_title(f"TARP: ATC={atc:+.3f}, KS p={ks_pvalue:.3g}", fontsize=9)
+    ax.set_aspect("equal")
+    return fig
+
+
+def plot_truth_vs_estimate(
+    estimate: np.ndarray, theta: np.ndarray, labels: Sequence[str], color: np.ndarray | None = None
+) -> Figure:
+    """Posterior medians against the truth, per parameter.
+
+    Parameters
+    ----------
+    estimate, theta : numpy.ndarray
+        Shape (N, D), θ units.
+    labels : sequence of str
+        Axis labels (with units).
+    color : numpy.ndarray, optional
+        Per-object colour value (e.g. log visibility), shape (N,).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    d = theta.shape[1]
+    fig, axes = _grid(d)
+    for j, ax in enumerate(axes[:d]):
+        lo, hi = float(theta[:, j].min()), float(theta[:, j].max())
+        sc = ax.scatter(
+            theta[:, j], estimate[:, j], s=2, c=color, cmap="viridis", alpha=0.6, rasterized=True
+        )
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        ax.set(xlabel=f"true {labels[j]}", ylabel="posterior median")
+    if color is not None:
+        fig.colorbar(sc, ax=axes[d - 1], label="log10 visibility")
+    return fig
+
+
+def plot_width_vs_visibility(
+    width: np.ndarray, visibility: np.ndarray, labels: Sequence[str], edges: np.ndarray
+) -> Figure:
+    """Posterior 68 % half-width against visibility, with binned medians.
+
+    Parameters
+    ----------
+    width : numpy.ndarray
+        Shape (N, D), θ units.
+    visibility : numpy.ndarray
+        Shape (N,), > 0.
+    labels : sequence of str
+        Parameter labels.
+    edges : numpy.ndarray
+        Visibility bin edges for the medians.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    d = width.shape[1]
+    fig, axes = _grid(d)
+    idx = np.digitize(visibility, edges) - 1
+    centres = np.sqrt(edges[:-1] * edges[1:]) if edges[0] > 0 else 0.5 * (edges[:-1] + edges[1:])
+    for j, ax in enumerate(axes[:d]):
+        ax.scatter(visibility, width[:, j], s=2, alpha=0.3, rasterized=True)
+        med = [
+            np.median(width[idx == b, j]) if np.any(idx == b) else np.nan
+            for b in range(len(edges) - 1)
+        ]
+        ax.plot(centres, med, "o-", color="C3", label="binned median")
+        ax.set(xscale="log", xlabel="visibility", ylabel=f"68% half-width of {labels[j]}")
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]]) -> Figure:
+    """ROC curves (log false-positive axis to show the high-purity end).
+
+    Parameters
+    ----------
+    curves : mapping of str to (fpr, tpr, auc)
+        One curve per subset (e.g. all clusters, clusters above the detection threshold).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig = Figure(figsize=(4.5, 4), layout="constrained")
+    ax = fig.subplots()
+    for name, (fpr, tpr, auc) in curves.items():
+        ax.plot(np.maximum(fpr, 1e-4), tpr, label=f"{name} (AUC={auc:.4f})")
+    ax.set(
+        xscale="log",
+        xlim=(1e-4, 1),
+        ylim=(0, 1.01),
+        xlabel="false-positive rate",
+        ylabel="true-positive rate",
+    )
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def plot_reliability(diagrams: Mapping[str, dict]) -> Figure:
+    """Reliability diagram of P(cluster): observed cluster fraction vs mean prediction per bin.
+
+    Parameters
+    ----------
+    diagrams : mapping of str to dict
+        Outputs of :func:`sbicluster.diagnostics.classification.reliability_diagram`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig = Figure(figsize=(4.5, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    for i, (name, rel) in enumerate(diagrams.items()):
+        ok = np.asarray(rel["count"]) > 0
+        mp, fr = np.asarray(rel["mean_predicted"])[ok], np.asarray(rel["fraction_positive"])[ok]
+        err = np.vstack(
+            [fr - np.asarray(rel["fraction_low"])[ok], np.asarray(rel["fraction_high"])[ok] - fr]
+        )
+        ax.errorbar(
+            mp,
+            fr,
+            yerr=np.clip(err, 0, None),
+            fmt="o-",
+            ms=3,
+            color=f"C{i}",
+            label=f"{name} (ECE={rel['ece']:.3f})",
+        )
+    ax.set(
+        xlim=(0, 1), ylim=(0, 1), xlabel="predicted P(cluster)", ylabel="observed cluster fraction"
+    )
+    ax.legend(fontsize=7, loc="upper left")
+    return fig

@@ -1,0 +1,255 @@
+"""The one-page diagnostics report: ``report.md`` + PNG figures + ``metrics.json``.
+
+This module owns turning the metrics dictionary built by :func:`sbicluster.diagnostics.run_diagnostics`
+into Markdown, and writing the report directory atomically (each file is written to a temporary
+name and renamed, so an interrupted run never leaves a half-written file). It must not compute
+statistics or draw figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = ["write_report", "render_markdown", "to_jsonable"]
+
+
+def to_jsonable(obj):
+    """Recursively convert numpy arrays/scalars to lists/floats and NaN/inf to ``None`` (strict JSON)."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.bool_ | bool):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating | float):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _f(x, fmt: str = ".3f") -> str:
+    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
+
+
+def _edge(x) -> str:
+    return "∞" if x is None else format(x, "g")
+
+
+def _yes(ok) -> str:
+    return "n/a" if ok is None else ("**met**" if ok else "**missed**")
+
+
+def render_markdown(metrics: dict, figures: Mapping[str, str]) -> str:
+    """Markdown text of the report.
+
+    Parameters
+    ----------
+    metrics : dict
+        The metrics dictionary of :func:`sbicluster.diagnostics.run_diagnostics`.
+    figures : mapping of str to str
+        Figure key → file name (relative to the report).
+
+    Returns
+    -------
+    str
+    """
+    m = metrics
+    names = m["parameters"]
+    goals = m.get("goals", {})
+    n_obj = m.get("n_objects", m["n_clusters"])
+    lines = [
+        f"# Calibration and accuracy diagnostics — {m.get('model', {}).get('name', 'model')}",
+        "",
+        f"Held-out simulations: {n_obj} ({m['n_clusters']} clusters, {n_obj - m['n_clusters']} "
+        f"backgrounds), seed {m.get('seed', '–')}, {m['num_samples']} posterior draws per object. "
+        "Posterior statistics use the cluster objects only.",
+        "",
+        "## Goals",
+        "",
+        "| goal | value | status |",
+        "|---|---|---|",
+    ]
+    cov = m["coverage"]
+    regions = ([("joint", cov["joint"])] if cov.get("joint") else []) + list(
+        cov["marginal"].items()
+    )
+    worst = max(c["max_abs_deviation"] for _, c in regions)
+    lines.append(
+        f"| coverage: \\|empirical − nominal\\| ≤ {cov['tolerance']} at every level, "
+        f"{'joint and ' if cov.get('joint') else ''}each marginal "
+        f"| worst {_f(worst)} | {_yes(goals.get('coverage'))} |"
+    )
+    sbc = m["sbc"]
+    pmin = min(min(v["ks_pvalue"], v["chi2_pvalue"]) for v in sbc["per_parameter"].values())
+    lines.append(
+        f"| SBC uniformity not rejected at p = {sbc['alpha']} | smallest p = {_f(pmin, '.3g')} | {_yes(goals.get('sbc'))} |"
+    )
+    cls = m.get("classification")
+    if cls:
+        lines.append(
+            f"| AUC ≥ 0.99 for visibility ≥ {cls['detection_threshold']} | {_f(cls['auc_detectable'], '.4f')} "
+            f"| {_yes(goals.get('auc'))} |"
+        )
+    lines += ["", "## Coverage of highest-posterior-density regions", ""]
+    lines += [
+        "| region | verdict | max \\|Δ\\| | "
+        + " | ".join(f"{lv:.2f}" for lv in regions[0][1]["levels"][1::2])
+        + " |",
+        "|---|---|---|" + "---|" * len(regions[0][1]["levels"][1::2]),
+    ]
+    for name, c in regions:
+        lines.append(
+            f"| {name} | {c['verdict']} | {_f(c['max_abs_deviation'])} | "
+            + " | ".join(_f(e) for e in c["empirical"][1::2])
+            + " |"
+        )
+    lines += ["", f"![coverage]({figures.get('coverage', '')})", ""]
+    lines += [
+        "## Simulation-based calibration",
+        "",
+        "| parameter | KS p | χ² p | rejected |",
+        "|---|---|---|---|",
+    ]
+    for name, v in sbc["per_parameter"].items():
+        lines.append(
+            f"| {name} | {_f(v['ks_pvalue'], '.3g')} | {_f(v['chi2_pvalue'], '.3g')} | {v['uniformity_rejected']} |"
+        )
+    lines += [
+        "",
+        f"![ranks]({figures.get('sbc_ranks', '')}) ![ecdf]({figures.get('sbc_ecdf', '')})",
+        "",
+    ]
+    tarp = m.get("tarp")
+    if tarp:
+        lines += [
+            "## TARP",
+            "",
+            f"Area to curve {_f(tarp['atc'], '+.4f')} (> 0 underconfident, < 0 overconfident), "
+            f"KS p = {_f(tarp['ks_pvalue'], '.3g')}.",
+            "",
+            f"![tarp]({figures.get('tarp', '')})",
+            "",
+        ]
+    acc = m["accuracy"]
+    lines += [
+        "## Accuracy of posterior medians",
+        "",
+        "| subset | n | " + " | ".join(f"{n} bias / σ_rob / RMSE" for n in names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    rows = [("all clusters", acc["overall"]), ("paper's reliable range", acc["reliable_range"])]
+    rows += [
+        (f"visibility {_edge(b['range'][0])}–{_edge(b['range'][1])}", b)
+        for b in acc["by_visibility"]
+    ]
+    for label, a in rows:
+        cells = [
+            f"{_f(a[n]['bias'])} / {_f(a[n]['robust_sigma'])} / {_f(a[n]['rmse'])}" for n in names
+        ]
+        lines.append(f"| {label} | {a['n']} | " + " | ".join(cells) + " |")
+    w = m["width_vs_visibility"]
+    lines += [
+        "",
+        "Median posterior 68 % half-width by visibility:",
+        "",
+        "| visibility | n | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for b in range(len(w["count"])):
+        lines.append(
+            f"| {_edge(w['edges'][b])}–{_edge(w['edges'][b + 1])} | {w['count'][b]} | "
+            + " | ".join(_f(w["median_width"][n][b]) for n in names)
+            + " |"
+        )
+    lines += [
+        "",
+        f"![truth]({figures.get('truth_vs_median', '')}) ![width]({figures.get('width_vs_visibility', '')})",
+        "",
+    ]
+    if cls:
+        pr = cls["precision_recall"]
+        lines += [
+            "## Classification (cluster vs background)",
+            "",
+            f"AUC all clusters {_f(cls['auc'], '.4f')}; clusters with visibility ≥ {cls['detection_threshold']} "
+            f"vs all backgrounds {_f(cls['auc_detectable'], '.4f')}. At P(cluster) ≥ {pr['threshold']}: "
+            f"precision {_f(pr['precision'])}, recall {_f(pr['recall'])}, accuracy {_f(pr['accuracy'])}. "
+            f"Brier score {_f(cls['brier'], '.4f')}, expected calibration error {_f(cls['reliability']['ece'], '.4f')}.",
+            "",
+            "| visibility | clusters | AUC vs all backgrounds | recall at threshold |",
+            "|---|---|---|---|",
+        ]
+        for b in cls["by_visibility"]:
+            lines.append(
+                f"| {_edge(b['range'][0])}–{_edge(b['range'][1])} | {b['n']} | {_f(b['auc'], '.4f')} | {_f(b['recall'])} |"
+            )
+        lines += [
+            "",
+            f"![roc]({figures.get('roc', '')}) ![reliability]({figures.get('reliability', '')})",
+            "",
+        ]
+    if m.get("notes"):
+        lines += ["## Notes", ""] + [f"- {note}" for note in m["notes"]] + [""]
+    if m.get("timing"):
+        lines += ["## Timing", "", ", ".join(f"{k} {v:.1f} s" for k, v in m["timing"].items()), ""]
+    return "\n".join(lines)
+
+
+def write_report(
+    out_dir: str | Path, metrics: dict, figures: Mapping[str, Figure], *, dpi: int = 110
+) -> Path:
+    """Write ``metrics.json``, one PNG per figure and ``report.md`` into ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Report directory (created if absent; existing files of the same names are replaced).
+    metrics : dict
+        Metrics (numpy values allowed; NaN becomes ``null``).
+    figures : mapping of str to Figure
+        Figure key → figure; written as ``<key>.png``.
+    dpi : int
+        Resolution of the PNGs.
+
+    Returns
+    -------
+    Path
+        Path of ``report.md``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = {}
+    for key, fig in figures.items():
+        names[key] = f"{key}.png"
+        _atomic_write(
+            out / names[key], lambda tmp, fig=fig: fig.savefig(tmp, dpi=dpi, format="png")
+        )
+    clean = to_jsonable(metrics)
+    _atomic_write(
+        out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(clean, indent=2) + "\n")
+    )
+    text = render_markdown(clean, names)
+    _atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(text + "\n"))
+    return out / "report.md"

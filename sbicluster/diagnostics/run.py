@@ -1,0 +1,509 @@
+"""The diagnostics pipeline: held-out simulations → posterior draws → statistics → report.
+
+This module owns :func:`run_diagnostics` (what ``sbicluster diagnose`` calls) and
+:func:`evaluate`, the model-independent part that turns truths, posterior draws, log densities and
+P(cluster) into the metrics dictionary and figures — so that other posteriors (the binned
+baseline, the integrated-photometry posterior) are judged by exactly the same code. It must not
+train models or change how the simulator draws data.
+
+Held-out data: the simulator is driven by a generator seeded from ``(seed, "diagnostics")`` through
+:class:`numpy.random.SeedSequence`, a stream distinct from the ``torch.manual_seed(seed)`` stream a
+training run with the same integer seed would use, so the test set is never a training batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .accuracy import binned_by, point_accuracy, posterior_width, reliable_range_mask
+from .classification import brier_score, precision_recall, reliability_diagram, roc_auc, roc_curve
+from .coverage import CREDIBILITY_LEVELS, joint_coverage, marginal_coverage
+from .plots import (
+    plot_coverage,
+    plot_reliability,
+    plot_roc,
+    plot_sbc_ecdf,
+    plot_sbc_ranks,
+    plot_tarp,
+    plot_truth_vs_estimate,
+    plot_width_vs_visibility,
+)
+from .report import write_report
+from .sbc import run_sbc_checks
+
+__all__ = [
+    "run_diagnostics",
+    "evaluate",
+    "simulate_held_out",
+    "log_prob_of_draws",
+    "tarp",
+    "COVERAGE_TOLERANCE",
+    "SBC_ALPHA",
+    "AUC_GOAL",
+    "DETECTION_VISIBILITY",
+    "VISIBILITY_EDGES",
+]
+
+logger = logging.getLogger(__name__)
+
+COVERAGE_TOLERANCE = 0.03
+"""Goal: |empirical − nominal| coverage at every level, joint and per marginal."""
+SBC_ALPHA = 0.01
+"""Goal: SBC uniformity not rejected at this level."""
+AUC_GOAL = 0.99
+"""Goal: AUC of clusters above the detection threshold against all backgrounds."""
+DETECTION_VISIBILITY = 5.0
+"""Detection threshold on the simulator's visibility (a signal-to-noise measure): clusters at or
+above it are called detectable and the AUC goal applies to them."""
+VISIBILITY_EDGES = np.array([0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, np.inf])
+"""Visibility bins of the binned accuracy, width and classification tables."""
+
+
+def _held_out_seed(seed: int) -> int:
+    return int(
+        np.random.SeedSequence([int(seed), 0x5B1D1A6]).generate_state(1, dtype=np.uint64)[0] >> 1
+    )
+
+
+def simulate_held_out(simulator, n: int, seed: int, *, chunk: int = 256, progress: bool = False):
+    """Fresh simulations for testing, on a random stream distinct from training's.
+
+    Parameters
+    ----------
+    simulator : ClusterSimulator or compatible
+        Anything with ``simulate(n, generator) -> SimulationBatch``.
+    n : int
+        Number of objects (clusters and backgrounds, in the simulator's proportion).
+    seed : int
+        Test-set seed (mapped to a stream distinct from ``torch.manual_seed(seed)``).
+    chunk : int
+        Objects simulated per call (bounds memory).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    SimulationBatch
+        On the CPU.
+    """
+    from tqdm.auto import tqdm
+
+    from simulators.batch import SimulationBatch
+
+    device = torch.device(getattr(simulator, "device", "cpu"))
+    gen = torch.Generator(device=device).manual_seed(_held_out_seed(seed))
+    parts = []
+    with tqdm(total=n, desc="simulate", disable=not progress, unit="obj") as bar:
+        done = 0
+        while done < n:
+            k = min(chunk, n - done)
+            parts.append(simulator.simulate(k, gen).to("cpu"))
+            done += k
+            bar.update(k)
+    nuis_keys = set.intersection(*(set(p.nuisances) for p in parts)) if parts else set()
+    return SimulationBatch(
+        torch.cat([p.theta for p in parts]),
+        torch.cat([p.images for p in parts]),
+        torch.cat([p.label for p in parts]),
+        torch.cat([p.visibility for p in parts]),
+        {k: torch.cat([p.nuisances[k] for p in parts]) for k in nuis_keys},
+    )
+
+
+def log_prob_of_draws(
+    posterior,
+    samples: np.ndarray,
+    theta: np.ndarray,
+    images: torch.Tensor,
+    *,
+    chunk: int = 32,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unnormalised log q(θ | x) of the truths and of each object's own posterior draws.
+
+    Parameters
+    ----------
+    posterior : sbi DirectPosterior
+        Provides ``log_prob_batched(theta (S, B, D), x (B, ...), norm_posterior=False)``. The
+        leakage normalisation is a per-object constant and cancels in HPD ranks.
+    samples : numpy.ndarray
+        Draws, shape (N, S, D).
+    theta : numpy.ndarray
+        Truths, shape (N, D).
+    images : torch.Tensor
+        Observations, shape (N, C, H, W).
+    chunk : int
+        Objects per network call.
+    device : str or torch.device
+        Device of the posterior network.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    log_prob_true : numpy.ndarray
+        Shape (N,).
+    log_prob_samples : numpy.ndarray
+        Shape (N, S).
+    """
+    from tqdm.auto import tqdm
+
+    n, s, _ = samples.shape
+    lp_true, lp_samp = np.empty(n), np.empty((n, s))
+    for i0 in tqdm(range(0, n, chunk), desc="log q", disable=not progress):
+        sl = slice(i0, i0 + chunk)
+        x = images[sl].to(device)
+        th = torch.as_tensor(
+            np.concatenate([theta[sl][:, None, :], samples[sl]], axis=1), dtype=torch.float32
+        )
+        th = th.transpose(0, 1).contiguous().to(device)  # (S+1, B, D)
+        lp = (
+            posterior.log_prob_batched(th, x=x, norm_posterior=False).detach().cpu().numpy().T
+        )  # (B, S+1)
+        lp_true[sl], lp_samp[sl] = lp[:, 0], lp[:, 1:]
+    return lp_true, lp_samp
+
+
+def tarp(samples: np.ndarray, theta: np.ndarray, seed: int) -> dict:
+    """TARP expected coverage with sbi's implementation on precomputed draws.
+
+    Parameters
+    ----------
+    samples : numpy.ndarray
+        Draws, shape (N, S, D).
+    theta : numpy.ndarray
+        Truths, shape (N, D).
+    seed : int
+        Seed of the reference points (uniform in the bounding box of ``theta``, as sbi's
+        ``get_tarp_references`` draws them, but reproducibly).
+
+    Returns
+    -------
+    dict
+        ``ecp``, ``alpha`` (lists), ``atc`` (area to curve, > 0 underconfident) and ``ks_pvalue``.
+    """
+    from sbi.diagnostics.tarp import _run_tarp, check_tarp
+
+    th = torch.as_tensor(theta, dtype=torch.float32)
+    lo, hi = th.min(0).values, th.max(0).values
+    gen = torch.Generator().manual_seed(_held_out_seed(seed) + 1)
+    refs = lo + (hi - lo) * torch.rand(th.shape, generator=gen)
+    post = torch.as_tensor(np.moveaxis(samples, 1, 0), dtype=torch.float32)  # (S, N, D)
+    ecp, alpha = _run_tarp(post, th, refs, num_bins=max(th.shape[0] // 10, 2), z_score_theta=True)
+    atc, ks = check_tarp(ecp, alpha)
+    return {"ecp": ecp.numpy(), "alpha": alpha.numpy(), "atc": float(atc), "ks_pvalue": float(ks)}
+
+
+def _bins(edges: np.ndarray, key: np.ndarray) -> list[tuple[float, float, np.ndarray]]:
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (key >= lo) & (key < hi)
+        if sel.any():
+            out.append((float(lo), float(hi), sel))
+    return out
+
+
+def evaluate(
+    theta: np.ndarray,
+    samples: np.ndarray,
+    *,
+    names: Sequence[str],
+    labels: Sequence[str] | None = None,
+    visibility: np.ndarray | None = None,
+    log_prob_true: np.ndarray | None = None,
+    log_prob_samples: np.ndarray | None = None,
+    p_cluster: np.ndarray | None = None,
+    is_cluster: np.ndarray | None = None,
+    visibility_all: np.ndarray | None = None,
+    seed: int = 0,
+    levels: np.ndarray = CREDIBILITY_LEVELS,
+) -> tuple[dict, dict]:
+    """All diagnostics of one posterior on one test set (model-independent).
+
+    Parameters
+    ----------
+    theta : numpy.ndarray
+        Truths of the cluster objects, shape (N, D), θ units.
+    samples : numpy.ndarray
+        Their posterior draws, shape (N, S, D).
+    names : sequence of str
+        Parameter names.
+    labels : sequence of str, optional
+        Plot labels with units (default: names).
+    visibility : numpy.ndarray, optional
+        True visibility of the cluster objects, shape (N,).
+    log_prob_true, log_prob_samples : numpy.ndarray, optional
+        log q of the truths (N,) and of the draws (N, S); without them the joint HPD coverage is
+        skipped (TARP still gives a joint calibration check).
+    p_cluster, is_cluster, visibility_all : numpy.ndarray, optional
+        P(cluster), true label and true visibility of *all* test objects (clusters and
+        backgrounds), shape (M,); without them classification is skipped.
+    seed : int
+        Seed of the TARP reference points.
+    levels : numpy.ndarray
+        Credibility levels of the coverage curves.
+
+    Returns
+    -------
+    metrics : dict
+        See :func:`run_diagnostics`.
+    figures : dict of str to matplotlib.figure.Figure
+    """
+    names = tuple(names)
+    labels = tuple(labels) if labels is not None else names
+    theta, samples = np.asarray(theta, dtype=float), np.asarray(samples, dtype=float)
+    n, s, _ = samples.shape
+    metrics: dict = {
+        "parameters": list(names),
+        "num_samples": s,
+        "n_clusters": n,
+        "n_objects": n if p_cluster is None else int(np.size(p_cluster)),
+    }
+    figures: dict = {}
+
+    # coverage
+    marg = marginal_coverage(samples, theta, levels)
+    cov_results = {}
+    if log_prob_true is not None and log_prob_samples is not None:
+        cov_results["joint"] = joint_coverage(log_prob_true, log_prob_samples, levels)
+    cov_results.update(dict(zip(names, marg, strict=True)))
+    all_meet = all(r.meets(COVERAGE_TOLERANCE) for r in cov_results.values())
+    metrics["coverage"] = {
+        "tolerance": COVERAGE_TOLERANCE,
+        "joint": cov_results["joint"].to_dict() if "joint" in cov_results else None,
+        "marginal": {k: cov_results[k].to_dict() for k in names},
+    }
+    figures["coverage"] = plot_coverage(cov_results, COVERAGE_TOLERANCE)
+
+    # SBC
+    sbc = run_sbc_checks(samples, theta, names)
+    metrics["sbc"] = sbc.to_dict(SBC_ALPHA)
+    figures["sbc_ranks"] = plot_sbc_ranks(sbc, labels)
+    figures["sbc_ecdf"] = plot_sbc_ecdf(sbc, labels)
+
+    # TARP
+    if n >= 20:
+        t = tarp(samples, theta, seed)
+        metrics["tarp"] = t
+        figures["tarp"] = plot_tarp(t["ecp"], t["alpha"], t["atc"], t["ks_pvalue"])
+
+    # accuracy and width
+    median = np.median(samples, axis=1)
+    width = posterior_width(samples)
+    acc = {
+        "overall": point_accuracy(median, theta, names),
+        "reliable_range": point_accuracy(median, theta, names, reliable_range_mask(theta, names)),
+        "by_visibility": [],
+    }
+    if visibility is not None:
+        vis = np.asarray(visibility, dtype=float)
+        for lo, hi, sel in _bins(VISIBILITY_EDGES, vis):
+            acc["by_visibility"].append(
+                {"range": [lo, hi], **point_accuracy(median, theta, names, sel)}
+            )
+        wb = binned_by(width, vis, VISIBILITY_EDGES)
+        metrics["width_vs_visibility"] = {
+            "edges": wb["edges"],
+            "count": wb["count"],
+            "median_width": {name: wb["value"][:, j] for j, name in enumerate(names)},
+        }
+        pos = vis > 0
+        if pos.any():
+            figures["width_vs_visibility"] = plot_width_vs_visibility(
+                width[pos],
+                vis[pos],
+                labels,
+                np.geomspace(max(vis[pos].min(), 1e-3), vis[pos].max() * 1.0001, 9),
+            )
+        color = np.log10(np.maximum(vis, 1e-3))
+    else:
+        metrics["width_vs_visibility"] = {
+            "edges": [],
+            "count": [],
+            "median_width": {k: [] for k in names},
+        }
+        color = None
+    metrics["accuracy"] = acc
+    metrics["median_width_overall"] = {
+        name: float(np.median(width[:, j])) for j, name in enumerate(names)
+    }
+    figures["truth_vs_median"] = plot_truth_vs_estimate(median, theta, labels, color)
+
+    # classification
+    auc_ok = None
+    if p_cluster is not None and is_cluster is not None:
+        p = np.asarray(p_cluster, dtype=float)
+        y = np.asarray(is_cluster).astype(bool)
+        va = (
+            np.asarray(visibility_all, dtype=float)
+            if visibility_all is not None
+            else np.full(p.shape, np.inf)
+        )
+        detectable = ~y | (va >= DETECTION_VISIBILITY)
+        cls = {
+            "detection_threshold": DETECTION_VISIBILITY,
+            "auc": roc_auc(p, y),
+            "auc_detectable": roc_auc(p[detectable], y[detectable]),
+            "n_detectable": int((y & detectable).sum()),
+            "precision_recall": precision_recall(p, y, 0.5),
+            "precision_recall_detectable": precision_recall(p[detectable], y[detectable], 0.5),
+            "brier": brier_score(p, y),
+            "reliability": reliability_diagram(p, y),
+            "by_visibility": [],
+        }
+        for lo, hi, sel in _bins(VISIBILITY_EDGES, np.where(y, va, -1.0)):
+            subset = sel | ~y
+            cls["by_visibility"].append(
+                {
+                    "range": [lo, hi],
+                    "n": int(sel.sum()),
+                    "auc": roc_auc(p[subset], y[subset]),
+                    "recall": float((p[sel] >= 0.5).mean()),
+                    "reliability_ece": reliability_diagram(p[subset], y[subset])["ece"],
+                }
+            )
+        metrics["classification"] = cls
+        auc_ok = bool(cls["auc_detectable"] >= AUC_GOAL)
+        curves = {
+            "all clusters": (*roc_curve(p, y)[:2], cls["auc"]),
+            f"visibility ≥ {DETECTION_VISIBILITY:g}": (
+                *roc_curve(p[detectable], y[detectable])[:2],
+                cls["auc_detectable"],
+            ),
+        }
+        figures["roc"] = plot_roc(curves)
+        rel = {"all": cls["reliability"]}
+        if (y & detectable).any():
+            rel[f"visibility ≥ {DETECTION_VISIBILITY:g}"] = reliability_diagram(
+                p[detectable], y[detectable]
+            )
+        figures["reliability"] = plot_reliability(rel)
+
+    metrics["goals"] = {
+        "coverage": bool(all_meet),
+        "sbc": bool(not sbc.rejected(SBC_ALPHA).any()),
+        "auc": auc_ok,
+    }
+    return metrics, figures
+
+
+def run_diagnostics(
+    model,
+    simulator,
+    *,
+    n: int = 2000,
+    num_samples: int = 1000,
+    seed: int = 12345,
+    out_dir: str | Path,
+    progress: bool = True,
+) -> dict:
+    """Calibration, accuracy and classification diagnostics of a model on held-out simulations.
+
+    Parameters
+    ----------
+    model : ClusterModel
+        Trained model (``posterior()``, ``prior``, ``card``) usable by :func:`sbicluster.inference.predict`.
+    simulator : ClusterSimulator or compatible
+        Source of fresh test simulations (``simulate(n, generator)``); should match the model card.
+    n : int
+        Number of held-out objects (clusters and backgrounds).
+    num_samples : int
+        Posterior draws per object.
+    seed : int
+        Test-set seed; the stream is distinct from a training run's with the same seed.
+    out_dir : str or Path
+        Report directory: ``report.md``, PNG figures and ``metrics.json`` are written there.
+    progress : bool
+        Show progress bars (only on a terminal).
+
+    Returns
+    -------
+    dict
+        The metrics (as written to ``metrics.json``): ``coverage`` (joint and per-parameter HPD
+        coverage curves with binomial bands and verdicts), ``sbc`` (KS and χ² p-values), ``tarp``,
+        ``accuracy`` (bias, robust σ, RMSE overall, in the paper's reliable range and by
+        visibility), ``width_vs_visibility``, ``classification`` (AUC, precision/recall,
+        reliability), ``goals`` (which of the project's calibration goals are met) and ``timing``.
+
+    Raises
+    ------
+    sbicluster.errors.InputError
+        If ``n`` or ``num_samples`` is too small to be meaningful.
+    """
+    from ..errors import InputError
+    from ..inference import predict
+
+    if n < 20 or num_samples < 20:
+        raise InputError(
+            f"diagnostics need n >= 20 objects and num_samples >= 20 draws, got n={n}, "
+            f"num_samples={num_samples}; use e.g. --n 2000 for the calibration goals"
+        )
+    train_seed = (
+        (model.card.get("training", {}) or {}).get("config", {}).get("seed")
+        if isinstance(getattr(model, "card", None), dict)
+        else None
+    )
+    timing = {}
+    t0 = time.perf_counter()
+    batch = simulate_held_out(simulator, n, seed, progress=progress)
+    timing["simulate"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(_held_out_seed(seed) + 2)
+    pred = predict(model, batch.images, num_samples=num_samples, generator=gen, progress=progress)
+    timing["predict"] = time.perf_counter() - t0
+
+    label = batch.label.numpy().astype(bool)
+    theta = batch.theta.numpy()[label]
+    samples = np.asarray(pred.samples)[label]
+    vis_all = batch.visibility.numpy()
+
+    t0 = time.perf_counter()
+    lp_true = lp_samp = None
+    notes = []
+    try:
+        device = next(model.parameters()).device
+        lp_true, lp_samp = log_prob_of_draws(
+            model.posterior(), samples, theta, batch.images[label], device=device, progress=progress
+        )
+    except Exception as err:  # noqa: BLE001 - the rest of the report is still worth writing
+        logger.warning("joint HPD coverage skipped: log q of draws failed (%s)", err)
+        notes.append(f"Joint HPD coverage skipped: evaluating log q of the draws failed ({err}).")
+    timing["log_prob"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    prior = model.prior
+    metrics, figures = evaluate(
+        theta,
+        samples,
+        names=prior.names,
+        labels=prior.labels,
+        visibility=vis_all[label],
+        log_prob_true=lp_true,
+        log_prob_samples=lp_samp,
+        p_cluster=np.asarray(pred.p_cluster),
+        is_cluster=label,
+        visibility_all=vis_all,
+        seed=seed,
+    )
+    timing["statistics"] = time.perf_counter() - t0
+    card = model.card if isinstance(getattr(model, "card", None), dict) else {}
+    metrics.update(
+        {
+            "model": {"name": card.get("name", "model"), "card_keys": sorted(card)},
+            "n_objects": int(n),
+            "seed": int(seed),
+            "training_seed": train_seed,
+            "notes": notes,
+            "timing": timing,
+        }
+    )
+    write_report(out_dir, metrics, figures)
+    return metrics
