@@ -1,0 +1,280 @@
+"""Writing results: summary tables, posterior InferenceData, sample files and mock cutouts.
+
+This module owns the on-disk formats sbicluster produces and the guarantee that writing is
+atomic: every file is written to a temporary name in the target folder and moved into place
+with :func:`os.replace`, so an interrupted run never leaves a half-written file in place of a
+good one. It must not read user images or run a model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+from astropy.table import Table
+
+from simulators.priors import ClusterPrior
+
+from .errors import OutputExistsError
+
+__all__ = [
+    "atomic_path",
+    "summary_table",
+    "write_table",
+    "inference_data",
+    "write_inference_data",
+    "write_samples",
+    "write_cutouts_fits",
+    "check_outputs",
+    "PARAMETER_UNITS",
+    "HDI_PROB",
+]
+
+HDI_PROB = 0.94
+"""Probability mass of the highest-density interval reported in summaries."""
+
+PARAMETER_UNITS = {"log_age": u.dex(u.yr), "log_mass": u.dex(u.solMass), "log_rh": u.dex(u.pc), "av": u.mag}
+"""astropy units of the summary's parameter columns."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success move it onto ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+
+    Examples
+    --------
+    >>> with atomic_path("table.ecsv") as tmp:  # doctest: +SKIP
+    ...     table.write(tmp, format="ascii.ecsv")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def check_outputs(paths: Sequence[str | Path], overwrite: bool) -> None:
+    """Refuse to continue when any of ``paths`` exists and ``overwrite`` is false.
+
+    Raises
+    ------
+    OutputExistsError
+        Naming the first existing file and the ``--overwrite`` option.
+    """
+    if overwrite:
+        return
+    for p in paths:
+        if Path(p).exists():
+            raise OutputExistsError(f"{p}: already exists; pass --overwrite (overwrite=True) to replace it")
+
+
+def _hdi(samples: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:
+    """Narrowest interval holding ``prob`` of the draws, per row of ``samples`` (N, S)."""
+    sorted_ = np.sort(samples, axis=1)
+    s = sorted_.shape[1]
+    k = max(1, int(np.floor(prob * s)))
+    widths = sorted_[:, k:] - sorted_[:, : s - k]
+    start = np.argmin(widths, axis=1)
+    rows = np.arange(sorted_.shape[0])
+    return sorted_[rows, start], sorted_[rows, start + k]
+
+
+def summary_table(
+    samples: np.ndarray,
+    prior: ClusterPrior,
+    *,
+    ids: Sequence[str],
+    p_cluster: np.ndarray,
+    visibility: np.ndarray,
+    flags: np.ndarray,
+    x: np.ndarray | None = None,
+    y: np.ndarray | None = None,
+    ra: np.ndarray | None = None,
+    dec: np.ndarray | None = None,
+    meta: dict | None = None,
+) -> Table:
+    """One row per cutout: identity, P(cluster), visibility and posterior summaries.
+
+    Parameters
+    ----------
+    samples : numpy.ndarray
+        (N, S, 4) posterior draws in prior units.
+    prior : ClusterPrior
+        Gives parameter names and units.
+    ids : sequence of str
+        Cutout identifiers.
+    p_cluster, visibility : numpy.ndarray
+        (N,) probability of being a cluster and predicted visibility (S/N).
+    flags : numpy.ndarray
+        (N,) int bit mask (see :data:`sbicluster.io.FLAG_NAMES`).
+    x, y, ra, dec : numpy.ndarray, optional
+        (N,) positions: pixels (0-based) and degrees.
+    meta : dict, optional
+        Extra table metadata (e.g. model name).
+
+    Returns
+    -------
+    astropy.table.Table
+        Columns ``id, x, y, ra, dec, p_cluster, visibility, flag``, then per parameter
+        ``<name>_median, _p16, _p84, _hdi3, _hdi97`` with astropy units, then physical medians
+        ``age`` (Myr), ``mass`` (M☉) and ``r_h`` (pc).
+    """
+    n = samples.shape[0]
+    nan = np.full(n, np.nan)
+    table = Table()
+    table["id"] = np.asarray(ids, dtype=str)
+    for name, values, unit in (("x", x, u.pix), ("y", y, u.pix), ("ra", ra, u.deg), ("dec", dec, u.deg)):
+        table[name] = (nan if values is None else np.asarray(values, float)) * unit
+    table["p_cluster"] = np.asarray(p_cluster, dtype=float)
+    table["visibility"] = np.asarray(visibility, dtype=float)
+    table["flag"] = np.asarray(flags, dtype=np.int32)
+    pct = np.percentile(samples, [16, 50, 84], axis=1)  # (3, N, 4)
+    for j, name in enumerate(prior.names):
+        unit = PARAMETER_UNITS.get(name, u.dimensionless_unscaled)
+        lo, hi = _hdi(samples[:, :, j], HDI_PROB)
+        table[f"{name}_median"] = pct[1, :, j] * unit
+        table[f"{name}_p16"] = pct[0, :, j] * unit
+        table[f"{name}_p84"] = pct[2, :, j] * unit
+        table[f"{name}_hdi3"] = lo * unit
+        table[f"{name}_hdi97"] = hi * unit
+    table["age"] = 10 ** (pct[1, :, 0] - 6.0) * u.Myr
+    table["mass"] = 10 ** pct[1, :, 1] * u.solMass
+    table["r_h"] = 10 ** pct[1, :, 2] * u.pc
+    table.meta.update(
+        {
+            "description": "sbicluster posterior summary, one row per cutout",
+            "hdi_prob": HDI_PROB,
+            "flag_bits": {"1": "masked_pixels: non-finite pixels replaced by the band median"},
+            "parameters": {p.name: {"unit": p.unit, "description": p.description} for p in prior.parameters},
+            **(meta or {}),
+        }
+    )
+    return table
+
+
+def write_table(table: Table, path: str | Path) -> Path:
+    """Write ``table`` atomically; the format follows the suffix (.ecsv, .fits, .csv)."""
+    path = Path(path)
+    fmt = {".ecsv": "ascii.ecsv", ".csv": "ascii.csv", ".fits": "fits"}.get(path.suffix.lower(), "ascii.ecsv")
+    with atomic_path(path) as tmp:
+        table.write(tmp, format=fmt, overwrite=True)
+    return path
+
+
+def inference_data(samples: np.ndarray, prior: ClusterPrior, *, ids: Sequence[str], card: dict | None = None):
+    """Posterior draws as :class:`arviz.InferenceData` with dims ``cutout × draw``.
+
+    Parameters
+    ----------
+    samples : numpy.ndarray
+        (N, S, 4) draws.
+    prior : ClusterPrior
+        Parameter names, units and labels become variable attributes.
+    ids : sequence of str
+        Cutout identifiers (the ``cutout`` coordinate).
+    card : dict, optional
+        Model card, stored as JSON in the group's attributes.
+
+    Returns
+    -------
+    arviz.InferenceData
+        One ``posterior`` group, a variable per parameter with shape (chain=1, draw, cutout).
+    """
+    import arviz as az
+
+    data = {name: samples[None, :, :, j].transpose(0, 2, 1) for j, name in enumerate(prior.names)}
+    idata = az.from_dict(
+        posterior=data,
+        coords={"cutout": np.asarray(ids, dtype=str)},
+        dims={name: ["cutout"] for name in prior.names},
+        attrs={"model_card": json.dumps(card or {}), "created_by": "sbicluster"},
+    )
+    for p in prior.parameters:
+        idata.posterior[p.name].attrs.update({"unit": p.unit, "label": p.label, "description": p.description})
+    return idata
+
+
+def write_inference_data(idata, path: str | Path) -> Path:
+    """Write InferenceData to NetCDF atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        idata.to_netcdf(str(tmp), engine="h5netcdf")
+    return path
+
+
+def write_samples(path: str | Path, samples: np.ndarray, ids: Sequence[str], names: Sequence[str]) -> Path:
+    """Write draws to ``.npz`` (arrays ``samples`` (N, S, 4), ``ids``, ``names``) atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, samples=samples.astype(np.float32), ids=np.asarray(ids, str), names=np.asarray(names, str))
+    return path
+
+
+def _band_keywords(band: str) -> dict:
+    parts = band.split("_")
+    if len(parts) == 3:
+        return {"INSTRUME": parts[0], "DETECTOR": parts[1], "FILTER": parts[2]}
+    return {"FILTER": band}
+
+
+def write_cutouts_fits(
+    path: str | Path, images: np.ndarray, bands: Sequence[str], *, pixel_scale: float, meta: dict | None = None
+) -> Path:
+    """Write cutouts in the layout :func:`sbicluster.io.read_cutouts` reads.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output FITS file.
+    images : numpy.ndarray
+        (N, C, H, W) e⁻/s per pixel.
+    bands : sequence of str
+        Band of each of the C planes (``INSTRUMENT_DETECTOR_FILTER``).
+    pixel_scale : float
+        arcsec/px, written as a tangent-plane WCS.
+    meta : dict, optional
+        Extra primary-header keywords (short names, scalar values).
+
+    Returns
+    -------
+    Path
+    """
+    primary = fits.PrimaryHDU()
+    primary.header["ORIGIN"] = "sbicluster"
+    primary.header["NCUTOUT"] = (images.shape[0], "number of cutouts in each band HDU")
+    for k, v in (meta or {}).items():
+        primary.header[k[:8].upper()] = v
+    hdus = [primary]
+    h, w = images.shape[-2:]
+    for c, band in enumerate(bands):
+        hdu = fits.ImageHDU(np.ascontiguousarray(images[:, c], dtype=np.float32), name=band)
+        hdr = hdu.header
+        for k, v in _band_keywords(band).items():
+            hdr[k] = v
+        hdr["BUNIT"] = "ELECTRONS/S"
+        hdr["CTYPE1"], hdr["CTYPE2"] = "RA---TAN", "DEC--TAN"
+        hdr["CRPIX1"], hdr["CRPIX2"] = (w + 1) / 2, (h + 1) / 2
+        hdr["CRVAL1"], hdr["CRVAL2"] = 204.25, -29.87  # an arbitrary sky position (M83)
+        hdr["CDELT1"], hdr["CDELT2"] = -pixel_scale / 3600.0, pixel_scale / 3600.0
+        hdr["CUNIT1"], hdr["CUNIT2"] = "deg", "deg"
+        hdus.append(hdu)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fits.HDUList(hdus).writeto(tmp, overwrite=True)
+    return path
