@@ -1,0 +1,130 @@
+"""Batched amortised inference: posterior draws, P(cluster) and visibility for many cutouts.
+
+This module owns :func:`predict`, the fast path used by the command line and the diagnostics: each
+cutout is embedded once, then ``S`` draws are pushed through the flow for a chunk of cutouts at a
+time, so memory is bounded by ``batch_size × S`` draws whatever ``N`` is (results are written into
+preallocated numpy arrays). It must not read files or train.
+
+Compared with sbi's stock ``DirectPosterior.sample_batched`` on the same model, :func:`predict`
+skips the rejection loop (the flow's support is the prior box by construction, see
+:mod:`sbicluster.model`) and the per-call checks; ``benchmarks/inference.py`` measures both.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .model import ClusterModel
+
+__all__ = ["Prediction", "predict", "validate_images"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    """Output of :func:`predict` for N cutouts.
+
+    Attributes
+    ----------
+    samples : numpy.ndarray
+        float32 (N, S, 4) posterior draws of θ = (log age, log mass, log r_h, A_V), prior units.
+    p_cluster : numpy.ndarray
+        float32 (N,) probability that the cutout holds a cluster.
+    visibility : numpy.ndarray
+        float32 (N,) predicted visibility (signal-to-noise measure, ≥ 0).
+    """
+
+    samples: np.ndarray
+    p_cluster: np.ndarray
+    visibility: np.ndarray
+
+
+def validate_images(model: ClusterModel, images: np.ndarray | torch.Tensor) -> None:
+    """Check shape and finiteness of a cutout stack; raise :class:`InputError` otherwise."""
+    shape = tuple(images.shape)
+    if len(shape) != 4 or shape[1:] != tuple(model.image_shape):
+        raise InputError(f"images must have shape (N, {', '.join(map(str, model.image_shape))}) "
+                         f"(N, bands {model.bands}, y, x) in e-/s, got {shape}")
+
+
+def _check_finite(chunk: torch.Tensor, start: int) -> None:
+    bad = ~torch.isfinite(chunk).reshape(chunk.shape[0], -1).all(dim=1)
+    if bool(bad.any()):
+        idx = (torch.nonzero(bad).flatten()[:5] + start).tolist()
+        raise InputError(f"images contain NaN or infinite pixels (first bad cutouts: {idx}); "
+                         "mask or replace them (e.g. with the local sky level) before inference")
+
+
+@torch.no_grad()
+def predict(
+    model: ClusterModel,
+    images: np.ndarray | torch.Tensor,
+    *,
+    num_samples: int = 1000,
+    generator: torch.Generator | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> Prediction:
+    """Posterior samples, P(cluster) and visibility for a stack of cutouts.
+
+    Parameters
+    ----------
+    model : ClusterModel
+        Trained model (evaluation mode is set here).
+    images : numpy.ndarray or torch.Tensor
+        (N, C, H, W) cutouts in e⁻/s per pixel, band order ``model.bands``; finite values only.
+    num_samples : int
+        Posterior draws per cutout, S.
+    generator : torch.Generator, optional
+        Source of randomness on the model's device; the same seed gives the same draws.
+    batch_size : int
+        Cutouts embedded per chunk. Draws are generated for at most
+        ``max(1, 65536 // S)``-ish cutouts at a time, bounding memory.
+    progress : bool
+        Show a progress bar (only on a terminal).
+
+    Returns
+    -------
+    Prediction
+
+    Raises
+    ------
+    InputError
+        Wrong shape, NaN/inf pixels, or a non-positive ``num_samples``.
+    """
+    from tqdm.auto import tqdm
+
+    if num_samples < 1:
+        raise InputError(f"num_samples must be >= 1, got {num_samples}")
+    validate_images(model, images)
+    model.eval()
+    device = model.device
+    n = images.shape[0]
+    samples = np.empty((n, num_samples, model.prior.dim), dtype=np.float32)
+    p_cluster = np.empty(n, dtype=np.float32)
+    visibility = np.empty(n, dtype=np.float32)
+    # draws per flow call bounded to ~2**18 rows
+    sample_chunk = max(1, min(batch_size, (1 << 18) // num_samples))
+    bar = tqdm(total=n, desc="inference", unit="cutout", disable=not (progress and sys.stderr.isatty()))
+    for start in range(0, n, batch_size):
+        stop = min(n, start + batch_size)
+        chunk = torch.as_tensor(images[start:stop], dtype=torch.float32).to(device)
+        _check_finite(chunk, start)
+        features = model.embed(chunk).float()
+        logit, log_vis = model.heads(features)
+        p_cluster[start:stop] = torch.sigmoid(logit).cpu().numpy()
+        visibility[start:stop] = torch.expm1(log_vis).clamp(min=0.0).cpu().numpy()
+        for s0 in range(0, stop - start, sample_chunk):
+            s1 = min(stop - start, s0 + sample_chunk)
+            draws = model.sample_from_features(features[s0:s1], num_samples, generator)  # (S, b, 4)
+            samples[start + s0:start + s1] = draws.transpose(0, 1).cpu().numpy()
+        bar.update(stop - start)
+    bar.close()
+    return Prediction(samples, p_cluster, visibility)

@@ -1,0 +1,291 @@
+"""The trained object: ResNet embedding + flow posterior q(θ | x) + P(cluster | x) + visibility.
+
+This module owns :class:`ClusterModel` and the description of its architecture (a JSON-able dict,
+stored in the model card, from which the network is rebuilt with no data). It must not simulate,
+train (see :mod:`sbicluster.training`) or touch files (see :mod:`sbicluster.artifact`).
+
+Design
+------
+* One :class:`~sbicluster.embedding.ResNetEmbedding` reads the cutout; its features condition
+  three heads.
+* The posterior head is a zuko neural spline flow (autoregressive rational-quadratic splines,
+  Durkan et al. 2019, arXiv:1906.04032) wrapped in sbi's own
+  :class:`sbi.neural_nets.estimators.ZukoFlow` with the ResNet as ``embedding_net``, so that
+  :meth:`ClusterModel.posterior` is a stock :class:`sbi.inference.DirectPosterior` and sbi's
+  sampling and diagnostics (``run_sbc``, ``run_tarp``, ``log_prob_batched``) work on it.
+* Prior bounds: the first flow transform is the fixed bijection
+  ``z = logit((θ - low)/(high - low)) / (π/√3)`` (:class:`BoxLogitTransform`; unit variance under
+  the uniform prior, so it doubles as the θ standardisation). Every sample of the flow is inside
+  the prior box by construction: sbi's rejection step never rejects and no mass leaks.
+  This replaces sbi's data-dependent z-scoring of θ, which would need a training batch to rebuild.
+* The classifier head gives the logit of P(cluster | x); the visibility head regresses
+  ``log(1 + visibility)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import zuko
+from sbi.inference import DirectPosterior
+from sbi.neural_nets.estimators import ZukoFlow
+from torch import nn
+from torch.distributions import Transform, constraints
+
+from simulators.priors import ClusterPrior
+
+from .embedding import EMBEDDING_PRESETS, EmbeddingConfig, ResNetEmbedding
+
+__all__ = ["FLOW_PRESETS", "BoxLogitTransform", "ClusterModel", "default_architecture"]
+
+LOGISTIC_STD = math.pi / math.sqrt(3.0)
+"""Standard deviation of logit(U), U ~ Uniform(0, 1)."""
+
+FLOW_PRESETS: dict[str, dict] = {
+    "small": {"type": "zuko_nsf", "hidden_features": 64, "hidden_layers": 2, "num_transforms": 3, "bins": 8},
+    "cpu": {"type": "zuko_nsf", "hidden_features": 96, "hidden_layers": 2, "num_transforms": 4, "bins": 8},
+    "paper": {"type": "zuko_nsf", "hidden_features": 256, "hidden_layers": 2, "num_transforms": 5, "bins": 10},
+}
+HEAD_HIDDEN = {"small": 64, "cpu": 64, "paper": 128}
+
+
+class BoxLogitTransform(Transform):
+    r"""Bijection from the prior box to :math:`\mathbb R^D`: ``z = logit((θ - low)/(high - low)) / scale``.
+
+    Parameters
+    ----------
+    low, high : torch.Tensor
+        (D,) prior bounds, in prior units.
+    scale : float
+        Divisor of the logit (``π/√3`` gives unit variance under a uniform prior).
+    eps : float
+        ``(θ - low)/(high - low)`` is clipped to ``[eps, 1 - eps]`` before the logit so that θ on a
+        bound has a finite density.
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, low: torch.Tensor, high: torch.Tensor, *, scale: float = LOGISTIC_STD,
+                 eps: float = 1e-6) -> None:
+        super().__init__()
+        self.low, self.width, self.scale, self.eps = low, high - low, float(scale), float(eps)
+
+    def _unit(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.low) / self.width).clamp(self.eps, 1.0 - self.eps)
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.logit(self._unit(x)) / self.scale
+
+    def _inverse(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.low + self.width * torch.sigmoid(z * self.scale)
+        return torch.minimum(torch.maximum(x, self.low), self.low + self.width)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        u = self._unit(x)
+        return -(torch.log(u) + torch.log1p(-u) + torch.log(self.width) + math.log(self.scale)).sum(-1)
+
+    def call_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u = self._unit(x)
+        ladj = -(torch.log(u) + torch.log1p(-u) + torch.log(self.width) + math.log(self.scale)).sum(-1)
+        return torch.logit(u) / self.scale, ladj
+
+
+def default_architecture(preset: str, n_bands: int, softening: Sequence[float]) -> dict:
+    """Architecture dictionary for a named preset (``small``, ``cpu``, ``paper``).
+
+    Parameters
+    ----------
+    preset : str
+        Preset name.
+    n_bands : int
+        Number of image bands.
+    softening : sequence of float
+        Per-band asinh softening of the input normalisation, e⁻/s.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: ``preset``, ``embedding`` (EmbeddingConfig dict), ``normalisation``,
+        ``flow`` (type and hyper-parameters), ``theta_transform``, ``heads``.
+    """
+    if preset not in EMBEDDING_PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose one of {sorted(EMBEDDING_PRESETS)}")
+    return {
+        "preset": preset,
+        "n_bands": int(n_bands),
+        "embedding": EMBEDDING_PRESETS[preset].to_dict(),
+        "normalisation": {"type": "asinh", "softening_e_per_s": [float(s) for s in softening],
+                          "formula": "asinh(x / softening[band]), x in e-/s per pixel"},
+        "flow": dict(FLOW_PRESETS[preset]),
+        "theta_transform": {"type": "box_logit", "scale": LOGISTIC_STD,
+                            "formula": "z = logit((theta - low) / (high - low)) / scale"},
+        "heads": {"hidden_features": HEAD_HIDDEN[preset],
+                  "classifier": "logit of P(cluster | x)",
+                  "visibility": "regression of log(1 + visibility)"},
+    }
+
+
+def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                         nn.Linear(hidden, n_out))
+
+
+class ClusterModel(nn.Module):
+    """Embedding + flow posterior + classifier + visibility for one instrument and prior.
+
+    Parameters
+    ----------
+    prior : ClusterPrior
+        Prior over θ = (log age, log mass, log r_h, A_V); the flow's support.
+    bands : sequence of str
+        Band names, in image channel order.
+    image_shape : tuple of int
+        (C, H, W) of the cutouts.
+    architecture : dict
+        As returned by :func:`default_architecture` (stored in the card).
+    card : dict, optional
+        Model card (filled by training / loading).
+
+    Attributes
+    ----------
+    embedding : ResNetEmbedding
+    flow : zuko.flows.Flow
+        Conditional flow over θ given the embedding.
+    classifier, visibility_head : nn.Module
+        Heads on the embedding.
+    """
+
+    def __init__(self, prior: ClusterPrior, bands: Sequence[str], image_shape: Sequence[int], architecture: dict,
+                 card: dict | None = None) -> None:
+        super().__init__()
+        self.prior = prior
+        self.bands = tuple(bands)
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.architecture = architecture
+        self.card = dict(card or {})
+        if len(self.bands) != self.image_shape[0]:
+            raise ValueError(f"{len(self.bands)} bands but image_shape {self.image_shape}")
+        soft = architecture["normalisation"]["softening_e_per_s"]
+        self.embedding = ResNetEmbedding(len(self.bands), soft, EmbeddingConfig.from_dict(architecture["embedding"]))
+        n_feat = self.embedding.features
+        fl = architecture["flow"]
+        if fl["type"] != "zuko_nsf":
+            raise ValueError(f"unsupported flow type {fl['type']!r} (only 'zuko_nsf')")
+        nsf = zuko.flows.NSF(
+            features=prior.dim, context=n_feat, bins=int(fl["bins"]), transforms=int(fl["num_transforms"]),
+            hidden_features=[int(fl["hidden_features"])] * int(fl["hidden_layers"]),
+        )
+        box = zuko.flows.UnconditionalTransform(
+            BoxLogitTransform, prior.low(), prior.high(), scale=float(architecture["theta_transform"]["scale"]),
+            buffer=True,
+        )
+        self.flow = zuko.flows.Flow((box, *nsf.transform.transforms), nsf.base)
+        hidden = int(architecture["heads"]["hidden_features"])
+        self.classifier = _mlp(n_feat, hidden, 1)
+        self.visibility_head = _mlp(n_feat, hidden, 1)
+        # sbi's estimator shares (does not copy) the embedding and the flow; kept out of the module
+        # registry so that parameters are stored once.
+        object.__setattr__(
+            self, "_estimator",
+            ZukoFlow(self.flow, self.embedding, input_shape=torch.Size([prior.dim]),
+                     condition_shape=torch.Size(self.image_shape)),
+        )
+
+    # ------------------------------------------------------------------ pieces
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def estimator(self) -> ZukoFlow:
+        """sbi density estimator (``log_prob``, ``sample``, ``loss``) sharing this model's weights."""
+        return self._estimator
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) e⁻/s → (B, F) features."""
+        return self.embedding(images)
+
+    def flow_log_prob(self, theta: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """log q(θ | features) in prior units; θ (..., B, 4), features (B, F) → (..., B)."""
+        return self.flow(features.float()).log_prob(theta)
+
+    def sample_from_features(self, features: torch.Tensor, num_samples: int,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
+        """Posterior draws for embedded cutouts.
+
+        Parameters
+        ----------
+        features : torch.Tensor
+            (B, F) embeddings.
+        num_samples : int
+            Draws per cutout, S.
+        generator : torch.Generator, optional
+            Source of the base-distribution noise (on the model's device).
+
+        Returns
+        -------
+        torch.Tensor
+            (S, B, 4) draws in prior units, always inside the prior box.
+        """
+        dist = self.flow(features.float())
+        gdev = generator.device if generator is not None else features.device
+        z = torch.randn((num_samples, features.shape[0], self.prior.dim), generator=generator,
+                        device=gdev).to(features.device)
+        return dist.transform.inv(z)
+
+    def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logit of P(cluster | x) and predicted log(1 + visibility), each (B,)."""
+        return self.classifier(features).squeeze(-1), self.visibility_head(features).squeeze(-1)
+
+    # ----------------------------------------------------------------- public
+    def log_prob(self, theta: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """log q(θ_i | x_i) for paired θ (N, 4) (prior units) and images (N, C, H, W) → (N,)."""
+        return self.flow_log_prob(theta, self.embed(images))
+
+    def p_cluster(self, images: torch.Tensor) -> torch.Tensor:
+        """P(cluster | x), (N,)."""
+        return torch.sigmoid(self.heads(self.embed(images))[0])
+
+    def posterior(self) -> DirectPosterior:
+        """sbi :class:`~sbi.inference.DirectPosterior` over the prior, sharing this model's weights.
+
+        Samples never fall outside the prior box (see module notes), so sbi's rejection step
+        accepts everything.
+        """
+        device = self.device
+        return DirectPosterior(self._estimator, self.prior.distribution(device), device=str(device))
+
+    def losses(self, theta: torch.Tensor, images: torch.Tensor, label: torch.Tensor, visibility: torch.Tensor,
+               *, weights: dict[str, float], autocast: bool = False) -> dict[str, torch.Tensor]:
+        """Training losses on one batch.
+
+        ``total = nll + weights["classifier"] · bce + weights["visibility"] · mse``, where ``nll`` is
+        the mean −log q(θ | x) over clusters only, ``bce`` the binary cross-entropy of the cluster
+        label over all samples and ``mse`` the squared error of log(1 + visibility) over all samples.
+
+        Parameters
+        ----------
+        theta : (B, 4) prior units; images : (B, C, H, W) e⁻/s; label : (B,) 0/1;
+        visibility : (B,) ≥ 0.
+        weights : dict
+            ``classifier`` and ``visibility`` loss weights.
+        autocast : bool
+            Run the embedding under CUDA mixed precision (the flow always runs in float32).
+        """
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            features = self.embed(images)
+        features = features.float()
+        logit, vis = self.heads(features)
+        is_cl = label.bool()
+        if bool(is_cl.any()):
+            nll = -self.flow_log_prob(theta[is_cl], features[is_cl]).mean()
+        else:
+            nll = features.sum() * 0.0
+        bce = nn.functional.binary_cross_entropy_with_logits(logit, label.float())
+        mse = nn.functional.mse_loss(vis, torch.log1p(visibility.clamp(min=0.0)))
+        total = nll + weights.get("classifier", 1.0) * bce + weights.get("visibility", 0.5) * mse
+        return {"total": total, "nll": nll, "bce": bce, "mse": mse}
