@@ -1,0 +1,223 @@
+"""The Python entry point: :func:`infer` turns FITS cutouts into posterior samples and tables.
+
+This module mirrors ``sbicluster infer``: it reads and validates the input
+(:mod:`sbicluster.io`), runs the model (:func:`sbicluster.inference.predict`) and, when asked,
+writes the outputs (:mod:`sbicluster.outputs`). It owns no numerics of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from astropy.table import Table
+
+from .errors import InputError
+from .io import Cutouts, read_catalog_cutouts, read_cutouts
+from .outputs import (
+    check_outputs,
+    inference_data,
+    summary_table,
+    write_inference_data,
+    write_samples,
+    write_table,
+)
+
+__all__ = ["infer", "InferenceResult", "resolve_device", "model_pixel_scale", "simulator_from_card", "OUTPUT_FILES"]
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FILES = ("summary.ecsv", "posterior.nc")
+"""Files written to the output folder by every run (``samples.npz`` is optional)."""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from err
+
+
+def model_pixel_scale(card: dict) -> float | None:
+    """The model's pixel scale in arcsec/px, read from its card (None if the card has none)."""
+    preset = card.get("simulator", {}).get("preset", {})
+    for key in ("pixel_scale", "pixel_scale_arcsec"):
+        if key in preset:
+            return float(preset[key])
+    return None
+
+
+def simulator_from_card(card: dict, device: str | torch.device = "cpu"):
+    """The simulator a model was trained on, rebuilt from its card (for diagnostics and demos).
+
+    Parameters
+    ----------
+    card : dict
+        Model card; its ``simulator`` entry is :meth:`simulators.cluster.ClusterSimulator.card`.
+    device : str or torch.device
+        Where the simulator runs.
+
+    Returns
+    -------
+    simulators.cluster.ClusterSimulator
+    """
+    from simulators.cluster import ClusterSimulator
+
+    return ClusterSimulator.from_card(card["simulator"], device=device)
+
+
+@dataclass
+class InferenceResult:
+    """Posterior results for a set of cutouts.
+
+    Attributes
+    ----------
+    summary : astropy.table.Table
+        One row per cutout (see :func:`sbicluster.outputs.summary_table`).
+    samples : numpy.ndarray
+        (N, S, 4) posterior draws in the prior's units.
+    cutouts : Cutouts
+        The validated input cutouts (images in e⁻/s, ids, positions, flags).
+    card : dict
+        The model card.
+    """
+
+    summary: Table
+    samples: np.ndarray
+    cutouts: Cutouts
+    card: dict
+
+    def to_inference_data(self):
+        """The draws as :class:`arviz.InferenceData` (dims cutout × draw, units as attributes)."""
+        from simulators.priors import ClusterPrior
+
+        return inference_data(self.samples, ClusterPrior.from_dict(self.card["prior"]), ids=self.cutouts.ids, card=self.card)
+
+    def write(self, out_dir: str | Path, *, overwrite: bool = False, save_samples: bool = False) -> list[Path]:
+        """Write ``summary.ecsv``, ``posterior.nc`` (and ``samples.npz``) atomically into ``out_dir``.
+
+        Raises
+        ------
+        OutputExistsError
+            If an output exists and ``overwrite`` is false; nothing is written then.
+        """
+        out_dir = Path(out_dir)
+        names = list(OUTPUT_FILES) + (["samples.npz"] if save_samples else [])
+        check_outputs([out_dir / n for n in names], overwrite)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = [write_table(self.summary, out_dir / "summary.ecsv"),
+                 write_inference_data(self.to_inference_data(), out_dir / "posterior.nc")]
+        if save_samples:
+            names = [p["name"] for p in self.card["prior"]["parameters"]]
+            paths.append(write_samples(out_dir / "samples.npz", self.samples, self.cutouts.ids, names))
+        return paths
+
+
+def infer(
+    source: str | Path | Sequence[str | Path],
+    *,
+    model=None,
+    catalog: str | Path | None = None,
+    bands: Sequence[str] | None = None,
+    num_samples: int = 1000,
+    device: str = "auto",
+    seed: int = 0,
+    batch_size: int = 256,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    save_samples: bool = False,
+    progress: bool = True,
+) -> InferenceResult:
+    """Posterior samples, P(cluster) and visibility for every cutout in ``source``.
+
+    Parameters
+    ----------
+    source : str, Path or sequence of them
+        A FITS file of cutouts or a folder of them (see :mod:`sbicluster.io`); with ``catalog``,
+        one large image per band.
+    model : ClusterModel, str or Path, optional
+        A loaded model or a model directory; the shipped default model when omitted.
+    catalog : str or Path, optional
+        Table of positions (``x``/``y`` px or ``ra``/``dec`` deg) to cut from the images.
+    bands : sequence of str, optional
+        Band of each image HDU (or image file), overriding the FITS ``FILTER`` keywords.
+    num_samples : int
+        Posterior draws per cutout.
+    device : str
+        ``auto`` (CUDA if available), ``cpu``, ``cuda``...
+    seed : int
+        Seed of the posterior sampling; the same seed gives the same draws.
+    batch_size : int
+        Cutouts per network pass (bounds memory).
+    out : str or Path, optional
+        Folder to write ``summary.ecsv`` and ``posterior.nc`` into.
+    overwrite : bool
+        Replace existing outputs in ``out``.
+    save_samples : bool
+        Also write ``samples.npz``.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    InferenceResult
+
+    Raises
+    ------
+    InputError, ModelError, OutputExistsError
+        With a message naming the file and the problem.
+
+    Examples
+    --------
+    >>> import sbicluster
+    >>> result = sbicluster.infer("cutouts.fits", num_samples=500)  # doctest: +SKIP
+    >>> result.summary["id", "p_cluster", "log_age_median"]  # doctest: +SKIP
+    """
+    from simulators.priors import ClusterPrior
+
+    from .artifact import load_model
+    from .inference import predict
+
+    if num_samples < 1:
+        raise InputError(f"num_samples must be a positive integer, got {num_samples}")
+    if out is not None:
+        names = list(OUTPUT_FILES) + (["samples.npz"] if save_samples else [])
+        check_outputs([Path(out) / n for n in names], overwrite)  # fail before any work
+    dev = resolve_device(device)
+    if model is None or isinstance(model, str | Path):
+        model = load_model(model, device=str(dev))
+    card = model.card
+    model_bands = tuple(model.bands)
+    image_size = int(model.image_shape[-1])
+    scale = model_pixel_scale(card)
+    if catalog is not None:
+        images = [source] if isinstance(source, str | Path) else list(source)
+        cutouts = read_catalog_cutouts(images, catalog, model_bands, image_size=image_size, pixel_scale=scale, bands=bands)
+    else:
+        if not isinstance(source, str | Path):
+            raise InputError("several input paths need --catalog; give one FITS file or a folder of them")
+        cutouts = read_cutouts(source, model_bands, image_size=image_size, pixel_scale=scale, bands=bands)
+    log.info("inferring %d cutouts with %d draws each on %s", len(cutouts), num_samples, dev)
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    pred = predict(model, cutouts.images, num_samples=num_samples, generator=generator, batch_size=batch_size,
+                   progress=progress)
+    prior = ClusterPrior.from_dict(card["prior"])
+    summary = summary_table(
+        pred.samples, prior, ids=cutouts.ids, p_cluster=pred.p_cluster, visibility=pred.visibility,
+        flags=cutouts.flags, x=cutouts.x, y=cutouts.y, ra=cutouts.ra, dec=cutouts.dec,
+        meta={"model": card.get("name", "unnamed"), "num_samples": num_samples, "seed": seed,
+              "input": [str(s) for s in ([source] if isinstance(source, str | Path) else source)],
+              "catalog": None if catalog is None else str(catalog), "bands": list(model_bands),
+              "image_size": image_size},
+    )
+    result = InferenceResult(summary, pred.samples, cutouts, card)
+    if out is not None:
+        result.write(out, overwrite=overwrite, save_samples=save_samples)
+    return result

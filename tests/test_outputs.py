@@ -1,0 +1,87 @@
+"""Output writers: summary statistics, InferenceData layout, atomic writes, refusal to overwrite."""
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.table import Table
+from scipy import stats
+
+from sbicluster.corner import corner_figure, rgb_composite, save_figure
+from sbicluster.errors import OutputExistsError
+from sbicluster.outputs import (
+    HDI_PROB,
+    atomic_path,
+    check_outputs,
+    inference_data,
+    summary_table,
+    write_inference_data,
+    write_table,
+)
+from simulators import DEFAULT_PRIOR
+
+
+def _gaussian_draws(n=3, s=40000, seed=0):
+    rng = np.random.default_rng(seed)
+    mean = np.array([8.0, 4.0, 0.4, 1.5])
+    sigma = np.array([0.2, 0.1, 0.05, 0.3])
+    return mean, sigma, mean + sigma * rng.standard_normal((n, s, 4))
+
+
+def test_summary_statistics_match_the_gaussian_they_were_drawn_from():
+    mean, sigma, draws = _gaussian_draws()
+    table = summary_table(draws, DEFAULT_PRIOR, ids=["a", "b", "c"], p_cluster=np.array([0.1, 0.5, 0.9]),
+                          visibility=np.array([1.0, 5.0, 50.0]), flags=np.zeros(3, int))
+    z = stats.norm.ppf(0.5 + HDI_PROB / 2)  # HPD of a Gaussian is symmetric: ±1.881σ for 94%
+    for j, name in enumerate(DEFAULT_PRIOR.names):
+        np.testing.assert_allclose(table[f"{name}_median"].value, mean[j], atol=0.05 * sigma[j])
+        np.testing.assert_allclose(table[f"{name}_p84"].value - table[f"{name}_p16"].value, 2 * sigma[j], rtol=0.03)
+        np.testing.assert_allclose(table[f"{name}_hdi97"].value - table[f"{name}_hdi3"].value, 2 * z * sigma[j], rtol=0.03)
+    assert table["log_age_median"].unit == u.dex(u.yr)
+    np.testing.assert_allclose(table["age"].quantity.to_value(u.Myr), 100.0, rtol=0.01)  # 10^8 yr
+    assert table["av_median"].unit == u.mag
+
+
+def test_summary_and_inference_data_survive_a_round_trip_on_disk(tmp_path):
+    _, _, draws = _gaussian_draws(n=2, s=500)
+    table = summary_table(draws, DEFAULT_PRIOR, ids=["x1", "x2"], p_cluster=np.ones(2), visibility=np.ones(2),
+                          flags=np.array([0, 1]))
+    write_table(table, tmp_path / "summary.ecsv")
+    back = Table.read(tmp_path / "summary.ecsv", format="ascii.ecsv")
+    np.testing.assert_allclose(back["log_mass_median"].value, table["log_mass_median"].value)
+    assert back["log_mass_median"].unit == u.dex(u.solMass) and back["flag"].tolist() == [0, 1]
+
+    import arviz as az
+
+    idata = inference_data(draws, DEFAULT_PRIOR, ids=["x1", "x2"], card={"name": "m"})
+    write_inference_data(idata, tmp_path / "posterior.nc")
+    loaded = az.from_netcdf(str(tmp_path / "posterior.nc"))
+    assert loaded.posterior["log_age"].dims == ("chain", "draw", "cutout")
+    assert list(loaded.posterior["cutout"].values) == ["x1", "x2"]
+    assert loaded.posterior["av"].attrs["unit"] == "mag"
+    np.testing.assert_allclose(loaded.posterior["log_rh"].values[0, :, 1], draws[1, :, 2])
+
+
+def test_interrupted_write_keeps_the_old_file_and_overwrite_is_refused(tmp_path):
+    target = tmp_path / "summary.ecsv"
+    target.write_text("good results")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half a fi")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "good results"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.ecsv"]  # no temporary left behind
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        check_outputs([target], overwrite=False)
+    check_outputs([target], overwrite=True)
+
+
+def test_rgb_composite_maps_a_red_source_to_red_and_corner_plot_is_written(tmp_path):
+    rng = np.random.default_rng(1)
+    image = rng.normal(0, 1, size=(3, 32, 32))
+    image[2, 14:18, 14:18] += 200.0  # bright only in the reddest band
+    rgb = rgb_composite(image)
+    centre = rgb[14:18, 14:18].mean(axis=(0, 1))
+    assert centre[0] > 0.8 and centre[2] < 0.3
+    _, _, draws = _gaussian_draws(n=1, s=2000)
+    fig = corner_figure(draws[0], DEFAULT_PRIOR, image=image, title="test", truth=[8.0, 4.0, 0.4, 1.5])
+    paths = save_figure(fig, tmp_path / "c")
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 10_000 for p in paths)
