@@ -45,12 +45,16 @@ class EmbeddingConfig:
         Size of the output embedding.
     stem_kernel : int
         Side of the stem convolution (stride 1: full resolution is kept).
+    pool : int
+        The last feature map is average-pooled to ``pool × pool`` cells and flattened, so coarse
+        position information (centre vs. outskirts) survives (``1`` = global average pooling).
     """
 
     width: int = 16
     blocks: tuple[int, ...] = (1, 1)
     features: int = 32
     stem_kernel: int = 7
+    pool: int = 2
 
     def to_dict(self) -> dict:
         return {**asdict(self), "blocks": list(self.blocks)}
@@ -145,7 +149,8 @@ class ResNetEmbedding(nn.Module):
                 layers.append(_BasicBlock(c_in, c_out, 2 if (stage > 0 and i == 0) else 1))
                 c_in = c_out
         self.stages = nn.Sequential(*layers)
-        self.head = nn.Linear(c_in, config.features)
+        self.pool = nn.AdaptiveAvgPool2d(config.pool)
+        self.head = nn.Linear(c_in * config.pool**2, config.features)
 
     @property
     def features(self) -> int:
@@ -154,7 +159,7 @@ class ResNetEmbedding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) e⁻/s → (B, features)."""
         h = self.stages(self.stem(self.normalise(x)))
-        return self.head(h.mean(dim=(-2, -1)))
+        return self.head(self.pool(h).flatten(1))
 
 
 def build_embedding(n_bands: int, softening: Sequence[float], preset: str | EmbeddingConfig | dict = "small"
