@@ -94,7 +94,8 @@ class BoxLogitTransform(Transform):
         return torch.logit(u) / self.scale, ladj
 
 
-def default_architecture(preset: str, n_bands: int, softening: Sequence[float]) -> dict:
+def default_architecture(preset: str, n_bands: int, softening: Sequence[float], *,
+                         embedding: dict | None = None, flow: dict | None = None) -> dict:
     """Architecture dictionary for a named preset (``small``, ``cpu``, ``paper``).
 
     Parameters
@@ -105,6 +106,8 @@ def default_architecture(preset: str, n_bands: int, softening: Sequence[float]) 
         Number of image bands.
     softening : sequence of float
         Per-band asinh softening of the input normalisation, e⁻/s.
+    embedding, flow : dict, optional
+        Overrides of the preset's embedding config / flow hyper-parameters (custom architectures).
 
     Returns
     -------
@@ -117,10 +120,10 @@ def default_architecture(preset: str, n_bands: int, softening: Sequence[float]) 
     return {
         "preset": preset,
         "n_bands": int(n_bands),
-        "embedding": EMBEDDING_PRESETS[preset].to_dict(),
+        "embedding": {**EMBEDDING_PRESETS[preset].to_dict(), **(embedding or {})},
         "normalisation": {"type": "asinh", "softening_e_per_s": [float(s) for s in softening],
                           "formula": "asinh(x / softening[band]), x in e-/s per pixel"},
-        "flow": dict(FLOW_PRESETS[preset]),
+        "flow": {**FLOW_PRESETS[preset], **(flow or {})},
         "theta_transform": {"type": "box_logit", "scale": LOGISTIC_STD,
                             "formula": "z = logit((theta - low) / (high - low)) / scale"},
         "heads": {"hidden_features": HEAD_HIDDEN[preset],

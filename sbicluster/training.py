@@ -59,6 +59,9 @@ class TrainingConfig:
     ----------
     preset : str
         Model preset: ``small`` (tests), ``cpu`` (default CPU model), ``paper`` (GPU).
+    embedding, flow : dict or None
+        Overrides of the preset's embedding config (``width``, ``blocks``, ``features``, ``pool``)
+        and flow hyper-parameters (``hidden_features``, ``num_transforms``, ``bins``).
     steps : int
         Maximum optimisation steps.
     max_time_s : float or None
@@ -100,6 +103,8 @@ class TrainingConfig:
     """
 
     preset: str = "small"
+    embedding: dict | None = None
+    flow: dict | None = None
     steps: int = 2000
     max_time_s: float | None = None
     batch_size: int = 128
@@ -359,7 +364,7 @@ class _SignalFlag:
 
 
 def train(simulator, config: TrainingConfig, out_dir: str | Path, *, resume: bool = False,
-          progress: bool = True) -> ClusterModel:
+          progress: bool = True, stop_after_steps: int | None = None) -> ClusterModel:
     """Train a model on simulations and write it to ``out_dir/model``.
 
     Parameters
@@ -375,6 +380,9 @@ def train(simulator, config: TrainingConfig, out_dir: str | Path, *, resume: boo
         Continue from ``out_dir/checkpoint`` (identical continuation for the same config/seed).
     progress : bool
         Progress bar (only on a terminal).
+    stop_after_steps : int, optional
+        Run at most this many steps in this call, then checkpoint and return (the schedule still
+        follows ``config.steps``; continue with ``resume=True``).
 
     Returns
     -------
@@ -407,7 +415,8 @@ def train(simulator, config: TrainingConfig, out_dir: str | Path, *, resume: boo
         val = simulator.simulate(config.val_size, gen_val)
     val = val.to(device)
     softening = config.softening or estimate_softening(val.images)
-    arch = default_architecture(config.preset, len(simulator.bands), softening)
+    arch = default_architecture(config.preset, len(simulator.bands), softening, embedding=config.embedding,
+                                flow=config.flow)
     # model initialisation uses its own seeded stream so that it does not depend on global state
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -446,6 +455,7 @@ def train(simulator, config: TrainingConfig, out_dir: str | Path, *, resume: boo
     model.train()
     t0 = time.perf_counter() - meta["elapsed_s"]
     stop_reason = "steps"
+    first_step = meta["step"]
     running: dict[str, float] = {}
     bar = tqdm(total=config.steps, initial=meta["step"], desc="train", unit="step",
                disable=not (progress and sys.stderr.isatty()))
@@ -500,6 +510,11 @@ def train(simulator, config: TrainingConfig, out_dir: str | Path, *, resume: boo
                 if meta["step"] % config.checkpoint_every == 0:
                     meta["elapsed_s"] = time.perf_counter() - t0
                     checkpoint()
+                if stop_after_steps is not None and meta["step"] - first_step >= stop_after_steps:
+                    stop_reason = "stop_after_steps"
+                    meta["elapsed_s"] = time.perf_counter() - t0
+                    checkpoint()
+                    break
                 if flag.raised:
                     stop_reason = f"signal {flag.raised}"
                     meta["elapsed_s"] = time.perf_counter() - t0

@@ -1,0 +1,82 @@
+"""ClusterModel: the bounded flow posterior, its sbi wrapper and the training losses."""
+
+import math
+
+import pytest
+import torch
+from sbi.inference import DirectPosterior
+
+from sbicluster.model import BoxLogitTransform, ClusterModel, default_architecture
+from sbicluster.toy import LinearGaussianToy
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return LinearGaussianToy()
+
+
+@pytest.fixture(scope="module")
+def model(toy):
+    torch.manual_seed(0)
+    return ClusterModel(toy.prior, toy.bands, toy.image_shape, default_architecture("small", 2, [1.0, 1.0])).eval()
+
+
+def test_box_logit_jacobian_matches_autograd(toy):
+    low, high = toy.prior.low(), toy.prior.high()
+    t = BoxLogitTransform(low, high)
+    theta = low + (high - low) * torch.tensor([0.1, 0.5, 0.8, 0.97])
+    jac = torch.autograd.functional.jacobian(lambda x: t(x), theta)
+    z, ladj = t.call_and_ladj(theta)
+    assert ladj.item() == pytest.approx(torch.logdet(jac).item(), rel=1e-5)
+    assert torch.allclose(t.inv(z), theta, atol=1e-5)
+    # unit variance under the uniform prior
+    u = toy.prior.sample(200_000, torch.Generator().manual_seed(1))
+    assert t(u).std(0).tolist() == pytest.approx([1.0] * 4, abs=0.02)
+
+
+def test_flow_density_integrates_to_one_over_the_prior_box(toy, model):
+    """Monte Carlo ∫ q(θ|x) dθ = V · E_uniform[q] over the box (untrained flow, broad density)."""
+    x = toy.simulate(1, torch.Generator().manual_seed(2), label=torch.ones(1)).images
+    theta = toy.prior.sample(200_000, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        feats = model.embed(x)
+        lp = model.flow_log_prob(theta, feats.expand(theta.shape[0], -1))
+    volume = float(torch.prod(toy.prior.high() - toy.prior.low()))
+    integral = volume * lp.exp().mean().item()
+    assert integral == pytest.approx(1.0, abs=0.05)
+
+
+def test_samples_never_leave_the_prior_and_sbi_accepts_all(toy, model):
+    x = toy.simulate(5, torch.Generator().manual_seed(4)).images
+    with torch.no_grad():
+        s = model.sample_from_features(model.embed(x), 2000, torch.Generator().manual_seed(5))
+    assert bool(toy.prior.contains(s.reshape(-1, 4)).all())
+    post = model.posterior()
+    assert isinstance(post, DirectPosterior)
+    draws = post.sample_batched((500,), x=x, show_progress_bars=False)
+    assert draws.shape == (500, 5, 4)
+    assert bool(toy.prior.contains(draws.reshape(-1, 4)).all())
+
+
+def test_model_log_prob_equals_sbi_log_prob(toy, model):
+    b = toy.simulate(1, torch.Generator().manual_seed(6), label=torch.ones(1))
+    theta = toy.prior.sample(7, torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        ours = model.log_prob(theta, b.images.expand(7, -1, -1, -1))
+        theirs = model.posterior().log_prob(theta, x=b.images, norm_posterior=False)
+    assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+def test_flow_loss_uses_cluster_samples_only(toy, model):
+    b = toy.simulate(32, torch.Generator().manual_seed(8))
+    assert 0 < int(b.label.sum()) < 32
+    w = {"classifier": 1.0, "visibility": 0.5}
+    base = model.losses(b.theta, b.images, b.label, b.visibility, weights=w)
+    theta2 = b.theta.clone()
+    theta2[b.label == 0] = toy.prior.sample(int((b.label == 0).sum()), torch.Generator().manual_seed(9))
+    other = model.losses(theta2, b.images, b.label, b.visibility, weights=w)
+    assert base["nll"].item() == pytest.approx(other["nll"].item(), rel=1e-6)
+    expected = base["nll"] + 1.0 * base["bce"] + 0.5 * base["mse"]
+    assert base["total"].item() == pytest.approx(expected.item(), rel=1e-6)
+    # BCE of an uninformed classifier is close to log 2
+    assert abs(base["bce"].item() - math.log(2)) < 0.3
