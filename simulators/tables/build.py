@@ -1,0 +1,198 @@
+"""Regenerate the shipped isochrone and HST photometry tables from the raw sources (build time only).
+
+Usage::
+
+    python -m simulators.tables.build            # isochrones + photometry (a few minutes on one core)
+    python -m simulators.tables.build --only isochrones
+
+This module owns the *derivation* of the shipped tables; the simulator must never import it at run
+time (it needs ``lachesis-grids``, ``astrolachesis`` (installed ``--no-deps``; read with h5py, never
+imported), ``astro-sedpy``, ``pyphot``'s filter library file, ``h5py`` and ``astropy``).
+
+Outputs (in this folder)
+------------------------
+``isochrones_mist.npz`` / ``isochrones_parsec.npz``
+    Live stars of every isochrone on the 0.05-dex log-age nodes 6.0–10.1 at the shipped [Fe/H]
+    values: EEP, initial mass (M☉, float64), log Teff (K), log g (cgs), log L (L☉), phase; rows of
+    isochrone ``(i_feh, i_age)`` are ``rows[start[k]:start[k]+length[k]]`` with ``k = i_feh*n_age+i_age``.
+    Remnants (MIST phase 6: post-AGB and white-dwarf cooling) are removed; ``max_live_mass`` keeps
+    the largest initial mass still alive.
+``bc_hst.npz``
+    Bolometric corrections BC = M_bol − M_band (Vega, M_bol☉ = 4.74) on the MIST C3K grid
+    (Teff, log g, [Fe/H], A_V; R_V = 3.1) for the HST bands, reconstructed by :mod:`.sedfit`, and
+    MIST's own Bessell UBVRI BCs.
+``bc_hst_provenance.json`` and ``PROVENANCE.md``
+    Source versions, method, fit residuals and leave-one-band-out transfer errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata as md
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import TABLE_DIR
+
+__all__ = ["build_isochrones", "build_photometry", "main", "ISOCHRONE_FEH", "BC_FEH"]
+
+log = logging.getLogger(__name__)
+
+#: [Fe/H] values of the shipped isochrones per family.
+ISOCHRONE_FEH = {"mist": (-1.0, -0.5, 0.0, 0.25), "parsec": (0.0,)}
+#: [Fe/H] nodes of the shipped BC table (MIST C3K nodes bracketing the isochrone values).
+BC_FEH = (-1.0, -0.5, 0.0, 0.25)
+#: Shipped log-age nodes (log10 yr).
+AGE_NODES = np.round(np.arange(6.0, 10.1 + 1e-9, 0.05), 2)
+
+_GRID_FILES = {"mist": "mist_v2.5_vvcrit0.4.h5", "parsec": "parsec_v1.25.h5"}
+
+
+def _version(pkg: str) -> str:
+    try:
+        return md.version(pkg)
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def grid_file(family: str) -> Path:
+    """Path of a ``lachesis-grids`` HDF5 isochrone grid (raises ImportError if not installed)."""
+    import lachesis_grids
+
+    return Path(os.path.dirname(lachesis_grids.__file__)) / "grids" / _GRID_FILES[family]
+
+
+def read_isochrone_grid(family: str, fehs, ages) -> dict:
+    """Read raw isochrones from ``lachesis-grids`` (sparse_v1 storage) for the given nodes.
+
+    Parameters
+    ----------
+    family : {"mist", "parsec"}
+    fehs, ages : sequence of float
+        [Fe/H] (dex) and log10 age (yr) values; each must be a grid node.
+
+    Returns
+    -------
+    dict
+        ``{(feh, age): {"eep", "initial_mass", "log_Teff", "log_g", "log_L", "phase"}}`` with NaN gap
+        rows removed, rows sorted by EEP.
+    """
+    import h5py
+
+    out = {}
+    with h5py.File(grid_file(family), "r") as h:
+        n_feh, n_age, _, _ = (int(v) for v in h.attrs["shape"])
+        cols = [c.decode() if isinstance(c, bytes) else str(c) for c in h.attrs["columns"]]
+        grid_feh = np.round(h["feh_values"][:], 3)
+        grid_age = np.round(h["age_values"][:], 3)
+        lengths = h["lengths"][:].astype(np.int64)
+        start = np.concatenate([[0], np.cumsum(lengths)])
+        values = h["values"]
+        for feh in fehs:
+            i_feh = int(np.flatnonzero(np.isclose(grid_feh, feh))[0])
+            for age in ages:
+                i_age = int(np.flatnonzero(np.isclose(grid_age, age))[0])
+                k = i_feh * n_age + i_age
+                v = values[start[k] : start[k + 1]]
+                v = v[np.all(np.isfinite(v[:, [cols.index(c) for c in ("initial_mass", "log_Teff", "log_g", "log_L")]]), axis=1)]
+                v = v[np.argsort(v[:, cols.index("eep")])]
+                out[(feh, age)] = {c: v[:, cols.index(c)] for c in ("eep", "initial_mass", "log_Teff", "log_g", "log_L", "phase")}
+    return out
+
+
+def _live_mask(family: str, iso: dict) -> np.ndarray:
+    """Live stars: MIST drops phase 6 (post-AGB + white-dwarf cooling); PARSEC here has no remnants."""
+    if family == "mist":
+        return np.round(iso["phase"]).astype(int) != 6
+    return np.ones(len(iso["eep"]), dtype=bool)
+
+
+def build_isochrones(family: str, fehs=None, out_dir: Path = TABLE_DIR) -> Path:
+    """Write ``isochrones_<family>.npz`` (live stars per isochrone on the shipped nodes).
+
+    Rows with non-increasing initial mass (rare numerical ties in the source grids) are dropped so
+    that every shipped isochrone is strictly monotone in initial mass along EEP.
+    """
+    fehs = ISOCHRONE_FEH[family] if fehs is None else fehs
+    raw = read_isochrone_grid(family, fehs, AGE_NODES)
+    cols = {c: [] for c in ("eep", "initial_mass", "log_Teff", "log_g", "log_L", "phase")}
+    starts, lengths, max_live = [], [], []
+    n = 0
+    for feh in fehs:
+        for age in AGE_NODES:
+            iso = raw[(feh, age)]
+            live = _live_mask(family, iso)
+            m = iso["initial_mass"]
+            keep = live.copy()
+            # strict monotonicity in initial mass over the kept rows
+            last = -np.inf
+            for i in np.flatnonzero(keep):
+                if m[i] <= last:
+                    keep[i] = False
+                else:
+                    last = m[i]
+            max_live.append(float(m[live].max()))
+            for c in cols:
+                cols[c].append(iso[c][keep])
+            starts.append(n)
+            lengths.append(int(keep.sum()))
+            n += int(keep.sum())
+    path = out_dir / f"isochrones_{family}.npz"
+    np.savez_compressed(
+        path,
+        feh_values=np.asarray(fehs, dtype=np.float64),
+        age_values=AGE_NODES.astype(np.float64),
+        start=np.asarray(starts, dtype=np.int64),
+        length=np.asarray(lengths, dtype=np.int64),
+        max_live_mass=np.asarray(max_live, dtype=np.float64),
+        eep=np.concatenate(cols["eep"]).astype(np.int16),
+        initial_mass=np.concatenate(cols["initial_mass"]).astype(np.float64),
+        log_Teff=np.concatenate(cols["log_Teff"]).astype(np.float32),
+        log_g=np.concatenate(cols["log_g"]).astype(np.float32),
+        log_L=np.concatenate(cols["log_L"]).astype(np.float32),
+        phase=np.round(np.concatenate(cols["phase"]) * 100).astype(np.int16),  # phase × 100 (PARSEC labels are fractional)
+        source=np.asarray(f"lachesis-grids {_version('lachesis-grids')} {_GRID_FILES[family]} sha256={_sha256(grid_file(family))[:16]}"),
+    )
+    log.info("wrote %s (%d rows, %.1f MB)", path, n, path.stat().st_size / 1e6)
+    return path
+
+
+def build_photometry(out_dir: Path = TABLE_DIR, fehs=BC_FEH) -> Path:
+    """Reconstruct HST-band BCs from the MIST C3K BC grid and write ``bc_hst.npz`` + provenance."""
+    from . import sedfit
+
+    return sedfit.build(out_dir=out_dir, fehs=fehs)
+
+
+def main(argv=None) -> None:
+    """Command-line entry point (see module docstring)."""
+    p = argparse.ArgumentParser(prog="python -m simulators.tables.build", description=__doc__.split("\n")[0])
+    p.add_argument("--only", choices=["isochrones", "photometry"], default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.only in (None, "isochrones"):
+        for fam in ("mist", "parsec"):
+            build_isochrones(fam)
+    if args.only in (None, "photometry"):
+        build_photometry()
+    (out := TABLE_DIR / "build_versions.json").write_text(
+        json.dumps({p: _version(p) for p in ("lachesis-grids", "astrolachesis", "astro-sedpy", "pyphot", "h5py", "numpy", "astropy")}, indent=2)
+    )
+    log.info("wrote %s", out)
+
+
+if __name__ == "__main__":
+    main()
