@@ -1,0 +1,445 @@
+"""ClusterSimulator: θ (+ nuisances) → multi-band cutouts, labels and visibility, batched in torch.
+
+This module owns the simulation of a batch: drawing θ and the nuisances, choosing which stars are
+drawn individually, sampling them from the IMF, placing them with the EFF profile, adding the
+smooth light of the faint stars, the field background and the noise, and computing the
+visibility. Physics (isochrones, IMF, photometry) comes from :mod:`simulators.population` and
+:mod:`simulators.imf`; images from :mod:`simulators.render`; noise from :mod:`simulators.noise`;
+backgrounds from :mod:`simulators.background`. It must not train or infer.
+
+Per cluster (label 1), with θ = (log age, log M, log r_h, A_V):
+
+1. **Drawn vs smooth stars.** A per-sample initial-mass threshold ``m_thr`` splits the stars.
+   Stars in ``[m_thr, m_live(age)]`` are drawn individually: their number is
+   ``N ~ Poisson(M · n_IMF(m_thr, m_live))`` and their masses come from the truncated IMF. Stars
+   below ``m_thr`` are deposited as smooth light ``M · unresolved_flux_per_mass(age, A_V, m_thr)``
+   with the EFF profile. ``m_thr(age)`` is tabulated at construction as the largest mass such
+   that stars below it carry at most ``sbf_tolerance`` (default 1 %) of the population's
+   surface-brightness-fluctuation power ``Σ n(m) L(m)²`` in every band; so the drawn stars carry
+   the fluctuations and the smooth part only their mean. It is raised where needed so that the
+   expected number of drawn stars stays below ``max_stars`` (the fluctuation power this removes
+   is recorded per sample as the ``sbf_smooth_fraction`` nuisance).
+2. **Positions.** Projected EFF profile with slope γ (nuisance, uniform in ``gamma_range``),
+   truncated at ``eff_truncation · r_h``, core scale solved so that ``r_h`` is the projected
+   half-light radius (:mod:`simulators.profiles`); centre at the cutout centre plus a uniform
+   sub-pixel offset (nuisance).
+3. **Image.** One batched phase-plane render of cluster stars, field stars and smooth light
+   (:class:`simulators.render.PhaseRenderer`), galaxy light added, then Poisson + read noise
+   (:class:`simulators.noise.NoiseModel`). Images are sky-subtracted, e⁻/s per pixel.
+
+Background-only samples (label 0) go through exactly the same field, galaxy light and noise, with
+no cluster; a fraction ``hard_negative_fraction`` of them get a chance grouping of bright field
+stars or a single bright star near the centre (``hard_negative`` nuisance, 1 or 2).
+
+Visibility (see :mod:`simulators.noise`): aperture S/N of the cluster in the reddest band,
+``S / sqrt(Σ_ap Var)`` over a circle of radius ``max(2 r_h, FWHM)`` around the cluster centre.
+Here ``S`` is the cluster light whose (pre-PSF) position falls in the aperture (drawn stars in it
+plus the analytic enclosed fraction of the smooth light), and ``Var`` the noise-model variance of
+the full noiseless scene (cluster + field + galaxy + sky + read noise). 0 for background samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .background import FieldStars, ImageBackground, SyntheticField
+from .batch import SimulationBatch
+from .errors import SimulatorError
+from .instruments import Instrument, get_preset
+from .noise import NoiseModel, visibility
+from .priors import DEFAULT_PRIOR, ClusterPrior
+from .profiles import eff_core_radius, eff_enclosed_fraction, eff_sample_radius, eff_surface_density
+from .psf import EffectivePSF, load_builtin_psf, load_fits_psf
+from .render import PhaseRenderer
+
+__all__ = ["ClusterSimulator", "SimulatorOptions", "VISIBILITY_DEFINITION"]
+
+log = logging.getLogger(__name__)
+
+VISIBILITY_DEFINITION = (
+    "aperture signal-to-noise ratio of the cluster light in the reddest band: S / sqrt(sum_ap Var), aperture "
+    "radius max(2 r_h, PSF FWHM) around the cluster centre; S = cluster light (drawn stars + smooth part, "
+    "pre-PSF positions) inside the aperture, Var = noise-model variance of the noiseless scene "
+    "(cluster + field + galaxy light + sky Poisson + read noise); 0 for background-only samples"
+)
+
+
+@dataclass(frozen=True)
+class SimulatorOptions:
+    """Accuracy and nuisance settings of :class:`ClusterSimulator` (all recorded in the card).
+
+    Parameters
+    ----------
+    feh : float or sequence of float
+        Metallicity [Fe/H] (dex); a sequence gives a discrete set drawn uniformly per sample.
+    family : str
+        Isochrone family (``"mist"`` or ``"parsec"``).
+    imf : str
+        IMF name (``"kroupa"``, ``"chabrier"``).
+    gamma_range : (float, float)
+        Uniform range of the EFF slope γ (> 2).
+    eff_truncation : float
+        EFF truncation radius in units of r_h.
+    offset_range : float
+        Centre offset drawn uniformly in ``[-offset_range, offset_range]`` px on each axis.
+    n_phase : int
+        Sub-pixel PSF phases per axis.
+    psf_radius : int
+        PSF kernel half-size (px).
+    sbf_tolerance : float
+        Maximum fraction of the fluctuation power Σ n L² left to the smooth component.
+    max_stars : int
+        Cap on the expected number of individually drawn stars per cluster.
+    background : str
+        ``"synthetic"`` (field stars + galaxy light), ``"none"`` (sky and detector noise only; for tests
+        and pictures), or a path to a FITS cube / folder of cubes (real backgrounds: only the cluster's
+        own Poisson noise is added to the real, already noisy patch).
+    hard_negative_fraction : float
+        Fraction of background-only samples that get a chance grouping (half) or a single bright
+        star (half).
+    field_library_size, field_seed : int
+        Size and seed of the field-star library.
+    noise : bool
+        Add noise (False gives noiseless images; for tests and pictures).
+    chunk_size : int
+        Samples per FFT chunk in the renderer.
+    """
+
+    feh: float | tuple[float, ...] = 0.0
+    family: str = "mist"
+    imf: str = "kroupa"
+    gamma_range: tuple[float, float] = (2.3, 3.5)
+    eff_truncation: float = 10.0
+    offset_range: float = 0.5
+    n_phase: int = 3
+    psf_radius: int = 8
+    sbf_tolerance: float = 0.01
+    max_stars: int = 20000
+    background: str = "synthetic"
+    hard_negative_fraction: float = 0.3
+    field_library_size: int = 8192
+    field_seed: int = 0
+    noise: bool = True
+    chunk_size: int = 64
+
+    def __post_init__(self) -> None:
+        lo, hi = self.gamma_range
+        if not 2.0 < lo <= hi:
+            raise SimulatorError(f"gamma_range must satisfy 2 < low <= high (finite EFF light), got {self.gamma_range}")
+        if not 0.0 < self.sbf_tolerance < 1.0:
+            raise SimulatorError(f"sbf_tolerance must be in (0, 1), got {self.sbf_tolerance}")
+        if not 0.0 <= self.hard_negative_fraction <= 1.0:
+            raise SimulatorError("hard_negative_fraction must be in [0, 1]")
+
+
+class ClusterSimulator:
+    """Batched forward model of star-cluster cutouts (CPU or CUDA, same code).
+
+    Parameters
+    ----------
+    preset : str or Instrument
+        Instrument preset name (``"m83-wfc3"``, ``"m31-phat"``), TOML path, or an Instrument.
+    prior : ClusterPrior
+        Prior over θ.
+    cluster_fraction : float
+        Probability that a sample is a cluster (label 1) when labels are not given.
+    device : str or torch.device
+        Where the simulation runs; the generator passed to :meth:`simulate` must live there.
+    population : StellarPopulation, optional
+        Use this population instead of building one (must have the preset's bands).
+    **options
+        Fields of :class:`SimulatorOptions`.
+
+    Examples
+    --------
+    >>> sim = ClusterSimulator("m83-wfc3")                      # doctest: +SKIP
+    >>> batch = sim.simulate(8, torch.Generator().manual_seed(0))  # doctest: +SKIP
+    >>> batch.images.shape                                     # doctest: +SKIP
+    torch.Size([8, 3, 64, 64])
+    """
+
+    def __init__(self, preset: str | Instrument = "m83-wfc3", prior: ClusterPrior = DEFAULT_PRIOR, *,
+                 cluster_fraction: float = 0.5, device: str | torch.device = "cpu", population=None,
+                 **options) -> None:
+        self.instrument = get_preset(preset)
+        self.prior = prior
+        if not 0.0 <= cluster_fraction <= 1.0:
+            raise SimulatorError(f"cluster_fraction must be in [0, 1], got {cluster_fraction}")
+        self.cluster_fraction = float(cluster_fraction)
+        try:
+            self.options = SimulatorOptions(**options)
+        except TypeError as err:
+            raise SimulatorError(f"unknown simulator option ({err}); valid: {list(SimulatorOptions.__dataclass_fields__)}") from err
+        self.device = torch.device(device)
+        inst = self.instrument
+        self.bands = inst.bands
+        self.image_shape = (len(self.bands), inst.image_size, inst.image_size)
+        fehs = self.options.feh if isinstance(self.options.feh, Sequence) else (self.options.feh,)
+        self.feh_values = tuple(float(f) for f in fehs)
+        if population is not None:
+            pops = [population]
+        else:
+            from .population import StellarPopulation
+
+            pops = [StellarPopulation(self.bands, feh=f, family=self.options.family, imf=self.options.imf)
+                    for f in self.feh_values]
+        for p in pops:
+            if tuple(p.bands) != self.bands:
+                raise SimulatorError(f"population bands {tuple(p.bands)} differ from the preset's {self.bands}")
+        self.populations = [p.to(self.device) if hasattr(p, "to") else p for p in pops]
+        self.imf = self.populations[0].imf
+        self.flux_scale = torch.tensor(inst.flux_scale(), dtype=torch.float32, device=self.device)
+        self.psfs = [self._load_psf(b) for b in inst.band_setups]
+        self.fwhm_px = torch.tensor([p.fwhm_arcsec() / inst.pixel_scale for p in self.psfs], device=self.device)
+        self.renderer = PhaseRenderer(self.psfs, inst.image_size, n_phase=self.options.n_phase,
+                                      radius_px=self.options.psf_radius, device=self.device,
+                                      chunk_size=self.options.chunk_size)
+        self.noise = NoiseModel.from_instrument(inst, self.device)
+        self._threshold_tables = [self._sbf_threshold_table(p) for p in self.populations]
+        self._canvas_y, self._canvas_x = self.renderer.canvas_coordinates()
+        self.field = SyntheticField(inst, self.populations[0], canvas_margin=self.renderer.radius,
+                                    library_size=self.options.field_library_size,
+                                    seed=self.options.field_seed, device=self.device)
+        self.image_background = None
+        if self.options.background not in ("synthetic", "none"):
+            self.image_background = ImageBackground(self.options.background, inst.image_size, len(self.bands),
+                                                    device=self.device)
+
+    # -- construction helpers ---------------------------------------------------------------------
+    def _load_psf(self, band) -> EffectivePSF:
+        if band.psf == "builtin":
+            return load_builtin_psf(band.name, self.instrument.pixel_scale,
+                                    native_pixel_scale=band.native_pixel_scale, fwhm=band.psf_fwhm)
+        return load_fits_psf(band.psf, oversampling=band.psf_oversampling, pixel_scale=self.instrument.pixel_scale)
+
+    def _sbf_threshold_table(self, population) -> dict[str, torch.Tensor]:
+        """Drawn-star mass threshold on a fine age grid (see the module docstring, step 1).
+
+        Returns a dict with ``ages`` (A,), ``m_thr`` (A,) M☉, ``edges`` (A, G+1) M☉ mass-cell edges
+        and ``power_below`` (A, G, C): fraction of the fluctuation power Σ n L² of stars below each
+        cell's upper edge.
+        """
+        imf = self.imf
+        lo, hi = self.prior.parameters[0].low, self.prior.parameters[0].high
+        ages = torch.linspace(lo - 0.05, hi + 0.05, 143, device=self.device)
+        m_live = population.max_live_mass(ages).double().clamp(max=imf.m_max)
+        frac = torch.linspace(0, 1, 1201, dtype=torch.float64, device=self.device)
+        edges = imf.m_min * (m_live[:, None] / imf.m_min) ** frac[None, :]
+        mid = torch.sqrt(edges[:, 1:] * edges[:, :-1])
+        n = imf.number_per_mass(edges[:, :-1], edges[:, 1:]).double()
+        mags = population.star_magnitudes(ages, mid.float(), torch.zeros_like(ages)).double()
+        lum = torch.where(torch.isfinite(mags), 10 ** (-0.4 * mags), torch.zeros_like(mags))
+        power = torch.cumsum(n[..., None] * lum**2, dim=1)
+        power_below = power / power[:, -1:].clamp(min=1e-300)
+        worst = power_below.amax(-1)  # (A, G)
+        bad = worst > self.options.sbf_tolerance
+        first_bad = torch.where(bad.any(1), bad.long().argmax(1), torch.full_like(bad[:, 0], bad.shape[1] - 1, dtype=torch.long))
+        m_thr = edges[torch.arange(len(ages)), first_bad]  # lower edge of the first cell that breaks the tolerance
+        return {"ages": ages, "m_thr": m_thr.float(), "edges": edges, "power_below": power_below}
+
+    # -- public API ---------------------------------------------------------------------------------
+    def card(self) -> dict:
+        """JSON-serialisable description of everything that defines the simulated data."""
+        opts = asdict(self.options)
+        opts["feh"] = list(self.feh_values)
+        return {
+            "simulator": "simulators.cluster.ClusterSimulator",
+            "preset": self.instrument.to_dict(),
+            "prior": self.prior.to_dict(),
+            "photometry_table_id": [getattr(p, "table_id", "unknown") for p in self.populations],
+            "imf": repr(self.imf),
+            "cluster_fraction": self.cluster_fraction,
+            "options": opts,
+            "psf": [{"band": b, "source": p.source, "fwhm_arcsec": round(p.fwhm_arcsec(), 5)}
+                    for b, p in zip(self.bands, self.psfs, strict=True)],
+            "visibility_definition": VISIBILITY_DEFINITION,
+            "image_units": "e-/s per pixel, sky-subtracted",
+        }
+
+    def mass_threshold(self, log_age: torch.Tensor, log_mass: torch.Tensor, feh_index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample drawn-star mass threshold (M☉) and the live-mass limit (M☉).
+
+        Returns ``(m_thr, m_live)``; stars in [m_thr, m_live] are drawn individually.
+        """
+        tab = self._threshold_tables[feh_index]
+        ages, table = tab["ages"], tab["m_thr"]
+        pos = ((log_age - ages[0]) / (ages[1] - ages[0])).clamp(0, len(ages) - 1.000001)
+        i0 = pos.floor().long()
+        w = pos - i0
+        m_sbf = torch.exp(torch.log(table[i0]) * (1 - w) + torch.log(table[(i0 + 1).clamp(max=len(ages) - 1)]) * w)
+        pop = self.populations[feh_index]
+        m_live = pop.max_live_mass(log_age).float().clamp(max=self.imf.m_max)
+        mass = 10 ** log_mass.double()
+        n_all = self.imf.number_per_mass(torch.full_like(m_live, self.imf.m_min), m_live).double()
+        u = (1.0 - self.options.max_stars / (mass * n_all)).clamp(0.0, 1.0)
+        m_cap = self.imf.sample(u[:, None], torch.full_like(m_live, self.imf.m_min)[:, None], m_live[:, None])[:, 0]
+        m_thr = torch.minimum(torch.maximum(m_sbf, m_cap.float()), m_live)
+        return m_thr, m_live
+
+    def simulate(self, n: int, generator: torch.Generator, *, theta: torch.Tensor | None = None,
+                 label: torch.Tensor | None = None) -> SimulationBatch:
+        """Simulate ``n`` cutouts.
+
+        Parameters
+        ----------
+        n : int
+            Batch size.
+        generator : torch.Generator
+            Source of all randomness, on the simulator's device.
+        theta : torch.Tensor, optional
+            (n, 4) cluster parameters; drawn from the prior if not given.
+        label : torch.Tensor, optional
+            (n,) 1 = cluster, 0 = background only; drawn with ``cluster_fraction`` if not given.
+
+        Returns
+        -------
+        SimulationBatch
+            images float32 (n, C, H, W) e⁻/s (sky-subtracted), theta, label (int64), visibility
+            (float32), nuisances: ``feh``, ``eff_gamma``, ``offset_y``, ``offset_x`` (px),
+            ``mass_threshold`` (M☉), ``n_stars`` (drawn cluster stars), ``sbf_smooth_fraction``,
+            ``field_sfr_density`` (M☉ yr⁻¹ kpc⁻²), ``n_field_stars``, ``hard_negative``.
+        """
+        dev = self.device
+        if generator.device != dev:
+            raise SimulatorError(f"generator is on {generator.device} but the simulator runs on {dev}; "
+                                 f"use torch.Generator(device='{dev}')")
+        opt, inst = self.options, self.instrument
+        if theta is None:
+            theta = self.prior.sample(n, generator, device=dev)
+        else:
+            theta = torch.as_tensor(theta, dtype=torch.float32, device=dev).reshape(n, 4)
+        if label is None:
+            label = (torch.rand(n, generator=generator, device=dev) < self.cluster_fraction).long()
+        else:
+            label = torch.as_tensor(label, device=dev).long().reshape(n).clone()
+        # independent streams, so that a sample's field, nuisances and noise do not depend on its label
+        seeds = torch.randint(0, 2**62, (4,), generator=generator, device=dev).tolist()
+        g_nuis, g_cluster, g_field, g_noise = (torch.Generator(device=dev).manual_seed(int(x)) for x in seeds)
+        h = inst.image_size
+        rnd = torch.rand(n, 4, generator=g_nuis, device=dev)
+        gamma = opt.gamma_range[0] + (opt.gamma_range[1] - opt.gamma_range[0]) * rnd[:, 0]
+        off = opt.offset_range * (2 * rnd[:, 1:3] - 1)
+        centre = (h - 1) / 2.0 + off  # (y, x) px
+        feh_idx = (rnd[:, 3] * len(self.feh_values)).long().clamp(max=len(self.feh_values) - 1)
+        nuis = {
+            "feh": torch.tensor(self.feh_values, device=dev)[feh_idx],
+            "eff_gamma": gamma,
+            "offset_y": off[:, 0],
+            "offset_x": off[:, 1],
+            "mass_threshold": torch.zeros(n, device=dev),
+            "n_stars": torch.zeros(n, device=dev),
+            "sbf_smooth_fraction": torch.zeros(n, device=dev),
+        }
+        c_n = len(self.bands)
+        nc = self.renderer.canvas
+        smooth = torch.zeros(n, c_n, nc, nc, device=dev)
+        parts: list[FieldStars] = []
+        r_h = 10 ** theta[:, 2] / inst.pc_per_pixel  # px
+        a = eff_core_radius(r_h, gamma, opt.eff_truncation)
+        r_t = opt.eff_truncation * r_h
+        ap_radius = torch.maximum(2 * r_h, self.fwhm_px[-1].expand(n))
+        signal_ap = torch.zeros(n, device=dev)
+        for fi, pop in enumerate(self.populations):
+            idx = ((label == 1) & (feh_idx == fi)).nonzero().flatten()
+            if len(idx) == 0:
+                continue
+            stars, sm, s_ap, info = self._cluster(pop, fi, theta[idx], gamma[idx], centre[idx], a[idx], r_t[idx],
+                                                  ap_radius[idx], g_cluster)
+            stars.sample_index = idx[stars.sample_index]
+            parts.append(stars)
+            smooth[idx] = sm
+            signal_ap[idx] = s_ap
+            for k, v in info.items():
+                nuis[k][idx] = v.float()
+        kind = torch.zeros(n, dtype=torch.long, device=dev)
+        if opt.background == "synthetic":
+            sfr = self.field.draw_sfr(n, g_field)
+            fstars, n_field = self.field.stars(sfr, g_field)
+            u = torch.rand(n, 2, generator=g_field, device=dev)
+            hard = (label == 0) & (u[:, 0] < opt.hard_negative_fraction)
+            kind[hard] = 1 + (u[hard, 1] < 0.5).long()
+            parts += [fstars, self.field.hard_negatives(kind, centre, g_field)]
+            scene = self.renderer.render(n, *self._flat(parts, c_n), smooth=smooth)
+            scene = scene + self.field.galaxy_light(sfr, g_field)
+            nuis.update(field_sfr_density=sfr, n_field_stars=n_field.float())
+            images = self.noise.add_noise(scene, g_noise) if opt.noise else scene
+        elif opt.background == "none":
+            scene = self.renderer.render(n, *self._flat(parts, c_n), smooth=smooth)
+            images = self.noise.add_noise(scene, g_noise) if opt.noise else scene
+        else:
+            scene_cluster = self.renderer.render(n, *self._flat(parts, c_n), smooth=smooth)
+            patches = self.image_background.sample(n, g_field)
+            noisy = self.noise.add_source_noise(scene_cluster, g_noise) if opt.noise else scene_cluster
+            images = patches + noisy
+            scene = scene_cluster + patches.clamp(min=0)
+        nuis["hard_negative"] = kind
+        red = inst.reddest_band_index
+        var = self.noise.variance(scene)[:, red]
+        vis = torch.zeros(n, device=dev)
+        cl = label == 1
+        if bool(cl.any()):
+            vis[cl] = visibility(signal_ap[cl], var[cl], centre[cl], ap_radius[cl])
+        return SimulationBatch(theta, images.float().contiguous(), label, vis, nuis)
+
+    # -- internals -----------------------------------------------------------------------------------
+    def _flat(self, parts: list[FieldStars], n_bands: int) -> tuple[torch.Tensor, ...]:
+        if not parts:
+            z = torch.zeros(0, device=self.device)
+            return z.long(), z, z, torch.zeros(0, n_bands, device=self.device)
+        s = FieldStars.cat(parts)
+        return s.sample_index, s.y, s.x, s.flux
+
+    def _cluster(self, pop, feh_index: int, theta: torch.Tensor, gamma: torch.Tensor, centre: torch.Tensor,
+                 a: torch.Tensor, r_t: torch.Tensor, ap_radius: torch.Tensor, generator: torch.Generator):
+        """Stars, smooth light (canvas), aperture signal (reddest band) and nuisances of clusters."""
+        dev = self.device
+        b = len(theta)
+        log_age, log_mass, av = theta[:, 0], theta[:, 1], theta[:, 3]
+        mass = 10 ** log_mass.double()
+        m_thr, m_live = self.mass_threshold(log_age, log_mass, feh_index)
+        lam = mass * self.imf.number_per_mass(m_thr.double(), m_live.double()).double()
+        n_st = torch.poisson(lam, generator=generator).long()
+        sidx = torch.repeat_interleave(torch.arange(b, device=dev), n_st)
+        s = len(sidx)
+        u = torch.rand(s, 3, generator=generator, device=dev)
+        if s:
+            m = self.imf.sample(u[:, :1], m_thr[sidx, None], m_live[sidx, None]).float()
+            mags = pop.star_magnitudes(log_age[sidx], m, av[sidx])[:, 0].float()
+            flux = torch.where(torch.isfinite(mags), 10 ** (-0.4 * mags), torch.zeros_like(mags)) * self.flux_scale
+        else:
+            flux = torch.zeros(0, len(self.bands), device=dev)
+        rad = eff_sample_radius(u[:, 1].double(), a[sidx].double(), gamma[sidx].double(), r_t[sidx].double()).float()
+        phi = 2 * math.pi * u[:, 2]
+        y = centre[sidx, 0] + rad * torch.sin(phi)
+        x = centre[sidx, 1] + rad * torch.cos(phi)
+        # smooth light: IMF-expected flux of stars below m_thr, EFF profile sampled at canvas pixel centres
+        f_smooth = (mass[:, None] * pop.unresolved_flux_per_mass(log_age, av, m_thr).double()).float() * self.flux_scale
+        cy, cx = self._canvas_y, self._canvas_x
+        r2 = (cy.view(1, -1, 1) - centre[:, 0, None, None]) ** 2 + (cx.view(1, 1, -1) - centre[:, 1, None, None]) ** 2
+        prof = eff_surface_density(r2, a.view(-1, 1, 1), gamma.view(-1, 1, 1), r_t.view(-1, 1, 1))
+        edge = torch.minimum(centre, (self.instrument.image_size - 1) - centre).amin(1) + self.renderer.radius + 0.5
+        inside = eff_enclosed_fraction(edge, a, gamma, r_t)
+        prof = prof * (inside / prof.sum((1, 2)).clamp(min=1e-30)).view(-1, 1, 1)
+        smooth = prof[:, None] * f_smooth[:, :, None, None]
+        # visibility signal: drawn stars inside the aperture + enclosed smooth fraction (reddest band)
+        red = self.instrument.reddest_band_index
+        in_ap = (rad <= ap_radius[sidx]).float()
+        s_ap = torch.zeros(b, device=dev).index_add_(0, sidx, flux[:, red] * in_ap)
+        s_ap = s_ap + f_smooth[:, red] * eff_enclosed_fraction(ap_radius, a, gamma, r_t)
+        info = {"mass_threshold": m_thr, "n_stars": n_st, "sbf_smooth_fraction": self._smooth_sbf(feh_index, log_age, m_thr)}
+        return FieldStars(sidx, y, x, flux), smooth, s_ap, info
+
+    def _smooth_sbf(self, feh_index: int, log_age: torch.Tensor, m_thr: torch.Tensor) -> torch.Tensor:
+        """Fraction of fluctuation power (worst band) left in the smooth part at threshold m_thr."""
+        tab = self._threshold_tables[feh_index]
+        ages, edges, frac = tab["ages"], tab["edges"], tab["power_below"]
+        i = ((log_age - ages[0]) / (ages[1] - ages[0])).round().long().clamp(0, len(ages) - 1)
+        e = edges[i].contiguous()  # (B, G+1)
+        j = torch.searchsorted(e, m_thr.double()[:, None]).squeeze(1) - 1  # cells entirely below m_thr: 0..j-1
+        val = frac[i, (j - 1).clamp(min=0, max=frac.shape[1] - 1)].amax(-1)
+        return torch.where(j > 0, val, torch.zeros_like(val)).float()

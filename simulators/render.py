@@ -1,0 +1,215 @@
+"""Batched point-source + smooth-light renderer with sub-pixel PSF phases (torch, CPU or CUDA).
+
+This module owns the turning of star lists (positions in pixels, count rates per band) and
+smooth light maps into noiseless images in e⁻/s per pixel. It must not sample stars, know
+about physics, or add noise.
+
+Method (one code path on every device):
+
+1. The cutout is embedded in a canvas padded by the kernel radius ``R`` on every side, so that
+   light of stars just outside the cutout spills in and the circular FFT convolution never wraps
+   light into the cutout.
+2. Each star goes to its nearest pixel and to one of ``P × P`` sub-pixel *phase planes* by its
+   fractional offset (:func:`simulators.psf.phase_offsets`); one ``index_add_`` deposits all stars of
+   the batch (ragged lists, flattened with a sample index: no padding to a common K).
+3. Each phase plane is convolved in Fourier space with the PSF kernel shifted to that phase; the
+   products are summed over phases before a single inverse FFT per band. Kernel FFTs are computed
+   once at construction. Smooth light (point samples of the surface brightness at pixel centres) is
+   added to the zero-offset plane.
+
+With P = 3 the worst-case position error is 1/6 px per axis, which keeps stellar peaks of the
+undersampled WFC3/UVIS PSF within a few per cent of the exact value (tested). A slow per-star
+reference (:func:`render_stars_reference`) evaluates the effective PSF at each star's exact
+position and is the baseline in tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy.ndimage import map_coordinates
+
+from .errors import SimulatorError
+from .psf import EffectivePSF
+
+__all__ = ["PhaseRenderer", "render_stars_reference"]
+
+
+class PhaseRenderer:
+    """Renders star lists and smooth light into (B, C, H, W) images.
+
+    Parameters
+    ----------
+    psfs : sequence of EffectivePSF
+        One per band, in band order.
+    image_size : int
+        Cutout side H = W (px).
+    n_phase : int
+        Sub-pixel phases per axis, P (3 by default).
+    radius_px : int, optional
+        PSF kernel half-size R (px); defaults to the smallest radius of ``psfs``.
+    device : torch.device or str
+        Device of the precomputed kernel FFTs and of the outputs.
+    chunk_size : int
+        Samples rendered per FFT chunk (bounds memory to about
+        ``chunk_size · C · (P² + 1) · (H + 2R)² · 12`` bytes).
+    """
+
+    def __init__(self, psfs: Sequence[EffectivePSF], image_size: int, *, n_phase: int = 3,
+                 radius_px: int | None = None, device: torch.device | str = "cpu", chunk_size: int = 64) -> None:
+        if n_phase < 1:
+            raise SimulatorError(f"n_phase must be >= 1, got {n_phase}")
+        self.n_phase = int(n_phase)
+        self.radius = int(min(p.radius_px for p in psfs) if radius_px is None else radius_px)
+        self.image_size = int(image_size)
+        self.canvas = self.image_size + 2 * self.radius
+        self.n_bands = len(psfs)
+        self.chunk_size = int(chunk_size)
+        self.device = torch.device(device)
+        p2 = self.n_phase**2
+        # zero-offset plane: the middle phase for odd P, an extra plane for even P
+        self.centre_plane = (self.n_phase // 2) * (self.n_phase + 1) if self.n_phase % 2 else p2
+        self.n_planes = p2 if self.n_phase % 2 else p2 + 1
+        n, r = self.canvas, self.radius
+        kern = torch.zeros(self.n_bands, self.n_planes, n, n, dtype=torch.float64)
+        for c, psf in enumerate(psfs):
+            k = psf.phase_kernels(self.n_phase, r)
+            if self.n_planes > p2:
+                k = torch.cat([k, EffectivePSF(psf.data, psf.oversampling, psf.pixel_scale).phase_kernels(1, r)], 0)
+            kern[c, :, : 2 * r + 1, : 2 * r + 1] = k
+        kern = torch.roll(kern, shifts=(-r, -r), dims=(-2, -1))
+        self.kernel_ft = torch.fft.rfft2(kern).to(torch.complex64).to(self.device)
+        self.kernel_sum = kern.sum((-2, -1))  # 1 by construction (checked in tests)
+
+    def to(self, device: torch.device | str) -> PhaseRenderer:
+        """The renderer with its kernel FFTs on ``device``."""
+        new = object.__new__(PhaseRenderer)
+        new.__dict__.update(self.__dict__)
+        new.device = torch.device(device)
+        new.kernel_ft = self.kernel_ft.to(new.device)
+        new.__dict__.pop("_work", None)
+        return new
+
+    def _buffer(self, numel: int) -> torch.Tensor:
+        """A zeroed flat float32 work buffer, reused across calls (avoids page-faulting fresh memory)."""
+        buf = self.__dict__.get("_work")
+        if buf is None or buf.numel() < numel or buf.device != self.device:
+            buf = torch.empty(numel, device=self.device, dtype=torch.float32)
+            self._work = buf
+        view = buf[:numel]
+        view.zero_()
+        return view
+
+    def canvas_coordinates(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel-centre coordinates (y, x) of the canvas in *cutout* pixel units, each (N,)."""
+        ar = torch.arange(self.canvas, device=self.device, dtype=torch.float32) - self.radius
+        return ar, ar
+
+    def render(self, n_samples: int, sample_index: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
+               flux: torch.Tensor, smooth: torch.Tensor | None = None, *, crop: bool = True) -> torch.Tensor:
+        """Noiseless images of point sources plus optional smooth light.
+
+        Parameters
+        ----------
+        n_samples : int
+            Batch size B.
+        sample_index : torch.Tensor
+            int64 (S,): the sample each star belongs to (0 ≤ index < B).
+        y, x : torch.Tensor
+            float (S,): star positions in cutout pixel coordinates (pixel centres at 0 … H−1).
+            Stars off the canvas are dropped.
+        flux : torch.Tensor
+            float (S, C): count rate of each star per band (e⁻/s).
+        smooth : torch.Tensor, optional
+            (B, C, N, N) smooth light on the canvas (N = H + 2R), e⁻/s per pixel as point samples at
+            pixel centres; convolved with the zero-offset PSF.
+        crop : bool
+            Return the (H, W) cutout (default) or the full (N, N) canvas.
+
+        Returns
+        -------
+        torch.Tensor
+            float32 (B, C, H, W) (or (B, C, N, N)), e⁻/s per pixel.
+        """
+        n, r, p, c_n = self.canvas, self.radius, self.n_phase, self.n_bands
+        dev = self.device
+        yc = y.to(dev, torch.float32) + r
+        xc = x.to(dev, torch.float32) + r
+        iy = torch.floor(yc + 0.5)
+        ix = torch.floor(xc + 0.5)
+        py = ((yc - iy + 0.5) * p).long().clamp_(0, p - 1)
+        px = ((xc - ix + 0.5) * p).long().clamp_(0, p - 1)
+        iy, ix = iy.long(), ix.long()
+        keep = (iy >= 0) & (iy < n) & (ix >= 0) & (ix < n) & (sample_index >= 0) & (sample_index < n_samples)
+        sidx, iy, ix, phase = sample_index[keep], iy[keep], ix[keep], (py * p + px)[keep]
+        fl = flux.to(dev, torch.float32)[keep]
+        size = n if not crop else self.image_size
+        out = torch.empty(n_samples, c_n, size, size, device=dev, dtype=torch.float32)
+        band = torch.arange(c_n, device=dev)
+        plane_stride = n * n
+        for start in range(0, n_samples, self.chunk_size):
+            stop = min(start + self.chunk_size, n_samples)
+            bc = stop - start
+            sel = (sidx >= start) & (sidx < stop)
+            planes = self._buffer(bc * c_n * self.n_planes * plane_stride)
+            base = ((sidx[sel] - start) * c_n)[:, None] + band[None, :]  # (S', C)
+            flat = (base * self.n_planes + phase[sel][:, None]) * plane_stride + (iy[sel] * n + ix[sel])[:, None]
+            planes.index_add_(0, flat.reshape(-1), fl[sel].reshape(-1))
+            planes = planes.view(bc, c_n, self.n_planes, n, n)
+            if smooth is not None:
+                planes[:, :, self.centre_plane] += smooth[start:stop].to(dev, torch.float32)
+            spec = torch.fft.rfft2(planes)
+            acc = spec[:, :, 0] * self.kernel_ft[:, 0]
+            for q in range(1, self.n_planes):
+                acc.addcmul_(spec[:, :, q], self.kernel_ft[:, q])
+            img = torch.fft.irfft2(acc, s=(n, n))
+            out[start:stop] = img[..., r : r + self.image_size, r : r + self.image_size] if crop else img
+        return out
+
+
+def render_stars_reference(psfs: Sequence[EffectivePSF], image_size: int, y: np.ndarray, x: np.ndarray,
+                           flux: np.ndarray, radius_px: int = 8) -> np.ndarray:
+    """Straightforward per-star renderer: the exact effective PSF at each star's exact position.
+
+    Slow (a Python loop over stars and bands, cubic-spline interpolation of the oversampled PSF);
+    the accuracy and speed baseline of :class:`PhaseRenderer`.
+
+    Parameters
+    ----------
+    psfs : sequence of EffectivePSF
+        One per band.
+    image_size : int
+        Cutout side (px).
+    y, x : numpy.ndarray
+        (S,) positions in cutout pixel coordinates.
+    flux : numpy.ndarray
+        (S, C) count rates (e⁻/s).
+    radius_px : int
+        Half-size of the stamp drawn around each star (px).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (C, H, W) image, e⁻/s per pixel (light beyond the stamp is renormalised into it).
+    """
+    n_b = len(psfs)
+    img = np.zeros((n_b, image_size, image_size))
+    grid = np.arange(-radius_px, radius_px + 1, dtype=float)
+    for s in range(len(x)):
+        cy, cx = int(np.floor(y[s] + 0.5)), int(np.floor(x[s] + 0.5))
+        dy, dx = y[s] - cy, x[s] - cx
+        for b, psf in enumerate(psfs):
+            o, c = psf.oversampling, psf.data.shape[0] // 2
+            yy = c + (grid[:, None] - dy) * o + 0 * grid[None, :]
+            xx = c + (grid[None, :] - dx) * o + 0 * grid[:, None]
+            stamp = np.clip(map_coordinates(psf.data, [yy, xx], order=3, mode="constant"), 0, None)
+            stamp *= flux[s, b] / stamp.sum()
+            y0, x0 = cy - radius_px, cx - radius_px
+            ys, xs = slice(max(y0, 0), min(y0 + 2 * radius_px + 1, image_size)), slice(max(x0, 0), min(x0 + 2 * radius_px + 1, image_size))
+            if ys.start >= ys.stop or xs.start >= xs.stop:
+                continue
+            img[b, ys, xs] += stamp[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+    return img
+
