@@ -8,7 +8,6 @@ science of its own.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -61,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on simulations generated on the fly")
     p.add_argument("--preset", default="m83-wfc3", help="instrument preset (default: m83-wfc3)")
-    p.add_argument("--out", required=True, type=Path, help="model directory to write")
-    p.add_argument("--embedding", default="small", help="embedding preset: small, cpu or paper (default: small)")
+    p.add_argument("--out", required=True, type=Path, help="run folder: log.csv, checkpoint/, model/")
+    p.add_argument("--embedding", help="embedding preset: small, cpu or paper (default: cpu on CPU, paper on CUDA)")
     p.add_argument("--steps", type=int, help="optimisation steps")
     p.add_argument("--batch-size", type=int, help="simulations per step")
     p.add_argument("--time-budget", type=float, help="stop after this many minutes")
@@ -124,19 +123,15 @@ def _train(args) -> None:
     from simulators.cluster import ClusterSimulator
 
     from .api import resolve_device
-    from .training import TrainingConfig, train
+    from .training import default_config, train
 
     device = resolve_device(args.device)
-    fields = {f.name for f in dataclasses.fields(TrainingConfig)}
-    wanted = {"embedding": args.embedding, "steps": args.steps, "batch_size": args.batch_size,
-              "time_budget_minutes": args.time_budget, "seed": args.seed, "device": str(device)}
-    unknown = [k for k, v in wanted.items() if v is not None and k not in fields]
-    if unknown:
-        log.warning("training options not supported by this version: %s", unknown)
-    config = TrainingConfig(**{k: v for k, v in wanted.items() if v is not None and k in fields})
+    overrides = {"preset": args.embedding, "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
+                 "max_time_s": None if args.time_budget is None else 60.0 * args.time_budget}
+    config = default_config(str(device), **{k: v for k, v in overrides.items() if v is not None})
     simulator = ClusterSimulator(args.preset, device=device)
     train(simulator, config, args.out, resume=args.resume, progress=True)
-    print(f"model written to {args.out}")
+    print(f"model written to {args.out / 'model'}; training log in {args.out / 'log.csv'}")
 
 
 def _diagnose(args) -> None:

@@ -160,8 +160,7 @@ def corner_plots(
 
     outdir = Path(outdir)
     summary, idata = _load_outputs(outdir)
-    card = json.loads(idata.posterior.attrs.get("model_card", "{}"))
-    prior = ClusterPrior.from_dict(card["prior"])
+    prior = ClusterPrior.from_dict(json.loads(idata.posterior.attrs["prior"]))
     all_ids = [str(i) for i in summary["id"]]
     wanted = list(ids) if ids else all_ids[:max_plots]
     missing = [i for i in wanted if i not in all_ids]

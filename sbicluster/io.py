@@ -139,9 +139,10 @@ def match_band(header: fits.Header, model_bands: Sequence[str], where: str = "")
     InputError
         If the header names no filter, or one the model does not use.
     """
-    extname = str(header.get("EXTNAME", "")).strip()
-    if extname in model_bands:
-        return extname
+    by_upper = {b.upper(): b for b in model_bands}
+    extname = str(header.get("EXTNAME", "")).strip().upper()  # FITS upper-cases EXTNAME
+    if extname in by_upper:
+        return by_upper[extname]
     filters = [
         str(header[k]).strip().upper()
         for k in ("FILTER", "FILTER1", "FILTER2")
@@ -156,8 +157,8 @@ def match_band(header: fits.Header, model_bands: Sequence[str], where: str = "")
     detector = str(header.get("DETECTOR", "")).strip().upper()
     for filt in filters:
         full = f"{instrument}_{detector}_{filt}"
-        if full in model_bands:
-            return full
+        if full in by_upper:
+            return by_upper[full]
         by_filter = [b for b in model_bands if b.upper().endswith("_" + filt)]
         if len(by_filter) == 1 and (not instrument or by_filter[0].startswith(instrument)):
             return by_filter[0]

@@ -202,7 +202,9 @@ def inference_data(samples: np.ndarray, prior: ClusterPrior, *, ids: Sequence[st
         posterior=data,
         coords={"cutout": np.asarray(ids, dtype=str)},
         dims={name: ["cutout"] for name in prior.names},
-        attrs={"model_card": json.dumps(card or {}), "created_by": "sbicluster"},
+    )
+    idata.posterior.attrs.update(
+        {"model_card": json.dumps(card or {}), "prior": json.dumps(prior.to_dict()), "created_by": "sbicluster"}
     )
     for p in prior.parameters:
         idata.posterior[p.name].attrs.update({"unit": p.unit, "label": p.label, "description": p.description})

@@ -1,5 +1,7 @@
 """Output writers: summary statistics, InferenceData layout, atomic writes, refusal to overwrite."""
 
+import json
+
 import numpy as np
 import pytest
 from astropy import units as u
@@ -17,7 +19,7 @@ from sbicluster.outputs import (
     write_inference_data,
     write_table,
 )
-from simulators import DEFAULT_PRIOR
+from simulators import DEFAULT_PRIOR, ClusterPrior
 
 
 def _gaussian_draws(n=3, s=40000, seed=0):
@@ -58,6 +60,8 @@ def test_summary_and_inference_data_survive_a_round_trip_on_disk(tmp_path):
     assert loaded.posterior["log_age"].dims == ("chain", "draw", "cutout")
     assert list(loaded.posterior["cutout"].values) == ["x1", "x2"]
     assert loaded.posterior["av"].attrs["unit"] == "mag"
+    assert json.loads(loaded.posterior.attrs["model_card"]) == {"name": "m"}
+    assert ClusterPrior.from_dict(json.loads(loaded.posterior.attrs["prior"])) == DEFAULT_PRIOR
     np.testing.assert_allclose(loaded.posterior["log_rh"].values[0, :, 1], draws[1, :, 2])
 
 
