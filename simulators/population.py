@@ -75,6 +75,117 @@ def _bilinear_weights(axis: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.n
     return i, w
 
 
+_CACHE: dict = {}
+
+
+def _build(bands: tuple, feh: float, family: str, imf: IMF, lo: float, hi: float, age_step: float) -> dict:
+    """Numpy look-up tables of a population (cached: the same request is built once per process)."""
+    key = (bands, feh, family, type(imf).__name__, imf.m_min, imf.m_max, lo, hi, age_step)
+    if key not in _CACHE:
+        if len(_CACHE) >= 8:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = _build_uncached(bands, feh, family, imf, lo, hi, age_step)
+    return _CACHE[key]
+
+
+def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, hi: float, age_step: float) -> dict:
+    with np.load(table_path(PHOTOMETRY_TABLE), allow_pickle=False) as z:
+        tab = {k: z[k] for k in z.files}
+    available = [str(b) for b in tab["bands"]]
+    bands = _check_bands(bands, available)
+    grid = get_isochrone_grid(family)
+    a_lo, a_hi = float(grid.age_values[0]), float(grid.age_values[-1])
+    if not (a_lo - 1e-9 <= lo < hi <= a_hi + 1e-9):
+        raise OutOfGridError(f"log_age_range ({lo}, {hi}) must lie within [{a_lo}, {a_hi}] (log10 yr) with low < high")
+    fehs = tab["feh"]
+    if not (fehs.min() - 1e-9 <= feh <= fehs.max() + 1e-9):
+        raise OutOfGridError(f"[Fe/H] = {feh} outside the photometry table's range [{fehs.min()}, {fehs.max()}] dex")
+    n_age = int(round((hi - lo) / age_step)) + 1
+    ages = np.round(lo + age_step * np.arange(n_age), 6)
+    ages[-1] = min(ages[-1], hi)
+    isos = [grid.isochrone(float(a), feh=feh) for a in ages]
+
+    # --- photometry of every row --------------------------------------------------------
+    bidx = [available.index(b) for b in bands]
+    i_f, w_f = _bilinear_weights(fehs, np.array([feh]))
+    bc = (1 - w_f[0]) * tab["bc"][i_f[0]] + w_f[0] * tab["bc"][i_f[0] + 1]  # (nt, ng, na, nb_all)
+    bc = bc[..., bidx].astype(np.float32)
+    av_nodes = tab["av"].astype(np.float64)
+    lt_axis, lg_axis = np.log10(tab["teff"].astype(np.float64)), tab["logg"].astype(np.float64)
+    lt = np.concatenate([i.log_Teff for i in isos]).astype(np.float64)
+    lg = np.concatenate([i.log_g for i in isos]).astype(np.float64)
+    it, wt = _bilinear_weights(lt_axis, lt)
+    ig, wg = _bilinear_weights(lg_axis, lg)
+    wt, wg = wt[:, None, None], wg[:, None, None]
+    bc_rows = ((1 - wt) * (1 - wg) * bc[it, ig] + wt * (1 - wg) * bc[it + 1, ig]
+               + (1 - wt) * wg * bc[it, ig + 1] + wt * wg * bc[it + 1, ig + 1])  # (rows, na, nb)
+    if not np.all(np.isfinite(bc_rows)):
+        raise SimulatorError("photometry table has no finite BC for some isochrone rows; rebuild the tables")
+    mbol = MBOL_SUN - 2.5 * np.concatenate([i.log_L for i in isos]).astype(np.float64)
+    i0 = int(np.argmin(av_nodes))
+    m0 = mbol[:, None] - bc_rows[:, i0, :]  # (rows, nb)
+    ext = bc_rows[:, i0:i0 + 1, :] - bc_rows  # (rows, na, nb) A_band at each A_V node
+    V = np.stack([av_nodes, av_nodes**2, av_nodes**3], 1)
+    ext = ext.transpose(0, 2, 1)  # (rows, nb, na)
+    coef = ext @ np.linalg.pinv(V).T  # (rows, nb, 3)
+    ext_err = float(np.abs(coef @ V.T - ext).max())
+
+    # --- pad per age into (n_age, L) tables --------------------------------------------
+    lens = np.array([len(i.initial_mass) for i in isos])
+    L = int(lens.max())
+    mass = np.full((n_age, L), np.inf)
+    mags = np.zeros((n_age, L, len(bidx)))
+    cf = np.zeros((n_age, L, len(bidx), 3))
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    for a, (s, n) in enumerate(zip(starts, lens, strict=True)):
+        mass[a, :n] = isos[a].initial_mass
+        mags[a, :n], cf[a, :n] = m0[s:s + n], coef[s:s + n]
+        mags[a, n:], cf[a, n:] = m0[s + n - 1], coef[s + n - 1]  # padding (masked as remnants)
+    max_mass = np.array([i.initial_mass[-1] for i in isos])
+
+    # --- cumulative IMF-weighted flux (smooth light) ------------------------------------
+    cum_coef, cum_err = _cumulative(imf, mass, mags, cf, lens)
+
+    phot_id = str(tab.get("table_id", np.asarray("bc_hst")))
+    table_id = (f"{phot_id}|{family}:{grid.source.split(' sha256')[0]}|feh{feh:+.2f}"
+                f"|age{lo:.2f}-{hi:.2f}/{age_step:g}")
+    log.info("StellarPopulation %s built: %d ages x %d rows, extinction cubic max err %.3f mag, "
+             "cumulative fit max err %.4f dex", bands, n_age, L, ext_err, cum_err)
+    return {"mass": mass, "mags": mags, "coef": cf, "cum": cum_coef, "max_mass": max_mass, "ages": ages,
+            "bands": bands, "table_id": table_id, "extinction_fit_error": ext_err, "cumulative_fit_error": cum_err}
+
+
+def _cumulative(imf: IMF, mass, mags, cf, lens):
+    """Cubic-in-A_V fits of log10 cumulative flux per 1 M☉ up to each row (rows 0 = m_min)."""
+    n_age, L, nb = mags.shape
+    av = _CUM_AV
+    V = np.stack([np.ones_like(av), av, av**2, av**3], 1)
+    P = np.linalg.pinv(V)
+    out = np.full((n_age, L + 1, nb, 4), 0.0)
+    out[..., 0] = -99.0
+    err = 0.0
+    for a in range(n_age):
+        n = lens[a]
+        m = np.concatenate([[min(imf.m_min, mass[a, 0])], mass[a, :n]])
+        A = cf[a, :n] @ V[:, 1:].T  # (n, nb, nv)
+        f = 10 ** (-0.4 * (mags[a, :n, :, None] + A))
+        f = np.concatenate([f[:1], f], 0)  # below the lowest row: its flux
+        cdf = imf.cdf(torch.as_tensor(m, dtype=torch.float64)).numpy()
+        dn = np.diff(cdf) / imf.mean_mass()  # stars per M☉ in each segment
+        f0, f1 = f[:-1], f[1:]
+        ratio = np.log(f1 / f0)
+        lmean = np.where(np.abs(ratio) < 1e-8, 0.5 * (f0 + f1), (f1 - f0) / np.where(ratio == 0, 1, ratio))
+        cum = np.concatenate([np.zeros((1, nb, len(av))), np.cumsum(dn[:, None, None] * lmean, 0)], 0)
+        with np.errstate(divide="ignore"):
+            lc = np.log10(cum)
+        lc[0] = -99.0
+        c = lc[1:] @ P.T  # (n, nb, 4)
+        err = max(err, float(np.abs(c @ V.T - lc[1:]).max()))
+        out[a, 1:n + 1] = c
+        out[a, n + 1:] = c[-1]
+    return out, err
+
+
 class StellarPopulation:
     """Absolute Vega magnitudes of live stars vs (log age, initial mass, A_V) for a set of bands.
 
@@ -129,110 +240,18 @@ class StellarPopulation:
 
     def __init__(self, bands: Sequence[str], *, feh: float = 0.0, family: str = "mist", imf: str | IMF = "kroupa",
                  log_age_range=(6.0, 10.1), device="cpu", age_step: float = 0.01):
-        with np.load(table_path(PHOTOMETRY_TABLE), allow_pickle=False) as z:
-            tab = {k: z[k] for k in z.files}
-        available = [str(b) for b in tab["bands"]]
-        self.bands = _check_bands(bands, available)
         self.imf = get_imf(imf)
         self.family, self.feh = family.lower(), float(feh)
-        grid = get_isochrone_grid(self.family)
         lo, hi = (float(x) for x in log_age_range)
-        a_lo, a_hi = float(grid.age_values[0]), float(grid.age_values[-1])
-        if not (a_lo - 1e-9 <= lo < hi <= a_hi + 1e-9):
-            raise OutOfGridError(f"log_age_range {log_age_range} must lie within [{a_lo}, {a_hi}] (log10 yr) with low < high")
-        fehs = tab["feh"]
-        if not (fehs.min() - 1e-9 <= self.feh <= fehs.max() + 1e-9):
-            raise OutOfGridError(f"[Fe/H] = {feh} outside the photometry table's range [{fehs.min()}, {fehs.max()}] dex")
-        n_age = int(round((hi - lo) / age_step)) + 1
         self.age_step = float(age_step)
-        ages = np.round(lo + age_step * np.arange(n_age), 6)
-        ages[-1] = min(ages[-1], hi)
-        self._age0 = float(ages[0])
-        isos = [grid.isochrone(float(a), feh=self.feh) for a in ages]
-
-        # --- photometry of every row --------------------------------------------------------
-        bidx = [available.index(b) for b in self.bands]
-        i_f, w_f = _bilinear_weights(fehs, np.array([self.feh]))
-        bc = (1 - w_f[0]) * tab["bc"][i_f[0]] + w_f[0] * tab["bc"][i_f[0] + 1]  # (nt, ng, na, nb_all)
-        bc = bc[..., bidx].astype(np.float32)
-        av_nodes = tab["av"].astype(np.float64)
-        lt_axis, lg_axis = np.log10(tab["teff"].astype(np.float64)), tab["logg"].astype(np.float64)
-        lt = np.concatenate([i.log_Teff for i in isos]).astype(np.float64)
-        lg = np.concatenate([i.log_g for i in isos]).astype(np.float64)
-        it, wt = _bilinear_weights(lt_axis, lt)
-        ig, wg = _bilinear_weights(lg_axis, lg)
-        wt, wg = wt[:, None, None], wg[:, None, None]
-        bc_rows = ((1 - wt) * (1 - wg) * bc[it, ig] + wt * (1 - wg) * bc[it + 1, ig]
-                   + (1 - wt) * wg * bc[it, ig + 1] + wt * wg * bc[it + 1, ig + 1])  # (rows, na, nb)
-        if not np.all(np.isfinite(bc_rows)):
-            raise SimulatorError("photometry table has no finite BC for some isochrone rows; rebuild the tables")
-        mbol = MBOL_SUN - 2.5 * np.concatenate([i.log_L for i in isos]).astype(np.float64)
-        i0 = int(np.argmin(av_nodes))
-        m0 = mbol[:, None] - bc_rows[:, i0, :]  # (rows, nb)
-        ext = bc_rows[:, i0:i0 + 1, :] - bc_rows  # (rows, na, nb) A_band at each A_V node
-        V = np.stack([av_nodes, av_nodes**2, av_nodes**3], 1)
-        ext = ext.transpose(0, 2, 1)  # (rows, nb, na)
-        coef = ext @ np.linalg.pinv(V).T  # (rows, nb, 3)
-        self.extinction_fit_error = float(np.abs(coef @ V.T - ext).max())
-
-        # --- pad per age into (n_age, L) tables --------------------------------------------
-        lens = np.array([len(i.initial_mass) for i in isos])
-        L = int(lens.max())
-        mass = np.full((n_age, L), np.inf)
-        mags = np.zeros((n_age, L, len(bidx)))
-        cf = np.zeros((n_age, L, len(bidx), 3))
-        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-        for a, (s, n) in enumerate(zip(starts, lens, strict=True)):
-            mass[a, :n] = isos[a].initial_mass
-            mags[a, :n], cf[a, :n] = m0[s:s + n], coef[s:s + n]
-            mags[a, n:], cf[a, n:] = m0[s + n - 1], coef[s + n - 1]  # padding (masked as remnants)
-        self._n_live = lens
-        self._max_mass = np.array([i.initial_mass[-1] for i in isos])
-
-        # --- cumulative IMF-weighted flux (smooth light) ------------------------------------
-        cum_coef, cum_err = self._cumulative(mass, mags, cf, lens)
-        self.cumulative_fit_error = cum_err
-
-        phot_id = str(tab.get("table_id", np.asarray("bc_hst")))
-        self.table_id = (f"{phot_id}|{self.family}:{grid.source.split(' sha256')[0]}|feh{self.feh:+.2f}"
-                         f"|age{lo:.2f}-{hi:.2f}/{age_step:g}")
-        self._np = {"mass": mass, "mags": mags, "coef": cf, "cum": cum_coef, "max_mass": self._max_mass,
-                    "ages": ages}
+        built = _build(tuple([bands] if isinstance(bands, str) else bands), self.feh, self.family, self.imf,
+                       lo, hi, self.age_step)
+        self.bands, self.table_id = built["bands"], built["table_id"]
+        self.extinction_fit_error = built["extinction_fit_error"]
+        self.cumulative_fit_error = built["cumulative_fit_error"]
+        self._np = built
+        self._age0 = float(built["ages"][0])
         self.to(device)
-        log.info("StellarPopulation %s built: %d ages x %d rows, extinction cubic max err %.3f mag, "
-                 "cumulative fit max err %.4f dex", self.bands, n_age, L, self.extinction_fit_error, cum_err)
-
-    # ------------------------------------------------------------------------------------------
-    def _cumulative(self, mass, mags, cf, lens):
-        """Cubic-in-A_V fits of log10 cumulative flux per 1 M☉ up to each row (rows 0 = m_min)."""
-        n_age, L, nb = mags.shape
-        av = _CUM_AV
-        V = np.stack([np.ones_like(av), av, av**2, av**3], 1)
-        P = np.linalg.pinv(V)
-        out = np.full((n_age, L + 1, nb, 4), 0.0)
-        out[..., 0] = -99.0
-        err = 0.0
-        imf = self.imf
-        for a in range(n_age):
-            n = lens[a]
-            m = np.concatenate([[min(imf.m_min, mass[a, 0])], mass[a, :n]])
-            A = cf[a, :n] @ V[:, 1:].T  # (n, nb, nv)
-            f = 10 ** (-0.4 * (mags[a, :n, :, None] + A))
-            f = np.concatenate([f[:1], f], 0)  # below the lowest row: its flux
-            cdf = imf.cdf(torch.as_tensor(m, dtype=torch.float64)).numpy()
-            dn = np.diff(cdf) / imf.mean_mass()  # stars per M☉ in each segment
-            f0, f1 = f[:-1], f[1:]
-            ratio = np.log(f1 / f0)
-            lmean = np.where(np.abs(ratio) < 1e-8, 0.5 * (f0 + f1), (f1 - f0) / np.where(ratio == 0, 1, ratio))
-            cum = np.concatenate([np.zeros((1, nb, len(av))), np.cumsum(dn[:, None, None] * lmean, 0)], 0)
-            with np.errstate(divide="ignore"):
-                lc = np.log10(cum)
-            lc[0] = -99.0
-            c = lc[1:] @ P.T  # (n, nb, 4)
-            err = max(err, float(np.abs(c @ V.T - lc[1:]).max()))
-            out[a, 1:n + 1] = c
-            out[a, n + 1:] = c[-1]
-        return out, err
 
     def to(self, device) -> StellarPopulation:
         """Move the look-up tables to ``device`` (returns self)."""
