@@ -126,9 +126,10 @@ def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, 
     m0 = mbol[:, None] - bc_rows[:, i0, :]  # (rows, nb)
     ext = bc_rows[:, i0:i0 + 1, :] - bc_rows  # (rows, na, nb) A_band at each A_V node
     V = np.stack([av_nodes, av_nodes**2, av_nodes**3], 1)
-    ext = ext.transpose(0, 2, 1)  # (rows, nb, na)
-    coef = ext @ np.linalg.pinv(V).T  # (rows, nb, 3)
-    ext_err = float(np.abs(coef @ V.T - ext).max())
+    ext = np.ascontiguousarray(ext.transpose(0, 2, 1)).reshape(-1, len(av_nodes))  # (rows*nb, na)
+    coef = ext @ np.linalg.pinv(V).T.astype(ext.dtype)  # one GEMM: (rows*nb, 3)
+    ext_err = float(np.abs(coef @ V.T.astype(ext.dtype) - ext).max())
+    coef = coef.reshape(len(m0), -1, 3)  # (rows, nb, 3)
 
     # --- pad per age into (n_age, L) tables --------------------------------------------
     lens = np.array([len(i.initial_mass) for i in isos])
@@ -144,7 +145,7 @@ def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, 
     max_mass = np.array([i.initial_mass[-1] for i in isos])
 
     # --- cumulative IMF-weighted flux (smooth light) ------------------------------------
-    cum_coef, cum_err = _cumulative(imf, mass, mags, cf, lens)
+    cum_coef, cum_err = _cumulative(imf, mass, mags, cf)
 
     phot_id = str(tab.get("table_id", np.asarray("bc_hst")))
     table_id = (f"{phot_id}|{family}:{grid.source.split(' sha256')[0]}|feh{feh:+.2f}"
@@ -155,35 +156,40 @@ def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, 
             "bands": bands, "table_id": table_id, "extinction_fit_error": ext_err, "cumulative_fit_error": cum_err}
 
 
-def _cumulative(imf: IMF, mass, mags, cf, lens):
-    """Cubic-in-A_V fits of log10 cumulative flux per 1 M☉ up to each row (rows 0 = m_min)."""
+def _cumulative(imf: IMF, mass, mags, cf, chunk: int = 32):
+    """Cubic-in-A_V fits of log10 cumulative flux per 1 M☉ up to each row (row 0 = IMF m_min).
+
+    Vectorised over ages in chunks; padded rows (mass +inf) carry no stars, so their cumulative
+    flux equals the last live row's. Returns (coefficients (n_age, L+1, nb, 4), max |fit error| dex).
+    """
     n_age, L, nb = mags.shape
     av = _CUM_AV
     V = np.stack([np.ones_like(av), av, av**2, av**3], 1)
-    P = np.linalg.pinv(V)
-    out = np.full((n_age, L + 1, nb, 4), 0.0)
-    out[..., 0] = -99.0
+    P = torch.as_tensor(np.linalg.pinv(V).T)
+    Vt, Va = torch.as_tensor(V.T), torch.as_tensor(V[:, 1:].T)
+    m = torch.as_tensor(mass)
+    last = torch.where(torch.isfinite(m), m, torch.full_like(m, -1.0)).amax(1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, last)
+    mext = torch.cat([torch.minimum(torch.full_like(m[:, :1], imf.m_min), m[:, :1]), m], 1)
+    dn = torch.diff(imf.cdf(mext), dim=1) / imf.mean_mass()  # (n_age, L) stars per M☉ per segment
+    out = torch.zeros((n_age, L + 1, nb, 4), dtype=torch.float64)
+    out[:, 0, :, 0] = -99.0
     err = 0.0
-    for a in range(n_age):
-        n = lens[a]
-        m = np.concatenate([[min(imf.m_min, mass[a, 0])], mass[a, :n]])
-        A = cf[a, :n] @ V[:, 1:].T  # (n, nb, nv)
-        f = 10 ** (-0.4 * (mags[a, :n, :, None] + A))
-        f = np.concatenate([f[:1], f], 0)  # below the lowest row: its flux
-        cdf = imf.cdf(torch.as_tensor(m, dtype=torch.float64)).numpy()
-        dn = np.diff(cdf) / imf.mean_mass()  # stars per M☉ in each segment
-        f0, f1 = f[:-1], f[1:]
-        ratio = np.log(f1 / f0)
-        lmean = np.where(np.abs(ratio) < 1e-8, 0.5 * (f0 + f1), (f1 - f0) / np.where(ratio == 0, 1, ratio))
-        cum = np.concatenate([np.zeros((1, nb, len(av))), np.cumsum(dn[:, None, None] * lmean, 0)], 0)
-        with np.errstate(divide="ignore"):
-            lc = np.log10(cum)
-        lc[0] = -99.0
-        c = lc[1:] @ P.T  # (n, nb, 4)
-        err = max(err, float(np.abs(c @ V.T - lc[1:]).max()))
-        out[a, 1:n + 1] = c
-        out[a, n + 1:] = c[-1]
-    return out, err
+    for a0 in range(0, n_age, chunk):
+        sl = slice(a0, min(a0 + chunk, n_age))
+        mg = torch.as_tensor(mags[sl])[..., None] + torch.as_tensor(cf[sl]) @ Va  # (c, L, nb, nv)
+        f = 10 ** (-0.4 * mg)
+        f = torch.cat([f[:, :1], f], 1)
+        f0, f1 = f[:, :-1], f[:, 1:]
+        ratio = torch.log(f1 / f0)
+        safe = torch.where(ratio.abs() < 1e-8, torch.ones_like(ratio), ratio)
+        lmean = torch.where(ratio.abs() < 1e-8, 0.5 * (f0 + f1), (f1 - f0) / safe)
+        cum = torch.cumsum(dn[sl, :, None, None] * lmean, 1)
+        lc = torch.log10(cum.clamp_min(1e-99))
+        c = lc @ P  # (c, L, nb, 4)
+        err = max(err, float((c @ Vt - lc).abs().max()))
+        out[sl, 1:] = c
+    return out.numpy(), err
 
 
 class StellarPopulation:
