@@ -32,6 +32,7 @@ its faintest row; masses above the largest live mass are dark remnants (+inf mag
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -88,6 +89,20 @@ def _build(bands: tuple, feh: float, family: str, imf: IMF, lo: float, hi: float
     return _CACHE[key]
 
 
+def _live(iso):
+    """Drop remnant rows the isochrone may still carry (MIST phase −9: a white dwarf at the top of the
+    mass range at 12.6 Gyr); interpolating magnitudes in mass across such a row would fill the whole
+    remnant mass range with fictitious stars."""
+    dead = np.asarray(iso.phase) <= -9
+    if not dead.any():
+        return iso
+    keep = ~dead
+    return dataclasses.replace(
+        iso, eep=iso.eep[keep], initial_mass=iso.initial_mass[keep], log_Teff=iso.log_Teff[keep],
+        log_g=iso.log_g[keep], log_L=iso.log_L[keep], phase=iso.phase[keep],
+        max_live_mass=float(iso.initial_mass[keep][-1]))
+
+
 def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, hi: float, age_step: float) -> dict:
     with np.load(table_path(PHOTOMETRY_TABLE), allow_pickle=False) as z:
         tab = {k: z[k] for k in z.files}
@@ -103,7 +118,7 @@ def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, 
     n_age = int(round((hi - lo) / age_step)) + 1
     ages = np.round(lo + age_step * np.arange(n_age), 6)
     ages[-1] = min(ages[-1], hi)
-    isos = [grid.isochrone(float(a), feh=feh) for a in ages]
+    isos = [_live(grid.isochrone(float(a), feh=feh)) for a in ages]
 
     # --- photometry of every row --------------------------------------------------------
     bidx = [available.index(b) for b in bands]

@@ -37,6 +37,15 @@ def test_shapes_padding_and_remnants_are_dark(pop):
     assert bool((mag[:, 4] < mag[:, 2]).all())  # an evolved star near the top is far brighter than 0.5 Msun
 
 
+def test_oldest_ages_have_no_remnant_rows(pop):
+    la = torch.tensor([10.0, 10.05, 10.1])
+    mmax = pop.max_live_mass(la)
+    assert bool((mmax < 1.1).all()), mmax  # MIST's white-dwarf row (phase -9) must not count as live
+    col = pop.integrated_magnitudes(la, torch.zeros(3), torch.zeros(3))
+    c = col[:, 0] - col[:, 2]
+    assert float((c[1:] - c[:-1]).abs().max()) < 0.2
+
+
 def test_main_sequence_brightens_monotonically_with_mass(pop):
     la = torch.tensor([9.0])
     mto = float(pop.max_live_mass(la))
