@@ -19,8 +19,8 @@ nearest node. The phase label is taken from the nearer node. EEPs present at onl
 last evolutionary stages whose coverage changes between nodes) are dropped. [Fe/H] is *not*
 interpolated: the requested value must be a grid node.
 
-Live stars vs remnants: MIST phase 6 (post-AGB and the white-dwarf cooling sequence) is removed at
-build time; the PARSEC v1.2S grid here contains no remnants (and no TP-AGB/post-AGB phases).
+Live stars vs remnants: MIST phases 6 (post-AGB and the white-dwarf cooling sequence) and −9 (white-dwarf
+end points) are removed at build time; the PARSEC v1.2S grid here contains no remnants (and no TP-AGB/post-AGB phases).
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class IsochroneGrid:
             keep = np.concatenate([[True], np.diff(np.maximum.accumulate(cols["initial_mass"])) > 0])
             cols = {c: v[keep] for c, v in cols.items()}
             cols["phase"] = cols["phase"].astype(float)
-            cols["max_live_mass"] = float(raw["initial_mass"][live].max())
+            cols["max_live_mass"] = float(cols["initial_mass"][-1])
             return cols
         k = i_feh * len(self.age_values) + i_age
         s, n = int(self._data["start"][k]), int(self._data["length"][k])

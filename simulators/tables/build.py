@@ -15,8 +15,8 @@ Outputs (in this folder)
     Live stars of every isochrone on the 0.05-dex log-age nodes 6.0–10.1 at the shipped [Fe/H]
     values: EEP, initial mass (M☉, float64), log Teff (K), log g (cgs), log L (L☉), phase; rows of
     isochrone ``(i_feh, i_age)`` are ``rows[start[k]:start[k]+length[k]]`` with ``k = i_feh*n_age+i_age``.
-    Remnants (MIST phase 6: post-AGB and white-dwarf cooling) are removed; ``max_live_mass`` keeps
-    the largest initial mass still alive.
+    Remnants (MIST phases 6 and −9: post-AGB, white-dwarf cooling and end points) are removed;
+    ``max_live_mass`` is the largest initial mass still alive (the last row).
 ``bc_hst.npz``
     Bolometric corrections BC = M_bol − M_band (Vega, M_bol☉ = 4.74) on the MIST C3K grid
     (Teff, log g, [Fe/H], A_V; R_V = 3.1) for the HST bands, reconstructed by :mod:`.sedfit`, and
@@ -114,9 +114,10 @@ def read_isochrone_grid(family: str, fehs, ages) -> dict:
 
 
 def _live_mask(family: str, iso: dict) -> np.ndarray:
-    """Live stars: MIST drops phase 6 (post-AGB + white-dwarf cooling); PARSEC here has no remnants."""
+    """Live stars. MIST keeps phases −1 (PMS), 0 (MS), 2 (RGB), 3 (CHeB), 4 (EAGB), 5 (TPAGB) and 9 (WR);
+    it drops 6 (post-AGB + white-dwarf cooling) and −9 (white-dwarf end points). PARSEC here has no remnants."""
     if family == "mist":
-        return np.round(iso["phase"]).astype(int) != 6
+        return np.isin(np.round(iso["phase"]).astype(int), [-1, 0, 2, 3, 4, 5, 9])
     return np.ones(len(iso["eep"]), dtype=bool)
 
 
@@ -144,7 +145,7 @@ def build_isochrones(family: str, fehs=None, out_dir: Path = TABLE_DIR) -> Path:
                     keep[i] = False
                 else:
                     last = m[i]
-            max_live.append(float(m[live].max()))
+            max_live.append(float(m[keep].max()))
             for c in cols:
                 cols[c].append(iso[c][keep])
             starts.append(n)
