@@ -10,12 +10,13 @@ Build (once, a few seconds; numpy)
 1. Isochrones on a fine log-age grid (default step 0.01 dex) by EEP-matched interpolation between the
    0.05-dex nodes (:meth:`simulators.isochrones.IsochroneGrid.isochrone`); each is strictly
    increasing in initial mass.
-2. Bolometric corrections of every isochrone row from the shipped ``bc_hst.npz`` (MIST C3K BCs
-   reconstructed into HST bands), bilinear in (log Teff, log g) at each of the grid's A_V nodes
-   (R_V = 3.1); M = M_bol − BC with M_bol = 4.74 − 2.5 log L/L☉.
+2. Bolometric corrections of every isochrone row from the shipped photometry table
+   (:meth:`simulators.photometry.PhotometryTable.bolometric_corrections`: MIST C3K BCs reconstructed
+   into HST bands); M = M_bol − BC with M_bol = 4.74 − 2.5 log L/L☉.
 3. Extinction per row and band as a cubic without constant term, A(A_V) = c1 A_V + c2 A_V² + c3 A_V³,
-   least-squares fitted to the grid's own A_V axis (0–6 mag), so each star's extinction follows its
-   own SED. The largest fit error over all rows is kept in :attr:`StellarPopulation.extinction_fit_error`.
+   fitted to the BC grid's own A_V axis (0–6 mag, R_V = 3.1) by
+   :func:`simulators.extinction.extinction_polynomial`, so each star's extinction follows its own
+   SED. The largest fit error over all rows is kept in :attr:`StellarPopulation.extinction_fit_error`.
 4. For smooth light, the IMF-expected cumulative flux of all rows up to each row, per 1 M☉ of total
    initial mass, on A_V ∈ {0, 1, …, 6}: between rows j−1 and j the exact IMF number of stars
    times the logarithmic mean of the two fluxes (exact when magnitudes vary linearly in mass and
@@ -39,41 +40,19 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .errors import OutOfGridError, SimulatorError, UnknownBandError
+from .errors import OutOfGridError, SimulatorError
+from .extinction import extinction_polynomial
 from .imf import IMF, get_imf
 from .isochrones import get_isochrone_grid
-from .tables import table_path
+from .photometry import MBOL_SUN, SUPPORTED_BANDS, check_bands, get_photometry_table
 
-__all__ = ["StellarPopulation", "SUPPORTED_BANDS", "MBOL_SUN", "PHOTOMETRY_TABLE"]
+__all__ = ["StellarPopulation", "SUPPORTED_BANDS"]
 
 log = logging.getLogger(__name__)
 
-MBOL_SUN = 4.74
-PHOTOMETRY_TABLE = "bc_hst.npz"
-SUPPORTED_BANDS = (
-    "WFC3_UVIS_F275W", "WFC3_UVIS_F336W", "WFC3_UVIS_F438W", "WFC3_UVIS_F555W", "WFC3_UVIS_F814W",
-    "ACS_WFC_F435W", "ACS_WFC_F475W", "ACS_WFC_F606W", "ACS_WFC_F814W", "WFC3_IR_F110W", "WFC3_IR_F160W",
-    "Bessell_U", "Bessell_B", "Bessell_V", "Bessell_R", "Bessell_I",
-)
 _CUM_AV = np.linspace(0.0, 6.0, 7)
 _AV_MAX = 6.0
-
-
-def _check_bands(bands: Sequence[str], available: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(bands, str):
-        bands = (bands,)
-    bad = [b for b in bands if b not in available]
-    if bad or not bands:
-        raise UnknownBandError(f"unsupported band(s) {bad or list(bands)}; supported bands are {list(available)}")
-    return tuple(bands)
-
-
-def _bilinear_weights(axis: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lower index and weight of linear interpolation on a sorted axis (clamped to the ends)."""
-    x = np.clip(x, axis[0], axis[-1])
-    i = np.clip(np.searchsorted(axis, x, side="right") - 1, 0, len(axis) - 2)
-    w = (x - axis[i]) / (axis[i + 1] - axis[i])
-    return i, w
+_CHUNK_ROWS = 65536
 
 
 _CACHE: dict = {}
@@ -104,54 +83,38 @@ def _live(iso):
 
 
 def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, hi: float, age_step: float) -> dict:
-    with np.load(table_path(PHOTOMETRY_TABLE), allow_pickle=False) as z:
-        tab = {k: z[k] for k in z.files}
-    available = [str(b) for b in tab["bands"]]
-    bands = _check_bands(bands, available)
+    bands = check_bands(bands)
     grid = get_isochrone_grid(family)
     a_lo, a_hi = float(grid.age_values[0]), float(grid.age_values[-1])
     if not (a_lo - 1e-9 <= lo < hi <= a_hi + 1e-9):
         raise OutOfGridError(f"log_age_range ({lo}, {hi}) must lie within [{a_lo}, {a_hi}] (log10 yr) with low < high")
-    fehs = tab["feh"]
-    if not (fehs.min() - 1e-9 <= feh <= fehs.max() + 1e-9):
-        raise OutOfGridError(f"[Fe/H] = {feh} outside the photometry table's range [{fehs.min()}, {fehs.max()}] dex")
     n_age = int(round((hi - lo) / age_step)) + 1
     ages = np.round(lo + age_step * np.arange(n_age), 6)
     ages[-1] = min(ages[-1], hi)
     isos = [_live(grid.isochrone(float(a), feh=feh)) for a in ages]
 
-    # --- photometry of every row --------------------------------------------------------
-    bidx = [available.index(b) for b in bands]
-    i_f, w_f = _bilinear_weights(fehs, np.array([feh]))
-    bc = (1 - w_f[0]) * tab["bc"][i_f[0]] + w_f[0] * tab["bc"][i_f[0] + 1]  # (nt, ng, na, nb_all)
-    bc = bc[..., bidx].astype(np.float32)
-    av_nodes = tab["av"].astype(np.float64)
-    lt_axis, lg_axis = np.log10(tab["teff"].astype(np.float64)), tab["logg"].astype(np.float64)
+    # --- photometry of every row (shipped BC table; SED-consistent extinction cubic) --------
+    table = get_photometry_table()
     lt = np.concatenate([i.log_Teff for i in isos]).astype(np.float64)
     lg = np.concatenate([i.log_g for i in isos]).astype(np.float64)
-    it, wt = _bilinear_weights(lt_axis, lt)
-    ig, wg = _bilinear_weights(lg_axis, lg)
-    wt, wg = wt[:, None, None], wg[:, None, None]
-    bc_rows = ((1 - wt) * (1 - wg) * bc[it, ig] + wt * (1 - wg) * bc[it + 1, ig]
-               + (1 - wt) * wg * bc[it, ig + 1] + wt * wg * bc[it + 1, ig + 1])  # (rows, na, nb)
-    if not np.all(np.isfinite(bc_rows)):
-        raise SimulatorError("photometry table has no finite BC for some isochrone rows; rebuild the tables")
     mbol = MBOL_SUN - 2.5 * np.concatenate([i.log_L for i in isos]).astype(np.float64)
-    i0 = int(np.argmin(av_nodes))
-    m0 = mbol[:, None] - bc_rows[:, i0, :]  # (rows, nb)
-    ext = bc_rows[:, i0:i0 + 1, :] - bc_rows  # (rows, na, nb) A_band at each A_V node
-    V = np.stack([av_nodes, av_nodes**2, av_nodes**3], 1)
-    ext = np.ascontiguousarray(ext.transpose(0, 2, 1)).reshape(-1, len(av_nodes))  # (rows*nb, na)
-    coef = ext @ np.linalg.pinv(V).T.astype(ext.dtype)  # one GEMM: (rows*nb, 3)
-    ext_err = float(np.abs(coef @ V.T.astype(ext.dtype) - ext).max())
-    coef = coef.reshape(len(m0), -1, 3)  # (rows, nb, 3)
+    m0 = np.empty((len(lt), len(bands)))
+    coef = np.empty((len(lt), len(bands), 3))
+    ext_err = 0.0
+    for s in range(0, len(lt), _CHUNK_ROWS):  # bounded memory for many bands
+        sl = slice(s, s + _CHUNK_ROWS)
+        m0[sl] = mbol[sl, None] - table.bolometric_corrections(lt[sl], lg[sl], feh, 0.0, bands)
+        coef[sl], err = extinction_polynomial(lt[sl], lg[sl], bands, feh=feh, degree=3, table=table)
+        ext_err = max(ext_err, err)
+    if not (np.all(np.isfinite(m0)) and np.all(np.isfinite(coef))):
+        raise SimulatorError("photometry table gives non-finite magnitudes for some isochrone rows; rebuild the tables")
 
     # --- pad per age into (n_age, L) tables --------------------------------------------
     lens = np.array([len(i.initial_mass) for i in isos])
     L = int(lens.max())
     mass = np.full((n_age, L), np.inf)
-    mags = np.zeros((n_age, L, len(bidx)))
-    cf = np.zeros((n_age, L, len(bidx), 3))
+    mags = np.zeros((n_age, L, len(bands)))
+    cf = np.zeros((n_age, L, len(bands), 3))
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
     for a, (s, n) in enumerate(zip(starts, lens, strict=True)):
         mass[a, :n] = isos[a].initial_mass
@@ -162,7 +125,7 @@ def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, 
     # --- cumulative IMF-weighted flux (smooth light) ------------------------------------
     cum_coef, cum_err = _cumulative(imf, mass, mags, cf)
 
-    phot_id = str(tab.get("table_id", np.asarray("bc_hst")))
+    phot_id = table.table_id
     table_id = (f"{phot_id}|{family}:{grid.source.split(' sha256')[0]}|feh{feh:+.2f}"
                 f"|age{lo:.2f}-{hi:.2f}/{age_step:g}")
     log.info("StellarPopulation %s built: %d ages x %d rows, extinction cubic max err %.3f mag, "
