@@ -88,7 +88,8 @@ class SimulatorOptions:
     offset_range : float
         Centre offset drawn uniformly in ``[-offset_range, offset_range]`` px on each axis.
     n_phase : int
-        Sub-pixel PSF phases per axis.
+        Sub-pixel PSF phases per axis (2: with the renderer's quadratic phase interpolation, stellar
+        peaks are within ~4 % of exact; 3: within ~1.5 %, at 9/5 of the FFT cost).
     psf_radius : int
         PSF kernel half-size (px).
     sbf_tolerance : float
@@ -116,7 +117,7 @@ class SimulatorOptions:
     gamma_range: tuple[float, float] = (2.3, 3.5)
     eff_truncation: float = 10.0
     offset_range: float = 0.5
-    n_phase: int = 3
+    n_phase: int = 2
     psf_radius: int = 8
     sbf_tolerance: float = 0.01
     max_stars: int = 20000
@@ -200,6 +201,9 @@ class ClusterSimulator:
                                       radius_px=self.options.psf_radius, device=self.device,
                                       chunk_size=self.options.chunk_size)
         self.noise = NoiseModel.from_instrument(inst, self.device)
+        # stars whose total flux is below 2 sigma of one background pixel in every band peak below 0.4 sigma:
+        # they go to their nearest phase node (sub-pixel error < 0.05 sigma), saving memory in rich fields
+        self.faint_flux = 2.0 * self.noise.variance(torch.zeros(1, len(self.bands), 1, 1, device=self.device)).sqrt().flatten()
         self._threshold_tables = [self._sbf_threshold_table(p) for p in self.populations]
         self._canvas_y, self._canvas_x = self.renderer.canvas_coordinates()
         self.field = SyntheticField(inst, self.populations[0], canvas_margin=self.renderer.radius,
@@ -364,15 +368,15 @@ class ClusterSimulator:
             hard = (label == 0) & (u[:, 0] < opt.hard_negative_fraction)
             kind[hard] = 1 + (u[hard, 1] < 0.5).long()
             parts += [fstars, self.field.hard_negatives(kind, centre, g_field)]
-            scene = self.renderer.render(n, *self._flat(parts, c_n), smooth=smooth)
+            scene = self.renderer.render(n, *self._flat(parts, c_n), smooth=smooth, faint_flux=self.faint_flux)
             scene = scene + self.field.galaxy_light(sfr, g_field)
             nuis.update(field_sfr_density=sfr, n_field_stars=n_field.float())
             images = self.noise.add_noise(scene, g_noise) if opt.noise else scene
         elif opt.background == "none":
-            scene = self.renderer.render(n, *self._flat(parts, c_n), smooth=smooth)
+            scene = self.renderer.render(n, *self._flat(parts, c_n), smooth=smooth, faint_flux=self.faint_flux)
             images = self.noise.add_noise(scene, g_noise) if opt.noise else scene
         else:
-            scene_cluster = self.renderer.render(n, *self._flat(parts, c_n), smooth=smooth)
+            scene_cluster = self.renderer.render(n, *self._flat(parts, c_n), smooth=smooth, faint_flux=self.faint_flux)
             patches = self.image_background.sample(n, g_field)
             noisy = self.noise.add_source_noise(scene_cluster, g_noise) if opt.noise else scene_cluster
             images = patches + noisy
