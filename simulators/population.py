@@ -155,7 +155,8 @@ def _cumulative(imf: IMF, mass, mags, cf, chunk: int = 32):
     err = 0.0
     for a0 in range(0, n_age, chunk):
         sl = slice(a0, min(a0 + chunk, n_age))
-        mg = torch.as_tensor(mags[sl])[..., None] + torch.as_tensor(cf[sl]) @ Va  # (c, L, nb, nv)
+        c3 = torch.as_tensor(cf[sl])
+        mg = torch.as_tensor(mags[sl])[..., None] + (c3.reshape(-1, 3) @ Va).reshape(*c3.shape[:-1], -1)  # (c, L, nb, nv)
         f = 10 ** (-0.4 * mg)
         f = torch.cat([f[:, :1], f], 1)
         f0, f1 = f[:, :-1], f[:, 1:]
@@ -164,8 +165,10 @@ def _cumulative(imf: IMF, mass, mags, cf, chunk: int = 32):
         lmean = torch.where(ratio.abs() < 1e-8, 0.5 * (f0 + f1), (f1 - f0) / safe)
         cum = torch.cumsum(dn[sl, :, None, None] * lmean, 1)
         lc = torch.log10(cum.clamp_min(1e-99))
-        c = lc @ P  # (c, L, nb, 4)
-        err = max(err, float((c @ Vt - lc).abs().max()))
+        flat = lc.reshape(-1, lc.shape[-1])
+        c = flat @ P  # 2-D GEMMs: (c·L·nb, 4)
+        err = max(err, float((c @ Vt - flat).abs().max()))
+        c = c.reshape(*lc.shape[:-1], 4)
         out[sl, 1:] = c
     return out.numpy(), err
 
