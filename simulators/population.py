@@ -33,7 +33,6 @@ its faintest row; masses above the largest live mass are dark remnants (+inf mag
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -68,20 +67,6 @@ def _build(bands: tuple, feh: float, family: str, imf: IMF, lo: float, hi: float
     return _CACHE[key]
 
 
-def _live(iso):
-    """Drop remnant rows the isochrone may still carry (MIST phase −9: a white dwarf at the top of the
-    mass range at 12.6 Gyr); interpolating magnitudes in mass across such a row would fill the whole
-    remnant mass range with fictitious stars."""
-    dead = np.asarray(iso.phase) <= -9
-    if not dead.any():
-        return iso
-    keep = ~dead
-    return dataclasses.replace(
-        iso, eep=iso.eep[keep], initial_mass=iso.initial_mass[keep], log_Teff=iso.log_Teff[keep],
-        log_g=iso.log_g[keep], log_L=iso.log_L[keep], phase=iso.phase[keep],
-        max_live_mass=float(iso.initial_mass[keep][-1]))
-
-
 def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, hi: float, age_step: float) -> dict:
     bands = check_bands(bands)
     grid = get_isochrone_grid(family)
@@ -91,7 +76,7 @@ def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, 
     n_age = int(round((hi - lo) / age_step)) + 1
     ages = np.round(lo + age_step * np.arange(n_age), 6)
     ages[-1] = min(ages[-1], hi)
-    isos = [_live(grid.isochrone(float(a), feh=feh)) for a in ages]
+    isos = [grid.isochrone(float(a), feh=feh) for a in ages]
 
     # --- photometry of every row (shipped BC table; SED-consistent extinction cubic) --------
     table = get_photometry_table()
