@@ -28,7 +28,9 @@ Evaluate (batched torch, any device)
 The log age snaps to the nearest fine-grid age (≤ 0.005 dex away at the default step). Initial masses
 are located by ``torch.searchsorted`` in that isochrone and magnitudes and extinction coefficients
 are interpolated linearly in initial mass. Masses below the isochrone's lowest mass (≈0.1 M☉) take
-its faintest row; masses above the largest live mass are dark remnants (+inf mag).
+its faintest row; masses above the largest live mass are dark remnants (+inf mag). Tables are
+float32 on the device: in the late, nearly degenerate phases (e.g. TP-AGB rows 1e-6 M☉ apart) the
+mass resolution is one float32 step, which is also the resolution of float32 IMF draws.
 """
 
 from __future__ import annotations
