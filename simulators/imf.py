@@ -243,11 +243,14 @@ class PiecewisePowerLawIMF(IMF):
         return self._seg_sum(_as_tensor(m), 1)
 
     def _icdf(self, c: torch.Tensor) -> torch.Tensor:
-        edges = torch.as_tensor(self._c_edges, dtype=c.dtype, device=c.device)
+        key = (c.device, c.dtype)
+        cache = self.__dict__.setdefault("_device_tables", {})
+        if key not in cache:
+            cache[key] = tuple(torch.as_tensor(x, dtype=c.dtype, device=c.device)
+                               for x in (self._c_edges, self._a, self._k, self._b[:-1]))
+        edges, a_all, k_all, b_all = cache[key]
         j = (torch.searchsorted(edges, c.contiguous(), right=True) - 1).clamp(0, len(self._a) - 1)
-        a = torch.as_tensor(self._a, dtype=c.dtype, device=c.device)[j]
-        k = torch.as_tensor(self._k, dtype=c.dtype, device=c.device)[j]
-        b = torch.as_tensor(self._b[:-1], dtype=c.dtype, device=c.device)[j]
+        a, k, b = a_all[j], k_all[j], b_all[j]
         dc = (c - edges[j]).clamp_min(0.0)
         p = 1.0 - a
         safe_p = torch.where(p.abs() < 1e-12, torch.ones_like(p), p)
@@ -289,7 +292,12 @@ class TabulatedIMF(IMF):
         raise NotImplementedError
 
     def _table(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        return getattr(self, name).to(device=like.device, dtype=like.dtype)
+        """The cumulative table ``name`` on ``like``'s device and dtype (copied once, then cached)."""
+        key = (name, like.device, like.dtype)
+        cache = self.__dict__.setdefault("_device_tables", {})
+        if key not in cache:
+            cache[key] = getattr(self, name).to(device=like.device, dtype=like.dtype)
+        return cache[key]
 
     def _interp(self, x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
         i = (torch.searchsorted(xp, x.contiguous(), right=True) - 1).clamp(0, len(xp) - 2)
