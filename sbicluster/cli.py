@@ -22,6 +22,11 @@ def _bands(text: str | None) -> list[str] | None:
     return None if text is None else [b.strip() for b in text.split(",") if b.strip()]
 
 
+def _progress() -> bool:
+    """Progress bars only on an interactive terminal (quiet in pipes, logs and CI)."""
+    return sys.stderr.isatty()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sbicluster`` command."""
     parser = argparse.ArgumentParser(
@@ -32,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="write mock cutouts (FITS) and their truth table")
-    p.add_argument("--preset", default="m83-wfc3", help="instrument preset (default: m83-wfc3)")
+    p.add_argument("--preset", default="m83-wfc3",
+                   help="instrument preset, or 'toy' for the linear-Gaussian toy (default: m83-wfc3)")
+    p.add_argument("--model", type=Path, help="simulate with the simulator recorded in this model's card instead")
     p.add_argument("--n", type=int, default=100, help="number of cutouts (default: 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--cluster-fraction", type=float, default=0.5, help="fraction of cluster cutouts (default: 0.5)")
@@ -59,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", type=Path, help="truth.ecsv from `sbicluster simulate`, to mark true values")
 
     p = sub.add_parser("train", help="train a model on simulations generated on the fly")
-    p.add_argument("--preset", default="m83-wfc3", help="instrument preset (default: m83-wfc3)")
+    p.add_argument("--preset", default="m83-wfc3",
+                   help="instrument preset, or 'toy' for the seconds-fast linear-Gaussian toy (default: m83-wfc3)")
     p.add_argument("--out", required=True, type=Path, help="run folder: log.csv, checkpoint/, model/")
     p.add_argument("--embedding", help="embedding preset: small, cpu or paper (default: cpu on CPU, paper on CUDA)")
     p.add_argument("--steps", type=int, help="optimisation steps")
@@ -91,8 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _simulate(args) -> None:
     from .demo import simulate_to_fits
 
-    simulate_to_fits(args.out, preset=args.preset, n=args.n, seed=args.seed,
-                     cluster_fraction=args.cluster_fraction, overwrite=args.overwrite)
+    simulator = None
+    if args.model is not None:
+        from .api import simulator_from_card
+        from .artifact import load_model
+
+        simulator = simulator_from_card(load_model(args.model).card)
+    elif args.preset == "toy":
+        from .toy import LinearGaussianToy
+
+        simulator = LinearGaussianToy()
+    paths = simulate_to_fits(args.out, preset=args.preset, n=args.n, seed=args.seed, simulator=simulator,
+                             cluster_fraction=args.cluster_fraction, overwrite=args.overwrite, progress=_progress())
+    print(f"{args.n} mock cutouts → {paths[0]}; truth → {paths[1]}")
 
 
 def _infer(args) -> None:
@@ -107,7 +126,7 @@ def _infer(args) -> None:
         inputs[0] if args.catalog is None else inputs, model=args.model, catalog=args.catalog,
         bands=_bands(args.bands), num_samples=args.samples, device=args.device, seed=args.seed,
         batch_size=args.batch_size, out=args.out, overwrite=args.overwrite, save_samples=args.save_samples,
-        progress=True,
+        progress=_progress(),
     )
     print(f"{len(result.summary)} cutouts → {args.out}/summary.ecsv, {args.out}/posterior.nc")
 
@@ -129,8 +148,13 @@ def _train(args) -> None:
     overrides = {"preset": args.embedding, "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
                  "max_time_s": None if args.time_budget is None else 60.0 * args.time_budget}
     config = default_config(str(device), **{k: v for k, v in overrides.items() if v is not None})
-    simulator = ClusterSimulator(args.preset, device=device)
-    train(simulator, config, args.out, resume=args.resume, progress=True)
+    if args.preset == "toy":
+        from .toy import LinearGaussianToy
+
+        simulator = LinearGaussianToy(device=device)
+    else:
+        simulator = ClusterSimulator(args.preset, device=device)
+    train(simulator, config, args.out, resume=args.resume, progress=_progress())
     print(f"model written to {args.out / 'model'}; training log in {args.out / 'log.csv'}")
 
 
@@ -142,7 +166,8 @@ def _diagnose(args) -> None:
     device = resolve_device(args.device)
     model = load_model(args.model, device=str(device))
     simulator = simulator_from_card(model.card, device=device)
-    run_diagnostics(model, simulator, n=args.n, num_samples=args.samples, seed=args.seed, out_dir=args.out)
+    run_diagnostics(model, simulator, n=args.n, num_samples=args.samples, seed=args.seed, out_dir=args.out,
+                    progress=_progress())
     print(f"diagnostics report: {args.out / 'report.md'}")
 
 
@@ -150,7 +175,8 @@ def _demo(args) -> None:
     from .demo import run_demo
 
     n, samples = (40, 300) if args.quick else (args.n, args.samples)
-    report = run_demo(args.out, model=args.model, n=n, num_samples=samples, seed=args.seed, device=args.device)
+    report = run_demo(args.out, model=args.model, n=n, num_samples=samples, seed=args.seed, device=args.device,
+                      progress=_progress())
     print(report)
 
 

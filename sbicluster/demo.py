@@ -53,6 +53,7 @@ def simulate_to_fits(
     overwrite: bool = False,
     simulator=None,
     chunk: int = 256,
+    progress: bool = False,
 ) -> tuple[Path, Path]:
     """Simulate ``n`` cutouts and write ``cutouts.fits`` (the layout ``infer`` reads) and ``truth.ecsv``.
 
@@ -74,6 +75,8 @@ def simulate_to_fits(
         Use this simulator (e.g. rebuilt from a model card) instead of a new one.
     chunk : int
         Cutouts simulated per call (bounds memory).
+    progress : bool
+        Show a progress bar.
 
     Returns
     -------
@@ -96,7 +99,9 @@ def simulate_to_fits(
     label_rng = torch.Generator().manual_seed(seed + 1)
     labels = (torch.rand(n, generator=label_rng) < cluster_fraction).long()
     parts = []
-    for start in range(0, n, chunk):
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, n, chunk), desc="simulating", unit="chunk", disable=not progress):
         lab = labels[start : start + chunk].to(generator.device)
         parts.append(simulator.simulate(len(lab), generator, label=lab).to("cpu"))
     batch = SimulationBatch(
@@ -106,7 +111,7 @@ def simulate_to_fits(
     )
     ids = [f"cutouts:{i}" for i in range(n)]
     preset_card = simulator.card().get("preset", {})
-    scale = float(preset_card.get("pixel_scale", getattr(simulator.instrument, "pixel_scale", 0.04)))
+    scale = float(preset_card.get("pixel_scale", getattr(getattr(simulator, "instrument", None), "pixel_scale", 0.04)))
     write_cutouts_fits(fits_path, batch.images.numpy(), simulator.bands, pixel_scale=scale,
                        meta={"PRESET": str(preset_card.get("name", preset)), "SEED": seed})
     write_table(truth_table(batch, simulator.prior, ids), truth_path)
@@ -208,6 +213,7 @@ def run_demo(
     seed: int = 2020,
     device: str = "auto",
     cluster_fraction: float = 0.7,
+    progress: bool = False,
 ) -> str:
     """The README's main job: a mock field through the whole workflow with the shipped model.
 
@@ -232,9 +238,9 @@ def run_demo(
     loaded = load_model(model, device=str(dev)) if model is None or isinstance(model, str | Path) else model
     simulator = simulator_from_card(loaded.card, device=dev)
     fits_path, truth_path = simulate_to_fits(out_dir / "mock", n=n, seed=seed, cluster_fraction=cluster_fraction,
-                                             overwrite=True, simulator=simulator)
+                                             overwrite=True, simulator=simulator, progress=progress)
     result = infer(fits_path, model=loaded, num_samples=num_samples, device=str(dev), seed=seed, out=out_dir,
-                   overwrite=True)
+                   overwrite=True, progress=progress)
     truth = Table.read(truth_path, format="ascii.ecsv")
     label = np.asarray(truth["label"])
     prior = simulator.prior

@@ -17,8 +17,12 @@ Accepted inputs
    (degrees) or ``x``/``y`` (0-based pixel) columns: cutouts are cut with
    :class:`astropy.nddata.Cutout2D`.
 
-Units: ``BUNIT`` of ``ELECTRONS/S`` (or ``e-/s``) is used as is; ``ELECTRONS`` or ``COUNTS`` are
-divided by ``EXPTIME`` (s, which must be positive). Anything else is refused with a message
+Units (the model reads e⁻/s per pixel): ``BUNIT`` of ``ELECTRONS/S`` (or ``e-/s``; a missing
+``BUNIT`` is taken as this, with a warning) is used as is; ``ELECTRONS`` or ``COUNTS`` are divided
+by ``EXPTIME`` (s, which must be positive); flux densities ``ERG/S/CM2/A`` or ``JY`` are divided by
+``PHOTFLAM`` or ``PHOTFNU`` (flux density of 1 e⁻/s, as in HST headers); any other unit is
+converted with a Vega zero point keyword (``MAGZERO``, ``ZEROPNT`` or ``MAGZPT``: magnitude of one
+pixel unit) and the model's zero point of the band. Anything else is refused with a message
 saying how to convert.
 
 Masked pixels: non-finite pixels are replaced by the median of the finite pixels of the same
@@ -30,7 +34,7 @@ cutout band with no finite pixel, or with a constant value, cannot be analysed a
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +52,9 @@ __all__ = [
     "read_catalog_cutouts",
     "match_band",
     "FLAG_MASKED",
+    "FLAG_PRIOR_EDGE",
     "FLAG_NAMES",
+    "FLAG_DESCRIPTIONS",
     "PIXEL_SCALE_TOLERANCE",
 ]
 
@@ -56,13 +62,23 @@ log = logging.getLogger(__name__)
 
 FLAG_MASKED = 1
 """Bit set when non-finite pixels were replaced by the band median of the cutout."""
-FLAG_NAMES = {FLAG_MASKED: "masked_pixels"}
+FLAG_PRIOR_EDGE = 2
+"""Bit set (by :func:`sbicluster.outputs.summary_table`) when a parameter's posterior median lies
+within 2 % of the prior range of a prior bound: the estimate is limited by the prior."""
+FLAG_NAMES = {FLAG_MASKED: "masked_pixels", FLAG_PRIOR_EDGE: "prior_edge"}
+FLAG_DESCRIPTIONS = {
+    FLAG_MASKED: "masked_pixels: non-finite pixels replaced by the band median of the cutout",
+    FLAG_PRIOR_EDGE: "prior_edge: a posterior median lies within 2% of the prior range of a prior bound",
+}
 PIXEL_SCALE_TOLERANCE = 0.03
 """Largest accepted relative difference between the image and model pixel scales."""
 
 _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
 _RATE_UNITS = {"ELECTRONS/S", "ELECTRONS/SEC", "E-/S", "ELECTRON/S", "ELECTRONS S-1", "E/S"}
 _COUNT_UNITS = {"ELECTRONS", "ELECTRON", "E-", "COUNTS", "COUNT"}
+_FLAM_UNITS = {"ERG/S/CM2/A", "ERG/CM2/S/A", "ERG/S/CM2/ANGSTROM", "ERG/CM2/S/ANGSTROM", "ERGS/CM2/S/A"}
+_FNU_UNITS = {"JY", "JANSKY"}
+_ZP_KEYS = ("MAGZERO", "ZEROPNT", "MAGZPT")
 
 
 @dataclass
@@ -168,8 +184,14 @@ def match_band(header: fits.Header, model_bands: Sequence[str], where: str = "")
     )
 
 
-def _to_rate(data: np.ndarray, header: fits.Header, where: str) -> np.ndarray:
-    """Convert pixel values to e⁻/s following BUNIT and EXPTIME."""
+def _to_rate(data: np.ndarray, header: fits.Header, where: str, zero_point: float | None = None) -> np.ndarray:
+    """Convert pixel values to e⁻/s following BUNIT, EXPTIME, PHOTFLAM/PHOTFNU or a zero point.
+
+    ``zero_point`` is the model's Vega magnitude giving 1 e⁻/s in this band (used only with a
+    header zero point, see the module docstring).
+    """
+    if "BUNIT" not in header:
+        log.warning("%s: no BUNIT keyword; assuming the pixels are electrons/s", where)
     unit = str(header.get("BUNIT", "ELECTRONS/S")).strip().upper()
     if unit in _RATE_UNITS:
         return data
@@ -180,10 +202,23 @@ def _to_rate(data: np.ndarray, header: fits.Header, where: str) -> np.ndarray:
         if not float(exptime) > 0:
             raise InputError(f"{where}: EXPTIME must be positive to convert {unit} to e-/s, got {exptime}")
         return data / float(exptime)
+    compact = unit.replace(" ", "").replace("**", "").replace("^", "")
+    for key, units in (("PHOTFLAM", _FLAM_UNITS), ("PHOTFNU", _FNU_UNITS)):
+        if compact in units:
+            value = header.get(key)
+            if value is None or not float(value) > 0:
+                raise InputError(f"{where}: BUNIT is {unit} but {key} is missing or not positive ({value}); "
+                                 f"add {key} (flux density per e-/s) or give the images in electrons/s")
+            return data / float(value)
+    header_zp = next((header[k] for k in _ZP_KEYS if k in header), None)
+    if header_zp is not None and zero_point is not None:
+        # a pixel value f has magnitude zp_image - 2.5 log10 f; in e-/s it is 10**(-0.4 (m - zp_model))
+        return data * 10 ** (0.4 * (zero_point - float(header_zp)))
     raise InputError(
         f"{where}: unsupported BUNIT {unit!r}; the model needs electrons/s per pixel "
-        "(BUNIT = 'ELECTRONS/S', or 'ELECTRONS'/'COUNTS' with EXPTIME); convert e.g. from "
-        "PHOTFLAM flux units by dividing by PHOTFLAM"
+        "(BUNIT = 'ELECTRONS/S'; 'ELECTRONS'/'COUNTS' with EXPTIME; 'ERG/S/CM2/A' with PHOTFLAM; "
+        "'JY' with PHOTFNU; or any unit with a Vega zero point keyword MAGZERO/ZEROPNT); convert the images "
+        "or add the keyword"
     )
 
 
@@ -256,7 +291,8 @@ def _image_hdus(hdul) -> list[int]:
 
 
 def _read_file(
-    path: Path, model_bands: Sequence[str], image_size: int, pixel_scale: float | None, bands: Sequence[str] | None
+    path: Path, model_bands: Sequence[str], image_size: int, pixel_scale: float | None, bands: Sequence[str] | None,
+    zero_points: Mapping[str, float] | None = None,
 ) -> Cutouts:
     with _open(path) as hdul:
         indices = _image_hdus(hdul)
@@ -310,7 +346,7 @@ def _read_file(
                     f"{image_size}x{image_size}; cut them to that size (or give a large image and a catalogue)"
                 )
             _check_pixel_scale(header, pixel_scale, where)
-            stack.append(_to_rate(data, header, where))
+            stack.append(_to_rate(data, header, where, (zero_points or {}).get(b)))
     cube, flags = _clean(np.stack(stack, axis=1), str(path), 0)
     n = cube.shape[0]
     stem = path.name.split(".")[0]
@@ -326,6 +362,7 @@ def read_cutouts(
     image_size: int,
     pixel_scale: float | None = None,
     bands: Sequence[str] | None = None,
+    zero_points: Mapping[str, float] | None = None,
 ) -> Cutouts:
     """Read cutouts from a FITS file or a folder of FITS files.
 
@@ -341,6 +378,9 @@ def read_cutouts(
         Model pixel scale, arcsec/px; checked against the WCS when the header has one.
     bands : sequence of str, optional
         Band of each image HDU in order (or of each cube plane), overriding header keywords.
+    zero_points : mapping of str to float, optional
+        The model's Vega magnitude giving 1 e⁻/s per band, for images calibrated by a header
+        zero point (see the module docstring).
 
     Returns
     -------
@@ -358,8 +398,10 @@ def read_cutouts(
         files = sorted(p for p in path.iterdir() if p.name.lower().endswith(_FITS_SUFFIXES))
         if not files:
             raise InputError(f"{path}: folder holds no FITS files ({', '.join(_FITS_SUFFIXES)})")
-        return Cutouts.concatenate([_read_file(f, model_bands, image_size, pixel_scale, bands) for f in files])
-    return _read_file(path, model_bands, image_size, pixel_scale, bands)
+        return Cutouts.concatenate(
+            [_read_file(f, model_bands, image_size, pixel_scale, bands, zero_points) for f in files]
+        )
+    return _read_file(path, model_bands, image_size, pixel_scale, bands, zero_points)
 
 
 def _read_catalog(path: Path) -> Table:
@@ -381,6 +423,7 @@ def read_catalog_cutouts(
     image_size: int,
     pixel_scale: float | None = None,
     bands: Sequence[str] | None = None,
+    zero_points: Mapping[str, float] | None = None,
 ) -> Cutouts:
     """Cut model-sized cutouts around catalogue positions from one large image per band.
 
@@ -399,6 +442,8 @@ def read_catalog_cutouts(
         Model pixel scale, arcsec/px.
     bands : sequence of str, optional
         Band of each image, in order, overriding header keywords.
+    zero_points : mapping of str to float, optional
+        The model's Vega magnitude giving 1 e⁻/s per band (see :func:`read_cutouts`).
 
     Returns
     -------
@@ -431,7 +476,10 @@ def read_catalog_cutouts(
             where = _where(image, k)
             name = bands[j] if bands is not None else match_band(header, model_bands, where)
             _check_pixel_scale(header, pixel_scale, where)
-            planes[name] = (_to_rate(np.asarray(hdul[k].data, dtype=np.float64), header, where), header, where)
+            if name in planes:
+                raise InputError(f"{where}: band {name} is given twice (also by {planes[name][2]})")
+            rate = _to_rate(np.asarray(hdul[k].data, dtype=np.float64), header, where, (zero_points or {}).get(name))
+            planes[name] = (rate, header, where)
     missing = [b for b in model_bands if b not in planes]
     if missing:
         raise InputError(f"the model needs bands {list(model_bands)}; no image given for {missing}")

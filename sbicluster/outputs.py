@@ -23,6 +23,7 @@ from astropy.table import Table
 from simulators.priors import ClusterPrior
 
 from .errors import OutputExistsError
+from .io import FLAG_DESCRIPTIONS, FLAG_PRIOR_EDGE
 
 __all__ = [
     "atomic_path",
@@ -35,7 +36,11 @@ __all__ = [
     "check_outputs",
     "PARAMETER_UNITS",
     "HDI_PROB",
+    "PRIOR_EDGE_FRACTION",
 ]
+
+PRIOR_EDGE_FRACTION = 0.02
+"""Posterior medians closer than this fraction of the prior range to a bound are flagged."""
 
 HDI_PROB = 0.94
 """Probability mass of the highest-density interval reported in summaries."""
@@ -142,8 +147,12 @@ def summary_table(
         table[name] = (nan if values is None else np.asarray(values, float)) * unit
     table["p_cluster"] = np.asarray(p_cluster, dtype=float)
     table["visibility"] = np.asarray(visibility, dtype=float)
-    table["flag"] = np.asarray(flags, dtype=np.int32)
     pct = np.percentile(samples, [16, 50, 84], axis=1)  # (3, N, 4)
+    low, high = prior.low().numpy(), prior.high().numpy()
+    margin = PRIOR_EDGE_FRACTION * (high - low)
+    at_edge = ((pct[1] < low + margin) | (pct[1] > high - margin)).any(axis=1)
+    table["flag"] = np.asarray(flags, dtype=np.int32) | np.where(at_edge, FLAG_PRIOR_EDGE, 0).astype(np.int32)
+    table["flag"].description = "bit mask: " + "; ".join(f"{k} = {v}" for k, v in FLAG_DESCRIPTIONS.items())
     for j, name in enumerate(prior.names):
         unit = PARAMETER_UNITS.get(name, u.dimensionless_unscaled)
         lo, hi = _hdi(samples[:, :, j], HDI_PROB)
@@ -159,7 +168,7 @@ def summary_table(
         {
             "description": "sbicluster posterior summary, one row per cutout",
             "hdi_prob": HDI_PROB,
-            "flag_bits": {"1": "masked_pixels: non-finite pixels replaced by the band median"},
+            "flag_bits": {str(k): v for k, v in FLAG_DESCRIPTIONS.items()},
             "parameters": {p.name: {"unit": p.unit, "description": p.description} for p in prior.parameters},
             **(meta or {}),
         }
