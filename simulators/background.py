@@ -32,11 +32,27 @@ import torch
 
 from .errors import SimulatorError
 
-__all__ = ["SyntheticField", "FieldStars", "ImageBackground", "HARD_NEGATIVE_KINDS"]
+__all__ = ["SyntheticField", "FieldStars", "ImageBackground", "HARD_NEGATIVE_KINDS", "mass_grid"]
 
 log = logging.getLogger(__name__)
 
 HARD_NEGATIVE_KINDS = {0: "none", 1: "chance grouping", 2: "single bright star"}
+
+
+def mass_grid(m_low: torch.Tensor, m_high: torch.Tensor, n: int = 800) -> torch.Tensor:
+    """Cell edges (A, 2n+1) in initial mass from ``m_low`` to ``m_high`` (each (A,), M☉).
+
+    The union of ``n`` logarithmic cells and ``n`` cells logarithmic in ``1 − m/m_high`` (down to
+    1e-8): post-main-sequence phases occupy a tiny initial-mass range just below the live limit
+    and need that resolution; a plain log grid would smear them over whole cells.
+    """
+    f = torch.linspace(0, 1, n + 1, dtype=torch.float64, device=m_high.device)
+    lo, hi = m_low.double()[:, None], m_high.double()[:, None]
+    log_part = lo * (hi / lo) ** f
+    d_max = torch.log10((1 - lo / hi).clamp(min=1e-8))
+    top = hi * (1 - 10 ** (d_max + (-8.0 - d_max) * f[1:]))
+    edges = torch.cat([log_part, top, hi], 1)
+    return torch.sort(edges, 1).values
 
 
 class FieldStars:
@@ -85,9 +101,7 @@ class SyntheticField:
         dt = torch.tensor(10 ** edges[1:] - 10 ** edges[:-1])  # yr
         m_hi = torch.as_tensor(population.max_live_mass(ages.float()), dtype=torch.float64).clamp(max=imf.m_max)
         # bright stars are above ~1 M☉ at every age that matters; a fine grid from 0.5 M☉ to the live limit
-        frac = torch.linspace(0, 1, 801, dtype=torch.float64)
-        m_lo = torch.full_like(m_hi, 0.5)
-        medges = m_lo[:, None] * (m_hi[:, None] / m_lo[:, None]) ** frac[None, :]  # (A, G+1)
+        medges = mass_grid(torch.full_like(m_hi, 0.5), m_hi, 600)  # (A, G+1)
         mid = torch.sqrt(medges[:, 1:] * medges[:, :-1])
         n_cell = imf.number_per_mass(medges[:, :-1], medges[:, 1:])  # stars per M☉ formed
         mags = population.star_magnitudes(ages.float(), mid.float(), torch.zeros(len(ages))).double()

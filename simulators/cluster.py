@@ -14,8 +14,8 @@ Per cluster (label 1), with θ = (log age, log M, log r_h, A_V):
    ``N ~ Poisson(M · n_IMF(m_thr, m_live))`` and their masses come from the truncated IMF. Stars
    below ``m_thr`` are deposited as smooth light ``M · unresolved_flux_per_mass(age, A_V, m_thr)``
    with the EFF profile. ``m_thr(age)`` is tabulated at construction as the largest mass such
-   that stars below it carry at most ``sbf_tolerance`` (default 1 %) of the population's
-   surface-brightness-fluctuation power ``Σ n(m) L(m)²`` in every band; so the drawn stars carry
+   that stars below it carry at most ``sbf_tolerance`` of the population's
+   surface-brightness-fluctuation power ``Σ n(m) L(m)²`` in every band (default 2 %); so the drawn stars carry
    the fluctuations and the smooth part only their mean. It is raised where needed so that the
    expected number of drawn stars stays below ``max_stars`` (the fluctuation power this removes
    is recorded per sample as the ``sbf_smooth_fraction`` nuisance).
@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .background import FieldStars, ImageBackground, SyntheticField
+from .background import FieldStars, ImageBackground, SyntheticField, mass_grid
 from .batch import SimulationBatch
 from .errors import SimulatorError
 from .instruments import Instrument, get_preset
@@ -119,8 +119,8 @@ class SimulatorOptions:
     offset_range: float = 0.5
     n_phase: int = 2
     psf_radius: int = 8
-    sbf_tolerance: float = 0.01
-    max_stars: int = 20000
+    sbf_tolerance: float = 0.02
+    max_stars: int = 5000
     background: str = "synthetic"
     hard_negative_fraction: float = 0.3
     field_library_size: int = 8192
@@ -232,8 +232,7 @@ class ClusterSimulator:
         lo, hi = self.prior.parameters[0].low, self.prior.parameters[0].high
         ages = torch.linspace(lo - 0.05, hi + 0.05, 143, device=self.device)
         m_live = population.max_live_mass(ages).double().clamp(max=imf.m_max)
-        frac = torch.linspace(0, 1, 1201, dtype=torch.float64, device=self.device)
-        edges = imf.m_min * (m_live[:, None] / imf.m_min) ** frac[None, :]
+        edges = mass_grid(torch.full_like(m_live, imf.m_min), m_live, 800)
         mid = torch.sqrt(edges[:, 1:] * edges[:, :-1])
         n = imf.number_per_mass(edges[:, :-1], edges[:, 1:]).double()
         mags = population.star_magnitudes(ages, mid.float(), torch.zeros_like(ages)).double()
