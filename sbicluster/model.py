@@ -8,11 +8,16 @@ Design
 ------
 * One :class:`~sbicluster.embedding.ResNetEmbedding` reads the cutout; its features condition
   three heads.
-* The posterior head is a zuko neural spline flow (autoregressive rational-quadratic splines,
-  Durkan et al. 2019, arXiv:1906.04032) wrapped in sbi's own
+* The posterior head is a zuko neural spline flow (rational-quadratic splines, Durkan et al.
+  2019, arXiv:1906.04032) wrapped in sbi's own
   :class:`sbi.neural_nets.estimators.ZukoFlow` with the ResNet as ``embedding_net``, so that
   :meth:`ClusterModel.posterior` is a stock :class:`sbi.inference.DirectPosterior` and sbi's
   sampling and diagnostics (``run_sbc``, ``run_tarp``, ``log_prob_batched``) work on it.
+  Default: *coupling* spline layers (``coupling_nsf``; zuko ``GeneralCouplingTransform`` with
+  rational-quadratic splines, masks :data:`COUPLING_MASKS`): sampling needs one network pass per
+  layer, against D = 4 passes per layer for the autoregressive NSF (``zuko_nsf``, also
+  supported). Measured on this 2-core CPU, 6 coupling layers sample ≈3× faster than 3
+  autoregressive ones of the same width, which is what makes 1000 draws per cutout cheap.
 * Prior bounds: the first flow transform is the fixed bijection
   ``z = logit((θ - low)/(high - low)) / (π/√3)`` (:class:`BoxLogitTransform`; unit variance under
   the uniform prior, so it doubles as the θ standardisation). Every sample of the flow is inside
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import zuko
@@ -33,21 +39,31 @@ from sbi.inference import DirectPosterior
 from sbi.neural_nets.estimators import ZukoFlow
 from torch import nn
 from torch.distributions import Transform, constraints
+from zuko.flows.coupling import GeneralCouplingTransform
+from zuko.transforms import MonotonicRQSTransform
 
 from simulators.priors import ClusterPrior
 
 from .embedding import EMBEDDING_PRESETS, EmbeddingConfig, ResNetEmbedding
 
-__all__ = ["FLOW_PRESETS", "BoxLogitTransform", "ClusterModel", "default_architecture"]
+__all__ = ["FLOW_PRESETS", "COUPLING_MASKS", "BoxLogitTransform", "ClusterModel", "default_architecture"]
 
 LOGISTIC_STD = math.pi / math.sqrt(3.0)
 """Standard deviation of logit(U), U ~ Uniform(0, 1)."""
 
 FLOW_PRESETS: dict[str, dict] = {
-    "small": {"type": "zuko_nsf", "hidden_features": 64, "hidden_layers": 2, "num_transforms": 3, "bins": 8},
-    "cpu": {"type": "zuko_nsf", "hidden_features": 96, "hidden_layers": 2, "num_transforms": 4, "bins": 8},
-    "paper": {"type": "zuko_nsf", "hidden_features": 256, "hidden_layers": 2, "num_transforms": 5, "bins": 10},
+    "small": {"type": "coupling_nsf", "hidden_features": 64, "hidden_layers": 2, "num_transforms": 6, "bins": 8},
+    "cpu": {"type": "coupling_nsf", "hidden_features": 64, "hidden_layers": 2, "num_transforms": 6, "bins": 8},
+    "paper": {"type": "coupling_nsf", "hidden_features": 128, "hidden_layers": 2, "num_transforms": 8,
+              "bins": 10},
 }
+COUPLING_MASKS: tuple[tuple[bool, ...], ...] = (
+    (True, True, False, False), (False, False, True, True),
+    (True, False, True, False), (False, True, False, True),
+    (True, False, False, True), (False, True, True, False),
+)
+"""Coupling masks of ``coupling_nsf`` layers, cycled: every 2+2 split of the 4 parameters and its
+complement, so each parameter is conditioned on each other one."""
 HEAD_HIDDEN = {"small": 64, "cpu": 64, "paper": 128}
 
 
@@ -132,6 +148,28 @@ def default_architecture(preset: str, n_bands: int, softening: Sequence[float], 
     }
 
 
+def _flow_layers(fl: dict, dim: int, context: int) -> tuple[tuple[nn.Module, ...], nn.Module]:
+    """Spline layers and base distribution of the flow described by ``fl`` (architecture["flow"])."""
+    hidden = [int(fl["hidden_features"])] * int(fl["hidden_layers"])
+    bins, n = int(fl["bins"]), int(fl["num_transforms"])
+    nsf = zuko.flows.NSF(features=dim, context=context, bins=bins, transforms=n, hidden_features=hidden)
+    if fl["type"] == "zuko_nsf":
+        return tuple(nsf.transform.transforms), nsf.base
+    if fl["type"] == "coupling_nsf":
+        if dim != 4:
+            raise ValueError(f"coupling_nsf masks are defined for 4 parameters, got {dim}")
+        layers = tuple(
+            GeneralCouplingTransform(
+                dim, context, mask=torch.tensor(COUPLING_MASKS[i % len(COUPLING_MASKS)], dtype=torch.bool),
+                univariate=partial(MonotonicRQSTransform, slope=1e-3),
+                shapes=[(bins,), (bins,), (bins - 1,)], hidden_features=hidden,
+            )
+            for i in range(n)
+        )
+        return layers, nsf.base
+    raise ValueError(f"unsupported flow type {fl['type']!r}; expected 'coupling_nsf' or 'zuko_nsf'")
+
+
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
                          nn.Linear(hidden, n_out))
@@ -175,18 +213,12 @@ class ClusterModel(nn.Module):
         soft = architecture["normalisation"]["softening_e_per_s"]
         self.embedding = ResNetEmbedding(len(self.bands), soft, EmbeddingConfig.from_dict(architecture["embedding"]))
         n_feat = self.embedding.features
-        fl = architecture["flow"]
-        if fl["type"] != "zuko_nsf":
-            raise ValueError(f"unsupported flow type {fl['type']!r} (only 'zuko_nsf')")
-        nsf = zuko.flows.NSF(
-            features=prior.dim, context=n_feat, bins=int(fl["bins"]), transforms=int(fl["num_transforms"]),
-            hidden_features=[int(fl["hidden_features"])] * int(fl["hidden_layers"]),
-        )
         box = zuko.flows.UnconditionalTransform(
             BoxLogitTransform, prior.low(), prior.high(), scale=float(architecture["theta_transform"]["scale"]),
             buffer=True,
         )
-        self.flow = zuko.flows.Flow((box, *nsf.transform.transforms), nsf.base)
+        transforms, base = _flow_layers(architecture["flow"], prior.dim, n_feat)
+        self.flow = zuko.flows.Flow((box, *transforms), base)
         hidden = int(architecture["heads"]["hidden_features"])
         self.classifier = _mlp(n_feat, hidden, 1)
         self.visibility_head = _mlp(n_feat, hidden, 1)
