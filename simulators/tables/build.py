@@ -178,6 +178,35 @@ def build_photometry(out_dir: Path = TABLE_DIR, fehs=BC_FEH) -> Path:
     return sedfit.build(out_dir=out_dir, fehs=fehs)
 
 
+def write_provenance_md(out_dir: Path = TABLE_DIR) -> Path:
+    """Write the human-readable ``PROVENANCE.md`` from ``bc_hst_provenance.json`` and the isochrone files."""
+    prov = json.loads((out_dir / "bc_hst_provenance.json").read_text())
+    lines = ["# Provenance of the shipped physics tables", "", "Regenerate with `python -m simulators.tables.build`.", ""]
+    for fam in ("mist", "parsec"):
+        with np.load(out_dir / f"isochrones_{fam}.npz", allow_pickle=False) as d:
+            lines.append(f"- `isochrones_{fam}.npz`: {d['source']}; [Fe/H] {list(map(float, d['feh_values']))}; log age "
+                         f"{d['age_values'][0]:.2f}-{d['age_values'][-1]:.2f} step 0.05; {int(d['length'].sum())} live-star rows.")
+    with np.load(out_dir / "bc_hst.npz", allow_pickle=False) as d:
+        lines.append(f"- `bc_hst.npz` (`{d['table_id']}`): BC (mag) on Teff {d['teff'][0]:.0f}-{d['teff'][-1]:.0f} K ({len(d['teff'])}), "
+                     f"log g {d['logg'][0]}-{d['logg'][-1]} ({len(d['logg'])}), [Fe/H] {list(map(float, d['feh']))}, A_V {[round(float(a), 3) for a in d['av']]}; "
+                     f"bands {', '.join(map(str, d['bands']))}.")
+    lines += ["", "## Method", "", prov["method"] + ".", "", "Sources: " + json.dumps(prov["sources"]), "",
+              "Fitted MIST bands (name, curve, system): " + "; ".join(", ".join(b) for b in prov["fit_bands"]), "",
+              "HST curves: " + "; ".join(", ".join(b) for b in prov["hst_bands"]), "",
+              f"## Residuals (median |error| mag over the {prov['n_stellar_nodes']} grid nodes visited by solar MIST isochrones, A_V = 0)", ""]
+    for sec in ("fit_residual", "leave_one_out", "blackbody_minus_reconstructed_hst"):
+        rows = prov[sec]
+        bins = list(next(iter(rows.values())).keys())
+        lines += [f"### {sec}", "", "| band | " + " | ".join(bins) + " |", "|---" * (len(bins) + 1) + "|"]
+        for b, r in rows.items():
+            lines.append(f"| {b} | " + " | ".join(f"{r[k]['median_abs']:.3f}" if r[k] else "-" for k in bins) + " |")
+        lines.append("")
+    lines.append("Full validation: `benchmarks/results/photometry.md` (`python -m benchmarks.photometry`).")
+    path = out_dir / "PROVENANCE.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def main(argv=None) -> None:
     """Command-line entry point (see module docstring)."""
     p = argparse.ArgumentParser(prog="python -m simulators.tables.build", description=__doc__.split("\n")[0])
@@ -193,6 +222,7 @@ def main(argv=None) -> None:
         json.dumps({p: _version(p) for p in ("lachesis-grids", "astrolachesis", "astro-sedpy", "pyphot", "h5py", "numpy", "astropy")}, indent=2)
     )
     log.info("wrote %s", out)
+    log.info("wrote %s", write_provenance_md())
 
 
 if __name__ == "__main__":
