@@ -116,8 +116,7 @@ class SyntheticField:
             )
         pick = torch.multinomial(w.flatten().float(), library_size, replacement=True, generator=gen)
         ai, gi = pick // w.shape[1], pick % w.shape[1]
-        jitter = torch.rand(library_size, generator=gen, dtype=torch.float64)
-        masses = medges[ai, gi] * (medges[ai, gi + 1] / medges[ai, gi]) ** jitter
+        masses = mid[ai, gi]  # the cell's mass, as used for the selection (the grid is fine where it matters)
         lo, hi = instrument.field_av
         av = lo + (hi - lo) * torch.rand(library_size, generator=gen, dtype=torch.float64)
         lib_mags = population.star_magnitudes(ages[ai].float(), masses[:, None].float(), av.float())[:, 0].double()
