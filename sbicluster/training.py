@@ -534,10 +534,11 @@ def train(simulator, config: TrainingConfig, out_dir: str | Path, *, resume: boo
         model.load_state_dict(meta["best_state"])
         final_val = meta.get("best_metrics", final_val)
     model.eval()
+    sim_card = simulator.card()
     model.card = {
         "name": out_dir.name,
-        "simulator": simulator.card(),
-        "photometry_table_id": simulator.card().get("table_id"),
+        "simulator": sim_card,
+        "photometry_table_id": sim_card.get("photometry_table_id", sim_card.get("table_id")),
         "training": {
             "config": config.to_dict(),
             "steps_done": meta["step"],

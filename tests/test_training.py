@@ -15,7 +15,7 @@ from sbicluster.toy import LinearGaussianToy
 from sbicluster.training import TrainingConfig, train, write_dataset
 
 TINY = {"embedding": {"width": 8, "blocks": [1], "features": 32},
-        "flow": {"hidden_features": 64, "num_transforms": 2}}
+        "flow": {"hidden_features": 64, "num_transforms": 6}}
 
 
 def _fit(tmp, steps, seed=1):
@@ -35,7 +35,7 @@ def _interior(toy, n, seed):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    return _fit(tmp_path_factory.mktemp("fit"), steps=1200)
+    return _fit(tmp_path_factory.mktemp("fit"), steps=1000)
 
 
 def _moment_errors(toy, model, n=100):
@@ -53,7 +53,7 @@ def _moment_errors(toy, model, n=100):
 
 def test_posterior_moments_match_analytic(trained):
     """Mean within 0.35 σ (average |Δμ|/σ per parameter), σ within −20 %/+30 %, correlation
-    coefficients within 0.25 of the analytic Gaussian posterior, after 1200 steps."""
+    coefficients within 0.25 of the analytic Gaussian posterior, after 1000 steps."""
     toy, model = trained
     bias, ratio, corr_err = _moment_errors(toy, model)
     assert np.all(bias < 0.35), bias
@@ -92,7 +92,7 @@ def test_classifier_and_visibility_heads(trained):
 def test_card_records_training(trained, tmp_path):
     toy, model = trained
     card = model.card
-    assert card["training"]["steps_done"] == 1200
+    assert card["training"]["steps_done"] == 1000
     assert card["training"]["config"]["softening"] == [20.0, 20.0]
     assert card["simulator"]["name"] == "linear-gaussian-toy"
     assert card["metrics"]["val_total"] == pytest.approx(
