@@ -172,6 +172,8 @@ def match_band(header: fits.Header, model_bands: Sequence[str], where: str = "")
     instrument = str(header.get("INSTRUME", "")).strip().upper()
     detector = str(header.get("DETECTOR", "")).strip().upper()
     for filt in filters:
+        if filt in by_upper:  # FILTER holds the model's full band name
+            return by_upper[filt]
         full = f"{instrument}_{detector}_{filt}"
         if full in by_upper:
             return by_upper[full]
@@ -245,17 +247,19 @@ def _check_pixel_scale(header: fits.Header, expected: float | None, where: str) 
         )
 
 
-def _clean(cube: np.ndarray, where: str, first_index: int) -> tuple[np.ndarray, np.ndarray]:
+def _clean(cube: np.ndarray, wheres: Sequence[str], names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Replace non-finite pixels by band medians; refuse all-NaN or constant bands.
 
-    ``cube`` is (N, C, H, W). Returns the cleaned cube and per-cutout flags.
+    ``cube`` is (N, C, H, W); ``wheres`` the ``file[HDU]`` of each band; ``names`` the cutouts' ids.
+    Returns the cleaned cube and per-cutout flags.
     """
     flags = np.zeros(cube.shape[0], dtype=np.int32)
     finite = np.isfinite(cube)
     n_finite = finite.sum(axis=(2, 3))
     if np.any(n_finite == 0):
         i, c = np.argwhere(n_finite == 0)[0]
-        raise InputError(f"{where}: cutout {first_index + i}, band {c} has no finite pixel (all NaN/masked)")
+        raise InputError(f"{wheres[c]}: cutout {names[i]} has no finite pixel (all NaN/masked); "
+                         "remove it or give it valid data")
     bad = ~finite.all(axis=(1, 2, 3))
     if bad.any():
         cube = cube.copy()
@@ -269,8 +273,8 @@ def _clean(cube: np.ndarray, where: str, first_index: int) -> tuple[np.ndarray, 
     if np.any(spread == 0):
         i, c = np.argwhere(spread == 0)[0]
         raise InputError(
-            f"{where}: cutout {first_index + i}, band {c} is constant ({cube[i, c, 0, 0]!r}); "
-            "this is not sky-noise-limited image data"
+            f"{wheres[c]}: cutout {names[i]} is constant ({cube[i, c, 0, 0]!r}); "
+            "this is not sky-noise-limited image data (empty or saturated?); remove it"
         )
     return cube.astype(np.float32, copy=False), flags
 
@@ -347,10 +351,10 @@ def _read_file(
                 )
             _check_pixel_scale(header, pixel_scale, where)
             stack.append(_to_rate(data, header, where, (zero_points or {}).get(b)))
-    cube, flags = _clean(np.stack(stack, axis=1), str(path), 0)
-    n = cube.shape[0]
+    n = stack[0].shape[0]
     stem = path.name.split(".")[0]
     ids = [stem] if n == 1 else [f"{stem}:{i}" for i in range(n)]
+    cube, flags = _clean(np.stack(stack, axis=1), [_where(path, per_band[b][2]) for b in model_bands], ids)
     nan = np.full(n, np.nan)
     return Cutouts(cube, ids, nan.copy(), nan.copy(), nan.copy(), nan.copy(), flags, [str(path)] * n)
 
@@ -522,6 +526,6 @@ def read_catalog_cutouts(
                     f"the edge of {planes[b][2]} for a {image_size}x{image_size} cutout ({err})"
                 ) from err
             cube[i, c] = cut.data
-    cleaned, flags = _clean(cube, str(catalog), 0)
+    cleaned, flags = _clean(cube, [f"{catalog} on {planes[b][2]}" for b in model_bands], ids)
     return Cutouts(cleaned, ids, np.asarray(x, float), np.asarray(y, float), np.asarray(ra, float),
                    np.asarray(dec, float), flags, [str(catalog)] * len(table))

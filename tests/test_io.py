@@ -125,12 +125,13 @@ def test_catalogue_cutting_in_pixels_and_sky_coordinates(tmp_path):
         (lambda p: _mef(p, [np.full((SIZE, SIZE), np.nan)] + list(_images(1)[0][1:])), "no finite pixel"),
         (lambda p: _mef(p, [np.full((SIZE, SIZE), 3.0)] + list(_images(1)[0][1:])), "is constant"),
         (lambda p: _mef(p, _images(1)[0], BUNIT="COUNTS", EXPTIME=-10.0), "EXPTIME must be positive"),
-        (lambda p: _mef(p, _images(1)[0], BUNIT="JY"), "unsupported BUNIT"),
+        (lambda p: _mef(p, _images(1)[0], BUNIT="MJY/SR"), "unsupported BUNIT 'MJY/SR'.*PHOTFLAM"),
+        (lambda p: _mef(p, _images(1)[0], BUNIT="JY"), "BUNIT is JY but PHOTFNU is missing"),
         (lambda p: p.write_text("this is not FITS"), "not a readable FITS file"),
         (lambda p: _mef(p, [np.random.default_rng(0).normal(size=(2 * SIZE, 2 * SIZE)) for _ in range(3)]), "the model reads"),
     ],
     ids=["missing-band", "unknown-band", "mismatched-shapes", "all-nan", "constant", "negative-exptime", "bad-unit",
-         "not-fits", "wrong-size"],
+         "jy-without-photfnu", "not-fits", "wrong-size"],
 )
 def test_bad_input_raises_one_clear_error_naming_the_file(tmp_path, make, message):
     path = tmp_path / "bad.fits"
@@ -149,3 +150,63 @@ def test_truncated_file_and_wrong_pixel_scale(tmp_path):
     coarse = write_cutouts_fits(tmp_path / "coarse.fits", _images(), BANDS, pixel_scale=0.05)
     with pytest.raises(InputError, match="pixel scale 0.0500"):
         read(coarse)
+
+
+def test_flux_densities_are_converted_with_photflam_photfnu_or_a_zero_point(tmp_path):
+    images = _images(1)[0]
+    photflam = 1.3e-18  # erg/s/cm2/A per e-/s
+    path = _mef(tmp_path / "flam.fits", images * photflam, BUNIT="ERG/S/CM2/A", PHOTFLAM=photflam)
+    np.testing.assert_allclose(read(path).images[0], images, rtol=1e-5)
+    path = _mef(tmp_path / "fnu.fits", images * 2e-7, BUNIT="JY", PHOTFNU=2e-7)
+    np.testing.assert_allclose(read(path).images[0], images, rtol=1e-5)
+    # image zero point 25 (1 unit = 25 mag); model zero point 24 (1 e-/s = 24 mag): 1 unit = 10**-0.4 e-/s
+    path = _mef(tmp_path / "zp.fits", images, BUNIT="ADU/S", MAGZERO=25.0)
+    cut = read(path, zero_points=dict.fromkeys(BANDS, 24.0))
+    np.testing.assert_allclose(cut.images[0], images * 10**-0.4, rtol=1e-5)
+    with pytest.raises(InputError, match="unsupported BUNIT 'ADU/S'"):
+        read(path)  # without the model's zero points the images cannot be converted
+
+
+def test_acs_filter1_filter2_keywords_and_explicit_bands(tmp_path):
+    bands = ("ACS_WFC_F475W", "ACS_WFC_F814W")
+    images = _images(1)[0][:2]
+    hdus = [fits.PrimaryHDU()]
+    hdus[0].header["INSTRUME"], hdus[0].header["DETECTOR"] = "ACS", "WFC"  # inherited by the extensions
+    for data, (f1, f2) in zip(images, [("F475W", "CLEAR2L"), ("CLEAR1L", "F814W")], strict=True):
+        hdu = fits.ImageHDU(data)
+        hdu.header["FILTER1"], hdu.header["FILTER2"] = f1, f2
+        hdus.append(hdu)
+    fits.HDUList(hdus).writeto(tmp_path / "acs.fits")
+    cut = read_cutouts(tmp_path / "acs.fits", bands, image_size=SIZE)
+    np.testing.assert_array_equal(cut.images[0], images)
+    swapped = read_cutouts(tmp_path / "acs.fits", bands, image_size=SIZE, bands=bands[::-1])
+    np.testing.assert_array_equal(swapped.images[0], images[::-1])
+    with pytest.raises(InputError, match="2 image HDUs but 3 bands"):
+        read_cutouts(tmp_path / "acs.fits", bands, image_size=SIZE, bands=BANDS)
+    with pytest.raises(InputError, match=r"acs.fits\[1\].*F475W .*--bands"):
+        read(tmp_path / "acs.fits")  # ACS filters are not the WFC3 model's bands
+
+
+def test_header_without_filter_asks_for_bands(tmp_path):
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(_images(1)[0][0])]).writeto(tmp_path / "nofilter.fits")
+    with pytest.raises(InputError, match=r"nofilter.fits\[1\]: no FILTER keyword.*--bands"):
+        read(tmp_path / "nofilter.fits")
+
+
+def test_catalogue_errors_name_the_catalogue(tmp_path):
+    big = fits.PrimaryHDU(np.random.default_rng(0).normal(size=(50, 50)))
+    big.header["FILTER"] = "F336W"
+    big.header["INSTRUME"], big.header["DETECTOR"] = "WFC3", "UVIS"
+    big.writeto(tmp_path / "f336w.fits")
+    Table({"a": [1.0]}).write(tmp_path / "cat.ecsv")
+    with pytest.raises(InputError, match="cat.ecsv: needs columns x, y"):
+        read_catalog_cutouts([tmp_path / "f336w.fits"], tmp_path / "cat.ecsv", BANDS[:1], image_size=SIZE)
+    Table({"ra": [204.25], "dec": [-29.87]}).write(tmp_path / "sky.ecsv")
+    with pytest.raises(InputError, match="no celestial WCS"):
+        read_catalog_cutouts([tmp_path / "f336w.fits"], tmp_path / "sky.ecsv", BANDS[:1], image_size=SIZE)
+    (tmp_path / "broken.csv").write_text("x,y\n1,2,3,4\n")
+    with pytest.raises(InputError, match="broken.csv: cannot read the catalogue"):
+        read_catalog_cutouts([tmp_path / "f336w.fits"], tmp_path / "broken.csv", BANDS[:1], image_size=SIZE)
+    Table({"x": [500.0], "y": [10.0]}).write(tmp_path / "off.ecsv")
+    with pytest.raises(InputError, match="row 0 .* off or too close to the edge"):
+        read_catalog_cutouts([tmp_path / "f336w.fits"], tmp_path / "off.ecsv", BANDS[:1], image_size=SIZE)

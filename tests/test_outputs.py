@@ -89,3 +89,34 @@ def test_rgb_composite_maps_a_red_source_to_red_and_corner_plot_is_written(tmp_p
     fig = corner_figure(draws[0], DEFAULT_PRIOR, image=image, title="test", truth=[8.0, 4.0, 0.4, 1.5])
     paths = save_figure(fig, tmp_path / "c")
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 10_000 for p in paths)
+
+
+def test_hdi_agrees_with_arviz_and_is_the_narrowest_interval_of_a_skewed_posterior():
+    import arviz as az
+
+    rng = np.random.default_rng(2)
+    draws = np.stack([rng.normal(8.0, 0.2, 4000), rng.gamma(2.0, 0.3, 4000) + 3.0,
+                      rng.normal(0.4, 0.05, 4000), rng.exponential(0.5, 4000)], axis=-1)[None]
+    table = summary_table(draws, DEFAULT_PRIOR, ids=["s"], p_cluster=np.ones(1), visibility=np.ones(1),
+                          flags=np.zeros(1, int))
+    for j, name in enumerate(DEFAULT_PRIOR.names):
+        lo, hi = az.hdi(draws[0, :, j], hdi_prob=HDI_PROB)
+        assert table[f"{name}_hdi3"].value[0] == pytest.approx(lo, abs=1e-9)
+        assert table[f"{name}_hdi97"].value[0] == pytest.approx(hi, abs=1e-9)
+    # for an exponential A_V the HDI starts at the smallest draw, unlike the equal-tailed interval
+    assert table["av_hdi3"].value[0] == pytest.approx(draws[0, :, 3].min(), abs=1e-9)
+
+
+def test_prior_edge_flag_marks_medians_piled_against_a_prior_bound():
+    from sbicluster.io import FLAG_MASKED, FLAG_PRIOR_EDGE
+
+    low, high = DEFAULT_PRIOR.low().numpy(), DEFAULT_PRIOR.high().numpy()
+    rng = np.random.default_rng(3)
+    centre = (low + high) / 2
+    inside = centre + 0.01 * (high - low) * rng.standard_normal((2000, 4))
+    at_edge = inside.copy()
+    at_edge[:, 3] = low[3] + 0.005 * (high[3] - low[3]) * rng.random(2000)  # A_V pinned at its lower bound
+    table = summary_table(np.stack([inside, at_edge]), DEFAULT_PRIOR, ids=["in", "edge"], p_cluster=np.ones(2),
+                          visibility=np.ones(2), flags=np.array([FLAG_MASKED, 0]))
+    assert table["flag"].tolist() == [FLAG_MASKED, FLAG_PRIOR_EDGE]
+    assert "prior_edge" in table.meta["flag_bits"][str(FLAG_PRIOR_EDGE)]
