@@ -26,42 +26,9 @@ from pathlib import Path
 
 from benchmarks._meta import RESULTS_DIR, environment, write_results
 
-__all__ = ["simulator_from_card", "main"]
+__all__ = ["main"]
 
 NAME = "calibration"
-
-
-def simulator_from_card(card: dict, device: str = "cpu"):
-    """Rebuild the training simulator from a model card.
-
-    Parameters
-    ----------
-    card : dict
-        Model card (``card.json``); the simulator's own card is looked up under ``simulator``
-        (falling back to the card itself).
-    device : str
-        Device to simulate on.
-
-    Returns
-    -------
-    simulators.cluster.ClusterSimulator
-    """
-    from simulators.cluster import ClusterSimulator
-
-    from simulators.priors import ClusterPrior
-
-    sim_card = card.get("simulator", card)
-    if hasattr(ClusterSimulator, "from_card"):
-        return ClusterSimulator.from_card(sim_card, device=device)
-    preset = sim_card.get("preset", "m83-wfc3")
-    if isinstance(preset, dict):
-        preset = preset.get("name", "m83-wfc3")
-    kwargs = {}
-    if "prior" in sim_card:
-        kwargs["prior"] = ClusterPrior.from_dict(sim_card["prior"])
-    if "cluster_fraction" in sim_card:
-        kwargs["cluster_fraction"] = sim_card["cluster_fraction"]
-    return ClusterSimulator(preset, device=device, **kwargs, **(sim_card.get("options") or {}))
 
 
 def _relink(markdown: str, keys) -> str:
@@ -86,8 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    from sbicluster.api import simulator_from_card
     from sbicluster.artifact import load_model
-
     from sbicluster.diagnostics import run_diagnostics
 
     model = load_model(args.model, device=args.device)

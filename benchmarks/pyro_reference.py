@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"<!-- written by `{env['command']}` on {env['date_utc']} -->",
         "",
         f"Bands {', '.join(inst.bands)} of `{args.preset}`, σ = {args.sigma} mag per band, smooth IMF-expected "
-        f"magnitudes (no stochastic sampling). NPE (sbi NSF) on {int(ok.sum())} simulations; NUTS "
+        f"magnitudes (no stochastic sampling). NPE (sbi MAF) on {int(ok.sum())} simulations; NUTS "
         f"({args.chains} chains × {args.warmup} warm-up, dense mass matrix) for {args.objects} test objects; "
         f"{args.samples} draws each. Machine: {env['cpu']} ({env['cpu_cores']} cores), torch "
         f"{env['versions'].get('torch')}, sbi {env['versions'].get('sbi')}, pyro {env['versions'].get('pyro')}.",

@@ -122,7 +122,7 @@ def train_npe(
     x: torch.Tensor,
     prior,
     *,
-    density_estimator: str = "nsf",
+    density_estimator: str = "maf",
     max_num_epochs: int = 200,
     batch_size: int = 256,
     seed: int = 0,
