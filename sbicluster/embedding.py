@@ -68,7 +68,7 @@ EMBEDDING_PRESETS: dict[str, EmbeddingConfig] = {
     # seconds-scale CPU tests
     "small": EmbeddingConfig(width=16, blocks=(1, 1), features=32),
     # the default CPU model (~30 min training on 2 cores)
-    "cpu": EmbeddingConfig(width=24, blocks=(1, 1, 1), features=64),
+    "cpu": EmbeddingConfig(width=16, blocks=(1, 1, 1), features=64),
     # close to the paper's capacity (64-channel full-resolution stem, four stages)
     "paper": EmbeddingConfig(width=64, blocks=(2, 2, 2, 2), features=256),
 }

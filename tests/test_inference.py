@@ -66,3 +66,14 @@ def test_bad_input_is_refused(setup):
         predict(model, x[:, :1], num_samples=5, progress=False)
     with pytest.raises(InputError):
         predict(model, x, num_samples=0, progress=False)
+
+
+def test_fast_coupling_sampler_equals_the_flow_inverse(setup):
+    """predict's sampler (context term precomputed once per cutout) is the flow's own inverse."""
+    toy, model = setup
+    with torch.no_grad():
+        features = model.embed(toy.simulate(6, torch.Generator().manual_seed(10)).images)
+        z = torch.randn(300, 6, 4, generator=torch.Generator().manual_seed(11))
+        fast = model._coupling_inverse(z, features)
+        slow = model.flow(features).transform.inv(z)
+    assert torch.allclose(fast, slow, atol=1e-4)
