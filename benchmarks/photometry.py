@@ -33,12 +33,29 @@ from simulators.tables import table_path
 log = logging.getLogger("benchmarks.photometry")
 
 WILLMER2018 = {  # absolute Vega mag of the Sun from Willmer 2018 (ApJS 236, 47) Tables 3-4, see tests/test_photometry.py
-    "WFC3_UVIS_F336W": 5.48, "WFC3_UVIS_F438W": 5.50, "WFC3_UVIS_F555W": 4.90, "WFC3_UVIS_F814W": 4.12,
-    "ACS_WFC_F435W": 5.48, "ACS_WFC_F475W": 5.20, "ACS_WFC_F606W": 4.66, "ACS_WFC_F814W": 4.11,
-    "WFC3_IR_F160W": 3.37, "Bessell_U": 5.61, "Bessell_B": 5.44, "Bessell_V": 4.81, "Bessell_R": 4.43, "Bessell_I": 4.08,
+    "WFC3_UVIS_F336W": 5.48,
+    "WFC3_UVIS_F438W": 5.50,
+    "WFC3_UVIS_F555W": 4.90,
+    "WFC3_UVIS_F814W": 4.12,
+    "ACS_WFC_F435W": 5.48,
+    "ACS_WFC_F475W": 5.20,
+    "ACS_WFC_F606W": 4.66,
+    "ACS_WFC_F814W": 4.11,
+    "WFC3_IR_F160W": 3.37,
+    "Bessell_U": 5.61,
+    "Bessell_B": 5.44,
+    "Bessell_V": 4.81,
+    "Bessell_R": 4.43,
+    "Bessell_I": 4.08,
 }
-NOTES_LOO = {"Bessell_B": "0.02–0.12", "SDSS_g": "≤ 0.08", "Bessell_I": "≤ 0.02", "2MASS_J": "0.02–0.23",
-             "SDSS_u": "good > 5500 K; 0.1–0.9 < 4000 K", "Bessell_U": "good > 5500 K; 0.1–0.9 < 4000 K"}
+NOTES_LOO = {
+    "Bessell_B": "0.02–0.12",
+    "SDSS_g": "≤ 0.08",
+    "Bessell_I": "≤ 0.02",
+    "2MASS_J": "0.02–0.23",
+    "SDSS_u": "good > 5500 K; 0.1–0.9 < 4000 K",
+    "Bessell_U": "good > 5500 K; 0.1–0.9 < 4000 K",
+}
 
 
 def _table(section: dict, bins, fmt="{:.3f}", extra=None) -> str:
@@ -46,7 +63,9 @@ def _table(section: dict, bins, fmt="{:.3f}", extra=None) -> str:
     lines = [head, "|" + "---|" * (len(bins) + 1 + bool(extra))]
     for band, row in section.items():
         cells = [fmt.format(row[b]["median_abs"]) if row.get(b) else "–" for b in bins]
-        lines.append(f"| {band} | " + " | ".join(cells) + (f" | {extra.get(band, '')} |" if extra else " |"))
+        lines.append(
+            f"| {band} | " + " | ".join(cells) + (f" | {extra.get(band, '')} |" if extra else " |")
+        )
     return "\n".join(lines)
 
 
@@ -69,7 +88,10 @@ def closure() -> dict | None:
     hst = [b[1] for b in sedfit.HST_BANDS]
     Wh, rh = sedfit.band_weights(hst), sedfit.ref_integrals(hst, ["Vega"] * len(hst))
     out = {}
-    for name, (w, f), teff in (("Sun (Kurucz 1993, 5777 K)", sun, 5777.0), ("Vega (CALSPEC stis_011, 9550 K)", vega, 9550.0)):
+    for name, (w, f), teff in (
+        ("Sun (Kurucz 1993, 5777 K)", sun, 5777.0),
+        ("Vega (CALSPEC stis_011, 9550 K)", vega, 9550.0),
+    ):
         ok = np.isfinite(w) & np.isfinite(f)
         w, f = w[ok], f[ok]
         s = np.interp(sedfit.WAVE, w, f) / np.trapezoid(f, w)
@@ -79,21 +101,41 @@ def closure() -> dict | None:
         pred = fitter.predict(teff, c, Wh, rh)[0]
         bb = fitter.predict(teff, np.zeros_like(c), Wh, rh)[0]
         # BC error → magnitude error has the opposite sign
-        out[name] = {b[0]: {"reconstructed": float(direct[i] - pred[i]), "blackbody": float(direct[i] - bb[i])}
-                     for i, b in enumerate(sedfit.HST_BANDS)}
+        out[name] = {
+            b[0]: {
+                "reconstructed": float(direct[i] - pred[i]),
+                "blackbody": float(direct[i] - bb[i]),
+            }
+            for i, b in enumerate(sedfit.HST_BANDS)
+        }
     return out
 
 
 def extinction_cost() -> dict:
     """Spread of A_band at A_V = 3 over the live stars of a 100-Myr and a 1-Gyr solar isochrone vs a single ratio."""
-    bands = ["WFC3_UVIS_F275W", "WFC3_UVIS_F336W", "WFC3_UVIS_F438W", "WFC3_UVIS_F555W", "WFC3_UVIS_F814W", "WFC3_IR_F160W"]
+    bands = [
+        "WFC3_UVIS_F275W",
+        "WFC3_UVIS_F336W",
+        "WFC3_UVIS_F438W",
+        "WFC3_UVIS_F555W",
+        "WFC3_UVIS_F814W",
+        "WFC3_IR_F160W",
+    ]
     out = {}
     for la in (7.0, 8.0, 9.0):
         iso = get_isochrone_grid("mist").isochrone(la)
         a = extinction(iso.log_Teff, iso.log_g, 3.0, bands)
-        ref = extinction([np.log10(10000.0)], [4.0], 3.0, bands)[0]  # a single ratio taken at an A0 dwarf
-        out[f"{la:.1f}"] = {b: {"min": float(a[:, i].min()), "max": float(a[:, i].max()),
-                                "max_abs_error_single_ratio": float(np.abs(a[:, i] - ref[i]).max())} for i, b in enumerate(bands)}
+        ref = extinction([np.log10(10000.0)], [4.0], 3.0, bands)[
+            0
+        ]  # a single ratio taken at an A0 dwarf
+        out[f"{la:.1f}"] = {
+            b: {
+                "min": float(a[:, i].min()),
+                "max": float(a[:, i].max()),
+                "max_abs_error_single_ratio": float(np.abs(a[:, i] - ref[i]).max()),
+            }
+            for i, b in enumerate(bands)
+        }
     return out
 
 
@@ -105,13 +147,24 @@ def ssp(ages) -> dict:
     pop = StellarPopulation(bands, log_age_range=(6.0, 10.1))
     build_s = time.perf_counter() - t0
     la = torch.as_tensor(ages, dtype=torch.float64)
-    mags = pop.integrated_magnitudes(la, torch.zeros_like(la), torch.zeros_like(la)).double().numpy()  # per 1 Msun initial
-    msun814 = float(absolute_magnitudes([0.0], [np.log10(5772.0)], [4.44], ["WFC3_UVIS_F814W"])[0, 0])
+    mags = (
+        pop.integrated_magnitudes(la, torch.zeros_like(la), torch.zeros_like(la)).double().numpy()
+    )  # per 1 Msun initial
+    msun814 = float(
+        absolute_magnitudes([0.0], [np.log10(5772.0)], [4.44], ["WFC3_UVIS_F814W"])[0, 0]
+    )
     l814 = 10 ** (-0.4 * (mags[:, 2] - msun814))
-    return {"build_seconds": build_s, "table_id": pop.table_id, "log_age": list(map(float, ages)),
-            "F336W-F814W": (mags[:, 0] - mags[:, 2]).tolist(), "F438W-F814W": (mags[:, 1] - mags[:, 2]).tolist(),
-            "M_F814W_per_Msun": mags[:, 2].tolist(), "M/L_F814W": (1.0 / l814).tolist(), "M_sun_F814W": msun814,
-            "max_live_mass": pop.max_live_mass(la).double().tolist()}
+    return {
+        "build_seconds": build_s,
+        "table_id": pop.table_id,
+        "log_age": list(map(float, ages)),
+        "F336W-F814W": (mags[:, 0] - mags[:, 2]).tolist(),
+        "F438W-F814W": (mags[:, 1] - mags[:, 2]).tolist(),
+        "M_F814W_per_Msun": mags[:, 2].tolist(),
+        "M/L_F814W": (1.0 / l814).tolist(),
+        "M_sun_F814W": msun814,
+        "max_live_mass": pop.max_live_mass(la).double().tolist(),
+    }
 
 
 def plot(res: dict, path) -> None:
@@ -147,9 +200,19 @@ def main() -> dict:
         "environment": environment("cpu"),
         "command": "python -m benchmarks.photometry",
         "photometry_table_id": get_photometry_table().table_id,
-        "provenance": {k: prov[k] for k in ("method", "sources", "fit_residual", "leave_one_out", "blackbody_minus_mist",
-                                             "blackbody_minus_reconstructed_hst", "n_stellar_nodes")},
-        "sun": {b: float(m) for b, m in zip(SUPPORTED_BANDS, sun)},
+        "provenance": {
+            k: prov[k]
+            for k in (
+                "method",
+                "sources",
+                "fit_residual",
+                "leave_one_out",
+                "blackbody_minus_mist",
+                "blackbody_minus_reconstructed_hst",
+                "n_stellar_nodes",
+            )
+        },
+        "sun": {b: float(m) for b, m in zip(SUPPORTED_BANDS, sun, strict=False)},
         "closure": closure(),
         "extinction": extinction_cost(),
         "ssp": ssp(ages),
@@ -169,7 +232,11 @@ def markdown(res: dict, bins) -> str:
     s = res["ssp"]
     col = np.array(s["F336W-F814W"])
     la = np.array(s["log_age"])
-    drops = [f"{la[i]:.2f}→{la[i + 1]:.2f} ({col[i]:+.2f}→{col[i + 1]:+.2f})" for i in range(len(la) - 1) if col[i + 1] < col[i] - 1e-3]
+    drops = [
+        f"{la[i]:.2f}→{la[i + 1]:.2f} ({col[i]:+.2f}→{col[i + 1]:+.2f})"
+        for i in range(len(la) - 1)
+        if col[i + 1] < col[i] - 1e-3
+    ]
     out = [
         "# Photometry and stellar-population validation",
         "",
@@ -222,7 +289,24 @@ def markdown(res: dict, bins) -> str:
         "",
         "Blackbody − MIST in the MIST bands:",
         "",
-        _table({k: v for k, v in p["blackbody_minus_mist"].items() if k in ("SDSS_u", "Bessell_U", "Bessell_B", "SDSS_g", "Bessell_V", "Bessell_I", "2MASS_J", "2MASS_H")}, bins),
+        _table(
+            {
+                k: v
+                for k, v in p["blackbody_minus_mist"].items()
+                if k
+                in (
+                    "SDSS_u",
+                    "Bessell_U",
+                    "Bessell_B",
+                    "SDSS_g",
+                    "Bessell_V",
+                    "Bessell_I",
+                    "2MASS_J",
+                    "2MASS_H",
+                )
+            },
+            bins,
+        ),
         "",
         "Blackbody − reconstructed in the HST bands (the error a blackbody simulator would make):",
         "",
@@ -230,52 +314,106 @@ def markdown(res: dict, bins) -> str:
         "",
     ]
     if res["closure"]:
-        out += ["## 4. Closure on real spectra (HST magnitude: reconstructed from synthetic MIST-band BCs − direct integration)", "",
-                "| band | " + " | ".join(f"{k}: reconstructed | {k}: blackbody" for k in res["closure"]) + " |",
-                "|---|" + "---|---|" * len(res["closure"])]
+        out += [
+            "## 4. Closure on real spectra (HST magnitude: reconstructed from synthetic MIST-band BCs − direct integration)",
+            "",
+            "| band | "
+            + " | ".join(f"{k}: reconstructed | {k}: blackbody" for k in res["closure"])
+            + " |",
+            "|---|" + "---|---|" * len(res["closure"]),
+        ]
         for b in next(iter(res["closure"].values())):
-            out.append(f"| {b} | " + " | ".join(f"{v[b]['reconstructed']:+.3f} | {v[b]['blackbody']:+.3f}" for v in res["closure"].values()) + " |")
+            out.append(
+                f"| {b} | "
+                + " | ".join(
+                    f"{v[b]['reconstructed']:+.3f} | {v[b]['blackbody']:+.3f}"
+                    for v in res["closure"].values()
+                )
+                + " |"
+            )
         out += [""]
     else:
-        out += ["## 4. Closure on real spectra", "", "Skipped: build-time packages (astro-sedpy, astropy) not installed.", ""]
-    out += ["## 5. The Sun (Teff 5772 K, log g 4.44, [Fe/H] 0, log L 0)", "",
-            "Published: Willmer 2018, ApJS 236, 47 (Vega magnitudes; HST values derived from its Tables 3–4: the Sun's apparent AB "
-            "magnitude and Vega's flux density at the pivot wavelength; rounding ≈ 0.01–0.02 mag; Bessell values are its Johnson/Cousins "
-            "entries, M_V = 4.81).", "",
-            "| band | this table | Willmer 2018 | difference |", "|---|---|---|---|"]
+        out += [
+            "## 4. Closure on real spectra",
+            "",
+            "Skipped: build-time packages (astro-sedpy, astropy) not installed.",
+            "",
+        ]
+    out += [
+        "## 5. The Sun (Teff 5772 K, log g 4.44, [Fe/H] 0, log L 0)",
+        "",
+        "Published: Willmer 2018, ApJS 236, 47 (Vega magnitudes; HST values derived from its Tables 3–4: the Sun's apparent AB "
+        "magnitude and Vega's flux density at the pivot wavelength; rounding ≈ 0.01–0.02 mag; Bessell values are its Johnson/Cousins "
+        "entries, M_V = 4.81).",
+        "",
+        "| band | this table | Willmer 2018 | difference |",
+        "|---|---|---|---|",
+    ]
     for b, m in res["sun"].items():
         ref = WILLMER2018.get(b)
-        out.append(f"| {b} | {m:.3f} | {ref if ref is not None else '–'} | {f'{m - ref:+.3f}' if ref is not None else '–'} |")
+        out.append(
+            f"| {b} | {m:.3f} | {ref if ref is not None else '–'} | {f'{m - ref:+.3f}' if ref is not None else '–'} |"
+        )
     mv = res["sun"]["Bessell_V"]
-    out += ["", f"Bessell V: {mv:.3f} (|Δ| = {abs(mv - 4.81):.3f} mag from 4.81; requirement 0.05). The ≈ −0.03 to −0.05 mag offset common to "
-            "the optical bands is already present in MIST's own Bessell BCs at the solar node (it is not introduced by the reconstruction).", ""]
-    out += ["## 6. Extinction: SED-consistent vs a single A_band/A_V", "",
-            "A_band at A_V = 3 over all live stars of solar MIST isochrones (grid A_V axis, R_V = 3.1), and the largest error of using one ratio "
-            "(taken at a 10 000 K dwarf) for every star:", "", "| log age | band | A_band min | A_band max | max error of one ratio |", "|---|---|---|---|---|"]
+    out += [
+        "",
+        f"Bessell V: {mv:.3f} (|Δ| = {abs(mv - 4.81):.3f} mag from 4.81; requirement 0.05). The ≈ −0.03 to −0.05 mag offset common to "
+        "the optical bands is already present in MIST's own Bessell BCs at the solar node (it is not introduced by the reconstruction).",
+        "",
+    ]
+    out += [
+        "## 6. Extinction: SED-consistent vs a single A_band/A_V",
+        "",
+        "A_band at A_V = 3 over all live stars of solar MIST isochrones (grid A_V axis, R_V = 3.1), and the largest error of using one ratio "
+        "(taken at a 10 000 K dwarf) for every star:",
+        "",
+        "| log age | band | A_band min | A_band max | max error of one ratio |",
+        "|---|---|---|---|---|",
+    ]
     for age, rows in res["extinction"].items():
         for b, v in rows.items():
-            out.append(f"| {age} | {b} | {v['min']:.3f} | {v['max']:.3f} | {v['max_abs_error_single_ratio']:.3f} |")
-    out += ["", "Per star the population stores A_band(A_V) as a cubic without constant term fitted to the grid's 13 A_V nodes; "
-            "fit error < 0.02 mag for every band but F275W (< 0.08 mag; cool stars whose F275W light is red-tail/red-leak), see tests/test_photometry.py.", ""]
-    out += ["## 7. Simple stellar population (MIST [Fe/H] = 0, Kroupa 2001, A_V = 0, IMF-expected integration)", "",
-            "| log age | F336W−F814W | F438W−F814W | M_F814W per M☉ | M/L_F814W (M☉/L☉) | max live mass (M☉) |", "|---|---|---|---|---|---|"]
+            out.append(
+                f"| {age} | {b} | {v['min']:.3f} | {v['max']:.3f} | {v['max_abs_error_single_ratio']:.3f} |"
+            )
+    out += [
+        "",
+        "Per star the population stores A_band(A_V) as a cubic without constant term fitted to the grid's 13 A_V nodes; "
+        "fit error < 0.02 mag for every band but F275W (< 0.08 mag; cool stars whose F275W light is red-tail/red-leak), see tests/test_photometry.py.",
+        "",
+    ]
+    out += [
+        "## 7. Simple stellar population (MIST [Fe/H] = 0, Kroupa 2001, A_V = 0, IMF-expected integration)",
+        "",
+        "| log age | F336W−F814W | F438W−F814W | M_F814W per M☉ | M/L_F814W (M☉/L☉) | max live mass (M☉) |",
+        "|---|---|---|---|---|---|",
+    ]
     for i in range(len(la)):
-        out.append(f"| {la[i]:.2f} | {s['F336W-F814W'][i]:+.3f} | {s['F438W-F814W'][i]:+.3f} | {s['M_F814W_per_Msun'][i]:.3f} | "
-                   f"{s['M/L_F814W'][i]:.4f} | {s['max_live_mass'][i]:.2f} |")
-    out += ["", f"Mass is the total *initial* mass formed (0.08–120 M☉); L☉,F814W from this table's Sun (M = {s['M_sun_F814W']:.3f}).", "",
-            "Colour trend: F336W−F814W gets bluer between these consecutive ages: " + (", ".join(drops) if drops else "none") + ".",
-            "",
-            "So the integrated F336W−F814W reddens monotonically from log age ≈ 7.55 (35 Myr) to 9.0 (1 Gyr) — by 1.87 mag — apart from "
-            "one 0.04-mag step at 7.75→7.80, while from 10 to 35 Myr it gets *bluer*. This is the red-supergiant phase. Measured on the "
-            "same tables (IMF-weighted isochrone sums): post-main-sequence stars cooler than 4500 K give 77 % of the F814W light at "
-            "log age 7.0 and 7.1 (initial masses 18–20 and 15–16 M☉), 68 % at 7.3, but only 40 % at 7.55 (8.2–8.6 M☉), while they add "
-            "≈ 1–2 % of F336W. So at 10–20 Myr the supergiants make the population far redder than its main sequence "
-            "(F438W−F814W ≈ +1.25 at 10 Myr against +0.50 at 35 Myr); as their share of the red light falls, and blue-loop core-He-burning "
-            "stars (up to 8900 K at 7.55; ≈ 9 % of F336W) appear, the colour turns bluer until ≈ 35 Myr; then the usual reddening with age "
-            "(turn-off moving to later types, red giants, AGB) takes over. The 0.04-mag step at 7.75→7.80 (≈ 60 Myr) coincides with a "
-            "change of the CHeB/blue-loop stars (6–7 M☉) but was not investigated further. All of this is IMF-expected (stochastic-free) "
-            "integration on the 0.01-dex population grid; real 10⁴ M☉ clusters scatter around it far more (a handful of supergiants).",
-            "", "![SSP colours and M/L](photometry_ssp.png)", ""]
+        out.append(
+            f"| {la[i]:.2f} | {s['F336W-F814W'][i]:+.3f} | {s['F438W-F814W'][i]:+.3f} | {s['M_F814W_per_Msun'][i]:.3f} | "
+            f"{s['M/L_F814W'][i]:.4f} | {s['max_live_mass'][i]:.2f} |"
+        )
+    out += [
+        "",
+        f"Mass is the total *initial* mass formed (0.08–120 M☉); L☉,F814W from this table's Sun (M = {s['M_sun_F814W']:.3f}).",
+        "",
+        "Colour trend: F336W−F814W gets bluer between these consecutive ages: "
+        + (", ".join(drops) if drops else "none")
+        + ".",
+        "",
+        "So the integrated F336W−F814W reddens monotonically from log age ≈ 7.55 (35 Myr) to 9.0 (1 Gyr) — by 1.87 mag — apart from "
+        "one 0.04-mag step at 7.75→7.80, while from 10 to 35 Myr it gets *bluer*. This is the red-supergiant phase. Measured on the "
+        "same tables (IMF-weighted isochrone sums): post-main-sequence stars cooler than 4500 K give 77 % of the F814W light at "
+        "log age 7.0 and 7.1 (initial masses 18–20 and 15–16 M☉), 68 % at 7.3, but only 40 % at 7.55 (8.2–8.6 M☉), while they add "
+        "≈ 1–2 % of F336W. So at 10–20 Myr the supergiants make the population far redder than its main sequence "
+        "(F438W−F814W ≈ +1.25 at 10 Myr against +0.50 at 35 Myr); as their share of the red light falls, and blue-loop core-He-burning "
+        "stars (up to 8900 K at 7.55; ≈ 9 % of F336W) appear, the colour turns bluer until ≈ 35 Myr; then the usual reddening with age "
+        "(turn-off moving to later types, red giants, AGB) takes over. The 0.04-mag step at 7.75→7.80 (≈ 60 Myr) coincides with a "
+        "change of the CHeB/blue-loop stars (6–7 M☉) but was not investigated further. All of this is IMF-expected (stochastic-free) "
+        "integration on the 0.01-dex population grid; real 10⁴ M☉ clusters scatter around it far more (a handful of supergiants).",
+        "",
+        "![SSP colours and M/L](photometry_ssp.png)",
+        "",
+    ]
     return "\n".join(out)
 
 

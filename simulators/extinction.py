@@ -25,11 +25,21 @@ RV_DEFAULT = 3.1
 
 def _check_rv(rv: float) -> None:
     if abs(rv - RV_DEFAULT) > 1e-6:
-        raise OutOfGridError(f"R_V = {rv} is not available: the shipped MIST C3K grid is reddened with R_V = 3.1 only")
+        raise OutOfGridError(
+            f"R_V = {rv} is not available: the shipped MIST C3K grid is reddened with R_V = 3.1 only"
+        )
 
 
-def extinction(log_teff, log_g, av, bands: Sequence[str], *, feh: float = 0.0, rv: float = RV_DEFAULT,
-               table: PhotometryTable | None = None) -> np.ndarray:
+def extinction(
+    log_teff,
+    log_g,
+    av,
+    bands: Sequence[str],
+    *,
+    feh: float = 0.0,
+    rv: float = RV_DEFAULT,
+    table: PhotometryTable | None = None,
+) -> np.ndarray:
     """Extinction A_band (mag) of stars behind a screen of V-band extinction ``av``.
 
     Parameters
@@ -57,8 +67,15 @@ def extinction(log_teff, log_g, av, bands: Sequence[str], *, feh: float = 0.0, r
     return bc0 - table.bolometric_corrections(log_teff, log_g, feh, av, bands)
 
 
-def extinction_polynomial(log_teff, log_g, bands: Sequence[str], *, feh: float = 0.0, degree: int = 3,
-                          table: PhotometryTable | None = None) -> tuple[np.ndarray, float]:
+def extinction_polynomial(
+    log_teff,
+    log_g,
+    bands: Sequence[str],
+    *,
+    feh: float = 0.0,
+    degree: int = 3,
+    table: PhotometryTable | None = None,
+) -> tuple[np.ndarray, float]:
     """Least-squares fit A_band(A_V) ≈ Σ_{k=1..degree} c_k A_V^k on the grid's A_V nodes, per star and band.
 
     Parameters

@@ -111,7 +111,9 @@ class IsochroneGrid:
     def __init__(self, family: str = "mist"):
         family = family.lower()
         if family not in FAMILIES:
-            raise SimulatorError(f"unknown isochrone family {family!r}; supported: {sorted(FAMILIES)}")
+            raise SimulatorError(
+                f"unknown isochrone family {family!r}; supported: {sorted(FAMILIES)}"
+            )
         self.family = family
         with np.load(table_path(FAMILIES[family]), allow_pickle=False) as d:
             self._data = {k: d[k] for k in d.files}
@@ -147,7 +149,9 @@ class IsochroneGrid:
             raw = self._extra[feh][(feh, float(self.age_values[i_age]))]
             live = _live_mask(self.family, raw)
             cols = {c: raw[c][live] for c in _COLUMNS}
-            keep = np.concatenate([[True], np.diff(np.maximum.accumulate(cols["initial_mass"])) > 0])
+            keep = np.concatenate(
+                [[True], np.diff(np.maximum.accumulate(cols["initial_mass"])) > 0]
+            )
             cols = {c: v[keep] for c, v in cols.items()}
             cols["phase"] = cols["phase"].astype(float)
             cols["max_live_mass"] = float(cols["initial_mass"][-1])
@@ -163,8 +167,12 @@ class IsochroneGrid:
         """Raise :class:`OutOfGridError` unless every log age lies in the shipped range."""
         la = np.asarray(log_age, float)
         lo, hi = float(self.age_values[0]), float(self.age_values[-1])
-        if la.size and (not np.all(np.isfinite(la)) or la.min() < lo - 1e-9 or la.max() > hi + 1e-9):
-            raise OutOfGridError(f"log age {la.min():.3f}–{la.max():.3f} outside the {self.family} grid range {lo}–{hi} (log10 yr)")
+        if la.size and (
+            not np.all(np.isfinite(la)) or la.min() < lo - 1e-9 or la.max() > hi + 1e-9
+        ):
+            raise OutOfGridError(
+                f"log age {la.min():.3f}–{la.max():.3f} outside the {self.family} grid range {lo}–{hi} (log10 yr)"
+            )
 
     def isochrone(self, log_age: float, feh: float = 0.0) -> Isochrone:
         """Live stars at ``log_age`` (log10 yr), interpolated at equal EEP between the bracketing nodes.
@@ -192,21 +200,47 @@ class IsochroneGrid:
         a, b = self.node(j, feh), self.node(j + 1, feh)
         if t < 1e-9 or t > 1 - 1e-9:
             c = a if t < 0.5 else b
-            return Isochrone(float(log_age), float(feh), self.family, c["eep"], c["initial_mass"], c["log_Teff"],
-                             c["log_g"], c["log_L"], c["phase"], c["max_live_mass"])
+            return Isochrone(
+                float(log_age),
+                float(feh),
+                self.family,
+                c["eep"],
+                c["initial_mass"],
+                c["log_Teff"],
+                c["log_g"],
+                c["log_L"],
+                c["phase"],
+                c["max_live_mass"],
+            )
         return interpolate_nodes(a, b, t, float(log_age), float(feh), self.family)
 
 
-def interpolate_nodes(a: dict, b: dict, t: float, log_age: float, feh: float, family: str) -> Isochrone:
+def interpolate_nodes(
+    a: dict, b: dict, t: float, log_age: float, feh: float, family: str
+) -> Isochrone:
     """EEP-matched linear interpolation between two node isochrones (weight ``t`` on ``b``)."""
     common, ia, ib = np.intersect1d(a["eep"], b["eep"], assume_unique=True, return_indices=True)
-    q = {c: (1 - t) * np.asarray(a[c][ia], float) + t * np.asarray(b[c][ib], float)
-         for c in ("initial_mass", "log_Teff", "log_g", "log_L")}
+    q = {
+        c: (1 - t) * np.asarray(a[c][ia], float) + t * np.asarray(b[c][ib], float)
+        for c in ("initial_mass", "log_Teff", "log_g", "log_L")
+    }
     phase = (a if t < 0.5 else b)["phase"][ia if t < 0.5 else ib]
     mass = q["initial_mass"]
-    keep = np.concatenate([[True], np.diff(mass) > 0])  # guaranteed by construction; kept as a guard
-    return Isochrone(log_age, feh, family, common[keep].astype(int), mass[keep], q["log_Teff"][keep], q["log_g"][keep],
-                     q["log_L"][keep], np.asarray(phase, float)[keep], float(mass[keep][-1]))
+    keep = np.concatenate(
+        [[True], np.diff(mass) > 0]
+    )  # guaranteed by construction; kept as a guard
+    return Isochrone(
+        log_age,
+        feh,
+        family,
+        common[keep].astype(int),
+        mass[keep],
+        q["log_Teff"][keep],
+        q["log_g"][keep],
+        q["log_L"][keep],
+        np.asarray(phase, float)[keep],
+        float(mass[keep][-1]),
+    )
 
 
 @functools.lru_cache(maxsize=4)

@@ -39,9 +39,22 @@ __all__ = [
 
 #: Band names accepted everywhere in the simulator (Vega magnitudes).
 SUPPORTED_BANDS: tuple[str, ...] = (
-    "WFC3_UVIS_F275W", "WFC3_UVIS_F336W", "WFC3_UVIS_F438W", "WFC3_UVIS_F555W", "WFC3_UVIS_F814W",
-    "ACS_WFC_F435W", "ACS_WFC_F475W", "ACS_WFC_F606W", "ACS_WFC_F814W", "WFC3_IR_F110W", "WFC3_IR_F160W",
-    "Bessell_U", "Bessell_B", "Bessell_V", "Bessell_R", "Bessell_I",
+    "WFC3_UVIS_F275W",
+    "WFC3_UVIS_F336W",
+    "WFC3_UVIS_F438W",
+    "WFC3_UVIS_F555W",
+    "WFC3_UVIS_F814W",
+    "ACS_WFC_F435W",
+    "ACS_WFC_F475W",
+    "ACS_WFC_F606W",
+    "ACS_WFC_F814W",
+    "WFC3_IR_F110W",
+    "WFC3_IR_F160W",
+    "Bessell_U",
+    "Bessell_B",
+    "Bessell_V",
+    "Bessell_R",
+    "Bessell_I",
 )
 #: Bolometric magnitude of the Sun (IAU 2015 B2 / MIST convention).
 MBOL_SUN = 4.74
@@ -67,7 +80,9 @@ def check_bands(bands: Sequence[str] | str) -> tuple[str, ...]:
     bands = (bands,) if isinstance(bands, str) else tuple(bands)
     bad = [b for b in bands if b not in SUPPORTED_BANDS]
     if bad or not bands:
-        raise UnknownBandError(f"unsupported band(s) {bad or '(none given)'}; supported bands: {', '.join(SUPPORTED_BANDS)}")
+        raise UnknownBandError(
+            f"unsupported band(s) {bad or '(none given)'}; supported bands: {', '.join(SUPPORTED_BANDS)}"
+        )
     return bands
 
 
@@ -99,7 +114,7 @@ class PhotometryTable:
         # fill the rare NaN nodes (none in the shipped grid) along log g so that interpolation never returns NaN
         if np.isnan(self.bc).any():
             bc = self.bc
-            for idx in zip(*np.nonzero(np.isnan(bc))):
+            for idx in zip(*np.nonzero(np.isnan(bc)), strict=False):
                 line = bc[idx[0], idx[1], :, idx[3], idx[4]]
                 ok = np.isfinite(line)
                 if ok.any():
@@ -108,12 +123,16 @@ class PhotometryTable:
     def _feh_weights(self, feh: float) -> list[tuple[int, float]]:
         f = self.feh
         if not (f[0] - 1e-9 <= feh <= f[-1] + 1e-9):
-            raise OutOfGridError(f"[Fe/H] = {feh} outside the shipped photometry table range {f[0]:+.2f}…{f[-1]:+.2f} dex (nodes {list(map(float, f))})")
+            raise OutOfGridError(
+                f"[Fe/H] = {feh} outside the shipped photometry table range {f[0]:+.2f}…{f[-1]:+.2f} dex (nodes {list(map(float, f))})"
+            )
         j = int(np.clip(np.searchsorted(f, feh) - 1, 0, len(f) - 2))
         t = float((feh - f[j]) / (f[j + 1] - f[j]))
         return [(j, 1 - t), (j + 1, t)]
 
-    def bc_grid(self, log_teff, log_g, feh: float = 0.0, bands: Sequence[str] = SUPPORTED_BANDS) -> np.ndarray:
+    def bc_grid(
+        self, log_teff, log_g, feh: float = 0.0, bands: Sequence[str] = SUPPORTED_BANDS
+    ) -> np.ndarray:
         """Bolometric corrections on all A_V nodes.
 
         Parameters
@@ -143,12 +162,16 @@ class PhotometryTable:
                 continue
             sub = self.bc[jf][..., bi]  # (teff, logg, av, band)
             out = out + wf * (
-                (1 - tt) * (1 - tg) * sub[it, ig] + tt * (1 - tg) * sub[it + 1, ig]
-                + (1 - tt) * tg * sub[it, ig + 1] + tt * tg * sub[it + 1, ig + 1]
+                (1 - tt) * (1 - tg) * sub[it, ig]
+                + tt * (1 - tg) * sub[it + 1, ig]
+                + (1 - tt) * tg * sub[it, ig + 1]
+                + tt * tg * sub[it + 1, ig + 1]
             )
         return np.asarray(out, dtype=np.float64)
 
-    def bolometric_corrections(self, log_teff, log_g, feh: float = 0.0, av=0.0, bands: Sequence[str] = SUPPORTED_BANDS) -> np.ndarray:
+    def bolometric_corrections(
+        self, log_teff, log_g, feh: float = 0.0, av=0.0, bands: Sequence[str] = SUPPORTED_BANDS
+    ) -> np.ndarray:
         """Bolometric corrections BC = M_bol − M_band (mag) at given A_V (linear between A_V nodes).
 
         Parameters
@@ -170,8 +193,14 @@ class PhotometryTable:
         """
         grid = self.bc_grid(log_teff, log_g, feh, bands)
         av = np.broadcast_to(np.asarray(av, float), (grid.shape[0],))
-        if av.size and (av.min() < self.av[0] - 1e-9 or av.max() > self.av[-1] + 1e-9 or not np.all(np.isfinite(av))):
-            raise OutOfGridError(f"A_V must lie in {self.av[0]}–{self.av[-1]} mag (R_V = 3.1); got {av.min()}–{av.max()}")
+        if av.size and (
+            av.min() < self.av[0] - 1e-9
+            or av.max() > self.av[-1] + 1e-9
+            or not np.all(np.isfinite(av))
+        ):
+            raise OutOfGridError(
+                f"A_V must lie in {self.av[0]}–{self.av[-1]} mag (R_V = 3.1); got {av.min()}–{av.max()}"
+            )
         j = np.clip(np.searchsorted(self.av, av) - 1, 0, len(self.av) - 2)
         t = ((av - self.av[j]) / (self.av[j + 1] - self.av[j]))[:, None]
         rows = np.arange(grid.shape[0])
@@ -184,8 +213,16 @@ def get_photometry_table() -> PhotometryTable:
     return PhotometryTable()
 
 
-def absolute_magnitudes(log_L, log_teff, log_g, bands: Sequence[str] = ("Bessell_V",), *, feh: float = 0.0, av=0.0,
-                        table: PhotometryTable | None = None) -> np.ndarray:
+def absolute_magnitudes(
+    log_L,
+    log_teff,
+    log_g,
+    bands: Sequence[str] = ("Bessell_V",),
+    *,
+    feh: float = 0.0,
+    av=0.0,
+    table: PhotometryTable | None = None,
+) -> np.ndarray:
     """Absolute Vega magnitudes of stars.
 
     Parameters
@@ -244,7 +281,9 @@ def blackbody_magnitudes(log_L, log_teff, bands: Sequence[str]) -> np.ndarray:
     spec = dict(sedfit.HST_BANDS)
     missing = [b for b in bands if b not in spec]
     if missing:
-        raise UnknownBandError(f"blackbody magnitudes are available for the HST bands only, not {missing}")
+        raise UnknownBandError(
+            f"blackbody magnitudes are available for the HST bands only, not {missing}"
+        )
     W = sedfit.band_weights([spec[b] for b in bands])
     ref = sedfit.ref_integrals([spec[b] for b in bands], ["Vega"] * len(bands))
     teff = 10 ** np.asarray(log_teff, float).ravel()

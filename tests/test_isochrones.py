@@ -59,7 +59,10 @@ def test_max_live_mass_decreases_with_age(mist):
 def test_sun_on_solar_isochrone(mist):
     """A 1 Msun star at 4.57 Gyr: L within 0.05 dex of L_sun and Teff within 100 K of 5772 K (MIST is solar-calibrated)."""
     iso = mist.isochrone(np.log10(4.57e9), feh=0.0)
-    lt, ll = np.interp(1.0, iso.initial_mass, iso.log_Teff), np.interp(1.0, iso.initial_mass, iso.log_L)
+    lt, ll = (
+        np.interp(1.0, iso.initial_mass, iso.log_Teff),
+        np.interp(1.0, iso.initial_mass, iso.log_L),
+    )
     assert abs(ll) < 0.05
     assert abs(10**lt - 5772) < 100
 

@@ -107,9 +107,25 @@ def read_isochrone_grid(family: str, fehs, ages) -> dict:
                 i_age = int(np.flatnonzero(np.isclose(grid_age, age))[0])
                 k = i_feh * n_age + i_age
                 v = values[start[k] : start[k + 1]]
-                v = v[np.all(np.isfinite(v[:, [cols.index(c) for c in ("initial_mass", "log_Teff", "log_g", "log_L")]]), axis=1)]
+                v = v[
+                    np.all(
+                        np.isfinite(
+                            v[
+                                :,
+                                [
+                                    cols.index(c)
+                                    for c in ("initial_mass", "log_Teff", "log_g", "log_L")
+                                ],
+                            ]
+                        ),
+                        axis=1,
+                    )
+                ]
                 v = v[np.argsort(v[:, cols.index("eep")])]
-                out[(feh, age)] = {c: v[:, cols.index(c)] for c in ("eep", "initial_mass", "log_Teff", "log_g", "log_L", "phase")}
+                out[(feh, age)] = {
+                    c: v[:, cols.index(c)]
+                    for c in ("eep", "initial_mass", "log_Teff", "log_g", "log_L", "phase")
+                }
     return out
 
 
@@ -164,8 +180,12 @@ def build_isochrones(family: str, fehs=None, out_dir: Path = TABLE_DIR) -> Path:
         log_Teff=np.concatenate(cols["log_Teff"]).astype(np.float32),
         log_g=np.concatenate(cols["log_g"]).astype(np.float32),
         log_L=np.concatenate(cols["log_L"]).astype(np.float32),
-        phase=np.round(np.concatenate(cols["phase"]) * 100).astype(np.int16),  # phase × 100 (PARSEC labels are fractional)
-        source=np.asarray(f"lachesis-grids {_version('lachesis-grids')} {_GRID_FILES[family]} sha256={_sha256(grid_file(family))[:16]}"),
+        phase=np.round(np.concatenate(cols["phase"]) * 100).astype(
+            np.int16
+        ),  # phase × 100 (PARSEC labels are fractional)
+        source=np.asarray(
+            f"lachesis-grids {_version('lachesis-grids')} {_GRID_FILES[family]} sha256={_sha256(grid_file(family))[:16]}"
+        ),
     )
     log.info("wrote %s (%d rows, %.1f MB)", path, n, path.stat().st_size / 1e6)
     return path
@@ -181,27 +201,59 @@ def build_photometry(out_dir: Path = TABLE_DIR, fehs=BC_FEH) -> Path:
 def write_provenance_md(out_dir: Path = TABLE_DIR) -> Path:
     """Write the human-readable ``PROVENANCE.md`` from ``bc_hst_provenance.json`` and the isochrone files."""
     prov = json.loads((out_dir / "bc_hst_provenance.json").read_text())
-    lines = ["# Provenance of the shipped physics tables", "", "Regenerate with `python -m simulators.tables.build`.", ""]
+    lines = [
+        "# Provenance of the shipped physics tables",
+        "",
+        "Regenerate with `python -m simulators.tables.build`.",
+        "",
+    ]
     for fam in ("mist", "parsec"):
         with np.load(out_dir / f"isochrones_{fam}.npz", allow_pickle=False) as d:
-            lines.append(f"- `isochrones_{fam}.npz`: {d['source']}; [Fe/H] {list(map(float, d['feh_values']))}; log age "
-                         f"{d['age_values'][0]:.2f}-{d['age_values'][-1]:.2f} step 0.05; {int(d['length'].sum())} live-star rows.")
+            lines.append(
+                f"- `isochrones_{fam}.npz`: {d['source']}; [Fe/H] {list(map(float, d['feh_values']))}; log age "
+                f"{d['age_values'][0]:.2f}-{d['age_values'][-1]:.2f} step 0.05; {int(d['length'].sum())} live-star rows."
+            )
     with np.load(out_dir / "bc_hst.npz", allow_pickle=False) as d:
-        lines.append(f"- `bc_hst.npz` (`{d['table_id']}`): BC (mag) on Teff {d['teff'][0]:.0f}-{d['teff'][-1]:.0f} K ({len(d['teff'])}), "
-                     f"log g {d['logg'][0]}-{d['logg'][-1]} ({len(d['logg'])}), [Fe/H] {list(map(float, d['feh']))}, A_V {[round(float(a), 3) for a in d['av']]}; "
-                     f"bands {', '.join(map(str, d['bands']))}.")
-    lines += ["", "## Method", "", prov["method"] + ".", "", "Sources: " + json.dumps(prov["sources"]), "",
-              "Fitted MIST bands (name, curve, system): " + "; ".join(", ".join(b) for b in prov["fit_bands"]), "",
-              "HST curves: " + "; ".join(", ".join(b) for b in prov["hst_bands"]), "",
-              f"## Residuals (median |error| mag over the {prov['n_stellar_nodes']} grid nodes visited by solar MIST isochrones, A_V = 0)", ""]
+        lines.append(
+            f"- `bc_hst.npz` (`{d['table_id']}`): BC (mag) on Teff {d['teff'][0]:.0f}-{d['teff'][-1]:.0f} K ({len(d['teff'])}), "
+            f"log g {d['logg'][0]}-{d['logg'][-1]} ({len(d['logg'])}), [Fe/H] {list(map(float, d['feh']))}, A_V {[round(float(a), 3) for a in d['av']]}; "
+            f"bands {', '.join(map(str, d['bands']))}."
+        )
+    lines += [
+        "",
+        "## Method",
+        "",
+        prov["method"] + ".",
+        "",
+        "Sources: " + json.dumps(prov["sources"]),
+        "",
+        "Fitted MIST bands (name, curve, system): "
+        + "; ".join(", ".join(b) for b in prov["fit_bands"]),
+        "",
+        "HST curves: " + "; ".join(", ".join(b) for b in prov["hst_bands"]),
+        "",
+        f"## Residuals (median |error| mag over the {prov['n_stellar_nodes']} grid nodes visited by solar MIST isochrones, A_V = 0)",
+        "",
+    ]
     for sec in ("fit_residual", "leave_one_out", "blackbody_minus_reconstructed_hst"):
         rows = prov[sec]
         bins = list(next(iter(rows.values())).keys())
-        lines += [f"### {sec}", "", "| band | " + " | ".join(bins) + " |", "|---" * (len(bins) + 1) + "|"]
+        lines += [
+            f"### {sec}",
+            "",
+            "| band | " + " | ".join(bins) + " |",
+            "|---" * (len(bins) + 1) + "|",
+        ]
         for b, r in rows.items():
-            lines.append(f"| {b} | " + " | ".join(f"{r[k]['median_abs']:.3f}" if r[k] else "-" for k in bins) + " |")
+            lines.append(
+                f"| {b} | "
+                + " | ".join(f"{r[k]['median_abs']:.3f}" if r[k] else "-" for k in bins)
+                + " |"
+            )
         lines.append("")
-    lines.append("Full validation: `benchmarks/results/photometry.md` (`python -m benchmarks.photometry`).")
+    lines.append(
+        "Full validation: `benchmarks/results/photometry.md` (`python -m benchmarks.photometry`)."
+    )
     path = out_dir / "PROVENANCE.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -209,7 +261,9 @@ def write_provenance_md(out_dir: Path = TABLE_DIR) -> Path:
 
 def main(argv=None) -> None:
     """Command-line entry point (see module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m simulators.tables.build", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m simulators.tables.build", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--only", choices=["isochrones", "photometry"], default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -219,7 +273,21 @@ def main(argv=None) -> None:
     if args.only in (None, "photometry"):
         build_photometry()
     (out := TABLE_DIR / "build_versions.json").write_text(
-        json.dumps({p: _version(p) for p in ("lachesis-grids", "astrolachesis", "astro-sedpy", "pyphot", "h5py", "numpy", "astropy")}, indent=2)
+        json.dumps(
+            {
+                p: _version(p)
+                for p in (
+                    "lachesis-grids",
+                    "astrolachesis",
+                    "astro-sedpy",
+                    "pyphot",
+                    "h5py",
+                    "numpy",
+                    "astropy",
+                )
+            },
+            indent=2,
+        )
     )
     log.info("wrote %s", out)
     log.info("wrote %s", write_provenance_md())

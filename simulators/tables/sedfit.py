@@ -148,7 +148,7 @@ def ref_integrals(specs, systems, wave=WAVE) -> np.ndarray:
     """∫ f_ref λ T_b dλ for each band, with f_ref Vega or AB (integrated on each curve's own grid)."""
     vw, vf = vega_spectrum()
     out = []
-    for s, sys_ in zip(specs, systems):
+    for s, sys_ in zip(specs, systems, strict=False):
         wl, tr = load_curve(s)
         fine = np.linspace(wl[0], wl[-1], 20000)
         t = np.interp(fine, wl, tr)
@@ -203,7 +203,14 @@ def load_bc_grid(fehs) -> dict:
         for j, b in enumerate(names):
             for i in range(len(fehs)):
                 grid[i, it, ig, ia, j] = bc[b][i]
-    return {"feh": np.asarray(fehs, float), "teff": ut, "logg": ug, "av": ua, "bands": names, "bc": grid}
+    return {
+        "feh": np.asarray(fehs, float),
+        "teff": ut,
+        "logg": ug,
+        "av": ua,
+        "bands": names,
+        "bc": grid,
+    }
 
 
 class SEDFitter:
@@ -289,8 +296,14 @@ def _stat_table(err: np.ndarray, teff: np.ndarray, names) -> dict:
         for lo, hi in TEFF_BINS:
             sel = (teff >= lo) & (teff < hi) & np.isfinite(err[:, j])
             row[f"{int(lo)}-{int(hi) if hi < 1e8 else 'inf'}"] = (
-                {"median_abs": float(np.median(np.abs(err[sel, j]))), "p90_abs": float(np.quantile(np.abs(err[sel, j]), 0.9)),
-                 "median": float(np.median(err[sel, j])), "n": int(sel.sum())} if sel.any() else None
+                {
+                    "median_abs": float(np.median(np.abs(err[sel, j]))),
+                    "p90_abs": float(np.quantile(np.abs(err[sel, j]), 0.9)),
+                    "median": float(np.median(err[sel, j])),
+                    "n": int(sel.sum()),
+                }
+                if sel.any()
+                else None
             )
         out[b] = row
     return out
@@ -303,7 +316,11 @@ def stellar_nodes(grid: dict) -> np.ndarray:
     d = np.load(TABLE_DIR / "isochrones_mist.npz", allow_pickle=False)
     lt, lg = d["log_Teff"], d["log_g"]
     it = np.clip(np.searchsorted(np.log10(grid["teff"]), lt), 1, len(grid["teff"]) - 1)
-    it = np.where(np.abs(np.log10(grid["teff"][it - 1]) - lt) < np.abs(np.log10(grid["teff"][it]) - lt), it - 1, it)
+    it = np.where(
+        np.abs(np.log10(grid["teff"][it - 1]) - lt) < np.abs(np.log10(grid["teff"][it]) - lt),
+        it - 1,
+        it,
+    )
     ig = np.clip(np.searchsorted(grid["logg"], lg), 1, len(grid["logg"]) - 1)
     ig = np.where(np.abs(grid["logg"][ig - 1] - lg) < np.abs(grid["logg"][ig] - lg), ig - 1, ig)
     m = np.zeros((len(grid["teff"]), len(grid["logg"])), bool)
@@ -311,7 +328,22 @@ def stellar_nodes(grid: dict) -> np.ndarray:
     return m
 
 
-def build(out_dir: Path, fehs, alpha: float = 0.01, loo_bands=("SDSS_u", "Bessell_U", "Bessell_B", "SDSS_g", "Bessell_V", "Bessell_I", "SDSS_i", "2MASS_J", "2MASS_H")) -> Path:
+def build(
+    out_dir: Path,
+    fehs,
+    alpha: float = 0.01,
+    loo_bands=(
+        "SDSS_u",
+        "Bessell_U",
+        "Bessell_B",
+        "SDSS_g",
+        "Bessell_V",
+        "Bessell_I",
+        "SDSS_i",
+        "2MASS_J",
+        "2MASS_H",
+    ),
+) -> Path:
     """Fit every BC-grid node, write ``bc_hst.npz`` and the provenance JSON; return the npz path."""
     import importlib.metadata as md
 
@@ -326,7 +358,9 @@ def build(out_dir: Path, fehs, alpha: float = 0.01, loo_bands=("SDSS_u", "Bessel
     out_names = [b[0] for b in HST_BANDS] + BESSELL
     out = np.full((nf, nt, ng, na, len(out_names)), np.nan, np.float32)
     resid = np.full((nf, nt, ng, na, nb), np.nan, np.float32)
-    bb_err_hst = np.full((nt, ng, len(HST_BANDS)), np.nan, np.float32)  # BB − reconstruction, feh=0, A_V=0
+    bb_err_hst = np.full(
+        (nt, ng, len(HST_BANDS)), np.nan, np.float32
+    )  # BB − reconstruction, feh=0, A_V=0
     i0 = int(np.flatnonzero(np.isclose(grid["feh"], 0.0))[0])
     bess_idx = [names.index(b) for b in BESSELL]
     for it in tqdm(range(nt), desc="SED fit per Teff", disable=not os.isatty(2)):
@@ -362,7 +396,9 @@ def build(out_dir: Path, fehs, alpha: float = 0.01, loo_bands=("SDSS_u", "Bessel
                 continue
             bc = grid["bc"][i0, it, sel, 0]
             c = fitter.fit(grid["teff"][it], bc, mask)
-            p = fitter.predict(grid["teff"][it], c, fitter.W[jb : jb + 1], fitter.ref[jb : jb + 1])[:, 0]
+            p = fitter.predict(grid["teff"][it], c, fitter.W[jb : jb + 1], fitter.ref[jb : jb + 1])[
+                :, 0
+            ]
             rows.append(p - bc[:, jb])
         loo[:, j] = np.concatenate(rows)
     # A_V = 0 HST errors of a blackbody relative to the reconstruction
