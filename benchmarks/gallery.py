@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from benchmarks._meta import RESULTS_DIR  # noqa: E402
 from simulators.cluster import ClusterSimulator  # noqa: E402
 
-__all__ = ["main", "rgb", "SWEEPS"]
+__all__ = ["main", "rgb", "aperture_colour", "make_gallery", "SWEEPS"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,32 @@ def rgb(images: np.ndarray, zero_mag_rate: np.ndarray, stretch: float, q: float 
     return np.clip(np.arcsinh(q * x / stretch) / np.arcsinh(q), 0, 1).transpose(0, 2, 3, 1)
 
 
+def aperture_colour(images: np.ndarray, zero_mag_rate: np.ndarray, r_h_px: np.ndarray) -> np.ndarray:
+    """Vega colour (bluest − reddest band, mag) of the light within 3 r_h (at least 3 px) of the cutout centre.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (N, C, H, W) e⁻/s per pixel.
+    zero_mag_rate : numpy.ndarray
+        (C,) e⁻/s of a zeroth-magnitude star per band.
+    r_h_px : numpy.ndarray
+        (N,) half-light radii in pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) colours in mag (NaN where the aperture flux is not positive).
+    """
+    h = images.shape[-1]
+    yy, xx = np.mgrid[:h, :h] - (h - 1) / 2
+    r = np.hypot(yy, xx)
+    ap = r[None] <= np.maximum(3 * r_h_px, 3.0)[:, None, None]
+    f = (images * ap[:, None]).sum((2, 3)) / zero_mag_rate
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return -2.5 * np.log10(f[:, 0] / f[:, -1])
+
+
 def _theta_rows() -> list[tuple[str, list[str], torch.Tensor]]:
     rows = []
     for name, (key, values, fmt) in SWEEPS.items():
@@ -89,7 +115,8 @@ def make_gallery(preset: str = "m83-wfc3", seed: int = 1, noisy: bool = True) ->
     for i, (_name, labels, th) in enumerate(rows):
         b = sim.simulate(len(th), torch.Generator().manual_seed(seed + i), theta=th, label=torch.ones(len(th)))
         panels.append(b.images.cpu().numpy())
-        titles.append([f"{lab}\nS/N {v:.0f}" for lab, v in zip(labels, b.visibility.tolist(), strict=True)])
+        col = aperture_colour(b.images.cpu().numpy(), zero, 10 ** th[:, 2].numpy() / sim.instrument.pc_per_pixel)
+        titles.append([f"{lab}\nS/N {v:.0f}, col {c:+.2f}" for lab, v, c in zip(labels, b.visibility.tolist(), col, strict=True)])
     n_bg = 6
     if noisy:
         sim_bg_hard = ClusterSimulator(preset, hard_negative_fraction=1.0)
@@ -124,7 +151,8 @@ def make_gallery(preset: str = "m83-wfc3", seed: int = 1, noisy: bool = True) ->
     kind = "noisy, synthetic field" if noisy else "noiseless, no background"
     fig.suptitle(f"{sim.instrument.name} ({', '.join(b.split('_')[-1] for b in sim.bands)}; "
                  f"{sim.instrument.image_size}² px at {sim.instrument.pixel_scale}″/px) — {kind}\n{base}; "
-                 "R/G/B = reddest/middle/bluest band, Vega-normalised, common asinh stretch", fontsize=8)
+                 "R/G/B = reddest/middle/bluest band, Vega-normalised, common asinh stretch; "
+                 f"col = {sim.bands[0].split('_')[-1]} − {sim.bands[-1].split('_')[-1]} (Vega mag) within 3 r_h", fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 
