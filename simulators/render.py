@@ -197,14 +197,23 @@ class PhaseRenderer:
         out = torch.empty(n_samples, c_n, size, size, device=dev, dtype=torch.float32)
         band = torch.arange(c_n, device=dev)
         plane_stride = n * n
-        for start in range(0, n_samples, self.chunk_size):
+        n_chunks = -(-n_samples // self.chunk_size)
+        # group deposits by chunk once (stable sort by chunk id), so that each chunk is a slice
+        if n_chunks > 1:
+            order = torch.sort(torch.div(sidx, self.chunk_size, rounding_mode="floor"), stable=True)
+            sidx, iy, ix, phase, fl = (t[order.indices] for t in (sidx, iy, ix, phase, fl))
+            bounds = torch.searchsorted(order.values, torch.arange(n_chunks + 1, device=dev) ).tolist()
+        else:
+            bounds = [0, len(sidx)]
+        pix = iy * n + ix
+        for k, start in enumerate(range(0, n_samples, self.chunk_size)):
             stop = min(start + self.chunk_size, n_samples)
             bc = stop - start
-            sel = (sidx >= start) & (sidx < stop)
+            a, b = bounds[k], bounds[k + 1]
             planes = self._buffer(bc * c_n * self.n_planes * plane_stride)
-            base = ((sidx[sel] - start) * c_n)[:, None] + band[None, :]  # (S', C)
-            flat = (base * self.n_planes + phase[sel][:, None]) * plane_stride + (iy[sel] * n + ix[sel])[:, None]
-            planes.index_add_(0, flat.reshape(-1), fl[sel].reshape(-1))
+            base = ((sidx[a:b] - start) * c_n)[:, None] + band[None, :]  # (S', C)
+            flat = (base * self.n_planes + phase[a:b, None]) * plane_stride + pix[a:b, None]
+            planes.index_add_(0, flat.reshape(-1), fl[a:b].reshape(-1))
             planes = planes.view(bc, c_n, self.n_planes, n, n)
             if smooth is not None:
                 planes[:, :, self.centre_plane] += smooth[start:stop].to(dev, torch.float32)
