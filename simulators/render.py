@@ -195,32 +195,33 @@ class PhaseRenderer:
         sidx, iy, ix, phase, fl = (torch.cat(c) for c in zip(*cols, strict=True))
         size = n if not crop else self.image_size
         out = torch.empty(n_samples, c_n, size, size, device=dev, dtype=torch.float32)
-        band = torch.arange(c_n, device=dev)
         plane_stride = n * n
+        sample_stride = c_n * self.n_planes * plane_stride
+        band_stride = self.n_planes * plane_stride
+        # one flat index per deposit (band 0); band c adds c * band_stride; chunk k subtracts its offset
+        q = sidx * sample_stride + phase * plane_stride + iy * n + ix
         n_chunks = -(-n_samples // self.chunk_size)
-        # group deposits by chunk once (stable sort by chunk id), so that each chunk is a slice
-        if n_chunks > 1:
+        if n_chunks > 1:  # group deposits by chunk once (stable sort), so that each chunk is a slice
             order = torch.sort(torch.div(sidx, self.chunk_size, rounding_mode="floor"), stable=True)
-            sidx, iy, ix, phase, fl = (t[order.indices] for t in (sidx, iy, ix, phase, fl))
-            bounds = torch.searchsorted(order.values, torch.arange(n_chunks + 1, device=dev) ).tolist()
+            q, fl = q[order.indices], fl[order.indices]
+            bounds = torch.searchsorted(order.values, torch.arange(n_chunks + 1, device=dev)).tolist()
         else:
-            bounds = [0, len(sidx)]
-        pix = iy * n + ix
+            bounds = [0, len(q)]
         for k, start in enumerate(range(0, n_samples, self.chunk_size)):
             stop = min(start + self.chunk_size, n_samples)
             bc = stop - start
             a, b = bounds[k], bounds[k + 1]
-            planes = self._buffer(bc * c_n * self.n_planes * plane_stride)
-            base = ((sidx[a:b] - start) * c_n)[:, None] + band[None, :]  # (S', C)
-            flat = (base * self.n_planes + phase[a:b, None]) * plane_stride + pix[a:b, None]
-            planes.index_add_(0, flat.reshape(-1), fl[a:b].reshape(-1))
+            planes = self._buffer(bc * sample_stride)
+            qk = q[a:b] - start * sample_stride
+            for c in range(c_n):
+                planes.index_add_(0, qk + c * band_stride if c else qk, fl[a:b, c])
             planes = planes.view(bc, c_n, self.n_planes, n, n)
             if smooth is not None:
                 planes[:, :, self.centre_plane] += smooth[start:stop].to(dev, torch.float32)
             spec = torch.fft.rfft2(planes)
             acc = spec[:, :, 0] * self.kernel_ft[:, 0]
-            for q in range(1, self.n_planes):
-                acc.addcmul_(spec[:, :, q], self.kernel_ft[:, q])
+            for j in range(1, self.n_planes):
+                acc.addcmul_(spec[:, :, j], self.kernel_ft[:, j])
             img = torch.fft.irfft2(acc, s=(n, n))
             out[start:stop] = img[..., r : r + self.image_size, r : r + self.image_size] if crop else img
         return out
