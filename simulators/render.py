@@ -183,7 +183,7 @@ class PhaseRenderer:
         torch.Tensor
             float32 (B, C, H, W) (or (B, C, N, N)), e⁻/s per pixel.
         """
-        n, r, p, c_n = self.canvas, self.radius, self.n_phase, self.n_bands
+        n, r, c_n = self.canvas, self.radius, self.n_bands
         dev = self.device
         sample_index, y, x, flux = (t.to(dev) for t in (sample_index, y, x, flux))
         if faint_flux is not None and self.interpolation != "nearest":

@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from simulators.profiles import eff_core_radius, eff_enclosed_fraction, eff_sample_radius, eff_surface_density
+from simulators.profiles import (
+    eff_core_radius,
+    eff_enclosed_fraction,
+    eff_sample_radius,
+    eff_surface_density,
+)
 
 
 @pytest.mark.parametrize("gamma", [2.2, 2.6, 3.0, 4.0])
