@@ -171,6 +171,21 @@ def _flow_layers(fl: dict, dim: int, context: int) -> tuple[tuple[nn.Module, ...
     raise ValueError(f"unsupported flow type {fl['type']!r}; expected 'coupling_nsf' or 'zuko_nsf'")
 
 
+class _EmbedOnceZukoFlow(ZukoFlow):
+    """sbi's :class:`ZukoFlow` that embeds each observation once in ``log_prob``.
+
+    sbi broadcasts a ``(B, C, H, W)`` condition to ``(S, B, C, H, W)`` and runs the embedding
+    S·B times; here the B cutouts are embedded once and the flow broadcasts over the S draws
+    (same values, S times less ResNet work, e.g. in ``log_prob_batched`` during diagnostics).
+    """
+
+    def log_prob(self, input: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:  # noqa: A002
+        if condition.dim() == len(self.condition_shape) + 1 and input.dim() == 3 \
+                and input.shape[1] == condition.shape[0]:
+            return self.net(self._embedding_net(condition)).log_prob(input)
+        return super().log_prob(input, condition)
+
+
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
                          nn.Linear(hidden, n_out))
@@ -227,7 +242,7 @@ class ClusterModel(nn.Module):
         # registry so that parameters are stored once.
         object.__setattr__(
             self, "_estimator",
-            ZukoFlow(self.flow, self.embedding, input_shape=torch.Size([prior.dim]),
+            _EmbedOnceZukoFlow(self.flow, self.embedding, input_shape=torch.Size([prior.dim]),
                      condition_shape=torch.Size(self.image_shape)),
         )
 

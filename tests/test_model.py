@@ -80,3 +80,14 @@ def test_flow_loss_uses_cluster_samples_only(toy, model):
     assert base["total"].item() == pytest.approx(expected.item(), rel=1e-6)
     # BCE of an uninformed classifier is close to log 2
     assert abs(base["bce"].item() - math.log(2)) < 0.3
+
+
+def test_batched_log_prob_embeds_once_and_matches_per_pair(toy, model):
+    """posterior.log_prob_batched (S draws × B cutouts) equals log q evaluated pair by pair."""
+    b = toy.simulate(3, torch.Generator().manual_seed(10), label=torch.ones(3))
+    theta = toy.prior.sample(15, torch.Generator().manual_seed(11)).reshape(5, 3, 4)
+    with torch.no_grad():
+        batched = model.posterior().log_prob_batched(theta, x=b.images, norm_posterior=False)
+        pairs = torch.stack([model.log_prob(theta[i], b.images) for i in range(5)])
+    assert batched.shape == (5, 3)
+    assert torch.allclose(batched, pairs, atol=1e-4)
