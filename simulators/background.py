@@ -83,7 +83,7 @@ class SyntheticField:
     seed : int
         Seed of the library (fixed so that a simulator is reproducible).
     device : torch.device or str
-        Device of the library and outputs.
+        Device of the library and outputs (the library is built on the CPU, then moved).
     """
 
     def __init__(self, instrument, population, *, canvas_margin: int = 8, library_size: int = 8192,
@@ -99,12 +99,12 @@ class SyntheticField:
         edges = np.arange(6.5, 10.1 + 1e-9, 0.1)
         ages = torch.tensor(0.5 * (edges[1:] + edges[:-1]))
         dt = torch.tensor(10 ** edges[1:] - 10 ** edges[:-1])  # yr
-        m_hi = torch.as_tensor(population.max_live_mass(ages.float()), dtype=torch.float64).clamp(max=imf.m_max)
+        m_hi = torch.as_tensor(population.max_live_mass(ages.float())).cpu().double().clamp(max=imf.m_max)
         # bright stars are above ~1 M☉ at every age that matters; a fine grid from 0.5 M☉ to the live limit
         medges = mass_grid(torch.full_like(m_hi, 0.5), m_hi, 600)  # (A, G+1)
         mid = torch.sqrt(medges[:, 1:] * medges[:, :-1])
-        n_cell = imf.number_per_mass(medges[:, :-1], medges[:, 1:])  # stars per M☉ formed
-        mags = population.star_magnitudes(ages.float(), mid.float(), torch.zeros(len(ages))).double()
+        n_cell = imf.number_per_mass(medges[:, :-1], medges[:, 1:]).cpu()  # stars per M☉ formed
+        mags = population.star_magnitudes(ages.float(), mid.float(), torch.zeros(len(ages))).cpu().double()
         app_red = mags[..., -1] + instrument.distance_modulus
         bright = torch.isfinite(app_red) & (app_red < instrument.field_mag_limit)
         w = dt[:, None] * n_cell * bright  # stars per (M☉/yr) of SFR
@@ -119,7 +119,7 @@ class SyntheticField:
         masses = mid[ai, gi]  # the cell's mass, as used for the selection (the grid is fine where it matters)
         lo, hi = instrument.field_av
         av = lo + (hi - lo) * torch.rand(library_size, generator=gen, dtype=torch.float64)
-        lib_mags = population.star_magnitudes(ages[ai].float(), masses[:, None].float(), av.float())[:, 0].double()
+        lib_mags = population.star_magnitudes(ages[ai].float(), masses[:, None].float(), av.float())[:, 0].cpu().double()
         flux = torch.where(torch.isfinite(lib_mags), 10 ** (-0.4 * lib_mags), torch.zeros_like(lib_mags)) * flux_scale
         order = torch.argsort(flux[:, -1], descending=True)
         self.library_flux = flux[order].float().to(self.device)  # (L, C) e⁻/s, brightest first

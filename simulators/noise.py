@@ -11,6 +11,10 @@ the cluster, field stars and galaxy light), sky level ``b`` (e⁻/s/px), exposur
     image   = counts / t − b                        (sky-subtracted, e⁻/s)
     Var[image] = (s + b) / t + n σ_r² / t²
 
+For speed, pixels with expected counts ``λ = (s + b) t`` above ``gaussian_above`` (default 50 e⁻)
+are drawn from Normal(λ, λ) (same mean and variance; neglected skewness 1/√λ ≤ 0.14); below it,
+from the exact Poisson distribution (:func:`poisson_counts`).
+
 Visibility (returned with every sample): the expected aperture signal-to-noise ratio of the
 *cluster's* light in the reddest band of the preset,
 
