@@ -28,9 +28,12 @@ from .coverage import (
     joint_coverage,
     marginal_coverage,
 )
+from .run import evaluate, run_diagnostics
 from .sbc import SBCResult, run_sbc_checks, sbc_ranks
 
 __all__ = [
+    "run_diagnostics",
+    "evaluate",
     "CREDIBILITY_LEVELS",
     "CoverageResult",
     "PAPER_RELIABLE_RANGE",

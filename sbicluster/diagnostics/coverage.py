@@ -144,7 +144,7 @@ def hpd_credibility_joint(log_prob_true: np.ndarray, log_prob_samples: np.ndarra
 
 
 def marginal_credibility(
-    samples: np.ndarray, theta: np.ndarray, *, num_kde: int = 128, chunk: int = 128
+    samples: np.ndarray, theta: np.ndarray, *, num_kde: int = 64, chunk: int = 128
 ) -> np.ndarray:
     """Smallest 1-D HPD credibility level whose region contains the truth, per object and parameter.
 
@@ -189,12 +189,14 @@ def marginal_credibility(
         ranked = samples[i0 : i0 + chunk, k:, :]  # (c, s-k, D)
         q75, q25 = np.percentile(kde, [75, 25], axis=1)
         spread = np.minimum(kde.std(axis=1), (q75 - q25) / 1.349)
-        spread = np.where(spread > 0, spread, np.maximum(kde.std(axis=1), 1e-12))
-        h = (0.9 * spread * k ** (-0.2))[:, None, None, :]  # (c, 1, 1, D)
+        spread = np.where(spread > 0, spread, np.maximum(kde.std(axis=1), 1e-12)).astype(np.float32)
+        h = (np.float32(0.9 * k ** (-0.2)) * spread)[:, None, None, :]  # (c, 1, 1, D)
 
         def density(points: np.ndarray, kde=kde, h=h) -> np.ndarray:
             z = (points[:, :, None, :] - kde[:, None, :, :]) / h
-            return np.exp(-0.5 * z**2).mean(axis=2)  # (c, P, D), unnormalised (same h throughout)
+            z *= z
+            z *= np.float32(-0.5)
+            return np.exp(z, out=z).mean(axis=2)  # (c, P, D), unnormalised (same h throughout)
 
         dens_true = density(theta[i0 : i0 + chunk, None, :])[:, 0, :]  # (c, D)
         dens_draws = density(ranked)  # (c, s-k, D)

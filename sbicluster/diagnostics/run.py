@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ __all__ = [
     "evaluate",
     "simulate_held_out",
     "log_prob_of_draws",
+    "model_log_prob",
     "tarp",
     "COVERAGE_TOLERANCE",
     "SBC_ALPHA",
@@ -117,7 +118,7 @@ def simulate_held_out(simulator, n: int, seed: int, *, chunk: int = 256, progres
 
 
 def log_prob_of_draws(
-    posterior,
+    log_prob: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     samples: np.ndarray,
     theta: np.ndarray,
     images: torch.Tensor,
@@ -126,23 +127,24 @@ def log_prob_of_draws(
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Unnormalised log q(θ | x) of the truths and of each object's own posterior draws.
+    """log q(θ | x) of the truths and of each object's own posterior draws.
 
     Parameters
     ----------
-    posterior : sbi DirectPosterior
-        Provides ``log_prob_batched(theta (S, B, D), x (B, ...), norm_posterior=False)``. The
-        leakage normalisation is a per-object constant and cancels in HPD ranks.
+    log_prob : callable
+        ``log_prob(theta, x)`` with θ (S, B, D) and x (B, ...) on ``device`` → (S, B) log
+        densities; a per-object additive constant (e.g. a truncation normaliser) is harmless, it
+        cancels in HPD ranks.
     samples : numpy.ndarray
         Draws, shape (N, S, D).
     theta : numpy.ndarray
         Truths, shape (N, D).
     images : torch.Tensor
-        Observations, shape (N, C, H, W).
+        Observations, shape (N, ...).
     chunk : int
-        Objects per network call.
+        Objects per call.
     device : str or torch.device
-        Device of the posterior network.
+        Device of the density network.
     progress : bool
         Show a progress bar.
 
@@ -160,15 +162,24 @@ def log_prob_of_draws(
     for i0 in tqdm(range(0, n, chunk), desc="log q", disable=not progress):
         sl = slice(i0, i0 + chunk)
         x = images[sl].to(device)
-        th = torch.as_tensor(
-            np.concatenate([theta[sl][:, None, :], samples[sl]], axis=1), dtype=torch.float32
-        )
-        th = th.transpose(0, 1).contiguous().to(device)  # (S+1, B, D)
-        lp = (
-            posterior.log_prob_batched(th, x=x, norm_posterior=False).detach().cpu().numpy().T
-        )  # (B, S+1)
+        th = np.concatenate([theta[sl][:, None, :], samples[sl]], axis=1)  # (B, S+1, D)
+        th = torch.as_tensor(th, dtype=torch.float32).transpose(0, 1).contiguous().to(device)
+        with torch.no_grad():
+            lp = log_prob(th, x).detach().double().cpu().numpy().T  # (B, S+1)
         lp_true[sl], lp_samp[sl] = lp[:, 0], lp[:, 1:]
     return lp_true, lp_samp
+
+
+def model_log_prob(model) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``log_prob(theta (S, B, 4), images (B, C, H, W)) -> (S, B)`` for a :class:`ClusterModel`.
+
+    Embeds each cutout once (``embed`` + ``flow_log_prob``) when the model offers it, otherwise
+    falls back to the sbi posterior's ``log_prob_batched`` without leakage normalisation.
+    """
+    if hasattr(model, "embed") and hasattr(model, "flow_log_prob"):
+        return lambda th, x: model.flow_log_prob(th, model.embed(x).float())
+    posterior = model.posterior()
+    return lambda th, x: posterior.log_prob_batched(th, x=x, norm_posterior=False)
 
 
 def tarp(samples: np.ndarray, theta: np.ndarray, seed: int) -> dict:
@@ -471,7 +482,12 @@ def run_diagnostics(
     try:
         device = next(model.parameters()).device
         lp_true, lp_samp = log_prob_of_draws(
-            model.posterior(), samples, theta, batch.images[label], device=device, progress=progress
+            model_log_prob(model),
+            samples,
+            theta,
+            batch.images[label],
+            device=device,
+            progress=progress,
         )
     except Exception as err:  # noqa: BLE001 - the rest of the report is still worth writing
         logger.warning("joint HPD coverage skipped: log q of draws failed (%s)", err)
