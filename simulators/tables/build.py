@@ -4,10 +4,12 @@ Usage::
 
     python -m simulators.tables.build            # isochrones + photometry (a few minutes on one core)
     python -m simulators.tables.build --only isochrones
+    python -m simulators.tables.build --only extinction   # dust_extinction laws on the shipped BC table
 
 This module owns the *derivation* of the shipped tables; the simulator must never import it at run
 time (it needs ``lachesis-grids``, ``astrolachesis`` (installed ``--no-deps``; read with h5py, never
-imported), ``astro-sedpy``, ``pyphot``'s filter library file, ``h5py`` and ``astropy``).
+imported), ``astro-sedpy``, ``pyphot``'s filter library file, ``h5py``, ``astropy`` and, for the
+extinction laws, ``dust-extinction``).
 
 Outputs (in this folder)
 ------------------------
@@ -21,8 +23,13 @@ Outputs (in this folder)
     Bolometric corrections BC = M_bol − M_band (Vega, M_bol☉ = 4.74) on the MIST C3K grid
     (Teff, log g, [Fe/H], A_V; R_V = 3.1) for the HST bands, reconstructed by :mod:`.sedfit`, and
     MIST's own Bessell UBVRI BCs.
-``bc_hst_provenance.json`` and ``PROVENANCE.md``
-    Source versions, method, fit residuals and leave-one-band-out transfer errors.
+``extinction_laws.npz``
+    A_band(A_V) (mag) of the A_V = 0 SED of every node of ``bc_hst.npz`` reddened by ``dust_extinction``
+    laws (F99 and G23 at R_V 2.5, 3.1, 4.0; CCM89 at R_V 3.1), on the same nodes and A_V axis, built by
+    :mod:`.reddening`; selectable at run time with ``law=``/``rv=`` (the default stays the grid's own axis).
+``bc_hst_provenance.json``, ``extinction_laws_provenance.json`` and ``PROVENANCE.md``
+    Source versions, method, fit residuals, leave-one-band-out transfer errors, and each extinction
+    law's difference to the MIST grid axis.
 """
 
 from __future__ import annotations
@@ -39,7 +46,14 @@ import numpy as np
 
 from . import TABLE_DIR
 
-__all__ = ["build_isochrones", "build_photometry", "main", "ISOCHRONE_FEH", "BC_FEH"]
+__all__ = [
+    "build_isochrones",
+    "build_photometry",
+    "build_extinction_laws",
+    "main",
+    "ISOCHRONE_FEH",
+    "BC_FEH",
+]
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +212,44 @@ def build_photometry(out_dir: Path = TABLE_DIR, fehs=BC_FEH) -> Path:
     return sedfit.build(out_dir=out_dir, fehs=fehs)
 
 
+def build_extinction_laws(out_dir: Path = TABLE_DIR) -> Path:
+    """Redden the A_V = 0 SED of every node of the shipped ``bc_hst.npz`` with ``dust_extinction`` laws and
+    write ``extinction_laws.npz`` + ``extinction_laws_provenance.json`` (see :mod:`.reddening`)."""
+    from . import reddening
+
+    return reddening.build(out_dir=out_dir, bc_path=out_dir / "bc_hst.npz")
+
+
+def _extinction_md(out_dir: Path) -> list[str]:
+    """PROVENANCE.md section of the extinction-law table (empty if it was not built)."""
+    path = out_dir / "extinction_laws_provenance.json"
+    if not path.exists():
+        return []
+    prov = json.loads(path.read_text())
+    laws = ", ".join(f"{x['name']} (R_V {x['rv']})" for x in prov["laws"])
+    out = [
+        "## Extinction laws (`extinction_laws.npz`)",
+        "",
+        prov["method"] + ".",
+        "",
+        f"Laws: {laws}. A_V normalisation: {prov['a_v_normalisation']}. Sources: " + json.dumps(prov["sources"]),
+        "",
+        "Largest fraction of any band's throughput weight outside a law's validity range: "
+        + f"{max(max(v.values()) for v in prov['band_weight_fraction_outside_law_range'].values()):.3g} "
+        "(all shipped curves lie within 1980 Å–1.7 µm; the laws cover ≥ 1000 Å–3.3 µm).",
+        "",
+        f"Law − MIST grid axis, A_band at A_V = 1 (mag): median over the {prov['n_stellar_nodes']} stellar nodes "
+        "(solar [Fe/H]) / largest |difference|:",
+        "",
+    ]
+    first = next(iter(prov["law_minus_mist_axis"].values()))["A_V=1"]
+    out += ["| law | " + " | ".join(first) + " |", "|---" * (len(first) + 1) + "|"]
+    for law, rows in prov["law_minus_mist_axis"].items():
+        r = rows["A_V=1"]
+        out.append(f"| {law} | " + " | ".join(f"{v['median']:+.3f} / {v['max_abs']:.3f}" for v in r.values()) + " |")
+    return out + [""]
+
+
 def write_provenance_md(out_dir: Path = TABLE_DIR) -> Path:
     """Write the human-readable ``PROVENANCE.md`` from ``bc_hst_provenance.json`` and the isochrone files."""
     prov = json.loads((out_dir / "bc_hst_provenance.json").read_text())
@@ -251,6 +303,7 @@ def write_provenance_md(out_dir: Path = TABLE_DIR) -> Path:
                 + " |"
             )
         lines.append("")
+    lines += _extinction_md(out_dir)
     lines.append(
         "Full validation: `benchmarks/results/photometry.md` (`python -m benchmarks.photometry`)."
     )
@@ -264,7 +317,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m simulators.tables.build", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--only", choices=["isochrones", "photometry"], default=None)
+    p.add_argument("--only", choices=["isochrones", "photometry", "extinction"], default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.only in (None, "isochrones"):
@@ -272,6 +325,8 @@ def main(argv=None) -> None:
             build_isochrones(fam)
     if args.only in (None, "photometry"):
         build_photometry()
+    if args.only in (None, "extinction"):
+        build_extinction_laws()
     (out := TABLE_DIR / "build_versions.json").write_text(
         json.dumps(
             {
@@ -281,6 +336,7 @@ def main(argv=None) -> None:
                     "astrolachesis",
                     "astro-sedpy",
                     "pyphot",
+                    "dust-extinction",
                     "h5py",
                     "numpy",
                     "astropy",
