@@ -144,7 +144,7 @@ def hpd_credibility_joint(log_prob_true: np.ndarray, log_prob_samples: np.ndarra
 
 
 def marginal_credibility(
-    samples: np.ndarray, theta: np.ndarray, *, num_kde: int = 64, chunk: int = 128
+    samples: np.ndarray, theta: np.ndarray, *, num_kde: int = 128, chunk: int = 128
 ) -> np.ndarray:
     """Smallest 1-D HPD credibility level whose region contains the truth, per object and parameter.
 
