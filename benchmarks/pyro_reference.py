@@ -76,10 +76,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    from sbicluster.baselines.photometry import SmoothPhotometryModel, nuts_reference, train_npe
     from simulators.instruments import get_preset
     from simulators.population import StellarPopulation
-
-    from sbicluster.baselines.photometry import SmoothPhotometryModel, nuts_reference, train_npe
     from simulators.priors import DEFAULT_PRIOR
 
     prior = DEFAULT_PRIOR
