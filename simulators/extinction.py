@@ -1,11 +1,23 @@
-"""Extinction per star per band, consistent with each star's SED (MIST C3K grid A_V axis, R_V = 3.1).
+"""Extinction per star per band, consistent with each star's SED, for a selectable law and R_V.
 
-This module owns A_band(A_V; Teff, log g, [Fe/H]) = BC_band(A_V = 0) − BC_band(A_V), taken from the
-A_V axis of the shipped BC table (each A_V node of the MIST C3K grid was reddened with R_V = 3.1 and
-reconstructed separately, so hot and cool stars get their own effective A_band/A_V), and its compact
+This module owns A_band(A_V; Teff, log g, [Fe/H]) = BC_band(A_V = 0) − BC_band(A_V) and its compact
 representation as a polynomial in A_V without constant term, used by the batched population look-ups.
-It must not know about ages, IMFs or images. Other R_V values or laws are not supported by the
-shipped table (R_V is fixed to 3.1 by the source grid) and raise :class:`~simulators.errors.OutOfGridError`.
+It must not know about ages, IMFs or images.
+
+Laws (``law=``, ``rv=``; see :meth:`simulators.photometry.PhotometryTable.extinction_laws`):
+
+- ``"mist"`` (default, R_V = 3.1 only): the A_V axis of the shipped BC table — each A_V node of the
+  MIST C3K grid was reddened by MIST (Cardelli et al. 1989 law) and reconstructed separately.
+- ``"F99"`` (Fitzpatrick 1999, PASP 111, 63; R_V 2.5, 3.1, 4.0), ``"G23"`` (Gordon et al. 2023, ApJ 950,
+  86, arXiv:2304.01991; R_V 2.5, 3.1, 4.0) and ``"CCM89"`` (Cardelli, Clayton & Mathis 1989, ApJ 345, 245;
+  R_V 3.1): the ``dust_extinction`` law applied to each node's reconstructed A_V = 0 SED and integrated
+  through the same band curves (:mod:`simulators.tables.reddening`).
+
+Either way hot and cool stars get their own effective A_band/A_V. A_V is the law's own normalisation
+(monochromatic V); the band-integrated A_Bessell_V differs from it by ≲ 3 % (measured in
+``tests/test_extinction.py``). Any other law or R_V raises :class:`~simulators.errors.OutOfGridError`
+naming the available ones. How much the laws differ from the MIST axis is in
+``simulators/tables/PROVENANCE.md`` and ``benchmarks/results/photometry.md``.
 """
 
 from __future__ import annotations
@@ -14,20 +26,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import OutOfGridError
-from .photometry import PhotometryTable, check_bands, get_photometry_table
+from .photometry import DEFAULT_LAW, RV_DEFAULT, PhotometryTable, check_bands, get_photometry_table
 
-__all__ = ["RV_DEFAULT", "extinction", "extinction_polynomial", "evaluate_polynomial"]
+__all__ = [
+    "DEFAULT_LAW",
+    "RV_DEFAULT",
+    "available_laws",
+    "extinction",
+    "extinction_polynomial",
+    "evaluate_polynomial",
+]
 
-#: The only ratio of total to selective extinction available in the shipped grid.
-RV_DEFAULT = 3.1
 
-
-def _check_rv(rv: float) -> None:
-    if abs(rv - RV_DEFAULT) > 1e-6:
-        raise OutOfGridError(
-            f"R_V = {rv} is not available: the shipped MIST C3K grid is reddened with R_V = 3.1 only"
-        )
+def available_laws(table: PhotometryTable | None = None) -> dict[str, tuple[float, ...]]:
+    """Extinction laws and R_V values of the shipped tables, e.g. ``{"mist": (3.1,), "F99": (2.5, 3.1, 4.0), …}``."""
+    return (table or get_photometry_table()).extinction_laws()
 
 
 def extinction(
@@ -39,6 +52,7 @@ def extinction(
     feh: float = 0.0,
     rv: float = RV_DEFAULT,
     table: PhotometryTable | None = None,
+    law: str = DEFAULT_LAW,
 ) -> np.ndarray:
     """Extinction A_band (mag) of stars behind a screen of V-band extinction ``av``.
 
@@ -52,19 +66,32 @@ def extinction(
     feh : float
         [Fe/H] (dex).
     rv : float
-        Must be 3.1.
+        R_V of the law (default 3.1; see :func:`available_laws`).
     table : PhotometryTable, optional
+    law : str
+        ``"mist"`` (default: the BC grid's own A_V axis), ``"F99"``, ``"G23"`` or ``"CCM89"``.
 
     Returns
     -------
     ndarray (N, n_band)
         A_band in mag (≥ 0).
+
+    Raises
+    ------
+    OutOfGridError
+        Unavailable law or R_V (the message lists the available ones), A_V outside 0–6 mag, or
+        [Fe/H] outside the shipped nodes.
+
+    Examples
+    --------
+    >>> a = extinction([4.3], [4.0], 1.0, ["WFC3_UVIS_F336W", "WFC3_UVIS_F814W"], law="F99", rv=4.0)
+    >>> bool(a[0, 0] > a[0, 1] > 0)
+    True
     """
-    _check_rv(rv)
     table = table or get_photometry_table()
     bands = check_bands(bands)
-    bc0 = table.bolometric_corrections(log_teff, log_g, feh, 0.0, bands)
-    return bc0 - table.bolometric_corrections(log_teff, log_g, feh, av, bands)
+    bc0 = table.bolometric_corrections(log_teff, log_g, feh, 0.0, bands, law=law, rv=rv)
+    return bc0 - table.bolometric_corrections(log_teff, log_g, feh, av, bands, law=law, rv=rv)
 
 
 def extinction_polynomial(
@@ -75,6 +102,8 @@ def extinction_polynomial(
     feh: float = 0.0,
     degree: int = 3,
     table: PhotometryTable | None = None,
+    law: str = DEFAULT_LAW,
+    rv: float = RV_DEFAULT,
 ) -> tuple[np.ndarray, float]:
     """Least-squares fit A_band(A_V) ≈ Σ_{k=1..degree} c_k A_V^k on the grid's A_V nodes, per star and band.
 
@@ -86,6 +115,8 @@ def extinction_polynomial(
     degree : int
         Polynomial degree (no constant term: A_band(0) = 0 exactly).
     table : PhotometryTable, optional
+    law, rv : str, float
+        Extinction law and R_V (default: the grid's own A_V axis, R_V = 3.1); see :func:`extinction`.
 
     Returns
     -------
@@ -95,7 +126,7 @@ def extinction_polynomial(
         Largest |fit − grid| over all stars, bands and A_V nodes (mag).
     """
     table = table or get_photometry_table()
-    grid = table.bc_grid(log_teff, log_g, feh, bands)  # (N, n_av, n_band)
+    grid = table.bc_grid(log_teff, log_g, feh, bands, law=law, rv=rv)  # (N, n_av, n_band)
     a = grid[:, :1, :] - grid  # A_band at the nodes
     x = np.stack([table.av**k for k in range(1, degree + 1)], axis=1)  # (n_av, degree)
     coef, *_ = np.linalg.lstsq(x, a.transpose(1, 0, 2).reshape(len(table.av), -1), rcond=None)

@@ -15,6 +15,12 @@ Interpolation: linear in log10 Teff and in log g between grid nodes (values outs
 clamped to its edge: the grid spans 2500 K–1e6 K and log g −4…9.5, wider than any live star of the
 shipped isochrones except the very coolest pre-main-sequence/TP-AGB points below 2500 K), linear in
 [Fe/H] between the shipped nodes, and linear in A_V between the grid's A_V nodes (0–6 mag, R_V = 3.1).
+
+Extinction law (``law=``, ``rv=``): the default ``"mist"`` is the BC grid's own A_V axis (MIST C3K,
+R_V = 3.1). The other laws (``"F99"``, ``"G23"`` at R_V 2.5, 3.1, 4.0; ``"CCM89"`` at 3.1) come from
+``extinction_laws.npz`` (built by :mod:`simulators.tables.reddening`: each node's reconstructed SED
+reddened by the ``dust_extinction`` law and integrated through the same curves) on the same nodes and
+A_V axis, as BC(A_V) = BC_mist(A_V = 0) − A_band^law(A_V); it is loaded only when such a law is asked for.
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import OutOfGridError, UnknownBandError
+from .errors import OutOfGridError, SimulatorError, UnknownBandError
 from .tables import table_path
 
 __all__ = [
     "SUPPORTED_BANDS",
     "MBOL_SUN",
+    "DEFAULT_LAW",
+    "RV_DEFAULT",
     "check_bands",
     "PhotometryTable",
     "get_photometry_table",
@@ -59,6 +67,11 @@ SUPPORTED_BANDS: tuple[str, ...] = (
 #: Bolometric magnitude of the Sun (IAU 2015 B2 / MIST convention).
 MBOL_SUN = 4.74
 PHOTOMETRY_TABLE = "bc_hst.npz"
+EXTINCTION_TABLE = "extinction_laws.npz"
+#: Default extinction law: the BC grid's own A_V axis (MIST C3K, R_V = 3.1).
+DEFAULT_LAW = "mist"
+#: Default ratio of total to selective extinction.
+RV_DEFAULT = 3.1
 
 
 def check_bands(bands: Sequence[str] | str) -> tuple[str, ...]:
@@ -101,10 +114,13 @@ class PhotometryTable:
     logg : ndarray
         log g nodes (cgs).
     av : ndarray
-        A_V nodes (mag; R_V = 3.1).
+        A_V nodes (mag; shared by every extinction law).
     """
 
-    def __init__(self, path=None):
+    def __init__(self, path=None, extinction_path=None):
+        self._ext_path = extinction_path
+        self._ext: dict | None = None  # extinction_laws.npz, loaded on first use
+        self._law_cache: dict = {}  # BC arrays per extinction-law index
         with np.load(path or table_path(PHOTOMETRY_TABLE), allow_pickle=False) as d:
             self.bc = d["bc"]
             self.feh, self.teff, self.logg, self.av = d["feh"], d["teff"], d["logg"], d["av"]
@@ -120,6 +136,103 @@ class PhotometryTable:
                 if ok.any():
                     bc[idx] = np.interp(self.logg[idx[2]], self.logg[ok], line[ok])
 
+    def extinction_laws(self) -> dict[str, tuple[float, ...]]:
+        """Available extinction laws and their R_V values, ``{"mist": (3.1,), "F99": (2.5, 3.1, 4.0), …}``."""
+        out = {DEFAULT_LAW: (RV_DEFAULT,)}
+        ext = self._load_extinction(required=False)
+        if ext is not None:
+            for name, rv in zip(ext["laws"], ext["rv"], strict=True):
+                out.setdefault(name, ())
+                out[name] = out[name] + (float(rv),)
+        return out
+
+    def extinction_table_id(self, law: str = DEFAULT_LAW, rv: float = RV_DEFAULT) -> str | None:
+        """Identifier of the extinction-law table behind ``law``/``rv`` (``None`` for the grid's own axis)."""
+        name, _ = self._law_index(law, rv)
+        if name == DEFAULT_LAW:
+            return None
+        return f"{self._ext['table_id']}:{name}/Rv{float(rv):.2f}"
+
+    def check_law(self, law: str = DEFAULT_LAW, rv: float = RV_DEFAULT) -> str:
+        """Canonical name of an available extinction law (case-insensitive input).
+
+        Raises
+        ------
+        OutOfGridError
+            Unknown law, or an R_V not shipped for it (the message lists the available ones).
+        """
+        return self._law_index(law, rv)[0]
+
+    def _load_extinction(self, required: bool = True) -> dict | None:
+        if self._ext is None:
+            try:
+                path = self._ext_path or table_path(EXTINCTION_TABLE)
+            except SimulatorError:
+                if required:
+                    raise
+                return None
+            with np.load(path, allow_pickle=False) as d:
+                axes = str(d["axes"]).split(",")
+                order = [axes.index(a) for a in ("law", "feh", "teff", "logg", "av", "band")]
+                ext = {
+                    "a_band": np.ascontiguousarray(d["a_band"].transpose(order)),
+                    "laws": tuple(str(x) for x in d["laws"]),
+                    "rv": np.asarray(d["rv"], float),
+                    "bands": tuple(str(b) for b in d["bands"]),
+                    "table_id": str(d["table_id"]),
+                }
+                same = (
+                    ext["bands"] == self.bands
+                    and np.allclose(d["feh"], self.feh)
+                    and np.allclose(d["teff"], self.teff)
+                    and np.allclose(d["logg"], self.logg)
+                    and np.allclose(d["av"], self.av)
+                )
+            if not same:
+                raise SimulatorError(
+                    f"{EXTINCTION_TABLE} does not match the nodes of {PHOTOMETRY_TABLE}; rebuild it with "
+                    "`python -m simulators.tables.build --only extinction`"
+                )
+            self._ext = ext
+        return self._ext
+
+    def _law_index(self, law: str, rv: float) -> tuple[str, int | None]:
+        """Canonical law name and its index in the extinction table (``None`` for the grid axis).
+
+        Raises
+        ------
+        OutOfGridError
+            Unknown law, or an R_V not shipped for it (the message lists the available ones).
+        """
+        key = str(law).strip().lower()
+        rv = float(rv)
+        if key == DEFAULT_LAW:
+            if abs(rv - RV_DEFAULT) <= 1e-6:
+                return DEFAULT_LAW, None
+        else:
+            ext = self._load_extinction(required=False)
+            if ext is not None:
+                for i, (name, r) in enumerate(zip(ext["laws"], ext["rv"], strict=True)):
+                    if name.lower() == key and abs(r - rv) <= 1e-6:
+                        return name, i
+        avail = "; ".join(
+            f"{n} (R_V {', '.join(f'{r:g}' for r in rs)})" for n, rs in self.extinction_laws().items()
+        )
+        raise OutOfGridError(
+            f"extinction law {law!r} with R_V = {rv:g} is not available; available laws: {avail}. "
+            "Other laws or R_V values need a rebuilt table (simulators/tables/reddening.py)"
+        )
+
+    def _law_bc(self, law: str, rv: float) -> np.ndarray:
+        """BC array (feh, teff, logg, av, band) for an extinction law: BC_mist(A_V = 0) − A_band^law(A_V)."""
+        name, i = self._law_index(law, rv)
+        if i is None:
+            return self.bc
+        if i not in self._law_cache:
+            a = self._load_extinction()["a_band"][i]
+            self._law_cache[i] = (self.bc[:, :, :, :1, :] - a).astype(np.float32)
+        return self._law_cache[i]
+
     def _feh_weights(self, feh: float) -> list[tuple[int, float]]:
         f = self.feh
         if not (f[0] - 1e-9 <= feh <= f[-1] + 1e-9):
@@ -131,7 +244,14 @@ class PhotometryTable:
         return [(j, 1 - t), (j + 1, t)]
 
     def bc_grid(
-        self, log_teff, log_g, feh: float = 0.0, bands: Sequence[str] = SUPPORTED_BANDS
+        self,
+        log_teff,
+        log_g,
+        feh: float = 0.0,
+        bands: Sequence[str] = SUPPORTED_BANDS,
+        *,
+        law: str = DEFAULT_LAW,
+        rv: float = RV_DEFAULT,
     ) -> np.ndarray:
         """Bolometric corrections on all A_V nodes.
 
@@ -142,13 +262,24 @@ class PhotometryTable:
         feh : float
             [Fe/H] (dex), within the shipped nodes.
         bands : sequence of str
+        law : str
+            Extinction law: ``"mist"`` (the grid's own A_V axis, default), ``"F99"``, ``"G23"``, ``"CCM89"``
+            (see :meth:`extinction_laws`).
+        rv : float
+            R_V of the law (default 3.1).
 
         Returns
         -------
         ndarray, shape (N, n_av, n_band)
             BC = M_bol − M_band in mag at ``self.av``.
+
+        Raises
+        ------
+        OutOfGridError
+            [Fe/H] outside the shipped nodes, or an unavailable law/R_V.
         """
         bands = check_bands(bands)
+        table = self._law_bc(law, rv)
         bi = [self.bands.index(b) for b in bands]
         lt = np.clip(np.asarray(log_teff, float).ravel(), self.log_teff[0], self.log_teff[-1])
         lg = np.clip(np.asarray(log_g, float).ravel(), self.logg[0], self.logg[-1])
@@ -160,7 +291,7 @@ class PhotometryTable:
         for jf, wf in self._feh_weights(feh):
             if wf == 0.0:
                 continue
-            sub = self.bc[jf][..., bi]  # (teff, logg, av, band)
+            sub = table[jf][..., bi]  # (teff, logg, av, band)
             out = out + wf * (
                 (1 - tt) * (1 - tg) * sub[it, ig]
                 + tt * (1 - tg) * sub[it + 1, ig]
@@ -170,7 +301,15 @@ class PhotometryTable:
         return np.asarray(out, dtype=np.float64)
 
     def bolometric_corrections(
-        self, log_teff, log_g, feh: float = 0.0, av=0.0, bands: Sequence[str] = SUPPORTED_BANDS
+        self,
+        log_teff,
+        log_g,
+        feh: float = 0.0,
+        av=0.0,
+        bands: Sequence[str] = SUPPORTED_BANDS,
+        *,
+        law: str = DEFAULT_LAW,
+        rv: float = RV_DEFAULT,
     ) -> np.ndarray:
         """Bolometric corrections BC = M_bol − M_band (mag) at given A_V (linear between A_V nodes).
 
@@ -179,8 +318,12 @@ class PhotometryTable:
         log_teff, log_g : array_like (N,)
         feh : float
         av : float or array_like (N,)
-            V-band extinction in mag, 0 ≤ A_V ≤ 6 (R_V = 3.1).
+            V-band extinction in mag, 0 ≤ A_V ≤ 6 (the law's own A_V normalisation).
         bands : sequence of str
+        law : str
+            ``"mist"`` (default: the grid's A_V axis, R_V = 3.1), ``"F99"``, ``"G23"`` or ``"CCM89"``.
+        rv : float
+            R_V of the law (default 3.1; F99/G23 ship 2.5, 3.1, 4.0; CCM89 and mist 3.1 only).
 
         Returns
         -------
@@ -189,9 +332,10 @@ class PhotometryTable:
         Raises
         ------
         OutOfGridError
-            A_V outside 0–6 mag or [Fe/H] outside the shipped nodes.
+            A_V outside 0–6 mag, [Fe/H] outside the shipped nodes, or an unavailable law/R_V (the
+            message lists the available ones).
         """
-        grid = self.bc_grid(log_teff, log_g, feh, bands)
+        grid = self.bc_grid(log_teff, log_g, feh, bands, law=law, rv=rv)
         av = np.broadcast_to(np.asarray(av, float), (grid.shape[0],))
         if av.size and (
             av.min() < self.av[0] - 1e-9
@@ -199,7 +343,7 @@ class PhotometryTable:
             or not np.all(np.isfinite(av))
         ):
             raise OutOfGridError(
-                f"A_V must lie in {self.av[0]}–{self.av[-1]} mag (R_V = 3.1); got {av.min()}–{av.max()}"
+                f"A_V must lie in {self.av[0]}–{self.av[-1]} mag; got {av.min()}–{av.max()}"
             )
         j = np.clip(np.searchsorted(self.av, av) - 1, 0, len(self.av) - 2)
         t = ((av - self.av[j]) / (self.av[j + 1] - self.av[j]))[:, None]
@@ -222,6 +366,8 @@ def absolute_magnitudes(
     feh: float = 0.0,
     av=0.0,
     table: PhotometryTable | None = None,
+    law: str = DEFAULT_LAW,
+    rv: float = RV_DEFAULT,
 ) -> np.ndarray:
     """Absolute Vega magnitudes of stars.
 
@@ -238,9 +384,12 @@ def absolute_magnitudes(
     feh : float
         [Fe/H] in dex (within the shipped photometry nodes, −1…+0.25).
     av : float or array_like (N,)
-        Extinction A_V in mag (0–6, R_V = 3.1), applied through the SED-consistent grid.
+        Extinction A_V in mag (0–6), applied through the SED-consistent grid.
     table : PhotometryTable, optional
         Defaults to the shipped table.
+    law, rv : str, float
+        Extinction law and R_V (default: the grid's own A_V axis, R_V = 3.1); see
+        :meth:`PhotometryTable.bolometric_corrections`.
 
     Returns
     -------
@@ -255,7 +404,7 @@ def absolute_magnitudes(
     """
     table = table or get_photometry_table()
     log_L = np.asarray(log_L, float).ravel()
-    bc = table.bolometric_corrections(log_teff, log_g, feh, av, bands)
+    bc = table.bolometric_corrections(log_teff, log_g, feh, av, bands, law=law, rv=rv)
     return (MBOL_SUN - 2.5 * log_L)[:, None] - bc
 
 

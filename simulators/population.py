@@ -14,9 +14,12 @@ Build (once, a few seconds; numpy)
    (:meth:`simulators.photometry.PhotometryTable.bolometric_corrections`: MIST C3K BCs reconstructed
    into HST bands); M = M_bol − BC with M_bol = 4.74 − 2.5 log L/L☉.
 3. Extinction per row and band as a cubic without constant term, A(A_V) = c1 A_V + c2 A_V² + c3 A_V³,
-   fitted to the BC grid's own A_V axis (0–6 mag, R_V = 3.1) by
-   :func:`simulators.extinction.extinction_polynomial`, so each star's extinction follows its own
-   SED. The largest fit error over all rows is kept in :attr:`StellarPopulation.extinction_fit_error`.
+   fitted on the A_V nodes (0–6 mag) of the selected law by
+   :func:`simulators.extinction.extinction_polynomial` — by default the BC grid's own A_V axis
+   (MIST, R_V = 3.1); ``extinction_law="F99" | "G23" | "CCM89"`` with ``rv`` selects a
+   ``dust_extinction`` law applied to each node's reconstructed SED — so each star's extinction
+   follows its own SED. The largest fit error over all rows is kept in
+   :attr:`StellarPopulation.extinction_fit_error`.
 4. For smooth light, the IMF-expected cumulative flux of all rows up to each row, per 1 M☉ of total
    initial mass, on A_V ∈ {0, 1, …, 6}: between rows j−1 and j the exact IMF number of stars
    times the logarithmic mean of the two fluxes (exact when magnitudes vary linearly in mass and
@@ -45,7 +48,14 @@ from .errors import OutOfGridError, SimulatorError
 from .extinction import extinction_polynomial
 from .imf import IMF, get_imf
 from .isochrones import get_isochrone_grid
-from .photometry import MBOL_SUN, SUPPORTED_BANDS, check_bands, get_photometry_table
+from .photometry import (
+    DEFAULT_LAW,
+    MBOL_SUN,
+    RV_DEFAULT,
+    SUPPORTED_BANDS,
+    check_bands,
+    get_photometry_table,
+)
 
 __all__ = ["StellarPopulation", "SUPPORTED_BANDS"]
 
@@ -59,17 +69,19 @@ _CHUNK_ROWS = 65536
 _CACHE: dict = {}
 
 
-def _build(bands: tuple, feh: float, family: str, imf: IMF, lo: float, hi: float, age_step: float) -> dict:
+def _build(bands: tuple, feh: float, family: str, imf: IMF, lo: float, hi: float, age_step: float,
+           law: str = DEFAULT_LAW, rv: float = RV_DEFAULT) -> dict:
     """Numpy look-up tables of a population (cached: the same request is built once per process)."""
-    key = (bands, feh, family, type(imf).__name__, imf.m_min, imf.m_max, lo, hi, age_step)
+    key = (bands, feh, family, type(imf).__name__, imf.m_min, imf.m_max, lo, hi, age_step, law, rv)
     if key not in _CACHE:
         if len(_CACHE) >= 8:
             _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = _build_uncached(bands, feh, family, imf, lo, hi, age_step)
+        _CACHE[key] = _build_uncached(bands, feh, family, imf, lo, hi, age_step, law, rv)
     return _CACHE[key]
 
 
-def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, hi: float, age_step: float) -> dict:
+def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, hi: float, age_step: float,
+                    law: str = DEFAULT_LAW, rv: float = RV_DEFAULT) -> dict:
     bands = check_bands(bands)
     grid = get_isochrone_grid(family)
     a_lo, a_hi = float(grid.age_values[0]), float(grid.age_values[-1])
@@ -91,7 +103,8 @@ def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, 
     for s in range(0, len(lt), _CHUNK_ROWS):  # bounded memory for many bands
         sl = slice(s, s + _CHUNK_ROWS)
         m0[sl] = mbol[sl, None] - table.bolometric_corrections(lt[sl], lg[sl], feh, 0.0, bands)
-        coef[sl], err = extinction_polynomial(lt[sl], lg[sl], bands, feh=feh, degree=3, table=table)
+        coef[sl], err = extinction_polynomial(lt[sl], lg[sl], bands, feh=feh, degree=3, table=table,
+                                              law=law, rv=rv)
         ext_err = max(ext_err, err)
     if not (np.all(np.isfinite(m0)) and np.all(np.isfinite(coef))):
         raise SimulatorError("photometry table gives non-finite magnitudes for some isochrone rows; rebuild the tables")
@@ -115,6 +128,8 @@ def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, 
     phot_id = table.table_id
     table_id = (f"{phot_id}|{family}:{grid.source.split(' sha256')[0]}|feh{feh:+.2f}"
                 f"|age{lo:.2f}-{hi:.2f}/{age_step:g}")
+    if law != DEFAULT_LAW:  # the default (grid A_V axis) keeps the historical id, so existing model cards stay valid
+        table_id += f"|ext:{table.extinction_table_id(law, rv)}"
     log.info("StellarPopulation %s built: %d ages x %d rows, extinction cubic max err %.3f mag, "
              "cumulative fit max err %.4f dex", bands, n_age, L, ext_err, cum_err)
     return {"mass": mass, "mags": mags, "coef": cf, "cum": cum_coef, "max_mass": max_mass, "ages": ages,
@@ -183,13 +198,23 @@ class StellarPopulation:
         Device of the look-up tables.
     age_step : float
         Fine log-age grid step, dex (default 0.01).
+    extinction_law : str
+        ``"mist"`` (default: the BC grid's own A_V axis, R_V = 3.1), ``"F99"``, ``"G23"`` or ``"CCM89"``
+        (see :func:`simulators.extinction.available_laws`).
+    rv : float
+        R_V of the law (default 3.1; F99 and G23 also 2.5 and 4.0).
 
     Attributes
     ----------
     bands : tuple of str
     imf : IMF
     table_id : str
-        Identifier of the photometry + isochrone tables, for model cards.
+        Identifier of the photometry + isochrone tables, for model cards (with ``|ext:<law table>``
+        appended only for a non-default extinction law).
+    extinction_law : str
+        Canonical name of the extinction law.
+    rv : float
+        R_V of the extinction law.
     log_ages : torch.Tensor
         The fine log-age grid (log10 yr).
     extinction_fit_error : float
@@ -202,7 +227,8 @@ class StellarPopulation:
     UnknownBandError
         Unsupported band (the message lists the supported ones).
     OutOfGridError
-        Ages or metallicity outside the tables (the message names the valid range).
+        Ages or metallicity outside the tables (the message names the valid range), or an
+        unavailable extinction law / R_V (the message names the available ones).
 
     Examples
     --------
@@ -213,13 +239,16 @@ class StellarPopulation:
     """
 
     def __init__(self, bands: Sequence[str], *, feh: float = 0.0, family: str = "mist", imf: str | IMF = "kroupa",
-                 log_age_range=(6.0, 10.1), device="cpu", age_step: float = 0.01):
+                 log_age_range=(6.0, 10.1), device="cpu", age_step: float = 0.01,
+                 extinction_law: str = DEFAULT_LAW, rv: float = RV_DEFAULT):
         self.imf = get_imf(imf)
+        self.extinction_law = get_photometry_table().check_law(extinction_law, rv)
+        self.rv = float(rv)
         self.family, self.feh = family.lower(), float(feh)
         lo, hi = (float(x) for x in log_age_range)
         self.age_step = float(age_step)
         built = _build(tuple([bands] if isinstance(bands, str) else bands), self.feh, self.family, self.imf,
-                       lo, hi, self.age_step)
+                       lo, hi, self.age_step, self.extinction_law, self.rv)
         self.bands, self.table_id = built["bands"], built["table_id"]
         self.extinction_fit_error = built["extinction_fit_error"]
         self.cumulative_fit_error = built["cumulative_fit_error"]
@@ -280,7 +309,7 @@ class StellarPopulation:
         initial_mass : torch.Tensor
             Initial masses, M☉, shape (B, K); entries ≤ 0 are padding.
         av : torch.Tensor
-            V-band extinction A_V, mag, shape (B,), in [0, 6] (R_V = 3.1).
+            V-band extinction A_V, mag, shape (B,), in [0, 6] (law and R_V of this population).
 
         Returns
         -------
@@ -369,4 +398,4 @@ class StellarPopulation:
 
     def __repr__(self) -> str:
         return (f"StellarPopulation(bands={self.bands}, family={self.family!r}, feh={self.feh:+.2f}, "
-                f"imf={self.imf.name!r}, ages={float(self.log_ages[0]):.2f}-{float(self.log_ages[-1]):.2f})")
+                f"imf={self.imf.name!r}, extinction={self.extinction_law}/R_V={self.rv:g}, ages={float(self.log_ages[0]):.2f}-{float(self.log_ages[-1]):.2f})")
