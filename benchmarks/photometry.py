@@ -8,7 +8,9 @@ Writes ``benchmarks/results/photometry.json`` / ``.md`` and ``photometry_ssp.png
 4. closure of the reconstruction on two real spectra (Kurucz Sun, CALSPEC Vega) — needs the build packages,
 5. the Sun's absolute magnitudes beside Willmer (2018),
 6. SED-consistent extinction vs a single band-averaged A_band/A_V,
-7. simple stellar population: integrated F336W−F814W and F438W−F814W vs age, and F814W M/L vs age.
+7. simple stellar population: integrated F336W−F814W and F438W−F814W vs age, and F814W M/L vs age,
+8. selectable extinction laws (F99, G23, CCM89 from ``dust_extinction``): A_band at A_V = 1 for an early-B
+   dwarf, a Sun-like star and a K giant per law and R_V, and the difference to the MIST grid axis.
 
 Fit residuals, leave-one-out and blackbody errors (1–3) are read from the provenance written by
 ``python -m simulators.tables.build`` (same code, same grid); everything else is measured in this run.
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from benchmarks._meta import environment, write_results
-from simulators.extinction import extinction
+from simulators.extinction import available_laws, extinction
 from simulators.isochrones import get_isochrone_grid
 from simulators.photometry import SUPPORTED_BANDS, absolute_magnitudes, get_photometry_table
 from simulators.tables import table_path
@@ -139,6 +141,51 @@ def extinction_cost() -> dict:
     return out
 
 
+EXT_STARS = {  # name: (Teff K, log g)
+    "B0-B1 dwarf (25 000 K, log g 4.0)": (25000.0, 4.0),
+    "Sun-like (5772 K, log g 4.44)": (5772.0, 4.44),
+    "K giant (4500 K, log g 2.5)": (4500.0, 2.5),
+}
+EXT_BANDS = [
+    "WFC3_UVIS_F275W",
+    "WFC3_UVIS_F336W",
+    "WFC3_UVIS_F438W",
+    "WFC3_UVIS_F555W",
+    "ACS_WFC_F606W",
+    "WFC3_UVIS_F814W",
+    "WFC3_IR_F110W",
+    "WFC3_IR_F160W",
+    "Bessell_V",
+]
+
+
+def extinction_laws() -> dict:
+    """A_band at A_V = 1 per law and R_V for three stars, and law − MIST-axis differences (mag)."""
+    out = {"a_v": 1.0, "bands": EXT_BANDS, "stars": {}}
+    for name, (teff, logg) in EXT_STARS.items():
+        rows = {}
+        mist = extinction([np.log10(teff)], [logg], 1.0, EXT_BANDS)[0]
+        for law, rvs in available_laws().items():
+            for rv in rvs:
+                a = extinction([np.log10(teff)], [logg], 1.0, EXT_BANDS, law=law, rv=rv)[0]
+                rows[f"{law} R_V={rv:g}"] = {
+                    "A_band": dict(zip(EXT_BANDS, map(float, a), strict=True)),
+                    "minus_mist": dict(zip(EXT_BANDS, map(float, a - mist), strict=True)),
+                }
+        out["stars"][name] = rows
+    try:
+        prov = json.loads(table_path("extinction_laws_provenance.json").read_text())
+        out["provenance"] = {k: prov[k] for k in ("method", "sources", "a_v_normalisation", "n_stellar_nodes")}
+        out["law_minus_mist_axis"] = {  # the report's bands only, median and largest |difference|
+            law: {avk: {b: {k: r[b][k] for k in ("median", "max_abs")} for b in EXT_BANDS if b in r}
+                  for avk, r in rows.items()}
+            for law, rows in prov["law_minus_mist_axis"].items()
+        }
+    except Exception:  # noqa: BLE001 - provenance absent: report the measured numbers only
+        pass
+    return out
+
+
 def ssp(ages) -> dict:
     from simulators.population import StellarPopulation
 
@@ -216,6 +263,7 @@ def main() -> dict:
         "closure": closure(),
         "extinction": extinction_cost(),
         "ssp": ssp(ages),
+        "extinction_laws": extinction_laws(),
     }
     from pathlib import Path
 
@@ -414,7 +462,62 @@ def markdown(res: dict, bins) -> str:
         "![SSP colours and M/L](photometry_ssp.png)",
         "",
     ]
+    out += _laws_markdown(res["extinction_laws"])
     return "\n".join(out)
+
+
+def _laws_markdown(e: dict) -> list[str]:
+    short = [b.split("_")[-1] for b in e["bands"]]
+    out = [
+        "## 8. Selectable extinction laws (A_band at A_V = 1 mag)",
+        "",
+        "`law=\"mist\"` (default) is the BC grid's own A_V axis (MIST C3K, CCM89, R_V = 3.1); F99 (Fitzpatrick 1999), "
+        "G23 (Gordon et al. 2023) and CCM89 come from `simulators/tables/extinction_laws.npz`: each BC node's reconstructed "
+        "A_V = 0 SED reddened by the `dust_extinction` law and integrated through the same curves "
+        + (f"(dust-extinction {e['provenance']['sources']['dust-extinction']}; A_V normalisation: "
+           f"{e['provenance']['a_v_normalisation']})" if "provenance" in e else "")
+        + ". Every band's throughput lies inside every law's validity range (F99/CCM89 1000 Å–3.3 µm, G23 912 Å–32 µm). "
+        "Cells: A_band (law − MIST axis), mag.",
+        "",
+    ]
+    for star, rows in e["stars"].items():
+        out += [f"**{star}**", "", "| law | " + " | ".join(short) + " |", "|---" * (len(short) + 1) + "|"]
+        for law, r in rows.items():
+            cells = [
+                f"{r['A_band'][b]:.3f}" + ("" if law.startswith("mist") else f" ({r['minus_mist'][b]:+.3f})")
+                for b in e["bands"]
+            ]
+            out.append(f"| {law} | " + " | ".join(cells) + " |")
+        out.append("")
+    if "law_minus_mist_axis" in e:
+        n = e["provenance"]["n_stellar_nodes"]
+        out += [
+            f"Law − MIST axis over the {n} BC-grid nodes visited by solar MIST isochrones ([Fe/H] = 0), A_V = 1 and A_V = 6: "
+            "median / largest |difference| (mag):",
+            "",
+        ]
+        bands = [b for b in e["bands"] if b in next(iter(e["law_minus_mist_axis"].values()))["A_V=1"]]
+        out += ["| law | A_V | " + " | ".join(b.split("_")[-1] for b in bands) + " |", "|---" * (len(bands) + 2) + "|"]
+        for law, rows in e["law_minus_mist_axis"].items():
+            for avk, r in rows.items():
+                out.append(f"| {law} | {avk.split('=')[1]} | "
+                           + " | ".join(f"{r[b]['median']:+.3f} / {r[b]['max_abs']:.3f}" for b in bands) + " |")
+        out.append("")
+    out += [
+        "Reading: CCM89 on the reconstructed SEDs reproduces the MIST axis (which MIST built with CCM89, R_V = 3.1) to "
+        "≤ 0.03 mag at A_V = 1 and ≤ 0.11 mag at A_V = 6 in every band from F438W to F160W, which validates the method; F275W "
+        "differs by ≈ −0.2 mag at A_V = 1 for hot stars because the grid axis obtains F275W from a smooth SED fitted to each "
+        "reddened node (GALEX NUV and u only), which cannot follow the 2175 Å bump, whereas here the law multiplies the SED "
+        "directly (F336W: ≈ −0.04). F99 at R_V = 3.1 differs from the MIST axis by ≈ −0.05 mag in F606W/F814W and ≈ −0.2 mag "
+        "in F275W (hot stars) at A_V = 1 — a genuine law difference: F99 puts less extinction per unit A_V longward of V "
+        "(A_F814W/A_V 0.57 against 0.62 for CCM89; its k = 1 reference is 5414 Å, not ≈ 5500 Å). G23 at R_V = 3.1 is within "
+        "0.02 mag of the axis from F555W to F160W. Going from R_V = 2.5 to 4.0 lowers A_F336W by 0.3–0.4 mag and A_F275W by "
+        "0.6–0.7 mag per unit A_V (greyer dust) while A_F814W rises (G23) or stays within 0.07 mag (F99). The population's "
+        "cubic in A_V fits every law to ≤ 0.017 mag except F275W (≤ 0.05; 0.10–0.12 at R_V = 2.5, where A_F275W reaches "
+        "15 mag at A_V = 6). Tests: `tests/test_extinction.py`.",
+        "",
+    ]
+    return out
 
 
 if __name__ == "__main__":
