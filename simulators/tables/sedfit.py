@@ -23,6 +23,8 @@ the BCs carry the absolute level, the correction needs no separate normalisation
 then integrated through the HST total-throughput curves (``astro-sedpy``; WFC3/UVIS F438W from
 ``pyphot``'s filter curve, see PROVENANCE) in the Vega system. Extinction comes from the grid's own
 A_V axis (R_V = 3.1): each A_V node is fitted independently, so A_band is consistent with each star's SED.
+Other laws (``dust_extinction`` F99, G23, CCM89) are applied to the A_V = 0 SEDs of this fit by
+:mod:`.reddening` (``extinction_laws.npz``).
 
 This module must not be imported at simulation time.
 """
