@@ -1,8 +1,9 @@
-"""The paper's binned-softmax baseline: densities, sampling and training on a known problem."""
+"""Binned head (densities, sampling, training) and the helpers of benchmarks/baselines.py."""
 
 import math
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -85,3 +86,96 @@ def test_training_recovers_parameters_to_bin_resolution():
     lp = m.log_prob(test.theta, test.images)
     # the prior density is −log V = −3.53; one bin in every dimension would give +7.0
     assert torch.isfinite(lp).all() and float(lp.mean()) > 0.5
+
+
+# --------------------------------------------------------------- benchmarks/baselines.py helpers
+def test_tie_randomised_credibility_is_uniform_for_a_calibrated_binned_posterior():
+    from benchmarks.baselines import hpd_credibility_ties
+    from sbicluster.diagnostics.coverage import coverage_from_credibility, hpd_credibility_joint
+
+    rng = np.random.default_rng(0)
+    n, s, k = 4000, 200, 6
+    p = rng.dirichlet(np.ones(k), size=n)  # per-object bin probabilities (equal bin widths)
+    cum = p.cumsum(1)
+    truth = (rng.uniform(size=(n, 1)) > cum).sum(1)  # true bin ~ p: calibrated by construction
+    draws = (rng.uniform(size=(n, s, 1)) > cum[:, None, :]).sum(2)
+    lp_true = np.log(p[np.arange(n), truth])
+    lp_draws = np.log(np.take_along_axis(p, draws, axis=1))
+    fair = coverage_from_credibility(hpd_credibility_ties(lp_true, lp_draws, rng))
+    strict = coverage_from_credibility(hpd_credibility_joint(lp_true, lp_draws))
+    assert fair.max_abs_deviation < 0.03, fair.empirical - fair.levels
+    # the strict count treats the truth's whole bin as "inside": coverage biased high
+    assert strict.max_abs_deviation > 0.1 and strict.verdict == "underconfident"
+    # without ties (a continuous density) both constructions agree exactly
+    lp_cont = rng.normal(size=(50, 100))
+    assert np.array_equal(hpd_credibility_ties(lp_cont[:, 0], lp_cont[:, 1:], rng),
+                          hpd_credibility_joint(lp_cont[:, 0], lp_cont[:, 1:]))
+
+
+def test_aperture_pixel_count_matches_aperture_magnitudes():
+    from benchmarks.baselines import aperture_pixel_count
+    from sbicluster.baselines.photometry import aperture_magnitudes
+
+    images = torch.ones((1, 2, 64, 64))
+    for radius in (3.0, 8.0, 12.5):
+        b = 1.0
+        mag = aperture_magnitudes(images, radius, softening=b)
+        flux = 2 * b * torch.sinh(-mag / (2.5 / math.log(10.0)) - math.log(b))
+        n = aperture_pixel_count((64, 64), radius)
+        assert torch.allclose(flux, torch.full_like(flux, float(n)), rtol=1e-4)
+        assert abs(n - math.pi * radius**2) < 4 * radius  # a disc, up to its pixelated edge
+
+
+class _PoolToy(_LinearToy):
+    """:class:`_LinearToy` with the attributes :func:`write_dataset` needs, half clusters."""
+
+    image_shape = (4, 1, 1)
+
+    def card(self):
+        return {"name": "linear toy"}
+
+    def simulate(self, n, generator):
+        batch = super().simulate(n, generator)
+        batch.label = (torch.rand(n, generator=generator) < 0.5).long()
+        return batch
+
+
+def test_pool_stream_replays_the_flow_trainers_batches(tmp_path):
+    import h5py
+
+    from benchmarks.baselines import PoolStream, contiguous_copy
+    from sbicluster.training import _DiskSource, write_dataset
+
+    chunked = write_dataset(_PoolToy(), 300, tmp_path / "chunked.h5",
+                            torch.Generator().manual_seed(0), chunk=64, progress=False)
+    pool = contiguous_copy(chunked, tmp_path / "pool.h5")
+    with h5py.File(chunked) as a, h5py.File(pool) as b:
+        assert dict(a.attrs) == dict(b.attrs) and set(a) == set(b)
+        assert all(np.array_equal(a[k][:], b[k][:]) for k in a)
+        assert b["images"].chunks is None
+    # the trainer's source for TrainingConfig(seed=5, val_size=40, dataset=pool, batch_size=32)
+    trainer = _DiskSource(str(pool), torch.Generator().manual_seed(5), 40)
+    stream = PoolStream(pool, seed=5, val_size=40)
+    seen = []
+    for _ in range(20):  # > 2 epochs of 260 training rows: reshuffles included
+        x, y = trainer.next(32), stream.simulate(32, torch.Generator())
+        assert torch.equal(x.theta, y.theta) and torch.equal(x.images, y.images)
+        assert torch.equal(x.label, y.label)
+        seen.append(y.theta)
+    assert not bool((torch.cat(seen)[:, None] == stream.validation().theta[None]).all(-1).any())
+    stream.close()
+
+
+@pytest.mark.slow
+def test_baselines_benchmark_end_to_end(tmp_path):
+    """The whole benchmark at toy size (≈ 1 min on one core): files written, metrics finite."""
+    from benchmarks.baselines import main
+
+    res = main(["--steps", "5", "--batch-size", "16", "--pool", "256", "--test", "32",
+                "--samples", "100", "--embedding", "small", "--npe-epochs", "5",
+                "--out-dir", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work")])
+    for ext in ("json", "md", "png"):
+        assert (tmp_path / "out" / f"baselines.{ext}").is_file()
+    for summary in res["summary"].values():
+        assert np.isfinite(summary["nlp"]["mean"])
+        assert 0.0 <= summary["coverage"]["joint"]["max_abs_deviation"] <= 1.0
