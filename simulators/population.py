@@ -373,28 +373,98 @@ class StellarPopulation:
         below = (t[:, 0] <= rows[:, 0])[:, None]
         return torch.where(below, torch.zeros_like(flux), flux)
 
+    def _whole_flux_at_nodes(self, k: torch.Tensor, av: torch.Tensor) -> torch.Tensor:
+        """IMF-expected flux of all live stars at fine-grid age nodes, per 1 M☉ of initial mass.
+
+        The same arithmetic as :meth:`unresolved_flux_per_mass` with an infinite mass threshold at
+        the ages ``log_ages[k]`` (so the values are identical), without rounding an age or checking
+        ranges, and with no Python-side branching on values (traceable by ``torch.jit.trace``).
+
+        Parameters
+        ----------
+        k : torch.Tensor
+            Fine-grid age indices (long), shape (N,).
+        av : torch.Tensor
+            A_V, mag, shape (N,), already checked and clamped to [0, 6].
+
+        Returns
+        -------
+        torch.Tensor
+            (N, n_band) flux per 1 M☉ (a star of absolute magnitude 0 has flux 1).
+        """
+        # the top live segment (j-1, j) of every node's (L+1)-row mass table (ascending, +inf
+        # padding after the live rows); searching all nodes at once avoids gathering rows
+        top = torch.full((self._mass_ext.shape[0], 1), float("inf"), dtype=torch.float32, device=self.device)
+        j = torch.searchsorted(self._mass_ext, top).clamp(1, self._L)[k]  # (N, 1)
+        base = (k * (self._L + 1))[:, None]
+        flat = self._mass_ext.reshape(-1)
+        m0, m1 = flat[base + j - 1], flat[base + j]
+        finite = torch.isfinite(m1)
+        m1c = torch.where(finite, m1, m0)
+        c0, c1 = self.imf.cdf(m0).to(torch.float32), self.imf.cdf(m1c).to(torch.float32)
+        w = ((c1 - c0) / (c1 - c0).clamp_min(1e-30)).clamp(0, 1)
+        w = torch.where(finite & (m1c > m0), w, torch.ones_like(w))
+        k0 = (base + j - 1).squeeze(1)
+        k1 = torch.where(finite, base + j, base + j - 1).squeeze(1)
+        a = av[:, None]
+        poly = lambda c: c[..., 0] + a * (c[..., 1] + a * (c[..., 2] + a * c[..., 3]))  # noqa: E731
+        f0, f1 = 10 ** poly(self._cum[k0]), 10 ** poly(self._cum[k1])
+        return f0 + w * (f1 - f0)
+
     def integrated_magnitudes(self, log_age: torch.Tensor, av: torch.Tensor, log_mass: torch.Tensor) -> torch.Tensor:
-        """Smooth (IMF-expected) absolute magnitudes of a whole population.
+        """Smooth (IMF-expected) absolute magnitudes of a whole population, continuous in age.
+
+        The whole-population flux per unit mass, f(t, A_V) = :meth:`unresolved_flux_per_mass` with
+        an infinite threshold, is evaluated at the two fine-grid ages bracketing ``log_age``,
+        t_k ≤ log_age < t_(k+1) (``log_ages``, step ``age_step`` dex), and its log is interpolated
+        linearly in log age::
+
+            log10 f = (1 − w) log10 f(t_k, A_V) + w log10 f(t_(k+1), A_V),
+            w = (log_age − t_k) / (t_(k+1) − t_k),
+            M = −2.5 log10 f − 2.5 log_mass.
+
+        The magnitudes are therefore piecewise linear in log age, equal to the tabulated values at
+        the grid nodes, and differentiable in log age (the gradient is the slope of the bracketing
+        segment; at a node, that of the segment above it), in A_V and in log_mass — as a
+        gradient-based sampler such as NUTS needs. Ages within half a step outside the grid are
+        held at the end node (zero age gradient there). :meth:`unresolved_flux_per_mass` and
+        :meth:`star_magnitudes` still use the nearest node.
 
         Parameters
         ----------
         log_age : torch.Tensor
             log10 age / yr, shape (B,).
         av : torch.Tensor
-            A_V, mag, shape (B,).
+            A_V, mag, shape (B,), in [0, 6].
         log_mass : torch.Tensor
             log10 total initial mass / M☉, shape (B,).
 
         Returns
         -------
         torch.Tensor
-            (B, n_band) absolute Vega magnitudes.
+            (B, n_band) absolute Vega magnitudes (float32).
+
+        Raises
+        ------
+        OutOfGridError
+            log age more than half a grid step outside this population's range, or A_V outside
+            [0, 6] mag.
         """
-        la = torch.as_tensor(log_age, dtype=torch.float32, device=self.device)
-        inf = torch.full_like(la, float("inf"))
-        f = self.unresolved_flux_per_mass(la, av, inf)
-        lm = torch.as_tensor(log_mass, dtype=torch.float32, device=self.device)
-        return -2.5 * torch.log10(f) - 2.5 * lm[:, None]
+        la = torch.as_tensor(log_age, dtype=torch.float32, device=self.device).reshape(-1)
+        self._age_index(la)  # range check only
+        av = self._check_av(av).reshape(-1)
+        nodes = self.log_ages
+        lac = torch.minimum(torch.maximum(la, nodes[0]), nodes[-1])
+        last = nodes.shape[0] - 1
+        k = (torch.searchsorted(nodes, lac.detach().contiguous(), right=True) - 1).clamp(0, max(last - 1, 0))
+        k1 = (k + 1).clamp(max=last)  # == k only for a one-age population
+        t0, t1 = nodes[k], nodes[k1]
+        w = torch.where(t1 > t0, (lac - t0) / (t1 - t0).clamp_min(1e-12), torch.zeros_like(lac))
+        f = self._whole_flux_at_nodes(torch.cat([k, k1]), torch.cat([av, av]))
+        logf = torch.log10(f).reshape(2, la.shape[0], -1)
+        logf = torch.lerp(logf[0], logf[1], w[:, None])
+        lm = torch.as_tensor(log_mass, dtype=torch.float32, device=self.device).reshape(-1)
+        return -2.5 * logf - 2.5 * lm[:, None]
 
     def __repr__(self) -> str:
         return (f"StellarPopulation(bands={self.bands}, family={self.family!r}, feh={self.feh:+.2f}, "

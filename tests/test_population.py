@@ -150,3 +150,99 @@ def test_errors_name_the_valid_range():
 def test_to_device_roundtrip_and_table_id(pop):
     p = pop.to("cpu")
     assert p is pop and "mist" in p.table_id and "sedfit" in p.table_id
+
+
+# -- integrated magnitudes: continuous (piecewise linear) in log age, for gradient-based samplers --
+def _snapped(pop, la, av, lm):
+    """The node-snapped smooth magnitudes: whole-population flux at the nearest grid age."""
+    f = pop.unresolved_flux_per_mass(la, av, torch.full_like(la, math.inf))
+    return -2.5 * torch.log10(f) - 2.5 * lm[:, None]
+
+
+def test_integrated_magnitudes_equal_the_tabulated_values_at_the_nodes(pop):
+    gen = torch.Generator().manual_seed(3)
+    idx = torch.cat([torch.tensor([0, len(pop.log_ages) - 1]),
+                     torch.randint(1, len(pop.log_ages) - 1, (30,), generator=gen)])
+    la = pop.log_ages[idx]
+    av = 3.0 * torch.rand(len(idx), generator=gen)
+    lm = 3.0 + 3.0 * torch.rand(len(idx), generator=gen)
+    got = pop.integrated_magnitudes(la, av, lm)
+    assert torch.equal(got, _snapped(pop, la, av, lm))
+    # Python-float ages at nodes (float32-rounded) hit the same values
+    la2 = torch.tensor([7.0, 8.0, 9.0, 10.0, 10.1])
+    z = torch.zeros(5)
+    assert torch.allclose(pop.integrated_magnitudes(la2, z, z), _snapped(pop, la2, z, z), atol=1e-5, rtol=0)
+
+
+def test_integrated_magnitudes_are_linear_between_nodes(pop):
+    k = torch.tensor([20, 160, 290])  # log age 7.1, 8.5, 9.8
+    t0, t1 = pop.log_ages[k], pop.log_ages[k + 1]
+    av, lm = torch.tensor([0.0, 1.0, 2.0]), torch.full((3,), 4.0)
+    m0 = pop.integrated_magnitudes(t0, av, lm)
+    m1 = pop.integrated_magnitudes(t1, av, lm)
+    for frac in (0.5, 0.3):
+        m = pop.integrated_magnitudes(t0 + frac * (t1 - t0), av, lm)
+        assert bool(((m >= torch.minimum(m0, m1) - 1e-5) & (m <= torch.maximum(m0, m1) + 1e-5)).all())
+        assert torch.allclose(m, (1 - frac) * m0 + frac * m1, atol=2e-5, rtol=0)
+    # not snapped: 0.3 of the way is neither node value where the nodes differ
+    m = pop.integrated_magnitudes(t0 + 0.3 * (t1 - t0), av, lm)
+    moved = (m1 - m0).abs() > 1e-3
+    assert bool(moved.any()) and bool(((m - m0).abs()[moved] > 1e-4).all())
+
+
+def test_integrated_magnitudes_age_gradient_matches_finite_differences(pop):
+    la0 = torch.tensor([7.0530, 9.5270])  # a young and an old age, 0.3 and 0.7 of a step past a node
+    av, lm = torch.tensor([0.5, 1.5]), torch.tensor([4.0, 5.0])
+    la = la0.clone().requires_grad_(True)
+    mag = pop.integrated_magnitudes(la, av, lm)
+    grad = torch.stack([torch.autograd.grad(mag[:, b].sum(), la, retain_graph=True)[0]
+                        for b in range(mag.shape[1])], 1)  # (2 ages, 3 bands), mag / dex
+    h = 0.001  # central difference inside the bracketing 0.01-dex segment
+    fd = (pop.integrated_magnitudes(la0 + h, av, lm) - pop.integrated_magnitudes(la0 - h, av, lm)) / (2 * h)
+    assert torch.allclose(grad, fd, rtol=0.02, atol=0.02), (grad, fd)
+    assert bool((grad.abs() > 0.05).all()), grad  # a real age dependence in every band
+    # ... and equal to the slope of the bracketing segment
+    k = torch.searchsorted(pop.log_ages, la0) - 1  # the nodes just below
+    slope = (pop.integrated_magnitudes(pop.log_ages[k + 1], av, lm)
+             - pop.integrated_magnitudes(pop.log_ages[k], av, lm)) / (pop.log_ages[k + 1] - pop.log_ages[k])[:, None]
+    assert torch.allclose(grad, slope, rtol=1e-3, atol=1e-3)
+
+
+def test_integrated_magnitudes_gradients_in_extinction_and_mass(pop):
+    la = torch.tensor([7.3, 8.64, 9.9])
+    av = torch.tensor([0.2, 1.0, 3.0], requires_grad=True)
+    lm = torch.tensor([3.0, 4.5, 6.0], requires_grad=True)
+    mag = pop.integrated_magnitudes(la, av, lm)
+    g_av, g_lm = torch.autograd.grad(mag[:, 2].sum(), (av, lm))  # F814W
+    assert bool(torch.isfinite(g_av).all() and torch.isfinite(g_lm).all())
+    assert torch.allclose(g_lm, torch.full((3,), -2.5))
+    h = 0.01
+    with torch.no_grad():
+        fd = (pop.integrated_magnitudes(la, av + h, lm) - pop.integrated_magnitudes(la, av - h, lm))[:, 2] / (2 * h)
+    assert torch.allclose(g_av, fd, rtol=0.02)
+    assert bool(((g_av > 0.4) & (g_av < 0.8)).all())  # A_F814W / A_V ≈ 0.6
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_integrated_magnitudes_trace_once_and_generalise(pop):
+    """A torch.jit trace at one age (as pyro's NUTS makes) gives values and gradients at others."""
+    def f(t):
+        return pop.integrated_magnitudes(t[:1], t[1:2], t[2:3]).sum()
+
+    traced = torch.jit.trace(f, (torch.tensor([8.003, 0.5, 4.0]),), check_trace=False)
+    for v in ([7.1234, 0.2, 3.0], [9.876, 2.0, 5.5], [8.0, 0.0, 4.0]):
+        a, b = torch.tensor(v, requires_grad=True), torch.tensor(v, requires_grad=True)
+        ga, gb = torch.autograd.grad(f(a), a)[0], torch.autograd.grad(traced(b), b)[0]
+        assert float(f(a).detach()) == float(traced(b).detach()) and torch.equal(ga, gb)
+
+
+def test_integrated_magnitudes_range_checks(pop):
+    with pytest.raises(OutOfGridError, match="log age"):
+        pop.integrated_magnitudes(torch.tensor([6.5]), torch.zeros(1), torch.zeros(1))
+    with pytest.raises(OutOfGridError, match="A_V"):
+        pop.integrated_magnitudes(torch.tensor([8.0]), torch.tensor([6.5]), torch.zeros(1))
+    # half a step beyond the last node is held at the end value (zero age gradient)
+    la = torch.tensor([10.104], requires_grad=True)
+    m = pop.integrated_magnitudes(la, torch.zeros(1), torch.zeros(1))
+    assert torch.allclose(m, pop.integrated_magnitudes(torch.tensor([10.1]), torch.zeros(1), torch.zeros(1)))
+    assert float(torch.autograd.grad(m.sum(), la)[0]) == 0.0
