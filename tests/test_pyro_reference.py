@@ -40,7 +40,9 @@ TRUTH = torch.tensor([8.0, 4.2, 0.3, 1.5])  # log age, log M, log r_h, A_V: insi
 def test_nuts_matches_the_analytic_posterior():
     model = SmoothPhotometryModel(_linear, DEFAULT_PRIOR, sigma=SIGMA)
     x = model.simulate(TRUTH[None], torch.Generator().manual_seed(0))[0]
-    draws = nuts_reference(model, x, num_samples=600, warmup=300, num_chains=2, seed=1)
+    chains = nuts_reference(model, x, num_samples=600, warmup=300, num_chains=2, seed=1, return_chains=True)
+    assert chains.shape == (2, 300, 4)
+    draws = chains.reshape(-1, 4)
     mean, sd = _analytic(x)
     got = draws[:, [0, 3, 1]]  # (log age, A_V, log M)
     # Monte-Carlo error of the mean with ~600 correlated draws is ≲ 0.1 σ
@@ -49,6 +51,37 @@ def test_nuts_matches_the_analytic_posterior():
     # r_h is not in the photometry: its posterior is the uniform prior (σ = range / √12)
     rh = draws[:, 2]
     assert abs(rh.std() - (1.0 - np.log10(0.5)) / np.sqrt(12)) < 0.04
+    assert rh.min() >= np.log10(0.5) and rh.max() <= 1.0
+
+
+def test_grid_reference_matches_the_analytic_posterior():
+    from benchmarks.pyro_reference import GridReference
+
+    model = SmoothPhotometryModel(_linear, DEFAULT_PRIOR, sigma=SIGMA)
+    x = model.simulate(TRUTH[None], torch.Generator().manual_seed(0))[0]
+    draws = GridReference(model).sample(x, 20000, torch.Generator().manual_seed(1))
+    mean, sd = _analytic(x)
+    got = draws[:, [0, 3, 1]]  # (log age, A_V, log M); iid draws: MC error of the mean 0.007 σ
+    np.testing.assert_array_less(np.abs(got.mean(0) - mean) / sd, 0.03)
+    np.testing.assert_allclose(got.std(0) / sd, 1.0, atol=0.02)
+    rh = draws[:, 2]
+    assert abs(rh.std() - (1.0 - np.log10(0.5)) / np.sqrt(12)) < 0.01
+
+
+def test_smooth_photometry_likelihood_depends_smoothly_on_age():
+    """NUTS needs d log L / d log age ≠ 0 from the real (tabulated) integrated magnitudes."""
+    from simulators.population import StellarPopulation
+
+    pop = StellarPopulation(("WFC3_UVIS_F336W", "WFC3_UVIS_F438W", "WFC3_UVIS_F814W"))
+    model = SmoothPhotometryModel(pop.integrated_magnitudes, DEFAULT_PRIOR, sigma=SIGMA, distance_modulus=28.3)
+    truth = torch.tensor([[7.5, 4.5, 0.3, 0.8], [9.3, 5.0, 0.3, 0.4]])
+    x = model.mean(truth)
+    for dage in (0.013, -0.027):  # off the 0.01-dex grid nodes
+        theta = (truth + torch.tensor([dage, 0.0, 0.0, 0.0])).requires_grad_(True)
+        (g,) = torch.autograd.grad(model.log_likelihood(theta, x).sum(), theta)
+        # the gradient pulls the age back towards the truth; r_h does not enter
+        assert bool((torch.sign(g[:, 0]) == -np.sign(dage)).all()), g
+        assert bool((g[:, 0].abs() > 10).all()) and bool((g[:, 2] == 0).all())
 
 
 def test_aperture_magnitudes_of_a_flat_source():
@@ -76,3 +109,21 @@ def test_npe_agrees_with_nuts_on_the_tractable_model():
     # |Δ mean| ≈ 0.05 σ, σ ratio 0.91–0.97 against the analytic answer)
     assert np.all(np.abs(npe.mean(0) - ref.mean(0)) / sd < 0.3)
     assert np.all(np.abs(npe.std(0) / sd - 1) < 0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_pyro_reference_benchmark_runs(tmp_path, monkeypatch, workers):
+    import benchmarks._meta
+    from benchmarks import pyro_reference
+
+    monkeypatch.setattr(benchmarks._meta, "RESULTS_DIR", tmp_path)
+    res = pyro_reference.main(["--objects", "2", "--train", "600", "--epochs", "3", "--chains", "2",
+                               "--warmup", "30", "--samples", "40", "--workers", str(workers)])
+    assert len(res["per_object"]) == 2 and res["nuts"]["jit"]
+    row = res["per_object"][0]
+    for k in ("npe_vs_grid", "nuts_vs_grid", "npe_vs_nuts"):
+        assert 0.0 <= row[k]["c2st"] <= 1.0
+    assert set(row["rhat"]) == {"log_age", "log_mass", "av"}
+    md = (tmp_path / "pyro_reference.md").read_text()
+    assert "What is compared" in md and "NUTS" in md

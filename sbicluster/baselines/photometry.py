@@ -72,6 +72,10 @@ def aperture_magnitudes(
     return -_POGSON * (torch.asinh(flux / (2 * soft)) + torch.log(soft))
 
 
+# θ indices that enter SmoothPhotometryModel's likelihood: log age, log M, A_V (not log r_h)
+_LIKELIHOOD_PARAMS = (0, 1, 3)
+
+
 class SmoothPhotometryModel:
     """Tractable simulator: smooth integrated magnitudes + Gaussian noise.
 
@@ -177,6 +181,8 @@ def nuts_reference(
     num_chains: int = 4,
     seed: int = 0,
     jit: bool = True,
+    max_tree_depth: int = 10,
+    return_chains: bool = False,
 ) -> np.ndarray:
     """Exact-likelihood posterior draws for one observation with pyro's NUTS.
 
@@ -187,7 +193,7 @@ def nuts_reference(
     x_obs : torch.Tensor
         Observed magnitudes (n_band,).
     num_samples : int
-        Total draws kept (split over chains).
+        Total draws kept (split over chains: ⌈num_samples / num_chains⌉ per chain).
     warmup : int
         Warm-up steps per chain.
     num_chains : int
@@ -198,16 +204,29 @@ def nuts_reference(
     jit : bool
         Compile the potential with the PyTorch JIT (≈ 2× faster; the magnitude function must be
         traceable).
+    max_tree_depth : int
+        Largest NUTS tree depth (at most 2^depth − 1 gradient evaluations per draw; pyro's
+        default 10). Lower caps the cost of draws in strongly curved regions, at some loss of
+        mixing.
+    return_chains : bool
+        Return the draws per chain, (num_chains, ⌈num_samples / num_chains⌉, 4), for convergence
+        checks (e.g. split R̂), instead of the pooled (num_samples, 4).
 
     Returns
     -------
     numpy.ndarray
-        Draws (num_samples, 4) in θ units.
+        Draws (num_samples, 4) in θ units (log age / dex(yr), log M / dex(M☉), log r_h / dex(pc),
+        A_V / mag), or per chain (see ``return_chains``).
 
     Notes
     -----
-    A dense mass matrix is adapted during warm-up: age, extinction and mass are strongly
-    correlated in integrated colours, which a diagonal mass matrix handles poorly.
+    NUTS samples only (log age, log M, A_V), the parameters the likelihood depends on; log r_h
+    does not enter :class:`SmoothPhotometryModel`, so its exact posterior is its uniform prior and
+    it is drawn from that directly (seeded by ``seed``). Dropping the flat direction makes the
+    warm-up about 2–3× cheaper. A dense mass matrix is adapted during warm-up: age, extinction and
+    mass are strongly correlated in integrated colours, which a diagonal mass matrix handles
+    poorly. Chains stuck in different modes of a multimodal posterior are pooled with equal
+    weight, which is not the exact posterior: check agreement between chains.
     """
     import pyro
     import pyro.distributions as pdist
@@ -215,11 +234,17 @@ def nuts_reference(
     from pyro.infer.autoguide.initialization import init_to_sample
 
     low, high = model.prior.low(), model.prior.high()
+    free = torch.tensor(_LIKELIHOOD_PARAMS)
+    rh = 2  # θ index of log r_h, absent from the likelihood
 
     def pyro_model():
-        theta = pyro.sample("theta", pdist.Uniform(low, high).to_event(1))
+        sub = pyro.sample("theta", pdist.Uniform(low[free], high[free]).to_event(1))
+        theta = torch.zeros(sub.shape[:-1] + (len(low),), dtype=sub.dtype)
+        theta = theta.index_copy(-1, free, sub)  # log r_h left at 0: the mean ignores it
         pyro.sample("x", pdist.Normal(model.mean(theta), model.sigma).to_event(1), obs=x_obs)
 
+    per_chain = int(math.ceil(num_samples / num_chains))
+    gen = torch.Generator().manual_seed(seed)
     state = torch.random.get_rng_state()
     draws = []
     try:
@@ -231,17 +256,18 @@ def nuts_reference(
                 target_accept_prob=0.9,
                 init_strategy=init_to_sample,
                 full_mass=True,
+                max_tree_depth=max_tree_depth,
                 jit_compile=jit,
                 ignore_jit_warnings=True,
             )
-            mcmc = MCMC(
-                kernel,
-                num_samples=int(math.ceil(num_samples / num_chains)),
-                warmup_steps=warmup,
-                disable_progbar=True,
-            )
+            mcmc = MCMC(kernel, num_samples=per_chain, warmup_steps=warmup, disable_progbar=True)
             mcmc.run()
-            draws.append(mcmc.get_samples()["theta"].detach().numpy())
+            sub = mcmc.get_samples()["theta"].detach()
+            theta = torch.empty(per_chain, len(low))
+            theta[:, free] = sub
+            theta[:, rh] = low[rh] + (high[rh] - low[rh]) * torch.rand(per_chain, generator=gen)
+            draws.append(theta.numpy())
     finally:
         torch.random.set_rng_state(state)
-    return np.concatenate(draws)[:num_samples]
+    chains = np.stack(draws)
+    return chains if return_chains else chains.reshape(-1, len(low))[:num_samples]
