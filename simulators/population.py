@@ -28,7 +28,10 @@ Build (once, a few seconds; numpy)
 
 Evaluate (batched torch, any device)
 ------------------------------------
-The log age snaps to the nearest fine-grid age (≤ 0.005 dex away at the default step). Initial masses
+For star lists and unresolved light the log age snaps to the nearest fine-grid age (≤ 0.005 dex away
+at the default step); :meth:`StellarPopulation.integrated_magnitudes` instead interpolates the
+log flux linearly between the two neighbouring ages, so it is continuous and differentiable in
+log age (the exact-likelihood reference needs its gradient). Initial masses
 are located by ``torch.searchsorted`` in that isochrone and magnitudes and extinction coefficients
 are interpolated linearly in initial mass. Masses below the isochrone's lowest mass (≈0.1 M☉) take
 its faintest row; masses above the largest live mass are dark remnants (+inf mag). Tables are
