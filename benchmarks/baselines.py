@@ -134,7 +134,7 @@ def contiguous_copy(src: Path, dst: Path, rows: int = 1024) -> Path:
         for key, ds in fin.items():
             out = fout.create_dataset(key, ds.shape, ds.dtype)
             for start in range(0, ds.shape[0], rows):
-                out[start:start + rows] = ds[start:start + rows]
+                out[start : start + rows] = ds[start : start + rows]
     return dst
 
 
@@ -165,11 +165,17 @@ def _photometry(images: torch.Tensor, softening: torch.Tensor, chunk: int = 1024
     """Aperture asinh magnitudes (N, C) of cutouts (N, C, H, W) in e⁻/s, in chunks."""
     from sbicluster.baselines.photometry import aperture_magnitudes
 
-    return torch.cat([
-        aperture_magnitudes(images[i:i + chunk], APERTURE_RADIUS_PX, annulus=SKY_ANNULUS_PX,
-                            softening=softening)
-        for i in range(0, images.shape[0], chunk)
-    ])
+    return torch.cat(
+        [
+            aperture_magnitudes(
+                images[i : i + chunk],
+                APERTURE_RADIUS_PX,
+                annulus=SKY_ANNULUS_PX,
+                softening=softening,
+            )
+            for i in range(0, images.shape[0], chunk)
+        ]
+    )
 
 
 def _pool_photometry(path: Path, n_train: int, softening: torch.Tensor, chunk: int = 1024):
@@ -203,10 +209,20 @@ def _train_flow(simulator, args, pool: Path, val_size: int, softening, run_dir: 
     from sbicluster.training import TrainingConfig, train
 
     cfg = TrainingConfig(
-        preset=args.embedding, steps=args.steps, batch_size=args.batch_size, lr=LR,
-        weight_decay=WEIGHT_DECAY, warmup_steps=min(100, max(1, args.steps // 10)),
-        val_size=val_size, val_every=args.steps, patience=0, checkpoint_every=args.steps,
-        seed=args.seed, device="cpu", softening=list(softening), dataset=str(pool),
+        preset=args.embedding,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=LR,
+        weight_decay=WEIGHT_DECAY,
+        warmup_steps=min(100, max(1, args.steps // 10)),
+        val_size=val_size,
+        val_every=args.steps,
+        patience=0,
+        checkpoint_every=args.steps,
+        seed=args.seed,
+        device="cpu",
+        softening=list(softening),
+        dataset=str(pool),
     )
     t0 = time.perf_counter()
     model = train(simulator, cfg, run_dir, progress=True)
@@ -222,8 +238,14 @@ def _train_binned(simulator, args, pool: Path, val_size: int, softening):
         torch.manual_seed(args.seed)
         emb = _embedding(args.embedding, len(simulator.bands), list(softening))
         model = BinnedPosterior(emb, emb.features, simulator.prior, hidden=args.binned_hidden)
-    cfg = BinnedTrainingConfig(steps=args.steps, batch_size=args.batch_size, lr=LR,
-                               weight_decay=WEIGHT_DECAY, seed=args.seed, device="cpu")
+    cfg = BinnedTrainingConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=LR,
+        weight_decay=WEIGHT_DECAY,
+        seed=args.seed,
+        device="cpu",
+    )
     stream = PoolStream(pool, args.seed, val_size)
     t0 = time.perf_counter()
     try:
@@ -240,8 +262,15 @@ def _train_npe(simulator, args, pool: Path, n_train: int, ap_softening: torch.Te
     theta, mags = _pool_photometry(pool, n_train, ap_softening)
     t_phot = time.perf_counter() - t0
     t0 = time.perf_counter()
-    posterior = train_npe(theta, mags, simulator.prior, density_estimator="nsf",
-                          max_num_epochs=args.npe_epochs, batch_size=256, seed=args.seed)
+    posterior = train_npe(
+        theta,
+        mags,
+        simulator.prior,
+        density_estimator="nsf",
+        max_num_epochs=args.npe_epochs,
+        batch_size=256,
+        seed=args.seed,
+    )
     return posterior, time.perf_counter() - t0, {"photometry_s": t_phot, "n_train": len(theta)}
 
 
@@ -273,14 +302,15 @@ def _evaluate_flow(model, theta, images, s: int, seed: int, chunk: int = 64) -> 
     from sbicluster.inference import predict
 
     t0 = time.perf_counter()
-    pred = predict(model, images, num_samples=s, generator=torch.Generator().manual_seed(seed),
-                   progress=False)
+    pred = predict(
+        model, images, num_samples=s, generator=torch.Generator().manual_seed(seed), progress=False
+    )
     dt = (time.perf_counter() - t0) / len(images)
     lp_true, lp_draws = [], []
     for i in range(0, len(images), chunk):
-        feats = model.embed(images[i:i + chunk]).float()
-        draws = torch.as_tensor(pred.samples[i:i + chunk]).transpose(0, 1)  # (S, b, 4)
-        lp_true.append(model.flow_log_prob(theta[i:i + chunk], feats))
+        feats = model.embed(images[i : i + chunk]).float()
+        draws = torch.as_tensor(pred.samples[i : i + chunk]).transpose(0, 1)  # (S, b, 4)
+        lp_true.append(model.flow_log_prob(theta[i : i + chunk], feats))
         lp_draws.append(model.flow_log_prob(draws, feats).T)
     return MethodOutput(pred.samples, torch.cat(lp_true).numpy(), torch.cat(lp_draws).numpy(), dt)
 
@@ -291,19 +321,32 @@ def _evaluate_binned(model, theta, images, s: int, seed: int, chunk: int = 128) 
     draws, lp_true, lp_draws, elapsed = [], [], [], 0.0
     for i in range(0, len(images), chunk):
         t0 = time.perf_counter()
-        grid, size = model.logits(images[i:i + chunk])
+        grid, size = model.logits(images[i : i + chunk])
         d = model.sample_from_logits(grid, size, s, gen)  # (b, S, 4)
         elapsed += time.perf_counter() - t0
         draws.append(d)
-        lp_true.append(model.log_prob_from_logits(grid, size, theta[i:i + chunk]))
+        lp_true.append(model.log_prob_from_logits(grid, size, theta[i : i + chunk]))
         lp_draws.append(model.log_prob_from_logits(grid, size, d.transpose(0, 1)).T)
-    return MethodOutput(torch.cat(draws).numpy(), torch.cat(lp_true).numpy(),
-                        torch.cat(lp_draws).numpy(), elapsed / len(images))
+    return MethodOutput(
+        torch.cat(draws).numpy(),
+        torch.cat(lp_true).numpy(),
+        torch.cat(lp_draws).numpy(),
+        elapsed / len(images),
+    )
 
 
 @torch.no_grad()
-def _evaluate_npe(posterior, prior, theta, images, ap_softening, s: int, seed: int,
-                  chunk: int = 200, leakage_draws: int = 256) -> MethodOutput:
+def _evaluate_npe(
+    posterior,
+    prior,
+    theta,
+    images,
+    ap_softening,
+    s: int,
+    seed: int,
+    chunk: int = 200,
+    leakage_draws: int = 256,
+) -> MethodOutput:
     """sbi NPE on aperture photometry; densities renormalised inside the prior box.
 
     sbi's flow can put mass outside the prior; draws are rejection-sampled into it, and log q is
@@ -315,23 +358,28 @@ def _evaluate_npe(posterior, prior, theta, images, ap_softening, s: int, seed: i
         torch.manual_seed(seed)
         for i in range(0, len(images), chunk):
             t0 = time.perf_counter()
-            x = _photometry(images[i:i + chunk], ap_softening)
+            x = _photometry(images[i : i + chunk], ap_softening)
             d = posterior.sample_batched((s,), x=x, show_progress_bars=False)  # (S, b, 4)
             elapsed += time.perf_counter() - t0
             raw = posterior.posterior_estimator.sample(torch.Size([leakage_draws]), condition=x)
             inside = prior.contains(raw.reshape(-1, 4)).reshape(raw.shape[:2]).float().mean(0)
             log_norm = torch.log(inside.clamp(min=1.0 / leakage_draws))
             lp_d = posterior.log_prob_batched(d, x, norm_posterior=False) - log_norm
-            lp_t = posterior.log_prob_batched(theta[i:i + chunk][None], x, norm_posterior=False)
+            lp_t = posterior.log_prob_batched(theta[i : i + chunk][None], x, norm_posterior=False)
             draws.append(d.transpose(0, 1))
             lp_draws.append(lp_d.T)
             lp_true.append(lp_t[0] - log_norm)
-    return MethodOutput(torch.cat(draws).numpy(), torch.cat(lp_true).numpy(),
-                        torch.cat(lp_draws).numpy(), elapsed / len(images))
+    return MethodOutput(
+        torch.cat(draws).numpy(),
+        torch.cat(lp_true).numpy(),
+        torch.cat(lp_draws).numpy(),
+        elapsed / len(images),
+    )
 
 
-def hpd_credibility_ties(log_prob_true: np.ndarray, log_prob_draws: np.ndarray,
-                         rng: np.random.Generator) -> np.ndarray:
+def hpd_credibility_ties(
+    log_prob_true: np.ndarray, log_prob_draws: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Smallest joint-HPD credibility containing the truth, with ties split at random.
 
     Parameters
@@ -390,13 +438,20 @@ def summarise(out: MethodOutput, theta: np.ndarray, names, seed: int = 0) -> dic
     cred = hpd_credibility_ties(out.log_prob_true, out.log_prob_draws, np.random.default_rng(seed))
     marg = marginal_coverage(out.draws, theta)
     return {
-        "nlp": {"mean": float(nlp.mean()), "stderr": float(nlp.std(ddof=1) / math.sqrt(len(nlp))),
-                "median": float(np.median(nlp))},
+        "nlp": {
+            "mean": float(nlp.mean()),
+            "stderr": float(nlp.std(ddof=1) / math.sqrt(len(nlp))),
+            "median": float(np.median(nlp)),
+        },
         "accuracy": point_accuracy(np.median(out.draws, axis=1), theta, names),
-        "width": {n: {"median": float(np.median(width[:, j])), "mean": float(width[:, j].mean())}
-                  for j, n in enumerate(names)},
-        "coverage": {"joint": coverage_from_credibility(cred).to_dict(),
-                     **{n: marg[j].to_dict() for j, n in enumerate(names)}},
+        "width": {
+            n: {"median": float(np.median(width[:, j])), "mean": float(width[:, j].mean())}
+            for j, n in enumerate(names)
+        },
+        "coverage": {
+            "joint": coverage_from_credibility(cred).to_dict(),
+            **{n: marg[j].to_dict() for j, n in enumerate(names)},
+        },
         "seconds_per_cutout": float(out.seconds_per_cutout),
     }
 
@@ -430,8 +485,9 @@ def _table(summary: dict, methods: list[str], names, units) -> list[str]:
     lines = [head, "|---|" + "---|" * len(methods)]
 
     def row(label, fn, digits=3):
-        lines.append(f"| {label} | " + " | ".join(_fmt(fn(summary[m]), digits) for m in methods)
-                     + " |")
+        lines.append(
+            f"| {label} | " + " | ".join(_fmt(fn(summary[m]), digits) for m in methods) + " |"
+        )
 
     row("mean −log q(θ*\\|x) (nats, θ units)", lambda s: s["nlp"]["mean"], 2)
     row("median −log q(θ*\\|x)", lambda s: s["nlp"]["median"], 2)
@@ -439,13 +495,24 @@ def _table(summary: dict, methods: list[str], names, units) -> list[str]:
         row(f"{n}: bias of median ({u})", lambda s, n=n: s["accuracy"][n]["bias"])
         row(f"{n}: robust σ of median ({u})", lambda s, n=n: s["accuracy"][n]["robust_sigma"])
         row(f"{n}: width (q84−q16)/2, median ({u})", lambda s, n=n: s["width"][n]["median"])
-        row(f"{n}: max \\|coverage − nominal\\|",
-            lambda s, n=n: s["coverage"][n]["max_abs_deviation"])
-    row("joint HPD: max \\|coverage − nominal\\|",
-        lambda s: s["coverage"]["joint"]["max_abs_deviation"])
-    lines.append("| coverage verdict (joint; " + ", ".join(names) + ") | " + " | ".join(
-        "; ".join(summary[m]["coverage"][k]["verdict"] for k in ("joint", *names))
-        for m in methods) + " |")
+        row(
+            f"{n}: max \\|coverage − nominal\\|",
+            lambda s, n=n: s["coverage"][n]["max_abs_deviation"],
+        )
+    row(
+        "joint HPD: max \\|coverage − nominal\\|",
+        lambda s: s["coverage"]["joint"]["max_abs_deviation"],
+    )
+    lines.append(
+        "| coverage verdict (joint; "
+        + ", ".join(names)
+        + ") | "
+        + " | ".join(
+            "; ".join(summary[m]["coverage"][k]["verdict"] for k in ("joint", *names))
+            for m in methods
+        )
+        + " |"
+    )
     row("inference time per cutout (ms)", lambda s: 1e3 * s["seconds_per_cutout"], 2)
     return lines
 
@@ -508,8 +575,11 @@ def _markdown(res: dict, names, units, figure: str) -> str:
         "",
         "Widths of the integrated-light posterior over those of the image flow (median over test "
         "objects; > 1 means the pixels add information): "
-        + ", ".join(f"{n} {s['npe_phot']['width'][n]['median'] / s['flow']['width'][n]['median']:.2f}×"
-                    for n in names) + ".",
+        + ", ".join(
+            f"{n} {s['npe_phot']['width'][n]['median'] / s['flow']['width'][n]['median']:.2f}×"
+            for n in names
+        )
+        + ".",
         "",
         _honest(res, "npe_phot", "the integrated-light NPE"),
         "",
@@ -527,8 +597,11 @@ def _honest(res: dict, other: str, label: str) -> str:
     worse = res["flow_worse_than"][other]
     if not worse:
         return f"On this run the flow is at least as good as {label} on every metric above."
-    return (f"**Where the flow is not better than {label}:** " + "; ".join(worse)
-            + ". (Differences within the noise quoted above are not significant.)")
+    return (
+        f"**Where the flow is not better than {label}:** "
+        + "; ".join(worse)
+        + ". (Differences within the noise quoted above are not significant.)"
+    )
 
 
 def _figure(summary: dict, names, units, path: Path) -> None:
@@ -543,8 +616,13 @@ def _figure(summary: dict, names, units, path: Path) -> None:
     for ax, key in zip(axes[0], keys, strict=True):
         ref = summary["flow"]["coverage"][key]
         lv = np.asarray(ref["levels"])
-        ax.fill_between(lv, np.asarray(ref["band_low"]) - lv, np.asarray(ref["band_high"]) - lv,
-                        color="0.85", label="99 % band")
+        ax.fill_between(
+            lv,
+            np.asarray(ref["band_low"]) - lv,
+            np.asarray(ref["band_high"]) - lv,
+            color="0.85",
+            label="99 % band",
+        )
         for m, c in colours.items():
             cov = summary[m]["coverage"][key]
             ax.plot(lv, np.asarray(cov["empirical"]) - lv, "o-", ms=3, color=c, label=METHODS[m])
@@ -558,14 +636,25 @@ def _figure(summary: dict, names, units, path: Path) -> None:
         vals = [summary[m]["width"][n]["median"] for m in colours]
         sig = [summary[m]["accuracy"][n]["robust_sigma"] for m in colours]
         ax.bar(x - 0.2, vals, 0.4, color=list(colours.values()), label="posterior (q84−q16)/2")
-        ax.bar(x + 0.2, sig, 0.4, color=list(colours.values()), alpha=0.45, hatch="//",
-               label="robust σ of medians")
+        ax.bar(
+            x + 0.2,
+            sig,
+            0.4,
+            color=list(colours.values()),
+            alpha=0.45,
+            hatch="//",
+            label="robust σ of medians",
+        )
         ax.set_xticks(x, ["flow", "binned", "NPE phot"])
         ax.set_title(f"{n} ({u})")
     axes[1, 0].legend(fontsize=7)
     ax = axes[1, 4]
-    ax.bar(x, [summary[m]["nlp"]["mean"] for m in colours],
-           yerr=[summary[m]["nlp"]["stderr"] for m in colours], color=list(colours.values()))
+    ax.bar(
+        x,
+        [summary[m]["nlp"]["mean"] for m in colours],
+        yerr=[summary[m]["nlp"]["stderr"] for m in colours],
+        color=list(colours.values()),
+    )
     ax.set_xticks(x, ["flow", "binned", "NPE phot"])
     ax.set_title("mean −log q(θ*|x) (nats)")
     fig.tight_layout()
@@ -588,25 +677,38 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=1600, help="optimiser steps of each image model")
     p.add_argument("--batch-size", type=int, default=64, help="simulations per step")
-    p.add_argument("--embedding", default="cpu", choices=["small", "cpu", "paper"],
-                   help="embedding / model preset shared by both image models")
-    p.add_argument("--pool", type=int, default=16384, help="training simulations (incl. validation)")
+    p.add_argument(
+        "--embedding",
+        default="cpu",
+        choices=["small", "cpu", "paper"],
+        help="embedding / model preset shared by both image models",
+    )
+    p.add_argument(
+        "--pool", type=int, default=16384, help="training simulations (incl. validation)"
+    )
     p.add_argument("--test", type=int, default=1000, help="held-out test clusters")
     p.add_argument("--samples", type=int, default=1000, help="posterior draws per test cutout")
     p.add_argument("--seed", type=int, default=0, help="pool / training seed; test seed derived")
     p.add_argument("--binned-hidden", type=int, default=256, help="hidden width of binned heads")
     p.add_argument("--npe-epochs", type=int, default=200, help="epoch cap of the photometry NPE")
-    p.add_argument("--out-dir", type=Path, default=None,
-                   help=f"where results go (default {RESULTS_DIR})")
-    p.add_argument("--work-dir", type=Path, default=None,
-                   help="keep the pool and trained models here (default: a removed temp dir)")
+    p.add_argument(
+        "--out-dir", type=Path, default=None, help=f"where results go (default {RESULTS_DIR})"
+    )
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="keep the pool and trained models here (default: a removed temp dir)",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Command-line entry point; returns the results written to ``baselines.json``."""
     args = _parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.work_dir is None:
         with tempfile.TemporaryDirectory(prefix="baselines-") as tmp:
             return _run(args, Path(tmp))
@@ -628,8 +730,13 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
 
     logger.info("simulating the training pool: %d cutouts", args.pool)
     t0 = time.perf_counter()
-    chunked = write_dataset(simulator, args.pool, work / "pool_chunked.h5",
-                            torch.Generator().manual_seed(args.seed), progress=True)
+    chunked = write_dataset(
+        simulator,
+        args.pool,
+        work / "pool_chunked.h5",
+        torch.Generator().manual_seed(args.seed),
+        progress=True,
+    )
     pool = contiguous_copy(chunked, work / "pool.h5")
     chunked.unlink()
     t_pool = time.perf_counter() - t0
@@ -654,8 +761,9 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
     evaluators = {
         "flow": lambda: _evaluate_flow(flow, theta, images, args.samples, test_seed),
         "binned": lambda: _evaluate_binned(binned, theta, images, args.samples, test_seed),
-        "npe_phot": lambda: _evaluate_npe(npe, prior, theta, images, ap_softening, args.samples,
-                                          test_seed),
+        "npe_phot": lambda: _evaluate_npe(
+            npe, prior, theta, images, ap_softening, args.samples, test_seed
+        ),
     }
     outputs = {}
     for m, evaluate in evaluators.items():
@@ -668,8 +776,10 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
     summary = {m: summarise(o, th, names, seed=test_seed) for m, o in outputs.items()}
     phases["metrics"] = time.perf_counter() - t0
 
-    lo, hi = summary["flow"]["coverage"]["joint"]["band_low"], \
-        summary["flow"]["coverage"]["joint"]["band_high"]
+    lo, hi = (
+        summary["flow"]["coverage"]["joint"]["band_low"],
+        summary["flow"]["coverage"]["joint"]["band_high"],
+    )
     mid = int(np.argmin(np.abs(np.asarray(summary["flow"]["coverage"]["joint"]["levels"]) - 0.5)))
     results = {
         "environment": environment("cpu"),
@@ -678,16 +788,28 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
         "pixel_scale_arcsec": float(simulator.instrument.pixel_scale),
         "parameters": {"names": names, "units": units},
         "budget": {
-            "pool": args.pool, "pool_wall_s": t_pool, "pool_cluster_fraction": cluster_fraction,
-            "val_size": val_size, "n_train": n_train, "steps": args.steps,
-            "batch_size": args.batch_size, "epochs": args.steps * args.batch_size / n_train,
-            "embedding": args.embedding, "softening_e_per_s": softening,
-            "flow_config": flow_cfg, "flow_wall_s": t_flow,
-            "binned_config": binned_cfg, "binned_hidden": args.binned_hidden,
+            "pool": args.pool,
+            "pool_wall_s": t_pool,
+            "pool_cluster_fraction": cluster_fraction,
+            "val_size": val_size,
+            "n_train": n_train,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "epochs": args.steps * args.batch_size / n_train,
+            "embedding": args.embedding,
+            "softening_e_per_s": softening,
+            "flow_config": flow_cfg,
+            "flow_wall_s": t_flow,
+            "binned_config": binned_cfg,
+            "binned_hidden": args.binned_hidden,
             "binned_wall_s": t_binned,
-            "npe_epochs": args.npe_epochs, "npe_wall_s": t_npe, "npe": npe_info,
-            "aperture_radius_px": APERTURE_RADIUS_PX, "sky_annulus_px": list(SKY_ANNULUS_PX),
-            "aperture_pixels": n_ap, "aperture_softening_e_per_s": ap_softening.tolist(),
+            "npe_epochs": args.npe_epochs,
+            "npe_wall_s": t_npe,
+            "npe": npe_info,
+            "aperture_radius_px": APERTURE_RADIUS_PX,
+            "sky_annulus_px": list(SKY_ANNULUS_PX),
+            "aperture_pixels": n_ap,
+            "aperture_softening_e_per_s": ap_softening.tolist(),
         },
         "test": {"n": args.test, "seed": test_seed},
         "phase_wall_s": phases,

@@ -35,15 +35,25 @@ log = logging.getLogger(__name__)
 
 BASE = {"log_age": 7.5, "log_mass": 4.7, "log_rh": math.log10(3.0), "av": 0.3}
 SWEEPS = {
-    "age": ("log_age", [6.7, 7.2, 7.8, 8.5, 9.2, 10.0], lambda v: f"{10 ** (v - 6):.0f} Myr" if v < 9 else f"{10 ** (v - 9):.1f} Gyr"),
+    "age": (
+        "log_age",
+        [6.7, 7.2, 7.8, 8.5, 9.2, 10.0],
+        lambda v: f"{10 ** (v - 6):.0f} Myr" if v < 9 else f"{10 ** (v - 9):.1f} Gyr",
+    ),
     "mass": ("log_mass", [3.5, 4.0, 4.5, 5.0, 5.5], lambda v: f"M = 10^{v:.1f}"),
-    "size": ("log_rh", [math.log10(0.6), 0.0, math.log10(2.5), math.log10(5), 1.0], lambda v: f"r_h = {10 ** v:.1f} pc"),
+    "size": (
+        "log_rh",
+        [math.log10(0.6), 0.0, math.log10(2.5), math.log10(5), 1.0],
+        lambda v: f"r_h = {10**v:.1f} pc",
+    ),
     "A_V": ("av", [0.0, 0.75, 1.5, 2.25, 3.0], lambda v: f"A_V = {v:.2f}"),
 }
 _INDEX = {"log_age": 0, "log_mass": 1, "log_rh": 2, "av": 3}
 
 
-def rgb(images: np.ndarray, zero_mag_rate: np.ndarray, stretch: float, q: float = 8.0) -> np.ndarray:
+def rgb(
+    images: np.ndarray, zero_mag_rate: np.ndarray, stretch: float, q: float = 8.0
+) -> np.ndarray:
     """Asinh RGB composite.
 
     Parameters
@@ -70,7 +80,9 @@ def rgb(images: np.ndarray, zero_mag_rate: np.ndarray, stretch: float, q: float 
     return np.clip(np.arcsinh(q * x / stretch) / np.arcsinh(q), 0, 1).transpose(0, 2, 3, 1)
 
 
-def aperture_colour(images: np.ndarray, zero_mag_rate: np.ndarray, r_h_px: np.ndarray) -> np.ndarray:
+def aperture_colour(
+    images: np.ndarray, zero_mag_rate: np.ndarray, r_h_px: np.ndarray
+) -> np.ndarray:
     """Vega colour (bluest − reddest band, mag) of the light within 3 r_h (at least 3 px) of the cutout centre.
 
     Parameters
@@ -99,7 +111,9 @@ def aperture_colour(images: np.ndarray, zero_mag_rate: np.ndarray, r_h_px: np.nd
 def _theta_rows() -> list[tuple[str, list[str], torch.Tensor]]:
     rows = []
     for name, (key, values, fmt) in SWEEPS.items():
-        th = torch.tensor([[BASE["log_age"], BASE["log_mass"], BASE["log_rh"], BASE["av"]]] * len(values))
+        th = torch.tensor(
+            [[BASE["log_age"], BASE["log_mass"], BASE["log_rh"], BASE["av"]]] * len(values)
+        )
         th[:, _INDEX[key]] = torch.tensor(values)
         rows.append((name, [fmt(v) for v in values], th))
     return rows
@@ -113,17 +127,30 @@ def make_gallery(preset: str = "m83-wfc3", seed: int = 1, noisy: bool = True) ->
     zero = np.asarray(sim.instrument.flux_scale()) * 10 ** (0.4 * sim.instrument.distance_modulus)
     panels, titles = [], []
     for i, (_name, labels, th) in enumerate(rows):
-        b = sim.simulate(len(th), torch.Generator().manual_seed(seed + i), theta=th, label=torch.ones(len(th)))
+        b = sim.simulate(
+            len(th), torch.Generator().manual_seed(seed + i), theta=th, label=torch.ones(len(th))
+        )
         panels.append(b.images.cpu().numpy())
-        col = aperture_colour(b.images.cpu().numpy(), zero, 10 ** th[:, 2].numpy() / sim.instrument.pc_per_pixel)
-        titles.append([f"{lab}\nS/N {v:.0f}, col {c:+.2f}" for lab, v, c in zip(labels, b.visibility.tolist(), col, strict=True)])
+        col = aperture_colour(
+            b.images.cpu().numpy(), zero, 10 ** th[:, 2].numpy() / sim.instrument.pc_per_pixel
+        )
+        titles.append(
+            [
+                f"{lab}\nS/N {v:.0f}, col {c:+.2f}"
+                for lab, v, c in zip(labels, b.visibility.tolist(), col, strict=True)
+            ]
+        )
     n_bg = 6
     if noisy:
         sim_bg_hard = ClusterSimulator(preset, hard_negative_fraction=1.0)
-        hard = sim_bg_hard.simulate(n_bg, torch.Generator().manual_seed(seed + 11), label=torch.zeros(n_bg))
+        hard = sim_bg_hard.simulate(
+            n_bg, torch.Generator().manual_seed(seed + 11), label=torch.zeros(n_bg)
+        )
         kinds = {0: "field only", 1: "chance grouping", 2: "single bright star"}
         plain_sim = ClusterSimulator(preset, hard_negative_fraction=0.0)
-        plain = plain_sim.simulate(2, torch.Generator().manual_seed(seed + 10), label=torch.zeros(2))
+        plain = plain_sim.simulate(
+            2, torch.Generator().manual_seed(seed + 10), label=torch.zeros(2)
+        )
         bg = torch.cat([plain.images, hard.images[: n_bg - 2]]).cpu().numpy()
         bg_kind = [0, 0, *hard.nuisances["hard_negative"][: n_bg - 2].tolist()]
         panels.append(bg)
@@ -132,7 +159,9 @@ def make_gallery(preset: str = "m83-wfc3", seed: int = 1, noisy: bool = True) ->
     ref = panels[1][:, -1] / zero[-1]
     stretch = float(np.percentile(ref, 99.5))
     ncol = max(len(p) for p in panels)
-    fig, axes = plt.subplots(len(panels), ncol, figsize=(1.9 * ncol, 2.35 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(panels), ncol, figsize=(1.9 * ncol, 2.35 * len(panels)), squeeze=False
+    )
     row_names = [*SWEEPS, "background"][: len(panels)]
     for r, (imgs, tt) in enumerate(zip(panels, titles, strict=True)):
         comp = rgb(imgs, zero, stretch)
@@ -146,13 +175,18 @@ def make_gallery(preset: str = "m83-wfc3", seed: int = 1, noisy: bool = True) ->
             else:
                 ax.axis("off")
         axes[r, 0].set_ylabel(row_names[r], fontsize=9)
-    base = (f"base: age {10 ** (BASE['log_age'] - 6):.0f} Myr, M = 10^{BASE['log_mass']} M☉, "
-            f"r_h = {10 ** BASE['log_rh']:.1f} pc, A_V = {BASE['av']}")
+    base = (
+        f"base: age {10 ** (BASE['log_age'] - 6):.0f} Myr, M = 10^{BASE['log_mass']} M☉, "
+        f"r_h = {10 ** BASE['log_rh']:.1f} pc, A_V = {BASE['av']}"
+    )
     kind = "noisy, synthetic field" if noisy else "noiseless, no background"
-    fig.suptitle(f"{sim.instrument.name} ({', '.join(b.split('_')[-1] for b in sim.bands)}; "
-                 f"{sim.instrument.image_size}² px at {sim.instrument.pixel_scale}″/px) — {kind}\n{base}; "
-                 "R/G/B = reddest/middle/bluest band, Vega-normalised, common asinh stretch; "
-                 f"col = {sim.bands[0].split('_')[-1]} − {sim.bands[-1].split('_')[-1]} (Vega mag) within 3 r_h", fontsize=8)
+    fig.suptitle(
+        f"{sim.instrument.name} ({', '.join(b.split('_')[-1] for b in sim.bands)}; "
+        f"{sim.instrument.image_size}² px at {sim.instrument.pixel_scale}″/px) — {kind}\n{base}; "
+        "R/G/B = reddest/middle/bluest band, Vega-normalised, common asinh stretch; "
+        f"col = {sim.bands[0].split('_')[-1]} − {sim.bands[-1].split('_')[-1]} (Vega mag) within 3 r_h",
+        fontsize=8,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 

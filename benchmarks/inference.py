@@ -41,7 +41,9 @@ def _model(device: str):
     bands = ("WFC3_UVIS_F336W", "WFC3_UVIS_F438W", "WFC3_UVIS_F814W")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = ClusterModel(DEFAULT_PRIOR, bands, (3, 64, 64), default_architecture("cpu", 3, [0.01] * 3))
+        model = ClusterModel(
+            DEFAULT_PRIOR, bands, (3, 64, 64), default_architecture("cpu", 3, [0.01] * 3)
+        )
     return model.to(device).eval(), "untrained 'cpu' preset (3x64x64)"
 
 
@@ -68,11 +70,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n", type=int, default=256, help="cutouts for the speed runs")
-    parser.add_argument("--n-sbi", type=int, default=None, help="cutouts for sbi's sample_batched (default n)")
+    parser.add_argument(
+        "--n-sbi", type=int, default=None, help="cutouts for sbi's sample_batched (default n)"
+    )
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3, help="alternating timed runs of each sampler")
-    parser.add_argument("--memory-n", type=int, default=20_000, help="cutouts of the memory run (S = 10)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="alternating timed runs of each sampler"
+    )
+    parser.add_argument(
+        "--memory-n", type=int, default=20_000, help="cutouts of the memory run (S = 10)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -87,8 +95,14 @@ def main(argv: list[str] | None = None) -> dict:
     posterior = model.posterior()
 
     def ours():
-        predict(model, x, num_samples=s, generator=torch.Generator(device).manual_seed(1),
-                batch_size=args.batch_size, progress=False)
+        predict(
+            model,
+            x,
+            num_samples=s,
+            generator=torch.Generator(device).manual_seed(1),
+            batch_size=args.batch_size,
+            progress=False,
+        )
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
@@ -109,7 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
     xm = _images(args.memory_n, model.image_shape, torch.Generator().manual_seed(2))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
-    pred = predict(model, xm, num_samples=10, generator=torch.Generator(device).manual_seed(3), progress=False)
+    pred = predict(
+        model, xm, num_samples=10, generator=torch.Generator(device).manual_seed(3), progress=False
+    )
     t_mem = time.perf_counter() - t0
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out_mb = (pred.samples.nbytes + pred.p_cluster.nbytes + pred.visibility.nbytes) / 2**20
@@ -132,20 +148,27 @@ def main(argv: list[str] | None = None) -> dict:
         "speedup": rate_ours / rate_sbi,
         "goal_cutouts_per_s": goal,
         "goal_met": rate_ours >= goal,
-        "memory_run": {"n": args.memory_n, "num_samples": 10, "seconds": t_mem,
-                       "peak_rss_before_mb": rss0, "peak_rss_after_mb": rss1,
-                       "input_mb": in_mb, "output_mb": out_mb, "all_draws_inside_prior": inside},
+        "memory_run": {
+            "n": args.memory_n,
+            "num_samples": 10,
+            "seconds": t_mem,
+            "peak_rss_before_mb": rss0,
+            "peak_rss_after_mb": rss1,
+            "input_mb": in_mb,
+            "output_mb": out_mb,
+            "all_draws_inside_prior": inside,
+        },
     }
     env = results["environment"]
     md = f"""# Inference speed
 
-Command: `{env['command']}` — {env['date_utc']}, git {env['git_commit']}
-Machine: {env['cpu']} ({env['cpu_cores']} cores, torch threads {env['torch_threads']}), device `{device}`
-{('GPU: ' + env['gpu']) if 'gpu' in env else ''}
-Versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}
+Command: `{env["command"]}` — {env["date_utc"]}, git {env["git_commit"]}
+Machine: {env["cpu"]} ({env["cpu_cores"]} cores, torch threads {env["torch_threads"]}), device `{device}`
+{("GPU: " + env["gpu"]) if "gpu" in env else ""}
+Versions: {", ".join(f"{k} {v}" for k, v in env["versions"].items())}
 
-Model: {model_name}; flow `{model.architecture['flow']['type']}` ({model.architecture['flow']['num_transforms']}
-layers, hidden {model.architecture['flow']['hidden_features']}); cutouts {tuple(model.image_shape)}; S = {s} draws.
+Model: {model_name}; flow `{model.architecture["flow"]["type"]}` ({model.architecture["flow"]["num_transforms"]}
+layers, hidden {model.architecture["flow"]["hidden_features"]}); cutouts {tuple(model.image_shape)}; S = {s} draws.
 
 | sampler | cutouts | cutouts/s (best of {args.repeats}, alternating) |
 |---|---|---|
@@ -153,7 +176,7 @@ layers, hidden {model.architecture['flow']['hidden_features']}); cutouts {tuple(
 | sbi `DirectPosterior.sample_batched` | {n_sbi} | {rate_sbi:.1f} |
 
 Speed-up over sbi's stock sampler (same model, same process): **{rate_ours / rate_sbi:.2f}×**.
-Goal ≥ {goal:.0f} cutouts/s at S = 1000 on this device: **{'met' if rate_ours >= goal else 'NOT met'}**.
+Goal ≥ {goal:.0f} cutouts/s at S = 1000 on this device: **{"met" if rate_ours >= goal else "NOT met"}**.
 
 Memory: predict on N = {args.memory_n} cutouts (S = 10) took {t_mem:.1f} s; peak RSS
 {rss0:.0f} → {rss1:.0f} MiB for {in_mb:.0f} MiB of input and {out_mb:.0f} MiB of output (chunks of

@@ -175,10 +175,14 @@ def extinction_laws() -> dict:
         out["stars"][name] = rows
     try:
         prov = json.loads(table_path("extinction_laws_provenance.json").read_text())
-        out["provenance"] = {k: prov[k] for k in ("method", "sources", "a_v_normalisation", "n_stellar_nodes")}
+        out["provenance"] = {
+            k: prov[k] for k in ("method", "sources", "a_v_normalisation", "n_stellar_nodes")
+        }
         out["law_minus_mist_axis"] = {  # the report's bands only, median and largest |difference|
-            law: {avk: {b: {k: r[b][k] for k in ("median", "max_abs")} for b in EXT_BANDS if b in r}
-                  for avk, r in rows.items()}
+            law: {
+                avk: {b: {k: r[b][k] for k in ("median", "max_abs")} for b in EXT_BANDS if b in r}
+                for avk, r in rows.items()
+            }
             for law, rows in prov["law_minus_mist_axis"].items()
         }
     except Exception:  # noqa: BLE001 - provenance absent: report the measured numbers only
@@ -471,20 +475,30 @@ def _laws_markdown(e: dict) -> list[str]:
     out = [
         "## 8. Selectable extinction laws (A_band at A_V = 1 mag)",
         "",
-        "`law=\"mist\"` (default) is the BC grid's own A_V axis (MIST C3K, CCM89, R_V = 3.1); F99 (Fitzpatrick 1999), "
+        '`law="mist"` (default) is the BC grid\'s own A_V axis (MIST C3K, CCM89, R_V = 3.1); F99 (Fitzpatrick 1999), '
         "G23 (Gordon et al. 2023) and CCM89 come from `simulators/tables/extinction_laws.npz`: each BC node's reconstructed "
         "A_V = 0 SED reddened by the `dust_extinction` law and integrated through the same curves "
-        + (f"(dust-extinction {e['provenance']['sources']['dust-extinction']}; A_V normalisation: "
-           f"{e['provenance']['a_v_normalisation']})" if "provenance" in e else "")
+        + (
+            f"(dust-extinction {e['provenance']['sources']['dust-extinction']}; A_V normalisation: "
+            f"{e['provenance']['a_v_normalisation']})"
+            if "provenance" in e
+            else ""
+        )
         + ". Every band's throughput lies inside every law's validity range (F99/CCM89 1000 Å–3.3 µm, G23 912 Å–32 µm). "
         "Cells: A_band (law − MIST axis), mag.",
         "",
     ]
     for star, rows in e["stars"].items():
-        out += [f"**{star}**", "", "| law | " + " | ".join(short) + " |", "|---" * (len(short) + 1) + "|"]
+        out += [
+            f"**{star}**",
+            "",
+            "| law | " + " | ".join(short) + " |",
+            "|---" * (len(short) + 1) + "|",
+        ]
         for law, r in rows.items():
             cells = [
-                f"{r['A_band'][b]:.3f}" + ("" if law.startswith("mist") else f" ({r['minus_mist'][b]:+.3f})")
+                f"{r['A_band'][b]:.3f}"
+                + ("" if law.startswith("mist") else f" ({r['minus_mist'][b]:+.3f})")
                 for b in e["bands"]
             ]
             out.append(f"| {law} | " + " | ".join(cells) + " |")
@@ -496,12 +510,20 @@ def _laws_markdown(e: dict) -> list[str]:
             "median / largest |difference| (mag):",
             "",
         ]
-        bands = [b for b in e["bands"] if b in next(iter(e["law_minus_mist_axis"].values()))["A_V=1"]]
-        out += ["| law | A_V | " + " | ".join(b.split("_")[-1] for b in bands) + " |", "|---" * (len(bands) + 2) + "|"]
+        bands = [
+            b for b in e["bands"] if b in next(iter(e["law_minus_mist_axis"].values()))["A_V=1"]
+        ]
+        out += [
+            "| law | A_V | " + " | ".join(b.split("_")[-1] for b in bands) + " |",
+            "|---" * (len(bands) + 2) + "|",
+        ]
         for law, rows in e["law_minus_mist_axis"].items():
             for avk, r in rows.items():
-                out.append(f"| {law} | {avk.split('=')[1]} | "
-                           + " | ".join(f"{r[b]['median']:+.3f} / {r[b]['max_abs']:.3f}" for b in bands) + " |")
+                out.append(
+                    f"| {law} | {avk.split('=')[1]} | "
+                    + " | ".join(f"{r[b]['median']:+.3f} / {r[b]['max_abs']:.3f}" for b in bands)
+                    + " |"
+                )
         out.append("")
     out += [
         "Reading: CCM89 on the reconstructed SEDs reproduces the MIST axis (which MIST built with CCM89, R_V = 3.1) to "

@@ -143,17 +143,22 @@ class GridReference:
         pa = torch.where(flip, ndtr(-zb), ndtr(za))
         pb = torch.where(flip, ndtr(-za), ndtr(zb))
         logp = -0.5 * chi2 + torch.log((pb - pa).clamp_min(1e-300))
-        cell = torch.multinomial(torch.exp(logp - logp.max()), num_samples, True, generator=generator)
+        cell = torch.multinomial(
+            torch.exp(logp - logp.max()), num_samples, True, generator=generator
+        )
         u = torch.rand(num_samples, 4, generator=generator, dtype=torch.float64)
         i, j = cell // len(self.avs), cell % len(self.avs)
         q = (pa[cell] + u[:, 1] * (pb[cell] - pa[cell])).clamp(1e-300, 1 - 1e-16)
         z = torch.where(flip[cell], -ndtri(q), ndtri(q))
-        out = torch.stack([
-            self.ages[i] + (u[:, 0] - 0.5) * self.age_step,
-            (lm_hat[cell] + sd * z).clamp(self.low[1], self.high[1]),
-            self.low[2] + u[:, 2] * (self.high[2] - self.low[2]),
-            self.avs[j] + (u[:, 3] - 0.5) * self.av_step,
-        ], 1)
+        out = torch.stack(
+            [
+                self.ages[i] + (u[:, 0] - 0.5) * self.age_step,
+                (lm_hat[cell] + sd * z).clamp(self.low[1], self.high[1]),
+                self.low[2] + u[:, 2] * (self.high[2] - self.low[2]),
+                self.avs[j] + (u[:, 3] - 0.5) * self.av_step,
+            ],
+            1,
+        )
         return out.float().numpy()
 
 
@@ -167,7 +172,10 @@ def _model(preset: str, sigma: float):
     inst = get_preset(preset)
     pop = StellarPopulation(inst.bands)
     model = SmoothPhotometryModel(
-        pop.integrated_magnitudes, DEFAULT_PRIOR, sigma=sigma, distance_modulus=inst.distance_modulus
+        pop.integrated_magnitudes,
+        DEFAULT_PRIOR,
+        sigma=sigma,
+        distance_modulus=inst.distance_modulus,
     )
     return model, inst
 
@@ -335,7 +343,12 @@ def main(argv: list[str] | None = None) -> dict:
     t_grid = time.perf_counter() - t0
     logger.info(
         "NPE: %d simulations, trained in %.1f s; grid reference %.1f s; NUTS for %d objects on "
-        "%d process(es)", int(ok.sum()), t_train, t_grid, args.objects, args.workers,
+        "%d process(es)",
+        int(ok.sum()),
+        t_train,
+        t_grid,
+        args.objects,
+        args.workers,
     )
 
     tasks = [
@@ -365,12 +378,19 @@ def main(argv: list[str] | None = None) -> dict:
         r["theta"] = t.tolist()
         logger.info(
             "object %d: C2ST NPE–grid %.3f, NUTS–grid %.3f, NPE–NUTS %.3f; max R̂ %.2f; NUTS %.1f s",
-            i, r["npe_vs_grid"]["c2st"], r["nuts_vs_grid"]["c2st"], r["npe_vs_nuts"]["c2st"],
-            max(r["rhat"].values()), r["nuts_s"],
+            i,
+            r["npe_vs_grid"]["c2st"],
+            r["nuts_vs_grid"]["c2st"],
+            r["npe_vs_nuts"]["c2st"],
+            max(r["rhat"].values()),
+            r["nuts_s"],
         )
 
     mixed = [r for r in rows if max(r["rhat"].values()) < RHAT_OK]  # NaN (1 chain) is never < 1.1
-    summary = {k: _summary([r[k] for r in rows], names) for k in ("npe_vs_grid", "nuts_vs_grid", "npe_vs_nuts")}
+    summary = {
+        k: _summary([r[k] for r in rows], names)
+        for k in ("npe_vs_grid", "nuts_vs_grid", "npe_vs_nuts")
+    }
     if mixed:
         summary["npe_vs_nuts_rhat_ok"] = _summary([r["npe_vs_nuts"] for r in mixed], names)
     t_nuts = sum(r["nuts_s"] for r in rows)
@@ -385,11 +405,19 @@ def main(argv: list[str] | None = None) -> dict:
         "train_simulations": int(ok.sum()),
         "objects": args.objects,
         "samples": args.samples,
-        "nuts": {"chains": args.chains, "warmup": args.warmup, "workers": args.workers,
-                 "max_tree_depth": args.max_tree_depth,
-                 "jit": all(r["jit"] for r in rows), "rhat_ok_objects": len(mixed)},
-        "grid": {"age_step_dex": grid.age_step, "av_step_mag": grid.av_step,
-                 "cells": len(grid.ages) * len(grid.avs)},
+        "nuts": {
+            "chains": args.chains,
+            "warmup": args.warmup,
+            "workers": args.workers,
+            "max_tree_depth": args.max_tree_depth,
+            "jit": all(r["jit"] for r in rows),
+            "rhat_ok_objects": len(mixed),
+        },
+        "grid": {
+            "age_step_dex": grid.age_step,
+            "av_step_mag": grid.av_step,
+            "cells": len(grid.ages) * len(grid.avs),
+        },
         "timing_s": {
             "simulate": t_sim,
             "train_npe": t_train,

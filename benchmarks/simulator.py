@@ -41,7 +41,9 @@ def _sync(device: torch.device) -> None:
 def _rate(sim: ClusterSimulator, n: int, repeats: int, seed: int, **kw) -> dict:
     dev = sim.device
     g = torch.Generator(device=dev).manual_seed(seed)
-    sim.simulate(min(n, 32), g, **{k: (v[: min(n, 32)] if v is not None else None) for k, v in kw.items()})  # warm-up
+    sim.simulate(
+        min(n, 32), g, **{k: (v[: min(n, 32)] if v is not None else None) for k, v in kw.items()}
+    )  # warm-up
     times, cpu, stars = [], [], []
     for _ in range(repeats):
         _sync(dev)
@@ -52,8 +54,14 @@ def _rate(sim: ClusterSimulator, n: int, repeats: int, seed: int, **kw) -> dict:
         cpu.append(time.process_time() - c0)
         stars.append(float(b.nuisances["n_stars"].float().mean()))
     best, med = min(times), float(np.median(times))
-    return {"batch": n, "repeats": repeats, "cutouts_per_s_best": n / best, "cutouts_per_s_median": n / med,
-            "cutouts_per_cpu_s": n / min(cpu), "mean_drawn_cluster_stars": float(np.mean(stars))}
+    return {
+        "batch": n,
+        "repeats": repeats,
+        "cutouts_per_s_best": n / best,
+        "cutouts_per_s_median": n / med,
+        "cutouts_per_cpu_s": n / min(cpu),
+        "mean_drawn_cluster_stars": float(np.mean(stars)),
+    }
 
 
 def _reference_ratio(sim: ClusterSimulator, n: int, seed: int) -> dict:
@@ -68,11 +76,15 @@ def _reference_ratio(sim: ClusterSimulator, n: int, seed: int) -> dict:
 
     r_h = 10 ** theta[:, 2] / sim.instrument.pc_per_pixel
     a = eff_core_radius(r_h, gamma, sim.options.eff_truncation)
-    stars, _, _, _ = sim._cluster(sim.populations[0], 0, theta, gamma, centre, a, 10 * r_h, 2 * r_h, g)
+    stars, _, _, _ = sim._cluster(
+        sim.populations[0], 0, theta, gamma, centre, a, 10 * r_h, 2 * r_h, g
+    )
     fstars, _ = sim.field.stars(torch.full((n,), 0.02, device=sim.device), g)
     allst = FieldStars.cat([stars, fstars])
     del label
-    sim.renderer.render(n, allst.sample_index, allst.y, allst.x, allst.flux)  # warm-up (work buffer, FFT plans)
+    sim.renderer.render(
+        n, allst.sample_index, allst.y, allst.x, allst.flux
+    )  # warm-up (work buffer, FFT plans)
     _sync(sim.device)
     t0 = time.perf_counter()
     fast = sim.renderer.render(n, allst.sample_index, allst.y, allst.x, allst.flux)
@@ -81,13 +93,30 @@ def _reference_ratio(sim: ClusterSimulator, n: int, seed: int) -> dict:
     si = allst.sample_index.cpu().numpy()
     y, x, f = (t.double().cpu().numpy() for t in (allst.y, allst.x, allst.flux))
     t0 = time.perf_counter()
-    ref = np.stack([render_stars_reference(sim.psfs, sim.instrument.image_size, y[si == i], x[si == i], f[si == i],
-                                           radius_px=sim.renderer.radius) for i in range(n)])
+    ref = np.stack(
+        [
+            render_stars_reference(
+                sim.psfs,
+                sim.instrument.image_size,
+                y[si == i],
+                x[si == i],
+                f[si == i],
+                radius_px=sim.renderer.radius,
+            )
+            for i in range(n)
+        ]
+    )
     t_ref = time.perf_counter() - t0
     diff = np.abs(fast.cpu().double().numpy() - ref)
     peak = ref.max(axis=(-2, -1), keepdims=True)
-    return {"cutouts": n, "stars": int(len(si)), "phase_renderer_s": t_fast, "reference_s": t_ref,
-            "speedup": t_ref / t_fast, "max_abs_diff_over_peak": float((diff / peak).max())}
+    return {
+        "cutouts": n,
+        "stars": int(len(si)),
+        "phase_renderer_s": t_fast,
+        "reference_s": t_ref,
+        "speedup": t_ref / t_fast,
+        "max_abs_diff_over_peak": float((diff / peak).max()),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -97,7 +126,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunk", type=int, default=None, help="renderer chunk size (default: 64 CPU, 1024 CUDA)")
+    parser.add_argument(
+        "--chunk", type=int, default=None, help="renderer chunk size (default: 64 CPU, 1024 CUDA)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(args.threads)
@@ -108,20 +139,37 @@ def main(argv: list[str] | None = None) -> dict:
     build_s = time.perf_counter() - t0
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    res = {"environment": environment(str(dev)), "preset": args.preset, "build_s": build_s,
-           "options": {k: v for k, v in sim.card()["options"].items()}}
+    res = {
+        "environment": environment(str(dev)),
+        "preset": args.preset,
+        "build_s": build_s,
+        "options": {k: v for k, v in sim.card()["options"].items()},
+    }
     log.info("prior draws ...")
     res["prior_draws"] = _rate(sim, args.batch, args.repeats, 0)
     res["by_log_mass"] = {}
     for lm in (3.0, 4.0, 5.0, 5.5):
-        theta = torch.tensor([[8.0, lm, math.log10(3.0), 1.0]], device=dev).expand(args.batch, 4).contiguous()
+        theta = (
+            torch.tensor([[8.0, lm, math.log10(3.0), 1.0]], device=dev)
+            .expand(args.batch, 4)
+            .contiguous()
+        )
         log.info("log M = %.1f ...", lm)
-        res["by_log_mass"][f"{lm:.1f}"] = _rate(sim, args.batch, args.repeats, 1, theta=theta,
-                                                label=torch.ones(args.batch, dtype=torch.long, device=dev))
+        res["by_log_mass"][f"{lm:.1f}"] = _rate(
+            sim,
+            args.batch,
+            args.repeats,
+            1,
+            theta=theta,
+            label=torch.ones(args.batch, dtype=torch.long, device=dev),
+        )
     log.info("reference renderer ...")
     res["reference_baseline"] = _reference_ratio(sim, 4, 2)
-    res["peak_memory_MB"] = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
-                             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    res["peak_memory_MB"] = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
     res["load_average"] = [round(x, 2) for x in __import__("os").getloadavg()]
     env = res["environment"]
     pd, rb = res["prior_draws"], res["reference_baseline"]
@@ -130,7 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         f"Command: `{env['command']}` — {env['date_utc']}, git {env['git_commit']}",
         f"Machine: {env['cpu']} ({env['cpu_cores']} cores, torch threads {env['torch_threads']})"
-        + (f", GPU {env.get('gpu')}" if "gpu" in env else "") + f"; torch {env['versions']['torch']}",
+        + (f", GPU {env.get('gpu')}" if "gpu" in env else "")
+        + f"; torch {env['versions']['torch']}",
         "",
         f"Simulator construction: {build_s:.1f} s. Batch {args.batch}, best/median of {args.repeats}.",
         "",
@@ -139,8 +188,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"| prior draws (50 % clusters) | {pd['cutouts_per_s_best']:.0f} | {pd['cutouts_per_s_median']:.0f} | {pd['cutouts_per_cpu_s']:.0f} | {pd['mean_drawn_cluster_stars']:.0f} |",
     ]
     for lm, r in res["by_log_mass"].items():
-        lines.append(f"| clusters, log M = {lm} (log age 8, r_h 3 pc, A_V 1) | {r['cutouts_per_s_best']:.0f} | "
-                     f"{r['cutouts_per_s_median']:.0f} | {r['cutouts_per_cpu_s']:.0f} | {r['mean_drawn_cluster_stars']:.0f} |")
+        lines.append(
+            f"| clusters, log M = {lm} (log age 8, r_h 3 pc, A_V 1) | {r['cutouts_per_s_best']:.0f} | "
+            f"{r['cutouts_per_s_median']:.0f} | {r['cutouts_per_cpu_s']:.0f} | {r['mean_drawn_cluster_stars']:.0f} |"
+        )
     lines += [
         "",
         f"Peak memory: {res['peak_memory_MB']:.0f} MB ({'max allocated' if dev.type == 'cuda' else 'max RSS of the process'}).",

@@ -31,7 +31,10 @@ __all__ = ["read_log", "plot_curves", "main"]
 def read_log(path: Path) -> list[dict[str, float]]:
     """Rows of a training ``log.csv`` as floats."""
     with open(path, newline="") as fh:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
+        return [
+            {k: float(v) for k, v in row.items() if v not in ("", None)}
+            for row in csv.DictReader(fh)
+        ]
 
 
 def plot_curves(rows: list[dict[str, float]], path: Path) -> Path:
@@ -44,8 +47,12 @@ def plot_curves(rows: list[dict[str, float]], path: Path) -> Path:
         ax.set_xlabel("step")
         ax.set_ylabel({"total": "total loss", "nll": "flow NLL of θ (clusters)"}[key])
         ax.legend()
-    axes[2].plot([r["elapsed_s"] / 60 for r in rows], [r["val_bce"] for r in rows], label="classifier BCE")
-    axes[2].plot([r["elapsed_s"] / 60 for r in rows], [r["val_mse"] for r in rows], label="visibility MSE")
+    axes[2].plot(
+        [r["elapsed_s"] / 60 for r in rows], [r["val_bce"] for r in rows], label="classifier BCE"
+    )
+    axes[2].plot(
+        [r["elapsed_s"] / 60 for r in rows], [r["val_mse"] for r in rows], label="visibility MSE"
+    )
     axes[2].set_xlabel("wall-clock time [min]")
     axes[2].set_ylabel("validation loss")
     axes[2].legend()
@@ -57,8 +64,12 @@ def plot_curves(rows: list[dict[str, float]], path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="training run folder (log.csv, model/)")
-    parser.add_argument("--model", type=Path, help="model directory with card.json (default: <run>/model)")
+    parser.add_argument(
+        "--run", type=Path, required=True, help="training run folder (log.csv, model/)"
+    )
+    parser.add_argument(
+        "--model", type=Path, help="model directory with card.json (default: <run>/model)"
+    )
     args = parser.parse_args(argv)
     model_dir = args.model or args.run / "model"
     card = json.loads((model_dir / "card.json").read_text())

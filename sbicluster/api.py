@@ -27,7 +27,15 @@ from .outputs import (
     write_table,
 )
 
-__all__ = ["infer", "InferenceResult", "resolve_device", "model_pixel_scale", "model_zero_points", "simulator_from_card", "OUTPUT_FILES"]
+__all__ = [
+    "infer",
+    "InferenceResult",
+    "resolve_device",
+    "model_pixel_scale",
+    "model_zero_points",
+    "simulator_from_card",
+    "OUTPUT_FILES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +92,23 @@ def simulator_from_card(card: dict, device: str | torch.device = "cpu"):
 
     sim = card.get("simulator")
     if not isinstance(sim, dict):
-        raise ModelError("the model card has no 'simulator' entry; it cannot be used to simulate mock data")
+        raise ModelError(
+            "the model card has no 'simulator' entry; it cannot be used to simulate mock data"
+        )
     prior = ClusterPrior.from_dict(sim.get("prior", card.get("prior")))
     if sim.get("name") == "linear-gaussian-toy":
         from .toy import LinearGaussianToy
 
-        return LinearGaussianToy(prior, image_size=int(sim["image_size"]), bands=tuple(sim["bands"]),
-                                 amplitude=float(sim["amplitude"]), noise=float(sim["noise"]),
-                                 background=float(sim["background"]),
-                                 cluster_fraction=float(sim["cluster_fraction"]), device=device)
+        return LinearGaussianToy(
+            prior,
+            image_size=int(sim["image_size"]),
+            bands=tuple(sim["bands"]),
+            amplitude=float(sim["amplitude"]),
+            noise=float(sim["noise"]),
+            background=float(sim["background"]),
+            cluster_fraction=float(sim["cluster_fraction"]),
+            device=device,
+        )
     if sim.get("simulator") == "simulators.cluster.ClusterSimulator":
         from simulators.cluster import ClusterSimulator
         from simulators.instruments import Instrument
@@ -102,10 +118,17 @@ def simulator_from_card(card: dict, device: str | torch.device = "cpu"):
             options[key] = tuple(value) if isinstance(value, list) else value
         if len(options.get("feh", ())) == 1:
             options["feh"] = float(options["feh"][0])
-        return ClusterSimulator(Instrument.from_dict(sim["preset"]), prior,
-                                cluster_fraction=float(sim.get("cluster_fraction", 0.5)), device=device, **options)
-    raise ModelError(f"the model card's simulator {sim.get('simulator', sim.get('name'))!r} is not one this "
-                     "version of sbicluster can rebuild")
+        return ClusterSimulator(
+            Instrument.from_dict(sim["preset"]),
+            prior,
+            cluster_fraction=float(sim.get("cluster_fraction", 0.5)),
+            device=device,
+            **options,
+        )
+    raise ModelError(
+        f"the model card's simulator {sim.get('simulator', sim.get('name'))!r} is not one this "
+        "version of sbicluster can rebuild"
+    )
 
 
 @dataclass
@@ -133,9 +156,16 @@ class InferenceResult:
         """The draws as :class:`arviz.InferenceData` (dims cutout × draw, units as attributes)."""
         from simulators.priors import ClusterPrior
 
-        return inference_data(self.samples, ClusterPrior.from_dict(self.card["prior"]), ids=self.cutouts.ids, card=self.card)
+        return inference_data(
+            self.samples,
+            ClusterPrior.from_dict(self.card["prior"]),
+            ids=self.cutouts.ids,
+            card=self.card,
+        )
 
-    def write(self, out_dir: str | Path, *, overwrite: bool = False, save_samples: bool = False) -> list[Path]:
+    def write(
+        self, out_dir: str | Path, *, overwrite: bool = False, save_samples: bool = False
+    ) -> list[Path]:
         """Write ``summary.ecsv``, ``posterior.nc`` (and ``samples.npz``) atomically into ``out_dir``.
 
         Raises
@@ -147,11 +177,15 @@ class InferenceResult:
         names = list(OUTPUT_FILES) + (["samples.npz"] if save_samples else [])
         check_outputs([out_dir / n for n in names], overwrite)
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths = [write_table(self.summary, out_dir / "summary.ecsv"),
-                 write_inference_data(self.to_inference_data(), out_dir / "posterior.nc")]
+        paths = [
+            write_table(self.summary, out_dir / "summary.ecsv"),
+            write_inference_data(self.to_inference_data(), out_dir / "posterior.nc"),
+        ]
         if save_samples:
             names = [p["name"] for p in self.card["prior"]["parameters"]]
-            paths.append(write_samples(out_dir / "samples.npz", self.samples, self.cutouts.ids, names))
+            paths.append(
+                write_samples(out_dir / "samples.npz", self.samples, self.cutouts.ids, names)
+            )
         return paths
 
 
@@ -235,25 +269,59 @@ def infer(
     zps = model_zero_points(card)
     if catalog is not None:
         images = [source] if isinstance(source, str | Path) else list(source)
-        cutouts = read_catalog_cutouts(images, catalog, model_bands, image_size=image_size, pixel_scale=scale,
-                                       bands=bands, zero_points=zps)
+        cutouts = read_catalog_cutouts(
+            images,
+            catalog,
+            model_bands,
+            image_size=image_size,
+            pixel_scale=scale,
+            bands=bands,
+            zero_points=zps,
+        )
     else:
         if not isinstance(source, str | Path):
-            raise InputError("several input paths need --catalog; give one FITS file or a folder of them")
-        cutouts = read_cutouts(source, model_bands, image_size=image_size, pixel_scale=scale, bands=bands,
-                               zero_points=zps)
+            raise InputError(
+                "several input paths need --catalog; give one FITS file or a folder of them"
+            )
+        cutouts = read_cutouts(
+            source,
+            model_bands,
+            image_size=image_size,
+            pixel_scale=scale,
+            bands=bands,
+            zero_points=zps,
+        )
     log.info("inferring %d cutouts with %d draws each on %s", len(cutouts), num_samples, dev)
     generator = torch.Generator(device=dev).manual_seed(seed)
-    pred = predict(model, cutouts.images, num_samples=num_samples, generator=generator, batch_size=batch_size,
-                   progress=progress)
+    pred = predict(
+        model,
+        cutouts.images,
+        num_samples=num_samples,
+        generator=generator,
+        batch_size=batch_size,
+        progress=progress,
+    )
     prior = ClusterPrior.from_dict(card["prior"])
     summary = summary_table(
-        pred.samples, prior, ids=cutouts.ids, p_cluster=pred.p_cluster, visibility=pred.visibility,
-        flags=cutouts.flags, x=cutouts.x, y=cutouts.y, ra=cutouts.ra, dec=cutouts.dec,
-        meta={"model": card.get("name", "unnamed"), "num_samples": num_samples, "seed": seed,
-              "input": [str(s) for s in ([source] if isinstance(source, str | Path) else source)],
-              "catalog": None if catalog is None else str(catalog), "bands": list(model_bands),
-              "image_size": image_size},
+        pred.samples,
+        prior,
+        ids=cutouts.ids,
+        p_cluster=pred.p_cluster,
+        visibility=pred.visibility,
+        flags=cutouts.flags,
+        x=cutouts.x,
+        y=cutouts.y,
+        ra=cutouts.ra,
+        dec=cutouts.dec,
+        meta={
+            "model": card.get("name", "unnamed"),
+            "num_samples": num_samples,
+            "seed": seed,
+            "input": [str(s) for s in ([source] if isinstance(source, str | Path) else source)],
+            "catalog": None if catalog is None else str(catalog),
+            "bands": list(model_bands),
+            "image_size": image_size,
+        },
     )
     result = InferenceResult(summary, pred.samples, cutouts, card)
     if out is not None:

@@ -50,8 +50,12 @@ def software_versions() -> dict:
         own = version("sbicluster")
     except Exception:  # noqa: BLE001 - not installed as a distribution
         own = "unknown"
-    return {"sbicluster": own, "torch": torch.__version__.split("+")[0], "sbi": sbi.__version__,
-            "zuko": zuko.__version__}
+    return {
+        "sbicluster": own,
+        "torch": torch.__version__.split("+")[0],
+        "sbi": sbi.__version__,
+        "zuko": zuko.__version__,
+    }
 
 
 def _unique_state(model: ClusterModel) -> dict[str, torch.Tensor]:
@@ -85,18 +89,22 @@ def save_model(model: ClusterModel, directory: str | Path, *, overwrite: bool = 
 
     directory = Path(directory)
     if directory.exists() and not overwrite:
-        raise OutputExistsError(f"model directory {directory} exists; pass overwrite=True (--overwrite) "
-                                "or choose another directory")
+        raise OutputExistsError(
+            f"model directory {directory} exists; pass overwrite=True (--overwrite) "
+            "or choose another directory"
+        )
     card = dict(model.card)
-    card.update({
-        "format_version": FORMAT_VERSION,
-        "bands": list(model.bands),
-        "image_shape": list(model.image_shape),
-        "prior": model.prior.to_dict(),
-        "architecture": model.architecture,
-        "normalisation": model.architecture["normalisation"],
-        "software": software_versions(),
-    })
+    card.update(
+        {
+            "format_version": FORMAT_VERSION,
+            "bands": list(model.bands),
+            "image_shape": list(model.image_shape),
+            "prior": model.prior.to_dict(),
+            "architecture": model.architecture,
+            "normalisation": model.architecture["normalisation"],
+            "software": software_versions(),
+        }
+    )
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
@@ -119,15 +127,19 @@ def save_model(model: ClusterModel, directory: str | Path, *, overwrite: bool = 
 
 def _check_versions(card: dict) -> None:
     if int(card["format_version"]) > FORMAT_VERSION:
-        raise ModelError(f"model format version {card['format_version']} is newer than this sbicluster "
-                         f"understands ({FORMAT_VERSION}); upgrade sbicluster to load it")
+        raise ModelError(
+            f"model format version {card['format_version']} is newer than this sbicluster "
+            f"understands ({FORMAT_VERSION}); upgrade sbicluster to load it"
+        )
     saved = (card.get("software") or {}).get("sbi")
     if saved is not None:
         import sbi
 
         if saved.split(".")[:2] != sbi.__version__.split(".")[:2]:
-            raise ModelError(f"model was trained with sbi {saved} but sbi {sbi.__version__} is installed; "
-                             f"install sbi=={saved} (e.g. `pip install sbi=={saved}`) to use this model")
+            raise ModelError(
+                f"model was trained with sbi {saved} but sbi {sbi.__version__} is installed; "
+                f"install sbi=={saved} (e.g. `pip install sbi=={saved}`) to use this model"
+            )
 
 
 def load_model(directory: str | Path | None = None, *, device: str = "cpu") -> ClusterModel:
@@ -158,27 +170,45 @@ def load_model(directory: str | Path | None = None, *, device: str = "cpu") -> C
     card_path, weights_path = directory / "card.json", directory / "weights.safetensors"
     for path in (card_path, weights_path):
         if not path.is_file():
-            hint = (" (no default model is shipped yet: train one with `sbicluster train`)"
-                    if directory == DEFAULT_MODEL_DIR else "")
-            raise ModelError(f"model directory {directory} lacks {path.name}; expected weights.safetensors "
-                             f"and card.json written by sbicluster.artifact.save_model{hint}")
+            hint = (
+                " (no default model is shipped yet: train one with `sbicluster train`)"
+                if directory == DEFAULT_MODEL_DIR
+                else ""
+            )
+            raise ModelError(
+                f"model directory {directory} lacks {path.name}; expected weights.safetensors "
+                f"and card.json written by sbicluster.artifact.save_model{hint}"
+            )
     try:
         card = json.loads(card_path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ModelError(f"cannot read {card_path}: {err}; the card must be the JSON written by save_model") from err
+        raise ModelError(
+            f"cannot read {card_path}: {err}; the card must be the JSON written by save_model"
+        ) from err
     missing = [k for k in _REQUIRED if k not in card]
     if missing:
-        raise ModelError(f"{card_path} lacks required keys {missing}; it was not written by save_model")
+        raise ModelError(
+            f"{card_path} lacks required keys {missing}; it was not written by save_model"
+        )
     _check_versions(card)
     try:
-        model = ClusterModel(ClusterPrior.from_dict(card["prior"]), card["bands"], card["image_shape"],
-                             card["architecture"], card=card)
+        model = ClusterModel(
+            ClusterPrior.from_dict(card["prior"]),
+            card["bands"],
+            card["image_shape"],
+            card["architecture"],
+            card=card,
+        )
     except (KeyError, TypeError, ValueError) as err:
-        raise ModelError(f"{card_path} describes an architecture this sbicluster cannot build ({err!r})") from err
+        raise ModelError(
+            f"{card_path} describes an architecture this sbicluster cannot build ({err!r})"
+        ) from err
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as err:
-        raise ModelError(f"cannot read {weights_path}: {err}; the file is corrupt or not safetensors") from err
+        raise ModelError(
+            f"cannot read {weights_path}: {err}; the file is corrupt or not safetensors"
+        ) from err
     expected = model.state_dict()
     problems = []
     for key in sorted(set(expected) - set(state)):
@@ -187,10 +217,16 @@ def load_model(directory: str | Path | None = None, *, device: str = "cpu") -> C
         problems.append(f"unexpected tensor {key}")
     for key in sorted(set(state) & set(expected)):
         if tuple(state[key].shape) != tuple(expected[key].shape):
-            problems.append(f"{key}: weights {tuple(state[key].shape)} vs card {tuple(expected[key].shape)}")
+            problems.append(
+                f"{key}: weights {tuple(state[key].shape)} vs card {tuple(expected[key].shape)}"
+            )
     if problems:
-        shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} problems)" if len(problems) > 5 else "")
-        raise ModelError(f"weights in {weights_path} do not match the architecture in {card_path}: {shown}. "
-                         "The card and weights come from different models; re-save the model with save_model")
+        shown = "; ".join(problems[:5]) + (
+            f"; ... ({len(problems)} problems)" if len(problems) > 5 else ""
+        )
+        raise ModelError(
+            f"weights in {weights_path} do not match the architecture in {card_path}: {shown}. "
+            "The card and weights come from different models; re-save the model with save_model"
+        )
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()

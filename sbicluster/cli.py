@@ -37,39 +37,85 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="write mock cutouts (FITS) and their truth table")
-    p.add_argument("--preset", default="m83-wfc3",
-                   help="instrument preset, or 'toy' for the linear-Gaussian toy (default: m83-wfc3)")
-    p.add_argument("--model", type=Path, help="simulate with the simulator recorded in this model's card instead")
+    p.add_argument(
+        "--preset",
+        default="m83-wfc3",
+        help="instrument preset, or 'toy' for the linear-Gaussian toy (default: m83-wfc3)",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="simulate with the simulator recorded in this model's card instead",
+    )
     p.add_argument("--n", type=int, default=100, help="number of cutouts (default: 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--cluster-fraction", type=float, default=0.5, help="fraction of cluster cutouts (default: 0.5)")
-    p.add_argument("--out", required=True, type=Path, help="output folder: cutouts.fits and truth.ecsv")
+    p.add_argument(
+        "--cluster-fraction",
+        type=float,
+        default=0.5,
+        help="fraction of cluster cutouts (default: 0.5)",
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, help="output folder: cutouts.fits and truth.ecsv"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
 
-    p = sub.add_parser("infer", help="posterior samples, P(cluster) and visibility for FITS cutouts")
-    p.add_argument("input", type=Path, nargs="+", help="FITS file or folder of cutouts; with --catalog, one large image per band")
-    p.add_argument("--catalog", type=Path, help="table of positions (x/y px or ra/dec deg) to cut from large images")
-    p.add_argument("--model", type=Path, help="model directory (default: the shipped default model)")
+    p = sub.add_parser(
+        "infer", help="posterior samples, P(cluster) and visibility for FITS cutouts"
+    )
+    p.add_argument(
+        "input",
+        type=Path,
+        nargs="+",
+        help="FITS file or folder of cutouts; with --catalog, one large image per band",
+    )
+    p.add_argument(
+        "--catalog",
+        type=Path,
+        help="table of positions (x/y px or ra/dec deg) to cut from large images",
+    )
+    p.add_argument(
+        "--model", type=Path, help="model directory (default: the shipped default model)"
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--samples", type=int, default=1000, help="posterior draws per cutout (default: 1000)")
-    p.add_argument("--bands", help="comma-separated band of each image HDU/file, overriding FITS FILTER keywords")
+    p.add_argument(
+        "--samples", type=int, default=1000, help="posterior draws per cutout (default: 1000)"
+    )
+    p.add_argument(
+        "--bands",
+        help="comma-separated band of each image HDU/file, overriding FITS FILTER keywords",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-    p.add_argument("--batch-size", type=int, default=256, help="cutouts per network pass (default: 256)")
+    p.add_argument(
+        "--batch-size", type=int, default=256, help="cutouts per network pass (default: 256)"
+    )
     p.add_argument("--save-samples", action="store_true", help="also write samples.npz")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
     p = sub.add_parser("corner", help="corner plots (PNG and PDF) from an infer output folder")
     p.add_argument("outdir", type=Path, help="folder written by `sbicluster infer`")
     p.add_argument("--id", nargs="*", dest="ids", help="cutout ids (default: the first --max)")
-    p.add_argument("--max", type=int, default=10, help="most plots when no --id is given (default: 10)")
-    p.add_argument("--truth", type=Path, help="truth.ecsv from `sbicluster simulate`, to mark true values")
+    p.add_argument(
+        "--max", type=int, default=10, help="most plots when no --id is given (default: 10)"
+    )
+    p.add_argument(
+        "--truth", type=Path, help="truth.ecsv from `sbicluster simulate`, to mark true values"
+    )
 
     p = sub.add_parser("train", help="train a model on simulations generated on the fly")
-    p.add_argument("--preset", default="m83-wfc3",
-                   help="instrument preset, or 'toy' for the seconds-fast linear-Gaussian toy (default: m83-wfc3)")
-    p.add_argument("--out", required=True, type=Path, help="run folder: log.csv, checkpoint/, model/")
-    p.add_argument("--embedding", help="embedding preset: small, cpu or paper (default: cpu on CPU, paper on CUDA)")
+    p.add_argument(
+        "--preset",
+        default="m83-wfc3",
+        help="instrument preset, or 'toy' for the seconds-fast linear-Gaussian toy (default: m83-wfc3)",
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, help="run folder: log.csv, checkpoint/, model/"
+    )
+    p.add_argument(
+        "--embedding",
+        help="embedding preset: small, cpu or paper (default: cpu on CPU, paper on CUDA)",
+    )
     p.add_argument("--steps", type=int, help="optimisation steps")
     p.add_argument("--batch-size", type=int, help="simulations per step")
     p.add_argument("--time-budget", type=float, help="stop after this many minutes")
@@ -77,19 +123,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
 
-    p = sub.add_parser("diagnose", help="coverage, SBC, TARP, accuracy and ROC on held-out simulations")
-    p.add_argument("--model", type=Path, help="model directory (default: the shipped default model)")
+    p = sub.add_parser(
+        "diagnose", help="coverage, SBC, TARP, accuracy and ROC on held-out simulations"
+    )
+    p.add_argument(
+        "--model", type=Path, help="model directory (default: the shipped default model)"
+    )
     p.add_argument("--n", type=int, default=2000, help="held-out simulations (default: 2000)")
-    p.add_argument("--samples", type=int, default=1000, help="posterior draws per simulation (default: 1000)")
+    p.add_argument(
+        "--samples", type=int, default=1000, help="posterior draws per simulation (default: 1000)"
+    )
     p.add_argument("--seed", type=int, default=12345, help="test-set seed (default: 12345)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--out", required=True, type=Path, help="report folder")
 
     p = sub.add_parser("demo", help="the whole workflow on a mock field with the shipped model")
-    p.add_argument("--model", type=Path, help="model directory (default: the shipped default model)")
-    p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default: demo-output)")
+    p.add_argument(
+        "--model", type=Path, help="model directory (default: the shipped default model)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("demo-output"), help="output folder (default: demo-output)"
+    )
     p.add_argument("--n", type=int, default=200, help="mock cutouts (default: 200)")
-    p.add_argument("--samples", type=int, default=1000, help="posterior draws per cutout (default: 1000)")
+    p.add_argument(
+        "--samples", type=int, default=1000, help="posterior draws per cutout (default: 1000)"
+    )
     p.add_argument("--seed", type=int, default=2020, help="random seed (default: 2020)")
     p.add_argument("--quick", action="store_true", help="a small, fast run (40 cutouts, 300 draws)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
@@ -109,8 +167,16 @@ def _simulate(args) -> None:
         from .toy import LinearGaussianToy
 
         simulator = LinearGaussianToy()
-    paths = simulate_to_fits(args.out, preset=args.preset, n=args.n, seed=args.seed, simulator=simulator,
-                             cluster_fraction=args.cluster_fraction, overwrite=args.overwrite, progress=_progress())
+    paths = simulate_to_fits(
+        args.out,
+        preset=args.preset,
+        n=args.n,
+        seed=args.seed,
+        simulator=simulator,
+        cluster_fraction=args.cluster_fraction,
+        overwrite=args.overwrite,
+        progress=_progress(),
+    )
     print(f"{args.n} mock cutouts → {paths[0]}; truth → {paths[1]}")
 
 
@@ -123,9 +189,17 @@ def _infer(args) -> None:
 
         raise InputError("give one FITS file or folder, or one image per band with --catalog")
     result = infer(
-        inputs[0] if args.catalog is None else inputs, model=args.model, catalog=args.catalog,
-        bands=_bands(args.bands), num_samples=args.samples, device=args.device, seed=args.seed,
-        batch_size=args.batch_size, out=args.out, overwrite=args.overwrite, save_samples=args.save_samples,
+        inputs[0] if args.catalog is None else inputs,
+        model=args.model,
+        catalog=args.catalog,
+        bands=_bands(args.bands),
+        num_samples=args.samples,
+        device=args.device,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        out=args.out,
+        overwrite=args.overwrite,
+        save_samples=args.save_samples,
         progress=_progress(),
     )
     print(f"{len(result.summary)} cutouts → {args.out}/summary.ecsv, {args.out}/posterior.nc")
@@ -145,8 +219,13 @@ def _train(args) -> None:
     from .training import default_config, train
 
     device = resolve_device(args.device)
-    overrides = {"preset": args.embedding, "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
-                 "max_time_s": None if args.time_budget is None else 60.0 * args.time_budget}
+    overrides = {
+        "preset": args.embedding,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "max_time_s": None if args.time_budget is None else 60.0 * args.time_budget,
+    }
     config = default_config(str(device), **{k: v for k, v in overrides.items() if v is not None})
     if args.preset == "toy":
         from .toy import LinearGaussianToy
@@ -166,8 +245,15 @@ def _diagnose(args) -> None:
     device = resolve_device(args.device)
     model = load_model(args.model, device=str(device))
     simulator = simulator_from_card(model.card, device=device)
-    run_diagnostics(model, simulator, n=args.n, num_samples=args.samples, seed=args.seed, out_dir=args.out,
-                    progress=_progress())
+    run_diagnostics(
+        model,
+        simulator,
+        n=args.n,
+        num_samples=args.samples,
+        seed=args.seed,
+        out_dir=args.out,
+        progress=_progress(),
+    )
     print(f"diagnostics report: {args.out / 'report.md'}")
 
 
@@ -175,13 +261,26 @@ def _demo(args) -> None:
     from .demo import run_demo
 
     n, samples = (40, 300) if args.quick else (args.n, args.samples)
-    report = run_demo(args.out, model=args.model, n=n, num_samples=samples, seed=args.seed, device=args.device,
-                      progress=_progress())
+    report = run_demo(
+        args.out,
+        model=args.model,
+        n=n,
+        num_samples=samples,
+        seed=args.seed,
+        device=args.device,
+        progress=_progress(),
+    )
     print(report)
 
 
-_COMMANDS = {"simulate": _simulate, "infer": _infer, "corner": _corner, "train": _train,
-             "diagnose": _diagnose, "demo": _demo}
+_COMMANDS = {
+    "simulate": _simulate,
+    "infer": _infer,
+    "corner": _corner,
+    "train": _train,
+    "diagnose": _diagnose,
+    "demo": _demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -191,7 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import SbiclusterError
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         _COMMANDS[args.command](args)
     except (SbiclusterError, SimulatorError) as err:

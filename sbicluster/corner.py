@@ -25,7 +25,9 @@ __all__ = ["rgb_composite", "corner_figure", "save_figure", "summary_figure"]
 _LEVELS = (0.68, 0.95)
 
 
-def rgb_composite(image: np.ndarray, *, stretch: float = 5.0, percentile: float = 99.5) -> np.ndarray:
+def rgb_composite(
+    image: np.ndarray, *, stretch: float = 5.0, percentile: float = 99.5
+) -> np.ndarray:
     """Asinh-stretched RGB composite of a multi-band cutout (Lupton et al. 2004 style).
 
     Parameters
@@ -113,7 +115,9 @@ def corner_figure(
     return fig
 
 
-def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+def save_figure(
+    fig: Figure, stem: str | Path, formats: Sequence[str] = ("png", "pdf")
+) -> list[Path]:
     """Save ``fig`` atomically as ``stem.<fmt>`` for each format, then close it."""
     paths = []
     for fmt in formats:
@@ -171,6 +175,8 @@ def summary_figure(
     axes[4].set_xlabel("P(cluster)")
     axes[4].set_ylabel("cutouts")
     axes[4].legend()
-    fig.suptitle(f"Mock field: {is_cluster.sum()} clusters, {(~is_cluster).sum()} background cutouts")
+    fig.suptitle(
+        f"Mock field: {is_cluster.sum()} clusters, {(~is_cluster).sum()} background cutouts"
+    )
     fig.tight_layout()
     return fig

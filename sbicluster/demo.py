@@ -35,11 +35,15 @@ def truth_table(batch, prior, ids: Sequence[str]) -> Table:
     for j, p in enumerate(prior.parameters):
         table[p.name] = theta[:, j]
         table[p.name].unit = p.unit if p.unit != "mag" else "mag"
-        table[p.name].description = p.description + " (drawn from the prior but not rendered when label = 0)"
+        table[p.name].description = (
+            p.description + " (drawn from the prior but not rendered when label = 0)"
+        )
     for name, value in batch.nuisances.items():
         value = value.cpu().numpy()
         table[name] = value if value.ndim == 1 else value.reshape(len(value), -1)
-    table.meta["description"] = "truth of simulated cutouts (label 1 = cluster, 0 = background only)"
+    table.meta["description"] = (
+        "truth of simulated cutouts (label 1 = cluster, 0 = background only)"
+    )
     return table
 
 
@@ -95,7 +99,9 @@ def simulate_to_fits(
     check_outputs([fits_path, truth_path], overwrite)
     if simulator is None:
         simulator = ClusterSimulator(preset)
-    generator = torch.Generator(device=simulator.device if hasattr(simulator, "device") else "cpu").manual_seed(seed)
+    generator = torch.Generator(
+        device=simulator.device if hasattr(simulator, "device") else "cpu"
+    ).manual_seed(seed)
     label_rng = torch.Generator().manual_seed(seed + 1)
     labels = (torch.rand(n, generator=label_rng) < cluster_fraction).long()
     parts = []
@@ -105,15 +111,26 @@ def simulate_to_fits(
         lab = labels[start : start + chunk].to(generator.device)
         parts.append(simulator.simulate(len(lab), generator, label=lab).to("cpu"))
     batch = SimulationBatch(
-        torch.cat([p.theta for p in parts]), torch.cat([p.images for p in parts]),
-        torch.cat([p.label for p in parts]), torch.cat([p.visibility for p in parts]),
+        torch.cat([p.theta for p in parts]),
+        torch.cat([p.images for p in parts]),
+        torch.cat([p.label for p in parts]),
+        torch.cat([p.visibility for p in parts]),
         {k: torch.cat([p.nuisances[k] for p in parts]) for k in parts[0].nuisances},
     )
     ids = [f"cutouts:{i}" for i in range(n)]
     preset_card = simulator.card().get("preset", {})
-    scale = float(preset_card.get("pixel_scale", getattr(getattr(simulator, "instrument", None), "pixel_scale", 0.04)))
-    write_cutouts_fits(fits_path, batch.images.numpy(), simulator.bands, pixel_scale=scale,
-                       meta={"PRESET": str(preset_card.get("name", preset)), "SEED": seed})
+    scale = float(
+        preset_card.get(
+            "pixel_scale", getattr(getattr(simulator, "instrument", None), "pixel_scale", 0.04)
+        )
+    )
+    write_cutouts_fits(
+        fits_path,
+        batch.images.numpy(),
+        simulator.bands,
+        pixel_scale=scale,
+        meta={"PRESET": str(preset_card.get("name", preset)), "SEED": seed},
+    )
     write_table(truth_table(batch, simulator.prior, ids), truth_path)
     return fits_path, truth_path
 
@@ -185,20 +202,32 @@ def corner_plots(
     truths = None
     if truth is not None:
         t = Table.read(truth, format="ascii.ecsv")
-        truths = {str(r["id"]): (int(r["label"]), [float(r[name]) for name in prior.names]) for r in t}
-    draws = np.stack([idata.posterior[name].values[0] for name in prior.names], axis=-1)  # (draw, cutout, 4)
+        truths = {
+            str(r["id"]): (int(r["label"]), [float(r[name]) for name in prior.names]) for r in t
+        }
+    draws = np.stack(
+        [idata.posterior[name].values[0] for name in prior.names], axis=-1
+    )  # (draw, cutout, 4)
     (outdir / "corner").mkdir(exist_ok=True)
     paths = []
     for cid in wanted:
         i = all_ids.index(cid)
         row = summary[i]
-        title = f"{cid}   P(cluster) = {row['p_cluster']:.3f}   visibility = {row['visibility']:.1f}"
+        title = (
+            f"{cid}   P(cluster) = {row['p_cluster']:.3f}   visibility = {row['visibility']:.1f}"
+        )
         true = None
         if truths and cid in truths:
             label, values = truths[cid]
             true = values if label == 1 else None
             title += "   (truth: cluster)" if label == 1 else "   (truth: background only)"
-        fig = corner_figure(draws[:, i], prior, image=None if images is None else images.get(cid), title=title, truth=true)
+        fig = corner_figure(
+            draws[:, i],
+            prior,
+            image=None if images is None else images.get(cid),
+            title=title,
+            truth=true,
+        )
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in cid)
         paths += save_figure(fig, outdir / "corner" / f"corner_{safe}", formats)
     return paths
@@ -235,18 +264,42 @@ def run_demo(
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     dev = resolve_device(device)
-    loaded = load_model(model, device=str(dev)) if model is None or isinstance(model, str | Path) else model
+    loaded = (
+        load_model(model, device=str(dev))
+        if model is None or isinstance(model, str | Path)
+        else model
+    )
     simulator = simulator_from_card(loaded.card, device=dev)
-    fits_path, truth_path = simulate_to_fits(out_dir / "mock", n=n, seed=seed, cluster_fraction=cluster_fraction,
-                                             overwrite=True, simulator=simulator, progress=progress)
-    result = infer(fits_path, model=loaded, num_samples=num_samples, device=str(dev), seed=seed, out=out_dir,
-                   overwrite=True, progress=progress)
+    fits_path, truth_path = simulate_to_fits(
+        out_dir / "mock",
+        n=n,
+        seed=seed,
+        cluster_fraction=cluster_fraction,
+        overwrite=True,
+        simulator=simulator,
+        progress=progress,
+    )
+    result = infer(
+        fits_path,
+        model=loaded,
+        num_samples=num_samples,
+        device=str(dev),
+        seed=seed,
+        out=out_dir,
+        overwrite=True,
+        progress=progress,
+    )
     truth = Table.read(truth_path, format="ascii.ecsv")
     label = np.asarray(truth["label"])
     prior = simulator.prior
     theta = np.stack([np.asarray(truth[name]) for name in prior.names], axis=1)
-    save_figure(summary_figure(result.samples, theta, label, np.asarray(result.summary["p_cluster"]), prior),
-                out_dir / "summary", ("png",))
+    save_figure(
+        summary_figure(
+            result.samples, theta, label, np.asarray(result.summary["p_cluster"]), prior
+        ),
+        out_dir / "summary",
+        ("png",),
+    )
     clusters, backgrounds = np.flatnonzero(label == 1), np.flatnonzero(label == 0)
     show = [result.cutouts.ids[i] for i in [*clusters[:3], *backgrounds[:1]]]
     corner_plots(out_dir, ids=show, truth=truth_path, formats=("png",))
@@ -259,7 +312,9 @@ def run_demo(
         f"{time.perf_counter() - t0:.0f} s on {dev}",
         f"  classification accuracy at P(cluster) > 0.5: {accuracy:.3f}",
         "  median |posterior median - truth| for clusters: "
-        + ", ".join(f"{name} {v:.2f}" for name, v in zip(prior.names, np.median(err, axis=0), strict=True)),
+        + ", ".join(
+            f"{name} {v:.2f}" for name, v in zip(prior.names, np.median(err, axis=0), strict=True)
+        ),
         f"  outputs: {out_dir}/summary.ecsv, posterior.nc, summary.png, corner/*.png, mock/cutouts.fits, mock/truth.ecsv",
     ]
     return "\n".join(lines)

@@ -28,7 +28,13 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-__all__ = ["EmbeddingConfig", "EMBEDDING_PRESETS", "AsinhNormalisation", "ResNetEmbedding", "build_embedding"]
+__all__ = [
+    "EmbeddingConfig",
+    "EMBEDDING_PRESETS",
+    "AsinhNormalisation",
+    "ResNetEmbedding",
+    "build_embedding",
+]
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,9 @@ class AsinhNormalisation(nn.Module):
         super().__init__()
         s = torch.as_tensor(list(softening), dtype=torch.float32)
         if s.ndim != 1 or not bool((s > 0).all()):
-            raise ValueError(f"softening must be a positive 1-D sequence (e-/s), got {list(softening)}")
+            raise ValueError(
+                f"softening must be a positive 1-D sequence (e-/s), got {list(softening)}"
+            )
         self.register_buffer("softening", s)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,16 +139,22 @@ class ResNetEmbedding(nn.Module):
         Depth and width.
     """
 
-    def __init__(self, n_bands: int, softening: Sequence[float], config: EmbeddingConfig = EmbeddingConfig()) -> None:
+    def __init__(
+        self, n_bands: int, softening: Sequence[float], config: EmbeddingConfig = EmbeddingConfig()
+    ) -> None:
         super().__init__()
         if len(softening) != n_bands:
-            raise ValueError(f"need one softening per band: {n_bands} bands, {len(softening)} values")
+            raise ValueError(
+                f"need one softening per band: {n_bands} bands, {len(softening)} values"
+            )
         self.config = config
         self.n_bands = n_bands
         self.normalise = AsinhNormalisation(softening)
         k = config.stem_kernel
         self.stem = nn.Sequential(
-            nn.Conv2d(n_bands, config.width, k, 1, k // 2, bias=False), nn.BatchNorm2d(config.width), nn.ReLU()
+            nn.Conv2d(n_bands, config.width, k, 1, k // 2, bias=False),
+            nn.BatchNorm2d(config.width),
+            nn.ReLU(),
         )
         layers, c_in = [], config.width
         for stage, n_blocks in enumerate(config.blocks):
@@ -162,8 +176,9 @@ class ResNetEmbedding(nn.Module):
         return self.head(self.pool(h).flatten(1))
 
 
-def build_embedding(n_bands: int, softening: Sequence[float], preset: str | EmbeddingConfig | dict = "small"
-                    ) -> ResNetEmbedding:
+def build_embedding(
+    n_bands: int, softening: Sequence[float], preset: str | EmbeddingConfig | dict = "small"
+) -> ResNetEmbedding:
     """Build a :class:`ResNetEmbedding` from a preset name, config or config dict.
 
     Parameters
@@ -182,11 +197,12 @@ def build_embedding(n_bands: int, softening: Sequence[float], preset: str | Embe
     """
     if isinstance(preset, str):
         if preset not in EMBEDDING_PRESETS:
-            raise ValueError(f"unknown embedding preset {preset!r}; choose one of {sorted(EMBEDDING_PRESETS)}")
+            raise ValueError(
+                f"unknown embedding preset {preset!r}; choose one of {sorted(EMBEDDING_PRESETS)}"
+            )
         config = EMBEDDING_PRESETS[preset]
     elif isinstance(preset, dict):
         config = EmbeddingConfig.from_dict(preset)
     else:
         config = preset
     return ResNetEmbedding(n_bands, softening, config)
-

@@ -50,16 +50,20 @@ def validate_images(model: ClusterModel, images: np.ndarray | torch.Tensor) -> N
     """Check shape and finiteness of a cutout stack; raise :class:`InputError` otherwise."""
     shape = tuple(images.shape)
     if len(shape) != 4 or shape[1:] != tuple(model.image_shape):
-        raise InputError(f"images must have shape (N, {', '.join(map(str, model.image_shape))}) "
-                         f"(N, bands {model.bands}, y, x) in e-/s, got {shape}")
+        raise InputError(
+            f"images must have shape (N, {', '.join(map(str, model.image_shape))}) "
+            f"(N, bands {model.bands}, y, x) in e-/s, got {shape}"
+        )
 
 
 def _check_finite(chunk: torch.Tensor, start: int) -> None:
     bad = ~torch.isfinite(chunk).reshape(chunk.shape[0], -1).all(dim=1)
     if bool(bad.any()):
         idx = (torch.nonzero(bad).flatten()[:5] + start).tolist()
-        raise InputError(f"images contain NaN or infinite pixels (first bad cutouts: {idx}); "
-                         "mask or replace them (e.g. with the local sky level) before inference")
+        raise InputError(
+            f"images contain NaN or infinite pixels (first bad cutouts: {idx}); "
+            "mask or replace them (e.g. with the local sky level) before inference"
+        )
 
 
 @torch.no_grad()
@@ -112,7 +116,9 @@ def predict(
     visibility = np.empty(n, dtype=np.float32)
     # draws per flow call bounded to ~2**18 rows
     sample_chunk = max(1, min(batch_size, (1 << 18) // num_samples))
-    bar = tqdm(total=n, desc="inference", unit="cutout", disable=not (progress and sys.stderr.isatty()))
+    bar = tqdm(
+        total=n, desc="inference", unit="cutout", disable=not (progress and sys.stderr.isatty())
+    )
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
         chunk = torch.as_tensor(images[start:stop], dtype=torch.float32).to(device)
@@ -124,7 +130,7 @@ def predict(
         for s0 in range(0, stop - start, sample_chunk):
             s1 = min(stop - start, s0 + sample_chunk)
             draws = model.sample_from_features(features[s0:s1], num_samples, generator)  # (S, b, 4)
-            samples[start + s0:start + s1] = draws.transpose(0, 1).cpu().numpy()
+            samples[start + s0 : start + s1] = draws.transpose(0, 1).cpu().numpy()
         bar.update(stop - start)
     bar.close()
     return Prediction(samples, p_cluster, visibility)

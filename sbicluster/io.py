@@ -76,7 +76,13 @@ PIXEL_SCALE_TOLERANCE = 0.03
 _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
 _RATE_UNITS = {"ELECTRONS/S", "ELECTRONS/SEC", "E-/S", "ELECTRON/S", "ELECTRONS S-1", "E/S"}
 _COUNT_UNITS = {"ELECTRONS", "ELECTRON", "E-", "COUNTS", "COUNT"}
-_FLAM_UNITS = {"ERG/S/CM2/A", "ERG/CM2/S/A", "ERG/S/CM2/ANGSTROM", "ERG/CM2/S/ANGSTROM", "ERGS/CM2/S/A"}
+_FLAM_UNITS = {
+    "ERG/S/CM2/A",
+    "ERG/CM2/S/A",
+    "ERG/S/CM2/ANGSTROM",
+    "ERG/CM2/S/ANGSTROM",
+    "ERGS/CM2/S/A",
+}
 _FNU_UNITS = {"JY", "JANSKY"}
 _ZP_KEYS = ("MAGZERO", "ZEROPNT", "MAGZPT")
 
@@ -186,7 +192,9 @@ def match_band(header: fits.Header, model_bands: Sequence[str], where: str = "")
     )
 
 
-def _to_rate(data: np.ndarray, header: fits.Header, where: str, zero_point: float | None = None) -> np.ndarray:
+def _to_rate(
+    data: np.ndarray, header: fits.Header, where: str, zero_point: float | None = None
+) -> np.ndarray:
     """Convert pixel values to e⁻/s following BUNIT, EXPTIME, PHOTFLAM/PHOTFNU or a zero point.
 
     ``zero_point`` is the model's Vega magnitude giving 1 e⁻/s in this band (used only with a
@@ -202,15 +210,19 @@ def _to_rate(data: np.ndarray, header: fits.Header, where: str, zero_point: floa
         if exptime is None:
             raise InputError(f"{where}: BUNIT is {unit} but there is no EXPTIME to convert to e-/s")
         if not float(exptime) > 0:
-            raise InputError(f"{where}: EXPTIME must be positive to convert {unit} to e-/s, got {exptime}")
+            raise InputError(
+                f"{where}: EXPTIME must be positive to convert {unit} to e-/s, got {exptime}"
+            )
         return data / float(exptime)
     compact = unit.replace(" ", "").replace("**", "").replace("^", "")
     for key, units in (("PHOTFLAM", _FLAM_UNITS), ("PHOTFNU", _FNU_UNITS)):
         if compact in units:
             value = header.get(key)
             if value is None or not float(value) > 0:
-                raise InputError(f"{where}: BUNIT is {unit} but {key} is missing or not positive ({value}); "
-                                 f"add {key} (flux density per e-/s) or give the images in electrons/s")
+                raise InputError(
+                    f"{where}: BUNIT is {unit} but {key} is missing or not positive ({value}); "
+                    f"add {key} (flux density per e-/s) or give the images in electrons/s"
+                )
             return data / float(value)
     header_zp = next((header[k] for k in _ZP_KEYS if k in header), None)
     if header_zp is not None and zero_point is not None:
@@ -247,7 +259,9 @@ def _check_pixel_scale(header: fits.Header, expected: float | None, where: str) 
         )
 
 
-def _clean(cube: np.ndarray, wheres: Sequence[str], names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _clean(
+    cube: np.ndarray, wheres: Sequence[str], names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """Replace non-finite pixels by band medians; refuse all-NaN or constant bands.
 
     ``cube`` is (N, C, H, W); ``wheres`` the ``file[HDU]`` of each band; ``names`` the cutouts' ids.
@@ -258,8 +272,10 @@ def _clean(cube: np.ndarray, wheres: Sequence[str], names: Sequence[str]) -> tup
     n_finite = finite.sum(axis=(2, 3))
     if np.any(n_finite == 0):
         i, c = np.argwhere(n_finite == 0)[0]
-        raise InputError(f"{wheres[c]}: cutout {names[i]} has no finite pixel (all NaN/masked); "
-                         "remove it or give it valid data")
+        raise InputError(
+            f"{wheres[c]}: cutout {names[i]} has no finite pixel (all NaN/masked); "
+            "remove it or give it valid data"
+        )
     bad = ~finite.all(axis=(1, 2, 3))
     if bad.any():
         cube = cube.copy()
@@ -291,11 +307,19 @@ def _open(path: Path):
 
 
 def _image_hdus(hdul) -> list[int]:
-    return [i for i, h in enumerate(hdul) if getattr(h, "is_image", False) and h.data is not None and h.data.ndim >= 2]
+    return [
+        i
+        for i, h in enumerate(hdul)
+        if getattr(h, "is_image", False) and h.data is not None and h.data.ndim >= 2
+    ]
 
 
 def _read_file(
-    path: Path, model_bands: Sequence[str], image_size: int, pixel_scale: float | None, bands: Sequence[str] | None,
+    path: Path,
+    model_bands: Sequence[str],
+    image_size: int,
+    pixel_scale: float | None,
+    bands: Sequence[str] | None,
     zero_points: Mapping[str, float] | None = None,
 ) -> Cutouts:
     with _open(path) as hdul:
@@ -309,27 +333,49 @@ def _read_file(
             cube = np.asarray(hdul[k].data, dtype=np.float64)
             names = bands or [header.get(f"BAND{c + 1}") for c in range(cube.shape[1])]
             if any(n is None for n in names):
-                raise InputError(f"{_where(path, k)}: a (N, band, y, x) cube needs BAND1..BAND{cube.shape[1]} keywords or --bands")
+                raise InputError(
+                    f"{_where(path, k)}: a (N, band, y, x) cube needs BAND1..BAND{cube.shape[1]} keywords or --bands"
+                )
             if len(names) != cube.shape[1]:
-                raise InputError(f"{_where(path, k)}: cube has {cube.shape[1]} bands but {len(names)} band names were given")
+                raise InputError(
+                    f"{_where(path, k)}: cube has {cube.shape[1]} bands but {len(names)} band names were given"
+                )
             per_band = {n: (cube[:, c], header, k) for c, n in enumerate(names)}
         else:
             if bands is not None and len(bands) != len(indices):
-                raise InputError(f"{path}: {len(indices)} image HDUs but {len(bands)} bands given with --bands")
+                raise InputError(
+                    f"{path}: {len(indices)} image HDUs but {len(bands)} bands given with --bands"
+                )
             per_band = {}
             for j, k in enumerate(indices):
                 header = hdul[k].header.copy()
-                for key in ("INSTRUME", "DETECTOR", "EXPTIME", "BUNIT", "FILTER", "FILTER1", "FILTER2"):
+                for key in (
+                    "INSTRUME",
+                    "DETECTOR",
+                    "EXPTIME",
+                    "BUNIT",
+                    "FILTER",
+                    "FILTER1",
+                    "FILTER2",
+                ):
                     if key not in header and key in primary:
                         header[key] = primary[key]
-                name = bands[j] if bands is not None else match_band(header, model_bands, _where(path, k))
+                name = (
+                    bands[j]
+                    if bands is not None
+                    else match_band(header, model_bands, _where(path, k))
+                )
                 if name in per_band:
-                    raise InputError(f"{_where(path, k)}: band {name} appears twice (also in HDU {per_band[name][2]})")
+                    raise InputError(
+                        f"{_where(path, k)}: band {name} appears twice (also in HDU {per_band[name][2]})"
+                    )
                 data = np.asarray(hdul[k].data, dtype=np.float64)
                 per_band[name] = (data[None] if data.ndim == 2 else data, header, k)
         unknown = [n for n in per_band if n not in model_bands]
         if unknown:
-            raise InputError(f"{path}: band(s) {unknown} are not the model's bands {list(model_bands)}")
+            raise InputError(
+                f"{path}: band(s) {unknown} are not the model's bands {list(model_bands)}"
+            )
         missing = [b for b in model_bands if b not in per_band]
         if missing:
             raise InputError(
@@ -343,7 +389,9 @@ def _read_file(
             data, header, k = per_band[b]
             where = _where(path, k)
             if data.ndim != 3:
-                raise InputError(f"{where}: expected (y, x) or (N, y, x) image data, got shape {data.shape}")
+                raise InputError(
+                    f"{where}: expected (y, x) or (N, y, x) image data, got shape {data.shape}"
+                )
             if data.shape[-2:] != (image_size, image_size):
                 raise InputError(
                     f"{where}: cutouts are {data.shape[-2]}x{data.shape[-1]} px but the model reads "
@@ -354,9 +402,13 @@ def _read_file(
     n = stack[0].shape[0]
     stem = path.name.split(".")[0]
     ids = [stem] if n == 1 else [f"{stem}:{i}" for i in range(n)]
-    cube, flags = _clean(np.stack(stack, axis=1), [_where(path, per_band[b][2]) for b in model_bands], ids)
+    cube, flags = _clean(
+        np.stack(stack, axis=1), [_where(path, per_band[b][2]) for b in model_bands], ids
+    )
     nan = np.full(n, np.nan)
-    return Cutouts(cube, ids, nan.copy(), nan.copy(), nan.copy(), nan.copy(), flags, [str(path)] * n)
+    return Cutouts(
+        cube, ids, nan.copy(), nan.copy(), nan.copy(), nan.copy(), flags, [str(path)] * n
+    )
 
 
 def read_cutouts(
@@ -482,7 +534,12 @@ def read_catalog_cutouts(
             _check_pixel_scale(header, pixel_scale, where)
             if name in planes:
                 raise InputError(f"{where}: band {name} is given twice (also by {planes[name][2]})")
-            rate = _to_rate(np.asarray(hdul[k].data, dtype=np.float64), header, where, (zero_points or {}).get(name))
+            rate = _to_rate(
+                np.asarray(hdul[k].data, dtype=np.float64),
+                header,
+                where,
+                (zero_points or {}).get(name),
+            )
             planes[name] = (rate, header, where)
     missing = [b for b in model_bands if b not in planes]
     if missing:
@@ -490,7 +547,9 @@ def read_catalog_cutouts(
     ref_data, ref_header, ref_where = planes[model_bands[0]]
     for b in model_bands[1:]:
         if planes[b][0].shape != ref_data.shape:
-            raise InputError(f"{planes[b][2]}: shape {planes[b][0].shape} differs from {ref_where} {ref_data.shape}")
+            raise InputError(
+                f"{planes[b][2]}: shape {planes[b][0].shape} differs from {ref_where} {ref_data.shape}"
+            )
     import warnings
 
     with warnings.catch_warnings():
@@ -506,15 +565,23 @@ def read_catalog_cutouts(
             ra = dec = np.full(len(table), np.nan)
     elif "ra" in cols and "dec" in cols:
         if not wcs.has_celestial:
-            raise InputError(f"{ref_where}: the catalogue gives RA/Dec but the image has no celestial WCS")
+            raise InputError(
+                f"{ref_where}: the catalogue gives RA/Dec but the image has no celestial WCS"
+            )
         ra = np.asarray(table[cols["ra"]], dtype=float)
         dec = np.asarray(table[cols["dec"]], dtype=float)
         x, y = wcs.world_to_pixel(SkyCoord(ra, dec, unit="deg"))
         # round-off of the sky→pixel transform must not move a cutout by a whole pixel
         x, y = np.round(x, 6), np.round(y, 6)
     else:
-        raise InputError(f"{catalog}: needs columns x, y (pixels) or ra, dec (degrees); has {table.colnames}")
-    ids = [str(v) for v in table[cols["id"]]] if "id" in cols else [f"{catalog.stem}:{i}" for i in range(len(table))]
+        raise InputError(
+            f"{catalog}: needs columns x, y (pixels) or ra, dec (degrees); has {table.colnames}"
+        )
+    ids = (
+        [str(v) for v in table[cols["id"]]]
+        if "id" in cols
+        else [f"{catalog.stem}:{i}" for i in range(len(table))]
+    )
     cube = np.empty((len(table), len(model_bands), image_size, image_size))
     for i in range(len(table)):
         for c, b in enumerate(model_bands):
@@ -527,5 +594,13 @@ def read_catalog_cutouts(
                 ) from err
             cube[i, c] = cut.data
     cleaned, flags = _clean(cube, [f"{catalog} on {planes[b][2]}" for b in model_bands], ids)
-    return Cutouts(cleaned, ids, np.asarray(x, float), np.asarray(y, float), np.asarray(ra, float),
-                   np.asarray(dec, float), flags, [str(catalog)] * len(table))
+    return Cutouts(
+        cleaned,
+        ids,
+        np.asarray(x, float),
+        np.asarray(y, float),
+        np.asarray(ra, float),
+        np.asarray(dec, float),
+        flags,
+        [str(catalog)] * len(table),
+    )

@@ -47,21 +47,47 @@ from simulators.priors import ClusterPrior
 
 from .embedding import EMBEDDING_PRESETS, EmbeddingConfig, ResNetEmbedding
 
-__all__ = ["FLOW_PRESETS", "COUPLING_MASKS", "BoxLogitTransform", "ClusterModel", "default_architecture"]
+__all__ = [
+    "FLOW_PRESETS",
+    "COUPLING_MASKS",
+    "BoxLogitTransform",
+    "ClusterModel",
+    "default_architecture",
+]
 
 LOGISTIC_STD = math.pi / math.sqrt(3.0)
 """Standard deviation of logit(U), U ~ Uniform(0, 1)."""
 
 FLOW_PRESETS: dict[str, dict] = {
-    "small": {"type": "coupling_nsf", "hidden_features": 64, "hidden_layers": 2, "num_transforms": 6, "bins": 8},
-    "cpu": {"type": "coupling_nsf", "hidden_features": 64, "hidden_layers": 2, "num_transforms": 6, "bins": 8},
-    "paper": {"type": "coupling_nsf", "hidden_features": 128, "hidden_layers": 2, "num_transforms": 8,
-              "bins": 10},
+    "small": {
+        "type": "coupling_nsf",
+        "hidden_features": 64,
+        "hidden_layers": 2,
+        "num_transforms": 6,
+        "bins": 8,
+    },
+    "cpu": {
+        "type": "coupling_nsf",
+        "hidden_features": 64,
+        "hidden_layers": 2,
+        "num_transforms": 6,
+        "bins": 8,
+    },
+    "paper": {
+        "type": "coupling_nsf",
+        "hidden_features": 128,
+        "hidden_layers": 2,
+        "num_transforms": 8,
+        "bins": 10,
+    },
 }
 COUPLING_MASKS: tuple[tuple[bool, ...], ...] = (
-    (True, True, False, False), (False, False, True, True),
-    (True, False, True, False), (False, True, False, True),
-    (True, False, False, True), (False, True, True, False),
+    (True, True, False, False),
+    (False, False, True, True),
+    (True, False, True, False),
+    (False, True, False, True),
+    (True, False, False, True),
+    (False, True, True, False),
 )
 """Coupling masks of ``coupling_nsf`` layers, cycled: every 2+2 split of the 4 parameters and its
 complement, so each parameter is conditioned on each other one."""
@@ -86,8 +112,14 @@ class BoxLogitTransform(Transform):
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self, low: torch.Tensor, high: torch.Tensor, *, scale: float = LOGISTIC_STD,
-                 eps: float = 1e-6) -> None:
+    def __init__(
+        self,
+        low: torch.Tensor,
+        high: torch.Tensor,
+        *,
+        scale: float = LOGISTIC_STD,
+        eps: float = 1e-6,
+    ) -> None:
         super().__init__()
         self.low, self.width, self.scale, self.eps = low, high - low, float(scale), float(eps)
 
@@ -103,16 +135,26 @@ class BoxLogitTransform(Transform):
 
     def log_abs_det_jacobian(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         u = self._unit(x)
-        return -(torch.log(u) + torch.log1p(-u) + torch.log(self.width) + math.log(self.scale)).sum(-1)
+        return -(torch.log(u) + torch.log1p(-u) + torch.log(self.width) + math.log(self.scale)).sum(
+            -1
+        )
 
     def call_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u = self._unit(x)
-        ladj = -(torch.log(u) + torch.log1p(-u) + torch.log(self.width) + math.log(self.scale)).sum(-1)
+        ladj = -(torch.log(u) + torch.log1p(-u) + torch.log(self.width) + math.log(self.scale)).sum(
+            -1
+        )
         return torch.logit(u) / self.scale, ladj
 
 
-def default_architecture(preset: str, n_bands: int, softening: Sequence[float], *,
-                         embedding: dict | None = None, flow: dict | None = None) -> dict:
+def default_architecture(
+    preset: str,
+    n_bands: int,
+    softening: Sequence[float],
+    *,
+    embedding: dict | None = None,
+    flow: dict | None = None,
+) -> dict:
     """Architecture dictionary for a named preset (``small``, ``cpu``, ``paper``).
 
     Parameters
@@ -133,19 +175,29 @@ def default_architecture(preset: str, n_bands: int, softening: Sequence[float], 
         ``flow`` (type and hyper-parameters), ``theta_transform``, ``heads``.
     """
     if preset not in EMBEDDING_PRESETS:
-        raise ValueError(f"unknown model preset {preset!r}; choose one of {sorted(EMBEDDING_PRESETS)}")
+        raise ValueError(
+            f"unknown model preset {preset!r}; choose one of {sorted(EMBEDDING_PRESETS)}"
+        )
     return {
         "preset": preset,
         "n_bands": int(n_bands),
         "embedding": {**EMBEDDING_PRESETS[preset].to_dict(), **(embedding or {})},
-        "normalisation": {"type": "asinh", "softening_e_per_s": [float(s) for s in softening],
-                          "formula": "asinh(x / softening[band]), x in e-/s per pixel"},
+        "normalisation": {
+            "type": "asinh",
+            "softening_e_per_s": [float(s) for s in softening],
+            "formula": "asinh(x / softening[band]), x in e-/s per pixel",
+        },
         "flow": {**FLOW_PRESETS[preset], **(flow or {})},
-        "theta_transform": {"type": "box_logit", "scale": LOGISTIC_STD,
-                            "formula": "z = logit((theta - low) / (high - low)) / scale"},
-        "heads": {"hidden_features": HEAD_HIDDEN[preset],
-                  "classifier": "logit of P(cluster | x)",
-                  "visibility": "regression of log(1 + visibility)"},
+        "theta_transform": {
+            "type": "box_logit",
+            "scale": LOGISTIC_STD,
+            "formula": "z = logit((theta - low) / (high - low)) / scale",
+        },
+        "heads": {
+            "hidden_features": HEAD_HIDDEN[preset],
+            "classifier": "logit of P(cluster | x)",
+            "visibility": "regression of log(1 + visibility)",
+        },
     }
 
 
@@ -153,7 +205,9 @@ def _flow_layers(fl: dict, dim: int, context: int) -> tuple[tuple[nn.Module, ...
     """Spline layers and base distribution of the flow described by ``fl`` (architecture["flow"])."""
     hidden = [int(fl["hidden_features"])] * int(fl["hidden_layers"])
     bins, n = int(fl["bins"]), int(fl["num_transforms"])
-    nsf = zuko.flows.NSF(features=dim, context=context, bins=bins, transforms=n, hidden_features=hidden)
+    nsf = zuko.flows.NSF(
+        features=dim, context=context, bins=bins, transforms=n, hidden_features=hidden
+    )
     if fl["type"] == "zuko_nsf":
         return tuple(nsf.transform.transforms), nsf.base
     if fl["type"] == "coupling_nsf":
@@ -161,9 +215,12 @@ def _flow_layers(fl: dict, dim: int, context: int) -> tuple[tuple[nn.Module, ...
             raise ValueError(f"coupling_nsf masks are defined for 4 parameters, got {dim}")
         layers = tuple(
             GeneralCouplingTransform(
-                dim, context, mask=torch.tensor(COUPLING_MASKS[i % len(COUPLING_MASKS)], dtype=torch.bool),
+                dim,
+                context,
+                mask=torch.tensor(COUPLING_MASKS[i % len(COUPLING_MASKS)], dtype=torch.bool),
                 univariate=partial(MonotonicRQSTransform, slope=1e-3),
-                shapes=[(bins,), (bins,), (bins - 1,)], hidden_features=hidden,
+                shapes=[(bins,), (bins,), (bins - 1,)],
+                hidden_features=hidden,
             )
             for i in range(n)
         )
@@ -180,15 +237,23 @@ class _EmbedOnceZukoFlow(ZukoFlow):
     """
 
     def log_prob(self, input: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:  # noqa: A002
-        if condition.dim() == len(self.condition_shape) + 1 and input.dim() == 3 \
-                and input.shape[1] == condition.shape[0]:
+        if (
+            condition.dim() == len(self.condition_shape) + 1
+            and input.dim() == 3
+            and input.shape[1] == condition.shape[0]
+        ):
             return self.net(self._embedding_net(condition)).log_prob(input)
         return super().log_prob(input, condition)
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
-                         nn.Linear(hidden, n_out))
+    return nn.Sequential(
+        nn.Linear(n_in, hidden),
+        nn.GELU(),
+        nn.Linear(hidden, hidden),
+        nn.GELU(),
+        nn.Linear(hidden, n_out),
+    )
 
 
 class ClusterModel(nn.Module):
@@ -216,8 +281,14 @@ class ClusterModel(nn.Module):
         Heads on the embedding.
     """
 
-    def __init__(self, prior: ClusterPrior, bands: Sequence[str], image_shape: Sequence[int], architecture: dict,
-                 card: dict | None = None) -> None:
+    def __init__(
+        self,
+        prior: ClusterPrior,
+        bands: Sequence[str],
+        image_shape: Sequence[int],
+        architecture: dict,
+        card: dict | None = None,
+    ) -> None:
         super().__init__()
         self.prior = prior
         self.bands = tuple(bands)
@@ -227,10 +298,15 @@ class ClusterModel(nn.Module):
         if len(self.bands) != self.image_shape[0]:
             raise ValueError(f"{len(self.bands)} bands but image_shape {self.image_shape}")
         soft = architecture["normalisation"]["softening_e_per_s"]
-        self.embedding = ResNetEmbedding(len(self.bands), soft, EmbeddingConfig.from_dict(architecture["embedding"]))
+        self.embedding = ResNetEmbedding(
+            len(self.bands), soft, EmbeddingConfig.from_dict(architecture["embedding"])
+        )
         n_feat = self.embedding.features
         box = zuko.flows.UnconditionalTransform(
-            BoxLogitTransform, prior.low(), prior.high(), scale=float(architecture["theta_transform"]["scale"]),
+            BoxLogitTransform,
+            prior.low(),
+            prior.high(),
+            scale=float(architecture["theta_transform"]["scale"]),
             buffer=True,
         )
         transforms, base = _flow_layers(architecture["flow"], prior.dim, n_feat)
@@ -241,9 +317,14 @@ class ClusterModel(nn.Module):
         # sbi's estimator shares (does not copy) the embedding and the flow; kept out of the module
         # registry so that parameters are stored once.
         object.__setattr__(
-            self, "_estimator",
-            _EmbedOnceZukoFlow(self.flow, self.embedding, input_shape=torch.Size([prior.dim]),
-                     condition_shape=torch.Size(self.image_shape)),
+            self,
+            "_estimator",
+            _EmbedOnceZukoFlow(
+                self.flow,
+                self.embedding,
+                input_shape=torch.Size([prior.dim]),
+                condition_shape=torch.Size(self.image_shape),
+            ),
         )
 
     # ------------------------------------------------------------------ pieces
@@ -264,8 +345,9 @@ class ClusterModel(nn.Module):
         """log q(θ | features) in prior units; θ (..., B, 4), features (B, F) → (..., B)."""
         return self.flow(features.float()).log_prob(theta)
 
-    def sample_from_features(self, features: torch.Tensor, num_samples: int,
-                             generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_from_features(
+        self, features: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Posterior draws for embedded cutouts.
 
         Parameters
@@ -284,8 +366,9 @@ class ClusterModel(nn.Module):
         """
         features = features.float()
         gdev = generator.device if generator is not None else features.device
-        z = torch.randn((num_samples, features.shape[0], self.prior.dim), generator=generator,
-                        device=gdev).to(features.device)
+        z = torch.randn(
+            (num_samples, features.shape[0], self.prior.dim), generator=generator, device=gdev
+        ).to(features.device)
         if self.architecture["flow"]["type"] == "coupling_nsf":
             return self._coupling_inverse(z, features)
         return self.flow(features).transform.inv(z)
@@ -337,8 +420,16 @@ class ClusterModel(nn.Module):
         device = self.device
         return DirectPosterior(self._estimator, self.prior.distribution(device), device=str(device))
 
-    def losses(self, theta: torch.Tensor, images: torch.Tensor, label: torch.Tensor, visibility: torch.Tensor,
-               *, weights: dict[str, float], autocast: bool = False) -> dict[str, torch.Tensor]:
+    def losses(
+        self,
+        theta: torch.Tensor,
+        images: torch.Tensor,
+        label: torch.Tensor,
+        visibility: torch.Tensor,
+        *,
+        weights: dict[str, float],
+        autocast: bool = False,
+    ) -> dict[str, torch.Tensor]:
         """Training losses on one batch.
 
         ``total = nll + weights["classifier"] · bce + weights["visibility"] · mse``, where ``nll`` is

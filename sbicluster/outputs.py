@@ -45,7 +45,12 @@ PRIOR_EDGE_FRACTION = 0.02
 HDI_PROB = 0.94
 """Probability mass of the highest-density interval reported in summaries."""
 
-PARAMETER_UNITS = {"log_age": u.dex(u.yr), "log_mass": u.dex(u.solMass), "log_rh": u.dex(u.pc), "av": u.mag}
+PARAMETER_UNITS = {
+    "log_age": u.dex(u.yr),
+    "log_mass": u.dex(u.solMass),
+    "log_rh": u.dex(u.pc),
+    "av": u.mag,
+}
 """astropy units of the summary's parameter columns."""
 
 
@@ -85,7 +90,9 @@ def check_outputs(paths: Sequence[str | Path], overwrite: bool) -> None:
         return
     for p in paths:
         if Path(p).exists():
-            raise OutputExistsError(f"{p}: already exists; pass --overwrite (overwrite=True) to replace it")
+            raise OutputExistsError(
+                f"{p}: already exists; pass --overwrite (overwrite=True) to replace it"
+            )
 
 
 def _hdi(samples: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +150,12 @@ def summary_table(
     nan = np.full(n, np.nan)
     table = Table()
     table["id"] = np.asarray(ids, dtype=str)
-    for name, values, unit in (("x", x, u.pix), ("y", y, u.pix), ("ra", ra, u.deg), ("dec", dec, u.deg)):
+    for name, values, unit in (
+        ("x", x, u.pix),
+        ("y", y, u.pix),
+        ("ra", ra, u.deg),
+        ("dec", dec, u.deg),
+    ):
         table[name] = (nan if values is None else np.asarray(values, float)) * unit
     table["p_cluster"] = np.asarray(p_cluster, dtype=float)
     table["visibility"] = np.asarray(visibility, dtype=float)
@@ -151,8 +163,12 @@ def summary_table(
     low, high = prior.low().numpy(), prior.high().numpy()
     margin = PRIOR_EDGE_FRACTION * (high - low)
     at_edge = ((pct[1] < low + margin) | (pct[1] > high - margin)).any(axis=1)
-    table["flag"] = np.asarray(flags, dtype=np.int32) | np.where(at_edge, FLAG_PRIOR_EDGE, 0).astype(np.int32)
-    table["flag"].description = "bit mask: " + "; ".join(f"{k} = {v}" for k, v in FLAG_DESCRIPTIONS.items())
+    table["flag"] = np.asarray(flags, dtype=np.int32) | np.where(
+        at_edge, FLAG_PRIOR_EDGE, 0
+    ).astype(np.int32)
+    table["flag"].description = "bit mask: " + "; ".join(
+        f"{k} = {v}" for k, v in FLAG_DESCRIPTIONS.items()
+    )
     for j, name in enumerate(prior.names):
         unit = PARAMETER_UNITS.get(name, u.dimensionless_unscaled)
         lo, hi = _hdi(samples[:, :, j], HDI_PROB)
@@ -169,7 +185,9 @@ def summary_table(
             "description": "sbicluster posterior summary, one row per cutout",
             "hdi_prob": HDI_PROB,
             "flag_bits": {str(k): v for k, v in FLAG_DESCRIPTIONS.items()},
-            "parameters": {p.name: {"unit": p.unit, "description": p.description} for p in prior.parameters},
+            "parameters": {
+                p.name: {"unit": p.unit, "description": p.description} for p in prior.parameters
+            },
             **(meta or {}),
         }
     )
@@ -179,13 +197,17 @@ def summary_table(
 def write_table(table: Table, path: str | Path) -> Path:
     """Write ``table`` atomically; the format follows the suffix (.ecsv, .fits, .csv)."""
     path = Path(path)
-    fmt = {".ecsv": "ascii.ecsv", ".csv": "ascii.csv", ".fits": "fits"}.get(path.suffix.lower(), "ascii.ecsv")
+    fmt = {".ecsv": "ascii.ecsv", ".csv": "ascii.csv", ".fits": "fits"}.get(
+        path.suffix.lower(), "ascii.ecsv"
+    )
     with atomic_path(path) as tmp:
         table.write(tmp, format=fmt, overwrite=True)
     return path
 
 
-def inference_data(samples: np.ndarray, prior: ClusterPrior, *, ids: Sequence[str], card: dict | None = None):
+def inference_data(
+    samples: np.ndarray, prior: ClusterPrior, *, ids: Sequence[str], card: dict | None = None
+):
     """Posterior draws as :class:`arviz.InferenceData` with dims ``cutout × draw``.
 
     Parameters
@@ -213,10 +235,16 @@ def inference_data(samples: np.ndarray, prior: ClusterPrior, *, ids: Sequence[st
         dims={name: ["cutout"] for name in prior.names},
     )
     idata.posterior.attrs.update(
-        {"model_card": json.dumps(card or {}), "prior": json.dumps(prior.to_dict()), "created_by": "sbicluster"}
+        {
+            "model_card": json.dumps(card or {}),
+            "prior": json.dumps(prior.to_dict()),
+            "created_by": "sbicluster",
+        }
     )
     for p in prior.parameters:
-        idata.posterior[p.name].attrs.update({"unit": p.unit, "label": p.label, "description": p.description})
+        idata.posterior[p.name].attrs.update(
+            {"unit": p.unit, "label": p.label, "description": p.description}
+        )
     return idata
 
 
@@ -228,12 +256,19 @@ def write_inference_data(idata, path: str | Path) -> Path:
     return path
 
 
-def write_samples(path: str | Path, samples: np.ndarray, ids: Sequence[str], names: Sequence[str]) -> Path:
+def write_samples(
+    path: str | Path, samples: np.ndarray, ids: Sequence[str], names: Sequence[str]
+) -> Path:
     """Write draws to ``.npz`` (arrays ``samples`` (N, S, 4), ``ids``, ``names``) atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, samples=samples.astype(np.float32), ids=np.asarray(ids, str), names=np.asarray(names, str))
+            np.savez_compressed(
+                fh,
+                samples=samples.astype(np.float32),
+                ids=np.asarray(ids, str),
+                names=np.asarray(names, str),
+            )
     return path
 
 
@@ -245,7 +280,12 @@ def _band_keywords(band: str) -> dict:
 
 
 def write_cutouts_fits(
-    path: str | Path, images: np.ndarray, bands: Sequence[str], *, pixel_scale: float, meta: dict | None = None
+    path: str | Path,
+    images: np.ndarray,
+    bands: Sequence[str],
+    *,
+    pixel_scale: float,
+    meta: dict | None = None,
 ) -> Path:
     """Write cutouts in the layout :func:`sbicluster.io.read_cutouts` reads.
 

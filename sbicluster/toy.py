@@ -93,14 +93,21 @@ class LinearGaussianToy:
     def _design_matrix(self) -> torch.Tensor:
         """Fixed templates: four Gaussian blobs (σ = size/5 px) with band weights 1 ± 0.5, (C·H·W, 4)."""
         c, s = len(self.bands), self.image_size
-        yy, xx = torch.meshgrid(torch.arange(s, dtype=torch.float64), torch.arange(s, dtype=torch.float64),
-                                indexing="ij")
+        yy, xx = torch.meshgrid(
+            torch.arange(s, dtype=torch.float64),
+            torch.arange(s, dtype=torch.float64),
+            indexing="ij",
+        )
         centres = [(0.3, 0.3), (0.3, 0.7), (0.7, 0.35), (0.65, 0.65)]
         width = s / 5.0
         cols = []
         for k, (cy, cx) in enumerate(centres):
-            blob = torch.exp(-((yy - cy * (s - 1)) ** 2 + (xx - cx * (s - 1)) ** 2) / (2 * width**2))
-            weights = torch.tensor([1.0 + 0.5 * (-1) ** (k + b) for b in range(c)], dtype=torch.float64)
+            blob = torch.exp(
+                -((yy - cy * (s - 1)) ** 2 + (xx - cx * (s - 1)) ** 2) / (2 * width**2)
+            )
+            weights = torch.tensor(
+                [1.0 + 0.5 * (-1) ** (k + b) for b in range(c)], dtype=torch.float64
+            )
             cols.append((weights[:, None, None] * blob[None]).reshape(-1))
         return (self.amplitude * torch.stack(cols, dim=1)).float()
 

@@ -42,8 +42,14 @@ from simulators.batch import SimulationBatch
 from .errors import InputError
 from .model import ClusterModel, default_architecture
 
-__all__ = ["TrainingConfig", "train", "default_config", "estimate_softening", "write_dataset",
-           "CPU_BUDGET_S"]
+__all__ = [
+    "TrainingConfig",
+    "train",
+    "default_config",
+    "estimate_softening",
+    "write_dataset",
+    "CPU_BUDGET_S",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +151,30 @@ def default_config(device: str = "auto", **overrides) -> TrainingConfig:
     """
     dev = _resolve_device(device)
     if dev.type == "cuda":
-        base = {"preset": "paper", "steps": 100_000, "batch_size": 512, "lr": 5e-4, "warmup_steps": 1000,
-                "val_size": 4096, "val_every": 500, "patience": 20, "checkpoint_every": 2000}
+        base = {
+            "preset": "paper",
+            "steps": 100_000,
+            "batch_size": 512,
+            "lr": 5e-4,
+            "warmup_steps": 1000,
+            "val_size": 4096,
+            "val_every": 500,
+            "patience": 20,
+            "checkpoint_every": 2000,
+        }
     else:
-        base = {"preset": "cpu", "steps": 20_000, "max_time_s": CPU_BUDGET_S, "batch_size": 64, "lr": 1e-3,
-                "warmup_steps": 100, "val_size": 1024, "val_every": 100, "patience": 0,
-                "checkpoint_every": 200}
+        base = {
+            "preset": "cpu",
+            "steps": 20_000,
+            "max_time_s": CPU_BUDGET_S,
+            "batch_size": 64,
+            "lr": 1e-3,
+            "warmup_steps": 100,
+            "val_size": 1024,
+            "val_every": 100,
+            "patience": 0,
+            "checkpoint_every": 200,
+        }
     base.update(device=device)
     base.update(overrides)
     return TrainingConfig(**base)
@@ -205,8 +229,13 @@ class _DiskSource:
     def _read(self, idx: np.ndarray) -> SimulationBatch:
         idx = np.sort(idx)
         get = lambda k: torch.as_tensor(self.file[k][idx])  # noqa: E731
-        return SimulationBatch(get("theta").float(), get("images").float(), get("label").long(),
-                               get("visibility").float(), {})
+        return SimulationBatch(
+            get("theta").float(),
+            get("images").float(),
+            get("label").long(),
+            get("visibility").float(),
+            {},
+        )
 
     def validation(self) -> SimulationBatch:
         return self._read(np.arange(self.n_train, self.n_train + self.val_size))
@@ -215,7 +244,7 @@ class _DiskSource:
         if self.order is None or self.pos + n > self.n_train:
             self.order = torch.randperm(self.n_train, generator=self.generator).numpy()
             self.pos = 0
-        idx = self.order[self.pos:self.pos + n]
+        idx = self.order[self.pos : self.pos + n]
         self.pos += n
         return self._read(idx)
 
@@ -231,8 +260,15 @@ class _DiskSource:
         self.order = tensors["disk.order"].numpy() if "disk.order" in tensors else None
 
 
-def write_dataset(simulator, n: int, path: str | Path, generator: torch.Generator, *, chunk: int = 1024,
-                  progress: bool = True) -> Path:
+def write_dataset(
+    simulator,
+    n: int,
+    path: str | Path,
+    generator: torch.Generator,
+    *,
+    chunk: int = 1024,
+    progress: bool = True,
+) -> Path:
     """Pre-simulate ``n`` samples into an HDF5 file usable as ``TrainingConfig.dataset``.
 
     Parameters
@@ -260,12 +296,16 @@ def write_dataset(simulator, n: int, path: str | Path, generator: torch.Generato
     with h5py.File(tmp, "w") as f:
         ds = {
             "theta": f.create_dataset("theta", (n, 4), "f4"),
-            "images": f.create_dataset("images", (n, c, h, w), "f4", chunks=(min(chunk, n), c, h, w)),
+            "images": f.create_dataset(
+                "images", (n, c, h, w), "f4", chunks=(min(chunk, n), c, h, w)
+            ),
             "label": f.create_dataset("label", (n,), "i8"),
             "visibility": f.create_dataset("visibility", (n,), "f4"),
         }
         f.attrs["simulator_card"] = json.dumps(simulator.card(), default=float)
-        for start in tqdm(range(0, n, chunk), disable=not (progress and sys.stderr.isatty()), desc="simulate"):
+        for start in tqdm(
+            range(0, n, chunk), disable=not (progress and sys.stderr.isatty()), desc="simulate"
+        ):
             b = simulator.simulate(min(chunk, n - start), generator)
             sl = slice(start, start + len(b))
             for k in ds:
@@ -275,7 +315,9 @@ def write_dataset(simulator, n: int, path: str | Path, generator: torch.Generato
 
 
 # ---------------------------------------------------------------------------- checkpoints
-def _save_checkpoint(path: Path, model: ClusterModel, opt: torch.optim.Optimizer, source, meta: dict) -> None:
+def _save_checkpoint(
+    path: Path, model: ClusterModel, opt: torch.optim.Optimizer, source, meta: dict
+) -> None:
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -302,7 +344,9 @@ def _load_checkpoint(path: Path, model: ClusterModel, opt: torch.optim.Optimizer
     tensors = load_file(str(path / "state.safetensors"))
     meta = json.loads((path / "state.json").read_text())
     dev = model.device
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    model.load_state_dict(
+        {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True
+    )
     sd = opt.state_dict()
     state: dict = {}
     for k, v in tensors.items():
@@ -324,25 +368,36 @@ def _lr_at(step: int, cfg: TrainingConfig, time_frac: float = 0.0) -> float:
     exact resumption is guaranteed only for step-limited runs)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    frac = min(1.0, max(time_frac, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+    frac = min(
+        1.0, max(time_frac, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    )
+    return cfg.lr * (
+        cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+    )
 
 
 @torch.no_grad()
-def _validate(model: ClusterModel, val: SimulationBatch, cfg: TrainingConfig, amp: bool) -> dict[str, float]:
+def _validate(
+    model: ClusterModel, val: SimulationBatch, cfg: TrainingConfig, amp: bool
+) -> dict[str, float]:
     model.eval()
     sums, n = {}, len(val)
     for start in range(0, n, 512):
-        b = val[start:start + 512]
-        parts = model.losses(b.theta, b.images, b.label, b.visibility, weights=cfg.loss_weights, autocast=amp)
+        b = val[start : start + 512]
+        parts = model.losses(
+            b.theta, b.images, b.label, b.visibility, weights=cfg.loss_weights, autocast=amp
+        )
         n_cl = int(b.label.sum())
         for k, v in parts.items():
             w = n_cl if k == "nll" else len(b)
             sums[k] = sums.get(k, 0.0) + float(v) * w
             sums[f"_{k}"] = sums.get(f"_{k}", 0) + w
     out = {k: sums[k] / max(1, sums[f"_{k}"]) for k in ("nll", "bce", "mse")}
-    out["total"] = out["nll"] + cfg.loss_weights.get("classifier", 1.0) * out["bce"] + \
-        cfg.loss_weights.get("visibility", 0.5) * out["mse"]
+    out["total"] = (
+        out["nll"]
+        + cfg.loss_weights.get("classifier", 1.0) * out["bce"]
+        + cfg.loss_weights.get("visibility", 0.5) * out["mse"]
+    )
     model.train()
     return out
 
@@ -367,8 +422,15 @@ class _SignalFlag:
             signal.signal(sig, old)
 
 
-def train(simulator, config: TrainingConfig, out_dir: str | Path, *, resume: bool = False,
-          progress: bool = True, stop_after_steps: int | None = None) -> ClusterModel:
+def train(
+    simulator,
+    config: TrainingConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+) -> ClusterModel:
     """Train a model on simulations and write it to ``out_dir/model``.
 
     Parameters
@@ -412,36 +474,67 @@ def train(simulator, config: TrainingConfig, out_dir: str | Path, *, resume: boo
     gen_val = torch.Generator(device=sim_device).manual_seed(config.seed + 7_919_999)
 
     if config.dataset:
-        source = _DiskSource(config.dataset, torch.Generator().manual_seed(config.seed), config.val_size)
+        source = _DiskSource(
+            config.dataset, torch.Generator().manual_seed(config.seed), config.val_size
+        )
         val = source.validation()
     else:
         source = _OnlineSource(simulator, gen_train)
         val = simulator.simulate(config.val_size, gen_val)
     val = val.to(device)
     softening = config.softening or estimate_softening(val.images)
-    arch = default_architecture(config.preset, len(simulator.bands), softening, embedding=config.embedding,
-                                flow=config.flow)
+    arch = default_architecture(
+        config.preset, len(simulator.bands), softening, embedding=config.embedding, flow=config.flow
+    )
     # model initialisation uses its own seeded stream so that it does not depend on global state
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = ClusterModel(simulator.prior, simulator.bands, simulator.image_shape, arch).to(device)
+        model = ClusterModel(simulator.prior, simulator.bands, simulator.image_shape, arch).to(
+            device
+        )
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-    meta = {"step": 0, "best_val": float("inf"), "best_step": -1, "bad_evals": 0, "elapsed_s": 0.0,
-            "config": config.to_dict(), "softening": softening, "best_state": None, "history": []}
+    meta = {
+        "step": 0,
+        "best_val": float("inf"),
+        "best_step": -1,
+        "bad_evals": 0,
+        "elapsed_s": 0.0,
+        "config": config.to_dict(),
+        "softening": softening,
+        "best_state": None,
+        "history": [],
+    }
     if resume:
         if not (ckpt_dir / "state.json").is_file():
-            raise InputError(f"cannot resume: no checkpoint in {ckpt_dir}; run without --resume to start afresh")
+            raise InputError(
+                f"cannot resume: no checkpoint in {ckpt_dir}; run without --resume to start afresh"
+            )
         loaded = _load_checkpoint(ckpt_dir, model, opt, source)
         if loaded["config"] != config.to_dict():
-            diff = sorted(k for k in config.to_dict() if loaded["config"].get(k) != config.to_dict()[k])
-            raise InputError(f"checkpoint in {ckpt_dir} was written with a different configuration "
-                             f"(fields {diff}); resume with the same settings or start a new out_dir")
+            diff = sorted(
+                k for k in config.to_dict() if loaded["config"].get(k) != config.to_dict()[k]
+            )
+            raise InputError(
+                f"checkpoint in {ckpt_dir} was written with a different configuration "
+                f"(fields {diff}); resume with the same settings or start a new out_dir"
+            )
         meta.update(loaded)
 
     log_path = out_dir / "log.csv"
-    fields = ["step", "elapsed_s", "lr", "train_total", "train_nll", "train_bce", "train_mse",
-              "val_total", "val_nll", "val_bce", "val_mse"]
+    fields = [
+        "step",
+        "elapsed_s",
+        "lr",
+        "train_total",
+        "train_nll",
+        "train_bce",
+        "train_mse",
+        "val_total",
+        "val_nll",
+        "val_bce",
+        "val_mse",
+    ]
     new_log = not (resume and log_path.exists())
     log_file = open(log_path, "w" if new_log else "a", newline="")  # noqa: SIM115
     writer = csv.DictWriter(log_file, fieldnames=fields)
@@ -461,8 +554,13 @@ def train(simulator, config: TrainingConfig, out_dir: str | Path, *, resume: boo
     stop_reason = "steps"
     first_step = meta["step"]
     running: dict[str, float] = {}
-    bar = tqdm(total=config.steps, initial=meta["step"], desc="train", unit="step",
-               disable=not (progress and sys.stderr.isatty()))
+    bar = tqdm(
+        total=config.steps,
+        initial=meta["step"],
+        desc="train",
+        unit="step",
+        disable=not (progress and sys.stderr.isatty()),
+    )
     try:
         with _SignalFlag() as flag:
             while meta["step"] < config.steps:
@@ -470,13 +568,21 @@ def train(simulator, config: TrainingConfig, out_dir: str | Path, *, resume: boo
                     stop_reason = "time budget"
                     break
                 step = meta["step"]
-                time_frac = (time.perf_counter() - t0) / config.max_time_s if config.max_time_s else 0.0
+                time_frac = (
+                    (time.perf_counter() - t0) / config.max_time_s if config.max_time_s else 0.0
+                )
                 lr = _lr_at(step, config, time_frac)
                 for g in opt.param_groups:
                     g["lr"] = lr
                 b = source.next(config.batch_size).to(device)
-                parts = model.losses(b.theta, b.images, b.label, b.visibility, weights=config.loss_weights,
-                                     autocast=amp)
+                parts = model.losses(
+                    b.theta,
+                    b.images,
+                    b.label,
+                    b.visibility,
+                    weights=config.loss_weights,
+                    autocast=amp,
+                )
                 opt.zero_grad(set_to_none=True)
                 parts["total"].backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -489,10 +595,17 @@ def train(simulator, config: TrainingConfig, out_dir: str | Path, *, resume: boo
                 if meta["step"] % config.val_every == 0 or meta["step"] == config.steps:
                     vl = _validate(model, val, config, amp)
                     meta["elapsed_s"] = time.perf_counter() - t0
-                    row = {"step": meta["step"], "elapsed_s": round(meta["elapsed_s"], 3), "lr": lr,
-                           **{f"train_{k}": running.get(k, float("nan")) / max(1, running.get("_n", 0))
-                              for k in ("total", "nll", "bce", "mse")},
-                           **{f"val_{k}": vl[k] for k in ("total", "nll", "bce", "mse")}}
+                    row = {
+                        "step": meta["step"],
+                        "elapsed_s": round(meta["elapsed_s"], 3),
+                        "lr": lr,
+                        **{
+                            f"train_{k}": running.get(k, float("nan"))
+                            / max(1, running.get("_n", 0))
+                            for k in ("total", "nll", "bce", "mse")
+                        },
+                        **{f"val_{k}": vl[k] for k in ("total", "nll", "bce", "mse")},
+                    }
                     writer.writerow(row)
                     log_file.flush()
                     if tb is not None:
@@ -502,9 +615,15 @@ def train(simulator, config: TrainingConfig, out_dir: str | Path, *, resume: boo
                     running = {}
                     bar.set_postfix(val=f"{vl['total']:.3f}", nll=f"{vl['nll']:.3f}")
                     if vl["total"] < meta["best_val"]:
-                        meta.update(best_val=vl["total"], best_step=meta["step"], bad_evals=0,
-                                    best_metrics=vl)
-                        meta["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                        meta.update(
+                            best_val=vl["total"],
+                            best_step=meta["step"],
+                            bad_evals=0,
+                            best_metrics=vl,
+                        )
+                        meta["best_state"] = {
+                            k: v.detach().clone() for k, v in model.state_dict().items()
+                        }
                     else:
                         meta["bad_evals"] += 1
                     if config.patience and meta["bad_evals"] >= config.patience:
@@ -524,8 +643,11 @@ def train(simulator, config: TrainingConfig, out_dir: str | Path, *, resume: boo
                     stop_reason = f"signal {flag.raised}"
                     meta["elapsed_s"] = time.perf_counter() - t0
                     checkpoint()
-                    logger.warning("received %s: checkpoint written to %s; resume with resume=True",
-                                   flag.raised, ckpt_dir)
+                    logger.warning(
+                        "received %s: checkpoint written to %s; resume with resume=True",
+                        flag.raised,
+                        ckpt_dir,
+                    )
                     break
     finally:
         bar.close()
@@ -551,18 +673,27 @@ def train(simulator, config: TrainingConfig, out_dir: str | Path, *, resume: boo
             "stop_reason": stop_reason,
             "wall_time_s": meta["elapsed_s"],
             "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+            "device_name": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else _cpu_name(),
             "threads": torch.get_num_threads(),
             "amp": amp,
             "loss": "NLL_flow(clusters) + w_classifier * BCE + w_visibility * MSE(log1p visibility)",
-            "note": (f"CPU run: preset {config.preset!r} under a {config.max_time_s:.0f} s wall-time budget"
-                     if device.type == "cpu" and config.max_time_s else ""),
+            "note": (
+                f"CPU run: preset {config.preset!r} under a {config.max_time_s:.0f} s wall-time budget"
+                if device.type == "cpu" and config.max_time_s
+                else ""
+            ),
         },
         "metrics": {f"val_{k}": float(v) for k, v in final_val.items()},
     }
     save_model(model, out_dir / "model", overwrite=True)
-    logger.info("training stopped (%s) after %d steps; model written to %s", stop_reason, meta["step"],
-                out_dir / "model")
+    logger.info(
+        "training stopped (%s) after %d steps; model written to %s",
+        stop_reason,
+        meta["step"],
+        out_dir / "model",
+    )
     return model
 
 

@@ -9,4 +9,11 @@ from .batch import SimulationBatch
 from .errors import SimulatorError
 from .priors import DEFAULT_PRIOR, PARAMETER_NAMES, ClusterPrior, Parameter
 
-__all__ = ["ClusterPrior", "DEFAULT_PRIOR", "PARAMETER_NAMES", "Parameter", "SimulationBatch", "SimulatorError"]
+__all__ = [
+    "ClusterPrior",
+    "DEFAULT_PRIOR",
+    "PARAMETER_NAMES",
+    "Parameter",
+    "SimulationBatch",
+    "SimulatorError",
+]

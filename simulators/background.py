@@ -58,13 +58,17 @@ def mass_grid(m_low: torch.Tensor, m_high: torch.Tensor, n: int = 800) -> torch.
 class FieldStars:
     """A flattened list of stars of a batch: sample index, position (px) and count rates (e⁻/s)."""
 
-    def __init__(self, sample_index: torch.Tensor, y: torch.Tensor, x: torch.Tensor, flux: torch.Tensor) -> None:
+    def __init__(
+        self, sample_index: torch.Tensor, y: torch.Tensor, x: torch.Tensor, flux: torch.Tensor
+    ) -> None:
         self.sample_index, self.y, self.x, self.flux = sample_index, y, x, flux
 
     @staticmethod
     def cat(parts: list[FieldStars]) -> FieldStars:
         """Concatenate star lists."""
-        return FieldStars(*(torch.cat([getattr(p, k) for p in parts]) for k in ("sample_index", "y", "x", "flux")))
+        return FieldStars(
+            *(torch.cat([getattr(p, k) for p in parts]) for k in ("sample_index", "y", "x", "flux"))
+        )
 
 
 class SyntheticField:
@@ -86,8 +90,16 @@ class SyntheticField:
         Device of the library and outputs (the library is built on the CPU, then moved).
     """
 
-    def __init__(self, instrument, population, *, canvas_margin: int = 8, library_size: int = 8192,
-                 seed: int = 0, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        instrument,
+        population,
+        *,
+        canvas_margin: int = 8,
+        library_size: int = 8192,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.instrument = instrument
         self.device = torch.device(device)
         self.margin = int(canvas_margin)
@@ -99,12 +111,21 @@ class SyntheticField:
         edges = np.arange(6.5, 10.1 + 1e-9, 0.1)
         ages = torch.tensor(0.5 * (edges[1:] + edges[:-1]))
         dt = torch.tensor(10 ** edges[1:] - 10 ** edges[:-1])  # yr
-        m_hi = torch.as_tensor(population.max_live_mass(ages.float())).cpu().double().clamp(max=imf.m_max)
+        m_hi = (
+            torch.as_tensor(population.max_live_mass(ages.float()))
+            .cpu()
+            .double()
+            .clamp(max=imf.m_max)
+        )
         # bright stars are above ~1 M☉ at every age that matters; a fine grid from 0.5 M☉ to the live limit
         medges = mass_grid(torch.full_like(m_hi, 0.5), m_hi, 600)  # (A, G+1)
         mid = torch.sqrt(medges[:, 1:] * medges[:, :-1])
         n_cell = imf.number_per_mass(medges[:, :-1], medges[:, 1:]).cpu()  # stars per M☉ formed
-        mags = population.star_magnitudes(ages.float(), mid.float(), torch.zeros(len(ages))).cpu().double()
+        mags = (
+            population.star_magnitudes(ages.float(), mid.float(), torch.zeros(len(ages)))
+            .cpu()
+            .double()
+        )
         app_red = mags[..., -1] + instrument.distance_modulus
         bright = torch.isfinite(app_red) & (app_red < instrument.field_mag_limit)
         w = dt[:, None] * n_cell * bright  # stars per (M☉/yr) of SFR
@@ -116,18 +137,30 @@ class SyntheticField:
             )
         pick = torch.multinomial(w.flatten().float(), library_size, replacement=True, generator=gen)
         ai, gi = pick // w.shape[1], pick % w.shape[1]
-        masses = mid[ai, gi]  # the cell's mass, as used for the selection (the grid is fine where it matters)
+        masses = mid[
+            ai, gi
+        ]  # the cell's mass, as used for the selection (the grid is fine where it matters)
         lo, hi = instrument.field_av
         av = lo + (hi - lo) * torch.rand(library_size, generator=gen, dtype=torch.float64)
-        lib_mags = population.star_magnitudes(ages[ai].float(), masses[:, None].float(), av.float())[:, 0].cpu().double()
-        flux = torch.where(torch.isfinite(lib_mags), 10 ** (-0.4 * lib_mags), torch.zeros_like(lib_mags)) * flux_scale
+        lib_mags = (
+            population.star_magnitudes(ages[ai].float(), masses[:, None].float(), av.float())[:, 0]
+            .cpu()
+            .double()
+        )
+        flux = (
+            torch.where(
+                torch.isfinite(lib_mags), 10 ** (-0.4 * lib_mags), torch.zeros_like(lib_mags)
+            )
+            * flux_scale
+        )
         order = torch.argsort(flux[:, -1], descending=True)
         self.library_flux = flux[order].float().to(self.device)  # (L, C) e⁻/s, brightest first
         self.library_log_age = ages[ai][order].float().to(self.device)
         px_area = instrument.pixel_scale**2
         self.galaxy_level = torch.tensor(
             [10 ** (-0.4 * (b.galaxy_sb - b.zero_point)) * px_area for b in instrument.band_setups],
-            dtype=torch.float32, device=self.device,
+            dtype=torch.float32,
+            device=self.device,
         )  # e⁻/s/px at the reference SFR density
 
     def to(self, device: torch.device | str) -> SyntheticField:
@@ -145,7 +178,9 @@ class SyntheticField:
         u = torch.rand(n, generator=generator, device=self.device)
         return torch.exp(lo + (hi - lo) * u)
 
-    def stars(self, sfr: torch.Tensor, generator: torch.Generator) -> tuple[FieldStars, torch.Tensor]:
+    def stars(
+        self, sfr: torch.Tensor, generator: torch.Generator
+    ) -> tuple[FieldStars, torch.Tensor]:
         """Resolved field stars of every sample.
 
         Returns
@@ -168,14 +203,21 @@ class SyntheticField:
     def galaxy_light(self, sfr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Smooth galaxy light (B, C, H, W), e⁻/s/px: level ∝ SFR density, random linear gradient (±25 %)."""
         b, h = len(sfr), self.instrument.image_size
-        level = (sfr / self.instrument.galaxy_sfr_reference).view(b, 1, 1, 1) * self.galaxy_level.view(1, -1, 1, 1)
+        level = (sfr / self.instrument.galaxy_sfr_reference).view(
+            b, 1, 1, 1
+        ) * self.galaxy_level.view(1, -1, 1, 1)
         ang = 2 * math.pi * torch.rand(b, generator=generator, device=self.device)
         amp = 0.25 * torch.rand(b, generator=generator, device=self.device)
         t = (torch.arange(h, device=self.device, dtype=torch.float32) - (h - 1) / 2) / h
-        grad = amp.view(b, 1, 1) * (torch.cos(ang).view(b, 1, 1) * t.view(1, 1, h) + torch.sin(ang).view(b, 1, 1) * t.view(1, h, 1))
+        grad = amp.view(b, 1, 1) * (
+            torch.cos(ang).view(b, 1, 1) * t.view(1, 1, h)
+            + torch.sin(ang).view(b, 1, 1) * t.view(1, h, 1)
+        )
         return level * (1.0 + grad).unsqueeze(1)
 
-    def hard_negatives(self, kind: torch.Tensor, centre: torch.Tensor, generator: torch.Generator) -> FieldStars:
+    def hard_negatives(
+        self, kind: torch.Tensor, centre: torch.Tensor, generator: torch.Generator
+    ) -> FieldStars:
         """Stars that mimic a cluster in background-only samples.
 
         Parameters
@@ -189,15 +231,21 @@ class SyntheticField:
         """
         dev = self.device
         b = len(kind)
-        n = torch.where(kind == 1, torch.randint(3, 9, (b,), generator=generator, device=dev),
-                        (kind == 2).long())
+        n = torch.where(
+            kind == 1,
+            torch.randint(3, 9, (b,), generator=generator, device=dev),
+            (kind == 2).long(),
+        )
         sidx = torch.repeat_interleave(torch.arange(b, device=dev), n)
         s = len(sidx)
         k = kind[sidx]
         top = torch.where(k == 1, 0.2, 0.05) * len(self.library_flux)
         pick = (torch.rand(s, generator=generator, device=dev) * top).long()
-        sig = torch.where(k == 1, 1.0 + 3.0 * torch.rand(s, generator=generator, device=dev),
-                          torch.full((s,), 0.3, device=dev))
+        sig = torch.where(
+            k == 1,
+            1.0 + 3.0 * torch.rand(s, generator=generator, device=dev),
+            torch.full((s,), 0.3, device=dev),
+        )
         dy, dx = torch.randn(2, s, generator=generator, device=dev) * sig
         return FieldStars(sidx, centre[sidx, 0] + dy, centre[sidx, 1] + dx, self.library_flux[pick])
 
@@ -226,8 +274,15 @@ class ImageBackground:
         No files, wrong shapes, images smaller than a patch, or no patch with few enough NaNs.
     """
 
-    def __init__(self, source: str | Path, image_size: int, n_bands: int, *, max_nan_fraction: float = 0.05,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        source: str | Path,
+        image_size: int,
+        n_bands: int,
+        *,
+        max_nan_fraction: float = 0.05,
+        device: torch.device | str = "cpu",
+    ) -> None:
         from astropy.io import fits
 
         src = Path(source)
@@ -246,10 +301,14 @@ class ImageBackground:
                     f"{None if data is None else data.shape}"
                 )
             if min(data.shape[1:]) < self.size:
-                raise SimulatorError(f"{f}: image {data.shape[1:]} is smaller than a {self.size}-px patch")
+                raise SimulatorError(
+                    f"{f}: image {data.shape[1:]} is smaller than a {self.size}-px patch"
+                )
             img = torch.as_tensor(np.asarray(data, dtype=np.float32))
             bad = (~torch.isfinite(img)).any(0).double()
-            sat = torch.nn.functional.pad(bad.cumsum(0).cumsum(1), (1, 0, 1, 0))  # summed-area table
+            sat = torch.nn.functional.pad(
+                bad.cumsum(0).cumsum(1), (1, 0, 1, 0)
+            )  # summed-area table
             self.images.append(img.to(self.device))
             self.valid_sat.append(sat)
         self.source = str(src)
@@ -258,14 +317,20 @@ class ImageBackground:
         """``n`` patches (n, C, H, W) in e⁻/s (NaNs avoided/filled as documented)."""
         s = self.size
         out = []
-        which = torch.randint(len(self.images), (n,), generator=generator, device=generator.device).cpu()
+        which = torch.randint(
+            len(self.images), (n,), generator=generator, device=generator.device
+        ).cpu()
         for i, img in enumerate(self.images):
             m = int((which == i).sum())
             if m == 0:
                 continue
             h, w = img.shape[1:]
-            y0 = torch.randint(h - s + 1, (m, tries), generator=generator, device=generator.device).cpu()
-            x0 = torch.randint(w - s + 1, (m, tries), generator=generator, device=generator.device).cpu()
+            y0 = torch.randint(
+                h - s + 1, (m, tries), generator=generator, device=generator.device
+            ).cpu()
+            x0 = torch.randint(
+                w - s + 1, (m, tries), generator=generator, device=generator.device
+            ).cpu()
             sat = self.valid_sat[i]
             nbad = sat[y0 + s, x0 + s] - sat[y0, x0 + s] - sat[y0 + s, x0] + sat[y0, x0]
             ok = nbad <= self.max_nan_fraction * s * s

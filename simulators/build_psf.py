@@ -143,15 +143,20 @@ def measure_fwhm(psf_os: np.ndarray, oversampling: int, pixel_scale: float) -> f
     return float(np.mean(out))
 
 
-def tune_sigma(band: str, pixel_scale: float, native_pixel_scale: float, target_fwhm: float) -> tuple[float, np.ndarray]:
+def tune_sigma(
+    band: str, pixel_scale: float, native_pixel_scale: float, target_fwhm: float
+) -> tuple[float, np.ndarray]:
     """Gaussian σ (arcsec) that brings the kernel's FWHM to ``target_fwhm``; returns (σ, kernel)."""
+
     def fwhm(s: float) -> tuple[float, np.ndarray]:
         k = build_effective_psf(band, pixel_scale, native_pixel_scale, s)
         return measure_fwhm(k, OVERSAMPLING, pixel_scale), k
 
     f0, k0 = fwhm(0.0)
     if f0 >= target_fwhm:
-        log.info("%s: diffraction + pixel FWHM %.4f'' already >= target %.4f''", band, f0, target_fwhm)
+        log.info(
+            "%s: diffraction + pixel FWHM %.4f'' already >= target %.4f''", band, f0, target_fwhm
+        )
         return 0.0, k0
     lo, hi = 0.0, target_fwhm
     for _ in range(30):
@@ -192,16 +197,31 @@ def main(argv: list[str] | None = None) -> None:
             path = psf_table_path(b.name, inst.pixel_scale)
             fwhm = measure_fwhm(kern, OVERSAMPLING, inst.pixel_scale)
             np.savez_compressed(
-                path, psf=kern.astype(np.float32), oversampling=OVERSAMPLING, pixel_scale=inst.pixel_scale,
-                fwhm_arcsec=fwhm, sigma_arcsec=sigma,
+                path,
+                psf=kern.astype(np.float32),
+                oversampling=OVERSAMPLING,
+                pixel_scale=inst.pixel_scale,
+                fwhm_arcsec=fwhm,
+                sigma_arcsec=sigma,
             )
             prov["kernels"][path.name] = {
-                "band": b.name, "pixel_scale": inst.pixel_scale, "native_pixel_scale": b.native_pixel_scale,
-                "pivot_nm": BAND_OPTICS[b.name][0], "width_nm": BAND_OPTICS[b.name][1],
-                "target_fwhm_arcsec": b.psf_fwhm, "fwhm_arcsec": round(fwhm, 5), "sigma_arcsec": round(sigma, 5),
+                "band": b.name,
+                "pixel_scale": inst.pixel_scale,
+                "native_pixel_scale": b.native_pixel_scale,
+                "pivot_nm": BAND_OPTICS[b.name][0],
+                "width_nm": BAND_OPTICS[b.name][1],
+                "target_fwhm_arcsec": b.psf_fwhm,
+                "fwhm_arcsec": round(fwhm, 5),
+                "sigma_arcsec": round(sigma, 5),
                 "presets": [p for p in available_presets() if b.name in get_preset(p).bands],
             }
-            log.info("%s: sigma %.4f'' -> FWHM %.4f'' (%.2f px)", path.name, sigma, fwhm, fwhm / inst.pixel_scale)
+            log.info(
+                "%s: sigma %.4f'' -> FWHM %.4f'' (%.2f px)",
+                path.name,
+                sigma,
+                fwhm,
+                fwhm / inst.pixel_scale,
+            )
     (TABLE_DIR / "psf_provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
 
 

@@ -131,7 +131,9 @@ class SimulatorOptions:
     def __post_init__(self) -> None:
         lo, hi = self.gamma_range
         if not 2.0 < lo <= hi:
-            raise SimulatorError(f"gamma_range must satisfy 2 < low <= high (finite EFF light), got {self.gamma_range}")
+            raise SimulatorError(
+                f"gamma_range must satisfy 2 < low <= high (finite EFF light), got {self.gamma_range}"
+            )
         if not 0.0 < self.sbf_tolerance < 1.0:
             raise SimulatorError(f"sbf_tolerance must be in (0, 1), got {self.sbf_tolerance}")
         if not 0.0 <= self.hard_negative_fraction <= 1.0:
@@ -164,9 +166,16 @@ class ClusterSimulator:
     torch.Size([8, 3, 64, 64])
     """
 
-    def __init__(self, preset: str | Instrument = "m83-wfc3", prior: ClusterPrior = DEFAULT_PRIOR, *,
-                 cluster_fraction: float = 0.5, device: str | torch.device = "cpu", population=None,
-                 **options) -> None:
+    def __init__(
+        self,
+        preset: str | Instrument = "m83-wfc3",
+        prior: ClusterPrior = DEFAULT_PRIOR,
+        *,
+        cluster_fraction: float = 0.5,
+        device: str | torch.device = "cpu",
+        population=None,
+        **options,
+    ) -> None:
         self.instrument = get_preset(preset)
         self.prior = prior
         if not 0.0 <= cluster_fraction <= 1.0:
@@ -175,7 +184,9 @@ class ClusterSimulator:
         try:
             self.options = SimulatorOptions(**options)
         except TypeError as err:
-            raise SimulatorError(f"unknown simulator option ({err}); valid: {list(SimulatorOptions.__dataclass_fields__)}") from err
+            raise SimulatorError(
+                f"unknown simulator option ({err}); valid: {list(SimulatorOptions.__dataclass_fields__)}"
+            ) from err
         self.device = torch.device(device)
         inst = self.instrument
         self.bands = inst.bands
@@ -187,40 +198,70 @@ class ClusterSimulator:
         else:
             from .population import StellarPopulation
 
-            pops = [StellarPopulation(self.bands, feh=f, family=self.options.family, imf=self.options.imf)
-                    for f in self.feh_values]
+            pops = [
+                StellarPopulation(
+                    self.bands, feh=f, family=self.options.family, imf=self.options.imf
+                )
+                for f in self.feh_values
+            ]
         for p in pops:
             if tuple(p.bands) != self.bands:
-                raise SimulatorError(f"population bands {tuple(p.bands)} differ from the preset's {self.bands}")
+                raise SimulatorError(
+                    f"population bands {tuple(p.bands)} differ from the preset's {self.bands}"
+                )
         self.populations = [p.to(self.device) if hasattr(p, "to") else p for p in pops]
         self.imf = self.populations[0].imf
         self.flux_scale = torch.tensor(inst.flux_scale(), dtype=torch.float32, device=self.device)
         self.psfs = [self._load_psf(b) for b in inst.band_setups]
-        self.fwhm_px = torch.tensor([p.fwhm_arcsec() / inst.pixel_scale for p in self.psfs], device=self.device)
-        self.renderer = PhaseRenderer(self.psfs, inst.image_size, n_phase=self.options.n_phase,
-                                      radius_px=self.options.psf_radius, device=self.device,
-                                      chunk_size=self.options.chunk_size)
+        self.fwhm_px = torch.tensor(
+            [p.fwhm_arcsec() / inst.pixel_scale for p in self.psfs], device=self.device
+        )
+        self.renderer = PhaseRenderer(
+            self.psfs,
+            inst.image_size,
+            n_phase=self.options.n_phase,
+            radius_px=self.options.psf_radius,
+            device=self.device,
+            chunk_size=self.options.chunk_size,
+        )
         self.noise = NoiseModel.from_instrument(inst, self.device)
         # stars whose total flux is below 5 sigma of one background pixel (sky + read noise) in every band peak
         # below ~0.85 sigma: they go to their nearest phase node (worst-case peak error ~18 % of that, < 0.15
         # sigma), which saves 9x deposits for the many faint stars of rich clusters and fields
-        self.faint_flux = 5.0 * self.noise.variance(torch.zeros(1, len(self.bands), 1, 1, device=self.device)).sqrt().flatten()
+        self.faint_flux = (
+            5.0
+            * self.noise.variance(torch.zeros(1, len(self.bands), 1, 1, device=self.device))
+            .sqrt()
+            .flatten()
+        )
         self._threshold_tables = [self._sbf_threshold_table(p) for p in self.populations]
         self._canvas_y, self._canvas_x = self.renderer.canvas_coordinates()
-        self.field = SyntheticField(inst, self.populations[0], canvas_margin=self.renderer.radius,
-                                    library_size=self.options.field_library_size,
-                                    seed=self.options.field_seed, device=self.device)
+        self.field = SyntheticField(
+            inst,
+            self.populations[0],
+            canvas_margin=self.renderer.radius,
+            library_size=self.options.field_library_size,
+            seed=self.options.field_seed,
+            device=self.device,
+        )
         self.image_background = None
         if self.options.background not in ("synthetic", "none"):
-            self.image_background = ImageBackground(self.options.background, inst.image_size, len(self.bands),
-                                                    device=self.device)
+            self.image_background = ImageBackground(
+                self.options.background, inst.image_size, len(self.bands), device=self.device
+            )
 
     # -- construction helpers ---------------------------------------------------------------------
     def _load_psf(self, band) -> EffectivePSF:
         if band.psf == "builtin":
-            return load_builtin_psf(band.name, self.instrument.pixel_scale,
-                                    native_pixel_scale=band.native_pixel_scale, fwhm=band.psf_fwhm)
-        return load_fits_psf(band.psf, oversampling=band.psf_oversampling, pixel_scale=self.instrument.pixel_scale)
+            return load_builtin_psf(
+                band.name,
+                self.instrument.pixel_scale,
+                native_pixel_scale=band.native_pixel_scale,
+                fwhm=band.psf_fwhm,
+            )
+        return load_fits_psf(
+            band.psf, oversampling=band.psf_oversampling, pixel_scale=self.instrument.pixel_scale
+        )
 
     def _sbf_threshold_table(self, population) -> dict[str, torch.Tensor]:
         """Drawn-star mass threshold on a fine age grid (see the module docstring, step 1).
@@ -242,8 +283,14 @@ class ClusterSimulator:
         power_below = power / power[:, -1:].clamp(min=1e-300)
         worst = power_below.amax(-1)  # (A, G)
         bad = worst > self.options.sbf_tolerance
-        first_bad = torch.where(bad.any(1), bad.long().argmax(1), torch.full_like(bad[:, 0], bad.shape[1] - 1, dtype=torch.long))
-        m_thr = edges[torch.arange(len(ages)), first_bad]  # lower edge of the first cell that breaks the tolerance
+        first_bad = torch.where(
+            bad.any(1),
+            bad.long().argmax(1),
+            torch.full_like(bad[:, 0], bad.shape[1] - 1, dtype=torch.long),
+        )
+        m_thr = edges[
+            torch.arange(len(ages)), first_bad
+        ]  # lower edge of the first cell that breaks the tolerance
         return {"ages": ages, "m_thr": m_thr.float(), "edges": edges, "power_below": power_below}
 
     # -- public API ---------------------------------------------------------------------------------
@@ -259,13 +306,17 @@ class ClusterSimulator:
             "imf": repr(self.imf),
             "cluster_fraction": self.cluster_fraction,
             "options": opts,
-            "psf": [{"band": b, "source": p.source, "fwhm_arcsec": round(p.fwhm_arcsec(), 5)}
-                    for b, p in zip(self.bands, self.psfs, strict=True)],
+            "psf": [
+                {"band": b, "source": p.source, "fwhm_arcsec": round(p.fwhm_arcsec(), 5)}
+                for b, p in zip(self.bands, self.psfs, strict=True)
+            ],
             "visibility_definition": VISIBILITY_DEFINITION,
             "image_units": "e-/s per pixel, sky-subtracted",
         }
 
-    def mass_threshold(self, log_age: torch.Tensor, log_mass: torch.Tensor, feh_index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def mass_threshold(
+        self, log_age: torch.Tensor, log_mass: torch.Tensor, feh_index: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample drawn-star mass threshold (M☉) and the live-mass limit (M☉).
 
         Returns ``(m_thr, m_live)``; stars in [m_thr, m_live] are drawn individually.
@@ -275,18 +326,28 @@ class ClusterSimulator:
         pos = ((log_age - ages[0]) / (ages[1] - ages[0])).clamp(0, len(ages) - 1.000001)
         i0 = pos.floor().long()
         w = pos - i0
-        m_sbf = torch.exp(torch.log(table[i0]) * (1 - w) + torch.log(table[(i0 + 1).clamp(max=len(ages) - 1)]) * w)
+        m_sbf = torch.exp(
+            torch.log(table[i0]) * (1 - w) + torch.log(table[(i0 + 1).clamp(max=len(ages) - 1)]) * w
+        )
         pop = self.populations[feh_index]
         m_live = pop.max_live_mass(log_age).float().clamp(max=self.imf.m_max)
         mass = 10 ** log_mass.double()
         n_all = self.imf.number_per_mass(torch.full_like(m_live, self.imf.m_min), m_live).double()
         u = (1.0 - self.options.max_stars / (mass * n_all)).clamp(0.0, 1.0)
-        m_cap = self.imf.sample(u[:, None], torch.full_like(m_live, self.imf.m_min)[:, None], m_live[:, None])[:, 0]
+        m_cap = self.imf.sample(
+            u[:, None], torch.full_like(m_live, self.imf.m_min)[:, None], m_live[:, None]
+        )[:, 0]
         m_thr = torch.minimum(torch.maximum(m_sbf, m_cap.float()), m_live)
         return m_thr, m_live
 
-    def simulate(self, n: int, generator: torch.Generator, *, theta: torch.Tensor | None = None,
-                 label: torch.Tensor | None = None) -> SimulationBatch:
+    def simulate(
+        self,
+        n: int,
+        generator: torch.Generator,
+        *,
+        theta: torch.Tensor | None = None,
+        label: torch.Tensor | None = None,
+    ) -> SimulationBatch:
         """Simulate ``n`` cutouts.
 
         Parameters
@@ -310,8 +371,10 @@ class ClusterSimulator:
         """
         dev = self.device
         if generator.device != dev:
-            raise SimulatorError(f"generator is on {generator.device} but the simulator runs on {dev}; "
-                                 f"use torch.Generator(device='{dev}')")
+            raise SimulatorError(
+                f"generator is on {generator.device} but the simulator runs on {dev}; "
+                f"use torch.Generator(device='{dev}')"
+            )
         opt, inst = self.options, self.instrument
         if theta is None:
             theta = self.prior.sample(n, generator, device=dev)
@@ -323,7 +386,9 @@ class ClusterSimulator:
             label = torch.as_tensor(label, device=dev).long().reshape(n).clone()
         # independent streams, so that a sample's field, nuisances and noise do not depend on its label
         seeds = torch.randint(0, 2**62, (4,), generator=generator, device=dev).tolist()
-        g_nuis, g_cluster, g_field, g_noise = (torch.Generator(device=dev).manual_seed(int(x)) for x in seeds)
+        g_nuis, g_cluster, g_field, g_noise = (
+            torch.Generator(device=dev).manual_seed(int(x)) for x in seeds
+        )
         h = inst.image_size
         rnd = torch.rand(n, 4, generator=g_nuis, device=dev)
         gamma = opt.gamma_range[0] + (opt.gamma_range[1] - opt.gamma_range[0]) * rnd[:, 0]
@@ -352,8 +417,17 @@ class ClusterSimulator:
             idx = ((label == 1) & (feh_idx == fi)).nonzero().flatten()
             if len(idx) == 0:
                 continue
-            stars, sm, s_ap, info = self._cluster(pop, fi, theta[idx], gamma[idx], centre[idx], a[idx], r_t[idx],
-                                                  ap_radius[idx], g_cluster)
+            stars, sm, s_ap, info = self._cluster(
+                pop,
+                fi,
+                theta[idx],
+                gamma[idx],
+                centre[idx],
+                a[idx],
+                r_t[idx],
+                ap_radius[idx],
+                g_cluster,
+            )
             stars.sample_index = idx[stars.sample_index]
             parts.append(stars)
             smooth[idx] = sm
@@ -368,17 +442,25 @@ class ClusterSimulator:
             hard = (label == 0) & (u[:, 0] < opt.hard_negative_fraction)
             kind[hard] = 1 + (u[hard, 1] < 0.5).long()
             parts += [fstars, self.field.hard_negatives(kind, centre, g_field)]
-            scene = self.renderer.render(n, *self._flat(parts, c_n), smooth=smooth, faint_flux=self.faint_flux)
+            scene = self.renderer.render(
+                n, *self._flat(parts, c_n), smooth=smooth, faint_flux=self.faint_flux
+            )
             scene = scene + self.field.galaxy_light(sfr, g_field)
             nuis.update(field_sfr_density=sfr, n_field_stars=n_field.float())
             images = self.noise.add_noise(scene, g_noise) if opt.noise else scene
         elif opt.background == "none":
-            scene = self.renderer.render(n, *self._flat(parts, c_n), smooth=smooth, faint_flux=self.faint_flux)
+            scene = self.renderer.render(
+                n, *self._flat(parts, c_n), smooth=smooth, faint_flux=self.faint_flux
+            )
             images = self.noise.add_noise(scene, g_noise) if opt.noise else scene
         else:
-            scene_cluster = self.renderer.render(n, *self._flat(parts, c_n), smooth=smooth, faint_flux=self.faint_flux)
+            scene_cluster = self.renderer.render(
+                n, *self._flat(parts, c_n), smooth=smooth, faint_flux=self.faint_flux
+            )
             patches = self.image_background.sample(n, g_field)
-            noisy = self.noise.add_source_noise(scene_cluster, g_noise) if opt.noise else scene_cluster
+            noisy = (
+                self.noise.add_source_noise(scene_cluster, g_noise) if opt.noise else scene_cluster
+            )
             images = patches + noisy
             scene = scene_cluster + patches.clamp(min=0)
         nuis["hard_negative"] = kind
@@ -398,8 +480,18 @@ class ClusterSimulator:
         s = FieldStars.cat(parts)
         return s.sample_index, s.y, s.x, s.flux
 
-    def _cluster(self, pop, feh_index: int, theta: torch.Tensor, gamma: torch.Tensor, centre: torch.Tensor,
-                 a: torch.Tensor, r_t: torch.Tensor, ap_radius: torch.Tensor, generator: torch.Generator):
+    def _cluster(
+        self,
+        pop,
+        feh_index: int,
+        theta: torch.Tensor,
+        gamma: torch.Tensor,
+        centre: torch.Tensor,
+        a: torch.Tensor,
+        r_t: torch.Tensor,
+        ap_radius: torch.Tensor,
+        generator: torch.Generator,
+    ):
         """Stars, smooth light (canvas), aperture signal (reddest band) and nuisances of clusters."""
         dev = self.device
         b = len(theta)
@@ -420,19 +512,32 @@ class ClusterSimulator:
             padded = torch.zeros(b, int(n_st.max()), device=dev)
             padded[sidx, slot] = m
             mags = pop.star_magnitudes(log_age, padded, av)[sidx, slot].float()
-            flux = torch.where(torch.isfinite(mags), 10 ** (-0.4 * mags), torch.zeros_like(mags)) * self.flux_scale
+            flux = (
+                torch.where(torch.isfinite(mags), 10 ** (-0.4 * mags), torch.zeros_like(mags))
+                * self.flux_scale
+            )
         else:
             flux = torch.zeros(0, len(self.bands), device=dev)
-        rad = eff_sample_radius(u[:, 1].double(), a[sidx].double(), gamma[sidx].double(), r_t[sidx].double()).float()
+        rad = eff_sample_radius(
+            u[:, 1].double(), a[sidx].double(), gamma[sidx].double(), r_t[sidx].double()
+        ).float()
         phi = 2 * math.pi * u[:, 2]
         y = centre[sidx, 0] + rad * torch.sin(phi)
         x = centre[sidx, 1] + rad * torch.cos(phi)
         # smooth light: IMF-expected flux of stars below m_thr, EFF profile sampled at canvas pixel centres
-        f_smooth = (mass[:, None] * pop.unresolved_flux_per_mass(log_age, av, m_thr).double()).float() * self.flux_scale
+        f_smooth = (
+            mass[:, None] * pop.unresolved_flux_per_mass(log_age, av, m_thr).double()
+        ).float() * self.flux_scale
         cy, cx = self._canvas_y, self._canvas_x
-        r2 = (cy.view(1, -1, 1) - centre[:, 0, None, None]) ** 2 + (cx.view(1, 1, -1) - centre[:, 1, None, None]) ** 2
+        r2 = (cy.view(1, -1, 1) - centre[:, 0, None, None]) ** 2 + (
+            cx.view(1, 1, -1) - centre[:, 1, None, None]
+        ) ** 2
         prof = eff_surface_density(r2, a.view(-1, 1, 1), gamma.view(-1, 1, 1), r_t.view(-1, 1, 1))
-        edge = torch.minimum(centre, (self.instrument.image_size - 1) - centre).amin(1) + self.renderer.radius + 0.5
+        edge = (
+            torch.minimum(centre, (self.instrument.image_size - 1) - centre).amin(1)
+            + self.renderer.radius
+            + 0.5
+        )
         inside = eff_enclosed_fraction(edge, a, gamma, r_t)
         prof = prof * (inside / prof.sum((1, 2)).clamp(min=1e-30)).view(-1, 1, 1)
         smooth = prof[:, None] * f_smooth[:, :, None, None]
@@ -441,15 +546,23 @@ class ClusterSimulator:
         in_ap = (rad <= ap_radius[sidx]).float()
         s_ap = torch.zeros(b, device=dev).index_add_(0, sidx, flux[:, red] * in_ap)
         s_ap = s_ap + f_smooth[:, red] * eff_enclosed_fraction(ap_radius, a, gamma, r_t)
-        info = {"mass_threshold": m_thr, "n_stars": n_st, "sbf_smooth_fraction": self._smooth_sbf(feh_index, log_age, m_thr)}
+        info = {
+            "mass_threshold": m_thr,
+            "n_stars": n_st,
+            "sbf_smooth_fraction": self._smooth_sbf(feh_index, log_age, m_thr),
+        }
         return FieldStars(sidx, y, x, flux), smooth, s_ap, info
 
-    def _smooth_sbf(self, feh_index: int, log_age: torch.Tensor, m_thr: torch.Tensor) -> torch.Tensor:
+    def _smooth_sbf(
+        self, feh_index: int, log_age: torch.Tensor, m_thr: torch.Tensor
+    ) -> torch.Tensor:
         """Fraction of fluctuation power (worst band) left in the smooth part at threshold m_thr."""
         tab = self._threshold_tables[feh_index]
         ages, edges, frac = tab["ages"], tab["edges"], tab["power_below"]
         i = ((log_age - ages[0]) / (ages[1] - ages[0])).round().long().clamp(0, len(ages) - 1)
         e = edges[i].contiguous()  # (B, G+1)
-        j = torch.searchsorted(e, m_thr.double()[:, None]).squeeze(1) - 1  # cells entirely below m_thr: 0..j-1
+        j = (
+            torch.searchsorted(e, m_thr.double()[:, None]).squeeze(1) - 1
+        )  # cells entirely below m_thr: 0..j-1
         val = frac[i, (j - 1).clamp(min=0, max=frac.shape[1] - 1)].amax(-1)
         return torch.where(j > 0, val, torch.zeros_like(val)).float()

@@ -163,7 +163,9 @@ class IMF:
         m = torch.minimum(torch.maximum(m, lo), hi)
         return m.to(u.dtype if u.is_floating_point() else torch.get_default_dtype())
 
-    def _limits(self, m_low, m_high, like: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _limits(
+        self, m_low, m_high, like: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         lo = _as_tensor(m_low, like)
         hi = _as_tensor(m_high, like if like is not None else lo)
         dev = like.device if like is not None else lo.device
@@ -212,7 +214,7 @@ class PiecewisePowerLawIMF(IMF):
         """∫_lo^hi m^(moment-α) dm for floats or tensors."""
         p = moment + 1.0 - alpha
         if abs(p) < 1e-12:
-            return (torch.log(hi / lo) if isinstance(hi, torch.Tensor) else math.log(hi / lo))
+            return torch.log(hi / lo) if isinstance(hi, torch.Tensor) else math.log(hi / lo)
         return (hi**p - lo**p) / p
 
     def _seg_sum(self, m: torch.Tensor, moment: int) -> torch.Tensor:
@@ -246,8 +248,10 @@ class PiecewisePowerLawIMF(IMF):
         key = (c.device, c.dtype)
         cache = self.__dict__.setdefault("_device_tables", {})
         if key not in cache:
-            cache[key] = tuple(torch.as_tensor(x, dtype=c.dtype, device=c.device)
-                               for x in (self._c_edges, self._a, self._k, self._b[:-1]))
+            cache[key] = tuple(
+                torch.as_tensor(x, dtype=c.dtype, device=c.device)
+                for x in (self._c_edges, self._a, self._k, self._b[:-1])
+            )
         edges, a_all, k_all, b_all = cache[key]
         j = (torch.searchsorted(edges, c.contiguous(), right=True) - 1).clamp(0, len(self._a) - 1)
         a, k, b = a_all[j], k_all[j], b_all[j]
@@ -276,15 +280,21 @@ class TabulatedIMF(IMF):
 
     def __init__(self, m_min: float, m_max: float, n_grid: int = 16385):
         if not 0 < m_min < m_max:
-            raise SimulatorError(f"IMF mass limits must satisfy 0 < m_min < m_max, got {m_min}, {m_max}")
+            raise SimulatorError(
+                f"IMF mass limits must satisfy 0 < m_min < m_max, got {m_min}, {m_max}"
+            )
         self.m_min, self.m_max = float(m_min), float(m_max)
         lnm = torch.linspace(math.log(m_min), math.log(m_max), n_grid, dtype=torch.float64)
         m = lnm.exp()
         f = self._density(m) * m  # dN/dln m
         g = f * m
         dl = lnm[1] - lnm[0]
-        cn = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(0.5 * (f[1:] + f[:-1]) * dl, 0)])
-        cm = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(0.5 * (g[1:] + g[:-1]) * dl, 0)])
+        cn = torch.cat(
+            [torch.zeros(1, dtype=torch.float64), torch.cumsum(0.5 * (f[1:] + f[:-1]) * dl, 0)]
+        )
+        cm = torch.cat(
+            [torch.zeros(1, dtype=torch.float64), torch.cumsum(0.5 * (g[1:] + g[:-1]) * dl, 0)]
+        )
         self._norm = float(cn[-1])
         self._lnm, self._cn, self._cm = lnm, cn / self._norm, cm / self._norm
 
@@ -372,13 +382,20 @@ class Chabrier2003(TabulatedIMF):
         super().__init__(m_min, m_max)
 
     def _density(self, m: torch.Tensor) -> torch.Tensor:
-        lognorm = lambda x: torch.exp(-((torch.log10(x) - math.log10(self._mc)) ** 2) / (2 * self._sigma**2))  # noqa: E731
+        def lognorm(x: torch.Tensor) -> torch.Tensor:
+            return torch.exp(-((torch.log10(x) - math.log10(self._mc)) ** 2) / (2 * self._sigma**2))
+
         at1 = lognorm(torch.ones((), dtype=m.dtype, device=m.device))
         dndlog = torch.where(m <= 1.0, lognorm(m), at1 * m.clamp_min(1e-30) ** -1.3)
         return dndlog / (m * math.log(10.0))
 
 
-_IMFS = {"kroupa": Kroupa2001, "kroupa2001": Kroupa2001, "chabrier": Chabrier2003, "chabrier2003": Chabrier2003}
+_IMFS = {
+    "kroupa": Kroupa2001,
+    "kroupa2001": Kroupa2001,
+    "chabrier": Chabrier2003,
+    "chabrier2003": Chabrier2003,
+}
 
 
 def get_imf(name: str | IMF = "kroupa") -> IMF:
@@ -403,5 +420,7 @@ def get_imf(name: str | IMF = "kroupa") -> IMF:
         return name
     key = str(name).lower().replace(" ", "").replace("_", "")
     if key not in _IMFS:
-        raise SimulatorError(f"unknown IMF {name!r}; choose one of 'kroupa' (default) or 'chabrier'")
+        raise SimulatorError(
+            f"unknown IMF {name!r}; choose one of 'kroupa' (default) or 'chabrier'"
+        )
     return _IMFS[key]()

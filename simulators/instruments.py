@@ -24,7 +24,14 @@ from pathlib import Path
 
 from .errors import SimulatorError
 
-__all__ = ["BandSetup", "Instrument", "get_preset", "load_preset", "available_presets", "PRESET_DIR"]
+__all__ = [
+    "BandSetup",
+    "Instrument",
+    "get_preset",
+    "load_preset",
+    "available_presets",
+    "PRESET_DIR",
+]
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -151,7 +158,9 @@ class Instrument:
 
     def __post_init__(self) -> None:
         if not self.band_setups:
-            raise SimulatorError(f"instrument {self.name!r} has no bands; give at least one [[band]] entry")
+            raise SimulatorError(
+                f"instrument {self.name!r} has no bands; give at least one [[band]] entry"
+            )
         names = [b.name for b in self.band_setups]
         if len(set(names)) != len(names):
             raise SimulatorError(f"instrument {self.name!r}: duplicate band names {names}")
@@ -162,11 +171,15 @@ class Instrument:
             )
         lo, hi = self.field_sfr_density
         if not 0 < lo <= hi:
-            raise SimulatorError(f"instrument {self.name!r}: field_sfr_density must satisfy 0 < low <= high, got {lo}, {hi}")
+            raise SimulatorError(
+                f"instrument {self.name!r}: field_sfr_density must satisfy 0 < low <= high, got {lo}, {hi}"
+            )
         if not self.galaxy_sfr_reference > 0:
             raise SimulatorError(f"instrument {self.name!r}: galaxy_sfr_reference must be > 0")
         if not 0 <= self.field_av[0] <= self.field_av[1]:
-            raise SimulatorError(f"instrument {self.name!r}: field_av must satisfy 0 <= low <= high")
+            raise SimulatorError(
+                f"instrument {self.name!r}: field_av must satisfy 0 <= low <= high"
+            )
 
     # -- derived quantities ---------------------------------------------------------------------
     @property
@@ -235,7 +248,9 @@ class Instrument:
         data = dict(data)
         bands = data.pop("band_setups", None) or data.pop("band", None)
         if not bands:
-            raise SimulatorError("instrument description needs a list of bands ([[band]] tables in TOML)")
+            raise SimulatorError(
+                "instrument description needs a list of bands ([[band]] tables in TOML)"
+            )
         try:
             setups = tuple(BandSetup(**b) for b in bands)
             for key in ("field_sfr_density", "field_av", "sources"):

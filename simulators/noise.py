@@ -38,7 +38,9 @@ from .errors import SimulatorError
 __all__ = ["NoiseModel", "visibility", "aperture_mask", "poisson_counts"]
 
 
-def poisson_counts(lam: torch.Tensor, generator: torch.Generator, gaussian_above: float = 50.0) -> torch.Tensor:
+def poisson_counts(
+    lam: torch.Tensor, generator: torch.Generator, gaussian_above: float = 50.0
+) -> torch.Tensor:
     """Poisson draws of expected counts ``lam`` (e⁻); Normal(λ, λ) where λ > ``gaussian_above``.
 
     The normal branch is clipped at 0 and is ~10× cheaper than ``torch.poisson`` on CPU.
@@ -74,28 +76,46 @@ class NoiseModel:
         pixel from the exact Poisson distribution.
     """
 
-    def __init__(self, exposure_time: Sequence[float], sky: Sequence[float], read_noise: Sequence[float],
-                 n_exposures: Sequence[int], device: torch.device | str = "cpu", gaussian_above: float = 50.0) -> None:
+    def __init__(
+        self,
+        exposure_time: Sequence[float],
+        sky: Sequence[float],
+        read_noise: Sequence[float],
+        n_exposures: Sequence[int],
+        device: torch.device | str = "cpu",
+        gaussian_above: float = 50.0,
+    ) -> None:
         if not (len(exposure_time) == len(sky) == len(read_noise) == len(n_exposures)):
-            raise SimulatorError("noise model: exposure_time, sky, read_noise and n_exposures need one value per band")
+            raise SimulatorError(
+                "noise model: exposure_time, sky, read_noise and n_exposures need one value per band"
+            )
         f = dict(dtype=torch.float32, device=device)
         self.exposure_time = torch.tensor(list(exposure_time), **f).view(-1, 1, 1)
         self.sky = torch.tensor(list(sky), **f).view(-1, 1, 1)
         self.gaussian_above = float(gaussian_above)
-        self.read_var = torch.tensor([n * r**2 for n, r in zip(n_exposures, read_noise, strict=True)], **f).view(-1, 1, 1)
+        self.read_var = torch.tensor(
+            [n * r**2 for n, r in zip(n_exposures, read_noise, strict=True)], **f
+        ).view(-1, 1, 1)
 
     @classmethod
     def from_instrument(cls, instrument, device: torch.device | str = "cpu") -> NoiseModel:
         """The noise model of an :class:`simulators.instruments.Instrument`."""
         b = instrument.band_setups
-        return cls([x.exposure_time for x in b], [x.sky for x in b], [x.read_noise for x in b],
-                   [x.n_exposures for x in b], device)
+        return cls(
+            [x.exposure_time for x in b],
+            [x.sky for x in b],
+            [x.read_noise for x in b],
+            [x.n_exposures for x in b],
+            device,
+        )
 
     def to(self, device: torch.device | str) -> NoiseModel:
         """A copy with its constants on ``device``."""
         new = object.__new__(NoiseModel)
         new.gaussian_above = self.gaussian_above
-        new.exposure_time, new.sky, new.read_var = (x.to(device) for x in (self.exposure_time, self.sky, self.read_var))
+        new.exposure_time, new.sky, new.read_var = (
+            x.to(device) for x in (self.exposure_time, self.sky, self.read_var)
+        )
         return new
 
     def variance(self, signal: torch.Tensor) -> torch.Tensor:
@@ -106,8 +126,12 @@ class NoiseModel:
     def add_noise(self, signal: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A noisy realisation (e⁻/s, sky-subtracted) of noiseless images ``signal`` (B, C, H, W)."""
         t = self.exposure_time
-        counts = poisson_counts((signal.clamp(min=0) + self.sky) * t, generator, self.gaussian_above)
-        read = torch.randn(signal.shape, generator=generator, device=signal.device, dtype=signal.dtype)
+        counts = poisson_counts(
+            (signal.clamp(min=0) + self.sky) * t, generator, self.gaussian_above
+        )
+        read = torch.randn(
+            signal.shape, generator=generator, device=signal.device, dtype=signal.dtype
+        )
         return (counts + read * self.read_var.sqrt()) / t - self.sky
 
     def add_source_noise(self, signal: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -116,7 +140,9 @@ class NoiseModel:
         return poisson_counts(signal.clamp(min=0) * t, generator, self.gaussian_above) / t
 
 
-def aperture_mask(centre: torch.Tensor, radius: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+def aperture_mask(
+    centre: torch.Tensor, radius: torch.Tensor, shape: tuple[int, int]
+) -> torch.Tensor:
     """Boolean circular apertures (B, H, W) with centres (B, 2) as (y, x) px and radii (B,) px."""
     h, w = shape
     yy = torch.arange(h, device=centre.device, dtype=centre.dtype).view(1, h, 1)
@@ -125,7 +151,9 @@ def aperture_mask(centre: torch.Tensor, radius: torch.Tensor, shape: tuple[int, 
     return d2 <= radius.view(-1, 1, 1) ** 2
 
 
-def visibility(signal: torch.Tensor, variance: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+def visibility(
+    signal: torch.Tensor, variance: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor
+) -> torch.Tensor:
     """Aperture signal-to-noise ratio of the cluster light (see the module docstring).
 
     Parameters

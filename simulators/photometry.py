@@ -216,7 +216,8 @@ class PhotometryTable:
                     if name.lower() == key and abs(r - rv) <= 1e-6:
                         return name, i
         avail = "; ".join(
-            f"{n} (R_V {', '.join(f'{r:g}' for r in rs)})" for n, rs in self.extinction_laws().items()
+            f"{n} (R_V {', '.join(f'{r:g}' for r in rs)})"
+            for n, rs in self.extinction_laws().items()
         )
         raise OutOfGridError(
             f"extinction law {law!r} with R_V = {rv:g} is not available; available laws: {avail}. "

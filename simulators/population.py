@@ -72,8 +72,17 @@ _CHUNK_ROWS = 65536
 _CACHE: dict = {}
 
 
-def _build(bands: tuple, feh: float, family: str, imf: IMF, lo: float, hi: float, age_step: float,
-           law: str = DEFAULT_LAW, rv: float = RV_DEFAULT) -> dict:
+def _build(
+    bands: tuple,
+    feh: float,
+    family: str,
+    imf: IMF,
+    lo: float,
+    hi: float,
+    age_step: float,
+    law: str = DEFAULT_LAW,
+    rv: float = RV_DEFAULT,
+) -> dict:
     """Numpy look-up tables of a population (cached: the same request is built once per process)."""
     key = (bands, feh, family, type(imf).__name__, imf.m_min, imf.m_max, lo, hi, age_step, law, rv)
     if key not in _CACHE:
@@ -83,13 +92,24 @@ def _build(bands: tuple, feh: float, family: str, imf: IMF, lo: float, hi: float
     return _CACHE[key]
 
 
-def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, hi: float, age_step: float,
-                    law: str = DEFAULT_LAW, rv: float = RV_DEFAULT) -> dict:
+def _build_uncached(
+    bands: tuple,
+    feh: float,
+    family: str,
+    imf: IMF,
+    lo: float,
+    hi: float,
+    age_step: float,
+    law: str = DEFAULT_LAW,
+    rv: float = RV_DEFAULT,
+) -> dict:
     bands = check_bands(bands)
     grid = get_isochrone_grid(family)
     a_lo, a_hi = float(grid.age_values[0]), float(grid.age_values[-1])
     if not (a_lo - 1e-9 <= lo < hi <= a_hi + 1e-9):
-        raise OutOfGridError(f"log_age_range ({lo}, {hi}) must lie within [{a_lo}, {a_hi}] (log10 yr) with low < high")
+        raise OutOfGridError(
+            f"log_age_range ({lo}, {hi}) must lie within [{a_lo}, {a_hi}] (log10 yr) with low < high"
+        )
     n_age = int(round((hi - lo) / age_step)) + 1
     ages = np.round(lo + age_step * np.arange(n_age), 6)
     ages[-1] = min(ages[-1], hi)
@@ -106,11 +126,14 @@ def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, 
     for s in range(0, len(lt), _CHUNK_ROWS):  # bounded memory for many bands
         sl = slice(s, s + _CHUNK_ROWS)
         m0[sl] = mbol[sl, None] - table.bolometric_corrections(lt[sl], lg[sl], feh, 0.0, bands)
-        coef[sl], err = extinction_polynomial(lt[sl], lg[sl], bands, feh=feh, degree=3, table=table,
-                                              law=law, rv=rv)
+        coef[sl], err = extinction_polynomial(
+            lt[sl], lg[sl], bands, feh=feh, degree=3, table=table, law=law, rv=rv
+        )
         ext_err = max(ext_err, err)
     if not (np.all(np.isfinite(m0)) and np.all(np.isfinite(coef))):
-        raise SimulatorError("photometry table gives non-finite magnitudes for some isochrone rows; rebuild the tables")
+        raise SimulatorError(
+            "photometry table gives non-finite magnitudes for some isochrone rows; rebuild the tables"
+        )
 
     # --- pad per age into (n_age, L) tables --------------------------------------------
     lens = np.array([len(i.initial_mass) for i in isos])
@@ -121,7 +144,7 @@ def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, 
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
     for a, (s, n) in enumerate(zip(starts, lens, strict=True)):
         mass[a, :n] = isos[a].initial_mass
-        mags[a, :n], cf[a, :n] = m0[s:s + n], coef[s:s + n]
+        mags[a, :n], cf[a, :n] = m0[s : s + n], coef[s : s + n]
         mags[a, n:], cf[a, n:] = m0[s + n - 1], coef[s + n - 1]  # padding (masked as remnants)
     max_mass = np.array([i.initial_mass[-1] for i in isos])
 
@@ -129,14 +152,35 @@ def _build_uncached(bands: tuple, feh: float, family: str, imf: IMF, lo: float, 
     cum_coef, cum_err = _cumulative(imf, mass, mags, cf)
 
     phot_id = table.table_id
-    table_id = (f"{phot_id}|{family}:{grid.source.split(' sha256')[0]}|feh{feh:+.2f}"
-                f"|age{lo:.2f}-{hi:.2f}/{age_step:g}")
-    if law != DEFAULT_LAW:  # the default (grid A_V axis) keeps the historical id, so existing model cards stay valid
+    table_id = (
+        f"{phot_id}|{family}:{grid.source.split(' sha256')[0]}|feh{feh:+.2f}"
+        f"|age{lo:.2f}-{hi:.2f}/{age_step:g}"
+    )
+    if (
+        law != DEFAULT_LAW
+    ):  # the default (grid A_V axis) keeps the historical id, so existing model cards stay valid
         table_id += f"|ext:{table.extinction_table_id(law, rv)}"
-    log.info("StellarPopulation %s built: %d ages x %d rows, extinction cubic max err %.3f mag, "
-             "cumulative fit max err %.4f dex", bands, n_age, L, ext_err, cum_err)
-    return {"mass": mass, "mags": mags, "coef": cf, "cum": cum_coef, "max_mass": max_mass, "ages": ages,
-            "bands": bands, "table_id": table_id, "extinction_fit_error": ext_err, "cumulative_fit_error": cum_err}
+    log.info(
+        "StellarPopulation %s built: %d ages x %d rows, extinction cubic max err %.3f mag, "
+        "cumulative fit max err %.4f dex",
+        bands,
+        n_age,
+        L,
+        ext_err,
+        cum_err,
+    )
+    return {
+        "mass": mass,
+        "mags": mags,
+        "coef": cf,
+        "cum": cum_coef,
+        "max_mass": max_mass,
+        "ages": ages,
+        "bands": bands,
+        "table_id": table_id,
+        "extinction_fit_error": ext_err,
+        "cumulative_fit_error": cum_err,
+    }
 
 
 def _cumulative(imf: IMF, mass, mags, cf, chunk: int = 32):
@@ -161,7 +205,9 @@ def _cumulative(imf: IMF, mass, mags, cf, chunk: int = 32):
     for a0 in range(0, n_age, chunk):
         sl = slice(a0, min(a0 + chunk, n_age))
         c3 = torch.as_tensor(cf[sl])
-        mg = torch.as_tensor(mags[sl])[..., None] + (c3.reshape(-1, 3) @ Va).reshape(*c3.shape[:-1], -1)  # (c, L, nb, nv)
+        mg = torch.as_tensor(mags[sl])[..., None] + (c3.reshape(-1, 3) @ Va).reshape(
+            *c3.shape[:-1], -1
+        )  # (c, L, nb, nv)
         f = 10 ** (-0.4 * mg)
         f = torch.cat([f[:, :1], f], 1)
         f0, f1 = f[:, :-1], f[:, 1:]
@@ -241,17 +287,36 @@ class StellarPopulation:
     torch.Size([1, 1, 1])
     """
 
-    def __init__(self, bands: Sequence[str], *, feh: float = 0.0, family: str = "mist", imf: str | IMF = "kroupa",
-                 log_age_range=(6.0, 10.1), device="cpu", age_step: float = 0.01,
-                 extinction_law: str = DEFAULT_LAW, rv: float = RV_DEFAULT):
+    def __init__(
+        self,
+        bands: Sequence[str],
+        *,
+        feh: float = 0.0,
+        family: str = "mist",
+        imf: str | IMF = "kroupa",
+        log_age_range=(6.0, 10.1),
+        device="cpu",
+        age_step: float = 0.01,
+        extinction_law: str = DEFAULT_LAW,
+        rv: float = RV_DEFAULT,
+    ):
         self.imf = get_imf(imf)
         self.extinction_law = get_photometry_table().check_law(extinction_law, rv)
         self.rv = float(rv)
         self.family, self.feh = family.lower(), float(feh)
         lo, hi = (float(x) for x in log_age_range)
         self.age_step = float(age_step)
-        built = _build(tuple([bands] if isinstance(bands, str) else bands), self.feh, self.family, self.imf,
-                       lo, hi, self.age_step, self.extinction_law, self.rv)
+        built = _build(
+            tuple([bands] if isinstance(bands, str) else bands),
+            self.feh,
+            self.family,
+            self.imf,
+            lo,
+            hi,
+            self.age_step,
+            self.extinction_law,
+            self.rv,
+        )
         self.bands, self.table_id = built["bands"], built["table_id"]
         self.extinction_fit_error = built["extinction_fit_error"]
         self.cumulative_fit_error = built["cumulative_fit_error"]
@@ -271,8 +336,10 @@ class StellarPopulation:
         self._mags = torch.as_tensor(d["mags"].reshape(n_age * L, nb), **f32)
         self._coef = torch.as_tensor(d["coef"].reshape(n_age * L, nb, 3), **f32)
         self._cum = torch.as_tensor(d["cum"].reshape(n_age * (L + 1), nb, 4), **f32)
-        self._mass_ext = torch.cat([torch.full((n_age, 1), self.imf.m_min, **f32).minimum(self._mass[:, :1]),
-                                    self._mass], 1).contiguous()
+        self._mass_ext = torch.cat(
+            [torch.full((n_age, 1), self.imf.m_min, **f32).minimum(self._mass[:, :1]), self._mass],
+            1,
+        ).contiguous()
         self._maxm = torch.as_tensor(d["max_mass"], **f32)
         self._L = L
         return self
@@ -283,8 +350,12 @@ class StellarPopulation:
         lo, hi = float(self.log_ages[0]), float(self.log_ages[-1])
         half = 0.5 * self.age_step + 1e-6
         if la.numel() and bool(((la < lo - half) | (la > hi + half) | ~torch.isfinite(la)).any()):
-            raise OutOfGridError(f"log age outside this population's range [{lo:.2f}, {hi:.2f}] (log10 yr)")
-        return torch.round((la - self._age0) / self.age_step).long().clamp(0, len(self.log_ages) - 1)
+            raise OutOfGridError(
+                f"log age outside this population's range [{lo:.2f}, {hi:.2f}] (log10 yr)"
+            )
+        return (
+            torch.round((la - self._age0) / self.age_step).long().clamp(0, len(self.log_ages) - 1)
+        )
 
     def _check_av(self, av: torch.Tensor) -> torch.Tensor:
         av = torch.as_tensor(av, dtype=torch.float32, device=self.device)
@@ -302,7 +373,9 @@ class StellarPopulation:
         """
         return self._maxm[self._age_index(log_age)]
 
-    def star_magnitudes(self, log_age: torch.Tensor, initial_mass: torch.Tensor, av: torch.Tensor) -> torch.Tensor:
+    def star_magnitudes(
+        self, log_age: torch.Tensor, initial_mass: torch.Tensor, av: torch.Tensor
+    ) -> torch.Tensor:
         """Absolute Vega magnitudes of stars, including their SED-consistent extinction.
 
         Parameters
@@ -336,7 +409,9 @@ class StellarPopulation:
         dark = (m <= 0) | (m > self._maxm[i][:, None] * (1 + 1e-6))
         return torch.where(dark[..., None], torch.full_like(mag, float("inf")), mag)
 
-    def unresolved_flux_per_mass(self, log_age: torch.Tensor, av: torch.Tensor, mass_threshold: torch.Tensor) -> torch.Tensor:
+    def unresolved_flux_per_mass(
+        self, log_age: torch.Tensor, av: torch.Tensor, mass_threshold: torch.Tensor
+    ) -> torch.Tensor:
         """IMF-expected flux of all live stars with initial mass < ``mass_threshold``.
 
         Parameters
@@ -397,7 +472,9 @@ class StellarPopulation:
         """
         # the top live segment (j-1, j) of every node's (L+1)-row mass table (ascending, +inf
         # padding after the live rows); searching all nodes at once avoids gathering rows
-        top = torch.full((self._mass_ext.shape[0], 1), float("inf"), dtype=torch.float32, device=self.device)
+        top = torch.full(
+            (self._mass_ext.shape[0], 1), float("inf"), dtype=torch.float32, device=self.device
+        )
         j = torch.searchsorted(self._mass_ext, top).clamp(1, self._L)[k]  # (N, 1)
         base = (k * (self._L + 1))[:, None]
         flat = self._mass_ext.reshape(-1)
@@ -414,7 +491,9 @@ class StellarPopulation:
         f0, f1 = 10 ** poly(self._cum[k0]), 10 ** poly(self._cum[k1])
         return f0 + w * (f1 - f0)
 
-    def integrated_magnitudes(self, log_age: torch.Tensor, av: torch.Tensor, log_mass: torch.Tensor) -> torch.Tensor:
+    def integrated_magnitudes(
+        self, log_age: torch.Tensor, av: torch.Tensor, log_mass: torch.Tensor
+    ) -> torch.Tensor:
         """Smooth (IMF-expected) absolute magnitudes of a whole population, continuous in age.
 
         The whole-population flux per unit mass, f(t, A_V) = :meth:`unresolved_flux_per_mass` with
@@ -459,7 +538,9 @@ class StellarPopulation:
         nodes = self.log_ages
         lac = torch.minimum(torch.maximum(la, nodes[0]), nodes[-1])
         last = nodes.shape[0] - 1
-        k = (torch.searchsorted(nodes, lac.detach().contiguous(), right=True) - 1).clamp(0, max(last - 1, 0))
+        k = (torch.searchsorted(nodes, lac.detach().contiguous(), right=True) - 1).clamp(
+            0, max(last - 1, 0)
+        )
         k1 = (k + 1).clamp(max=last)  # == k only for a one-age population
         t0, t1 = nodes[k], nodes[k1]
         w = torch.where(t1 > t0, (lac - t0) / (t1 - t0).clamp_min(1e-12), torch.zeros_like(lac))
@@ -470,5 +551,7 @@ class StellarPopulation:
         return -2.5 * logf - 2.5 * lm[:, None]
 
     def __repr__(self) -> str:
-        return (f"StellarPopulation(bands={self.bands}, family={self.family!r}, feh={self.feh:+.2f}, "
-                f"imf={self.imf.name!r}, extinction={self.extinction_law}/R_V={self.rv:g}, ages={float(self.log_ages[0]):.2f}-{float(self.log_ages[-1]):.2f})")
+        return (
+            f"StellarPopulation(bands={self.bands}, family={self.family!r}, feh={self.feh:+.2f}, "
+            f"imf={self.imf.name!r}, extinction={self.extinction_law}/R_V={self.rv:g}, ages={float(self.log_ages[0]):.2f}-{float(self.log_ages[-1]):.2f})"
+        )

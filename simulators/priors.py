@@ -69,10 +69,14 @@ class ClusterPrior:
     def __post_init__(self) -> None:
         names = tuple(p.name for p in self.parameters)
         if names != PARAMETER_NAMES:
-            raise SimulatorError(f"prior parameters must be {PARAMETER_NAMES} in this order, got {names}")
+            raise SimulatorError(
+                f"prior parameters must be {PARAMETER_NAMES} in this order, got {names}"
+            )
         for p in self.parameters:
             if not p.high > p.low:
-                raise SimulatorError(f"prior bound for {p.name!r}: high ({p.high}) must exceed low ({p.low})")
+                raise SimulatorError(
+                    f"prior bound for {p.name!r}: high ({p.high}) must exceed low ({p.low})"
+                )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -102,7 +106,9 @@ class ClusterPrior:
         """The prior as a torch distribution with event shape (4,) (usable as an sbi prior)."""
         return Independent(Uniform(self.low(device), self.high(device)), 1)
 
-    def sample(self, n: int, generator: torch.Generator, device: torch.device | str | None = None) -> torch.Tensor:
+    def sample(
+        self, n: int, generator: torch.Generator, device: torch.device | str | None = None
+    ) -> torch.Tensor:
         """Draw ``n`` parameter vectors.
 
         Parameters
@@ -141,9 +147,13 @@ class ClusterPrior:
         """A copy with some bounds replaced, e.g. ``prior.with_bounds(av=(0.0, 1.5))``."""
         unknown = set(bounds) - set(self.names)
         if unknown:
-            raise SimulatorError(f"unknown parameter(s) {sorted(unknown)}; expected some of {self.names}")
+            raise SimulatorError(
+                f"unknown parameter(s) {sorted(unknown)}; expected some of {self.names}"
+            )
         params = tuple(
-            Parameter(p.name, p.label, p.unit, *bounds[p.name], p.description) if p.name in bounds else p
+            Parameter(p.name, p.label, p.unit, *bounds[p.name], p.description)
+            if p.name in bounds
+            else p
             for p in self.parameters
         )
         return ClusterPrior(params)
@@ -152,9 +162,15 @@ class ClusterPrior:
 DEFAULT_PRIOR = ClusterPrior(
     (
         Parameter("log_age", r"$\log_{10}(t/\mathrm{yr})$", "dex(yr)", 6.5, 10.0, "cluster age"),
-        Parameter("log_mass", r"$\log_{10}(M/M_\odot)$", "dex(solMass)", 3.0, 5.5, "initial stellar mass"),
         Parameter(
-            "log_rh", r"$\log_{10}(r_h/\mathrm{pc})$", "dex(pc)", math.log10(0.5), 1.0,
+            "log_mass", r"$\log_{10}(M/M_\odot)$", "dex(solMass)", 3.0, 5.5, "initial stellar mass"
+        ),
+        Parameter(
+            "log_rh",
+            r"$\log_{10}(r_h/\mathrm{pc})$",
+            "dex(pc)",
+            math.log10(0.5),
+            1.0,
             "projected half-light radius",
         ),
         Parameter("av", r"$A_V$ [mag]", "mag", 0.0, 3.0, "V-band extinction (R_V = 3.1)"),

@@ -38,10 +38,14 @@ DEFAULT_TRUNCATION = 10.0
 
 def _check_gamma(gamma: torch.Tensor) -> None:
     if bool((gamma <= 2.0).any()):
-        raise SimulatorError(f"EFF slope gamma must exceed 2 (finite light), got min {float(gamma.min()):.3f}")
+        raise SimulatorError(
+            f"EFF slope gamma must exceed 2 (finite light), got min {float(gamma.min()):.3f}"
+        )
 
 
-def eff_core_radius(r_h: torch.Tensor, gamma: torch.Tensor, truncation: float = DEFAULT_TRUNCATION) -> torch.Tensor:
+def eff_core_radius(
+    r_h: torch.Tensor, gamma: torch.Tensor, truncation: float = DEFAULT_TRUNCATION
+) -> torch.Tensor:
     """Core scale ``a`` of the truncated EFF profile with projected half-light radius ``r_h``.
 
     Solves ``1 − (1+x)^u = ½ [1 − (1 + k² x)^u]`` for ``x = r_h²/a²`` by bisection in log x
@@ -78,7 +82,9 @@ def eff_core_radius(r_h: torch.Tensor, gamma: torch.Tensor, truncation: float = 
     return (r_h.double() / torch.sqrt(x)).to(r_h.dtype)
 
 
-def eff_enclosed_fraction(radius: torch.Tensor, a: torch.Tensor, gamma: torch.Tensor, r_t: torch.Tensor) -> torch.Tensor:
+def eff_enclosed_fraction(
+    radius: torch.Tensor, a: torch.Tensor, gamma: torch.Tensor, r_t: torch.Tensor
+) -> torch.Tensor:
     """Fraction of the truncated profile's light within projected radius ``radius`` (broadcasting)."""
     u = 1.0 - gamma / 2.0
     r = torch.minimum(radius, r_t)
@@ -87,7 +93,9 @@ def eff_enclosed_fraction(radius: torch.Tensor, a: torch.Tensor, gamma: torch.Te
     return num / den
 
 
-def eff_surface_density(r2: torch.Tensor, a: torch.Tensor, gamma: torch.Tensor, r_t: torch.Tensor) -> torch.Tensor:
+def eff_surface_density(
+    r2: torch.Tensor, a: torch.Tensor, gamma: torch.Tensor, r_t: torch.Tensor
+) -> torch.Tensor:
     """Normalised surface density Σ(R) (fraction of the light per unit area; zero beyond R_t).
 
     Parameters
@@ -108,7 +116,9 @@ def eff_surface_density(r2: torch.Tensor, a: torch.Tensor, gamma: torch.Tensor, 
     return torch.where(r2 <= r_t**2, sig, torch.zeros_like(sig))
 
 
-def eff_sample_radius(v: torch.Tensor, a: torch.Tensor, gamma: torch.Tensor, r_t: torch.Tensor) -> torch.Tensor:
+def eff_sample_radius(
+    v: torch.Tensor, a: torch.Tensor, gamma: torch.Tensor, r_t: torch.Tensor
+) -> torch.Tensor:
     """Inverse-CDF draws of the projected radius.
 
     Parameters

@@ -60,9 +60,13 @@ class EffectivePSF:
     def __post_init__(self) -> None:
         d = self.data
         if d.ndim != 2 or d.shape[0] != d.shape[1] or d.shape[0] % 2 == 0:
-            raise SimulatorError(f"PSF {self.source!r}: need an odd square 2-D array, got shape {d.shape}")
+            raise SimulatorError(
+                f"PSF {self.source!r}: need an odd square 2-D array, got shape {d.shape}"
+            )
         if not np.all(np.isfinite(d)):
-            raise SimulatorError(f"PSF {self.source!r} contains NaN or inf values; clean it before use")
+            raise SimulatorError(
+                f"PSF {self.source!r} contains NaN or inf values; clean it before use"
+            )
         if d.sum() <= 0:
             raise SimulatorError(f"PSF {self.source!r} has non-positive total {d.sum()}")
 
@@ -108,8 +112,13 @@ class EffectivePSF:
         return torch.from_numpy(out)
 
 
-def load_builtin_psf(band: str, pixel_scale: float, *, native_pixel_scale: float | None = None,
-                     fwhm: float | None = None) -> EffectivePSF:
+def load_builtin_psf(
+    band: str,
+    pixel_scale: float,
+    *,
+    native_pixel_scale: float | None = None,
+    fwhm: float | None = None,
+) -> EffectivePSF:
     """The shipped kernel of ``band`` at ``pixel_scale``; built on the fly if none is shipped.
 
     Parameters
@@ -132,7 +141,12 @@ def load_builtin_psf(band: str, pixel_scale: float, *, native_pixel_scale: float
     path = psf_table_path(band, pixel_scale)
     if path.is_file():
         with np.load(path) as z:
-            return EffectivePSF(z["psf"].astype(np.float64), int(z["oversampling"]), float(z["pixel_scale"]), path.name)
+            return EffectivePSF(
+                z["psf"].astype(np.float64),
+                int(z["oversampling"]),
+                float(z["pixel_scale"]),
+                path.name,
+            )
     if band not in BAND_OPTICS or native_pixel_scale is None or fwhm is None:
         raise SimulatorError(
             f"no built-in PSF for band {band!r} at {pixel_scale}''/px; give the band a FITS PSF (psf = 'path.fits' "
@@ -143,8 +157,13 @@ def load_builtin_psf(band: str, pixel_scale: float, *, native_pixel_scale: float
     return EffectivePSF(kern, OVERSAMPLING, pixel_scale, f"built at run time, sigma={sigma:.4f}''")
 
 
-def load_fits_psf(path: str | Path, *, oversampling: int = 1, pixel_scale: float = float("nan"),
-                  hdu: int | None = None) -> EffectivePSF:
+def load_fits_psf(
+    path: str | Path,
+    *,
+    oversampling: int = 1,
+    pixel_scale: float = float("nan"),
+    hdu: int | None = None,
+) -> EffectivePSF:
     """A user PSF from a FITS image.
 
     The image must be an effective (pixel-integrated) PSF sampled ``oversampling`` times per
@@ -187,7 +206,9 @@ def load_fits_psf(path: str | Path, *, oversampling: int = 1, pixel_scale: float
         data = np.pad(data, [(0, 1), (0, 1)])
     neg = -data[data < 0].sum()
     if neg > 0.5 * data[data > 0].sum():
-        raise SimulatorError(f"{path}: PSF is mostly negative; is it background-subtracted too much or inverted?")
+        raise SimulatorError(
+            f"{path}: PSF is mostly negative; is it background-subtracted too much or inverted?"
+        )
     data = np.clip(data, 0, None)
     data = data / data.sum() * oversampling**2
     return EffectivePSF(data, int(oversampling), float(pixel_scale), str(path))

@@ -64,11 +64,21 @@ class PhaseRenderer:
         ``chunk_size · C · (P² + 1) · (H + 2R)² · 12`` bytes).
     """
 
-    def __init__(self, psfs: Sequence[EffectivePSF], image_size: int, *, n_phase: int = 3,
-                 radius_px: int | None = None, device: torch.device | str = "cpu", chunk_size: int = 64,
-                 interpolation: str = "quadratic") -> None:
+    def __init__(
+        self,
+        psfs: Sequence[EffectivePSF],
+        image_size: int,
+        *,
+        n_phase: int = 3,
+        radius_px: int | None = None,
+        device: torch.device | str = "cpu",
+        chunk_size: int = 64,
+        interpolation: str = "quadratic",
+    ) -> None:
         if interpolation not in ("quadratic", "nearest"):
-            raise SimulatorError(f"interpolation must be 'quadratic' or 'nearest', got {interpolation!r}")
+            raise SimulatorError(
+                f"interpolation must be 'quadratic' or 'nearest', got {interpolation!r}"
+            )
         self.interpolation = interpolation
         if n_phase < 1:
             raise SimulatorError(f"n_phase must be >= 1, got {n_phase}")
@@ -88,7 +98,15 @@ class PhaseRenderer:
         for c, psf in enumerate(psfs):
             k = psf.phase_kernels(self.n_phase, r)
             if self.n_planes > p2:
-                k = torch.cat([k, EffectivePSF(psf.data, psf.oversampling, psf.pixel_scale).phase_kernels(1, r)], 0)
+                k = torch.cat(
+                    [
+                        k,
+                        EffectivePSF(psf.data, psf.oversampling, psf.pixel_scale).phase_kernels(
+                            1, r
+                        ),
+                    ],
+                    0,
+                )
             kern[c, :, : 2 * r + 1, : 2 * r + 1] = k
         kern = torch.roll(kern, shifts=(-r, -r), dims=(-2, -1))
         self.kernel_ft = torch.fft.rfft2(kern).to(torch.complex64).to(self.device)
@@ -153,9 +171,18 @@ class PhaseRenderer:
         ar = torch.arange(self.canvas, device=self.device, dtype=torch.float32) - self.radius
         return ar, ar
 
-    def render(self, n_samples: int, sample_index: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
-               flux: torch.Tensor, smooth: torch.Tensor | None = None, *, crop: bool = True,
-               faint_flux: torch.Tensor | None = None) -> torch.Tensor:
+    def render(
+        self,
+        n_samples: int,
+        sample_index: torch.Tensor,
+        y: torch.Tensor,
+        x: torch.Tensor,
+        flux: torch.Tensor,
+        smooth: torch.Tensor | None = None,
+        *,
+        crop: bool = True,
+        faint_flux: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Noiseless images of point sources plus optional smooth light.
 
         Parameters
@@ -191,7 +218,9 @@ class PhaseRenderer:
             groups = [(~faint, self.interpolation), (faint, "nearest")]
         else:
             groups = [(slice(None), self.interpolation)]
-        cols = [self._deposit(sample_index[m], y[m], x[m], flux[m], n_samples, how) for m, how in groups]
+        cols = [
+            self._deposit(sample_index[m], y[m], x[m], flux[m], n_samples, how) for m, how in groups
+        ]
         sidx, iy, ix, phase, fl = (torch.cat(c) for c in zip(*cols, strict=True))
         size = n if not crop else self.image_size
         out = torch.empty(n_samples, c_n, size, size, device=dev, dtype=torch.float32)
@@ -201,10 +230,14 @@ class PhaseRenderer:
         # one flat index per deposit (band 0); band c adds c * band_stride; chunk k subtracts its offset
         q = sidx * sample_stride + phase * plane_stride + iy * n + ix
         n_chunks = -(-n_samples // self.chunk_size)
-        if n_chunks > 1:  # group deposits by chunk once (stable sort), so that each chunk is a slice
+        if (
+            n_chunks > 1
+        ):  # group deposits by chunk once (stable sort), so that each chunk is a slice
             order = torch.sort(torch.div(sidx, self.chunk_size, rounding_mode="floor"), stable=True)
             q, fl = q[order.indices], fl[order.indices]
-            bounds = torch.searchsorted(order.values, torch.arange(n_chunks + 1, device=dev)).tolist()
+            bounds = torch.searchsorted(
+                order.values, torch.arange(n_chunks + 1, device=dev)
+            ).tolist()
         else:
             bounds = [0, len(q)]
         for k, start in enumerate(range(0, n_samples, self.chunk_size)):
@@ -223,12 +256,20 @@ class PhaseRenderer:
             for j in range(1, self.n_planes):
                 acc.addcmul_(spec[:, :, j], self.kernel_ft[:, j])
             img = torch.fft.irfft2(acc, s=(n, n))
-            out[start:stop] = img[..., r : r + self.image_size, r : r + self.image_size] if crop else img
+            out[start:stop] = (
+                img[..., r : r + self.image_size, r : r + self.image_size] if crop else img
+            )
         return out
 
 
-def render_stars_reference(psfs: Sequence[EffectivePSF], image_size: int, y: np.ndarray, x: np.ndarray,
-                           flux: np.ndarray, radius_px: int = 8) -> np.ndarray:
+def render_stars_reference(
+    psfs: Sequence[EffectivePSF],
+    image_size: int,
+    y: np.ndarray,
+    x: np.ndarray,
+    flux: np.ndarray,
+    radius_px: int = 8,
+) -> np.ndarray:
     """Straightforward per-star renderer: the exact effective PSF at each star's exact position.
 
     Slow (a Python loop over stars and bands, cubic-spline interpolation of the oversampled PSF);
@@ -265,9 +306,11 @@ def render_stars_reference(psfs: Sequence[EffectivePSF], image_size: int, y: np.
             stamp = np.clip(map_coordinates(psf.data, [yy, xx], order=3, mode="constant"), 0, None)
             stamp *= flux[s, b] / stamp.sum()
             y0, x0 = cy - radius_px, cx - radius_px
-            ys, xs = slice(max(y0, 0), min(y0 + 2 * radius_px + 1, image_size)), slice(max(x0, 0), min(x0 + 2 * radius_px + 1, image_size))
+            ys, xs = (
+                slice(max(y0, 0), min(y0 + 2 * radius_px + 1, image_size)),
+                slice(max(x0, 0), min(x0 + 2 * radius_px + 1, image_size)),
+            )
             if ys.start >= ys.stop or xs.start >= xs.stop:
                 continue
             img[b, ys, xs] += stamp[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
     return img
-

@@ -9,10 +9,9 @@ from sbicluster.api import model_pixel_scale, model_zero_points, simulator_from_
 from sbicluster.errors import InputError, ModelError, OutputExistsError
 from sbicluster.io import FLAG_MASKED
 from sbicluster.outputs import write_cutouts_fits
-from tests._workflow_fixtures import toy_cutouts, toy_model_dir  # noqa: F401 - fixtures
 
 
-def test_infer_returns_summary_samples_and_inference_data_that_agree(toy_model_dir, toy_cutouts):  # noqa: F811
+def test_infer_returns_summary_samples_and_inference_data_that_agree(toy_model_dir, toy_cutouts):
     path, _ = toy_cutouts
     result = sbicluster.infer(path, model=toy_model_dir, num_samples=400, seed=1, progress=False)
     assert isinstance(result, sbicluster.InferenceResult)
@@ -20,22 +19,32 @@ def test_infer_returns_summary_samples_and_inference_data_that_agree(toy_model_d
     summary = result.summary
     assert list(summary["id"]) == [f"mock:{i}" for i in range(6)]
     # the table's statistics are those of the returned draws
-    np.testing.assert_allclose(summary["log_mass_median"].value, np.median(result.samples[:, :, 1], axis=1))
-    np.testing.assert_allclose(summary["av_p84"].value, np.percentile(result.samples[:, :, 3], 84, axis=1))
+    np.testing.assert_allclose(
+        summary["log_mass_median"].value, np.median(result.samples[:, :, 1], axis=1)
+    )
+    np.testing.assert_allclose(
+        summary["av_p84"].value, np.percentile(result.samples[:, :, 3], 84, axis=1)
+    )
     assert summary["log_age_median"].unit == u.dex(u.yr) and summary["av_median"].unit == u.mag
-    np.testing.assert_allclose(summary["r_h"].quantity.to_value(u.pc), 10 ** summary["log_rh_median"].value)
-    assert np.all((summary["p_cluster"] >= 0) & (summary["p_cluster"] <= 1)) and np.all(summary["visibility"] >= 0)
+    np.testing.assert_allclose(
+        summary["r_h"].quantity.to_value(u.pc), 10 ** summary["log_rh_median"].value
+    )
+    assert np.all((summary["p_cluster"] >= 0) & (summary["p_cluster"] <= 1)) and np.all(
+        summary["visibility"] >= 0
+    )
     # the toy model has no pixel scale and no zero points, so none are checked
     assert model_pixel_scale(result.card) is None and model_zero_points(result.card) == {}
 
     idata = result.to_inference_data()
     assert idata.posterior["log_age"].dims == ("chain", "draw", "cutout")
-    np.testing.assert_array_equal(idata.posterior["log_rh"].values[0, :, 2], result.samples[2, :, 2])
+    np.testing.assert_array_equal(
+        idata.posterior["log_rh"].values[0, :, 2], result.samples[2, :, 2]
+    )
     assert idata.posterior["log_mass"].attrs["unit"] == "dex(solMass)"
     assert u.Unit(idata.posterior["log_mass"].attrs["unit"]) == u.dex(u.solMass)
 
 
-def test_seed_fixes_the_draws_and_a_different_seed_changes_them(toy_model_dir, toy_cutouts):  # noqa: F811
+def test_seed_fixes_the_draws_and_a_different_seed_changes_them(toy_model_dir, toy_cutouts):
     path, _ = toy_cutouts
     a = sbicluster.infer(path, model=toy_model_dir, num_samples=100, seed=7, progress=False)
     b = sbicluster.infer(path, model=toy_model_dir, num_samples=100, seed=7, progress=False)
@@ -46,11 +55,22 @@ def test_seed_fixes_the_draws_and_a_different_seed_changes_them(toy_model_dir, t
     np.testing.assert_allclose(a.summary["p_cluster"], c.summary["p_cluster"], rtol=1e-6)
 
 
-def test_write_is_refused_without_overwrite_and_leaves_old_files(toy_model_dir, toy_cutouts, tmp_path):  # noqa: F811
+def test_write_is_refused_without_overwrite_and_leaves_old_files(
+    toy_model_dir,
+    toy_cutouts,
+    tmp_path,
+):
     path, _ = toy_cutouts
     out = tmp_path / "out"
-    result = sbicluster.infer(path, model=toy_model_dir, num_samples=50, seed=0, out=out, save_samples=True,
-                              progress=False)
+    result = sbicluster.infer(
+        path,
+        model=toy_model_dir,
+        num_samples=50,
+        seed=0,
+        out=out,
+        save_samples=True,
+        progress=False,
+    )
     assert sorted(p.name for p in out.iterdir()) == ["posterior.nc", "samples.npz", "summary.ecsv"]
     before = (out / "summary.ecsv").read_bytes()
     with pytest.raises(OutputExistsError, match="--overwrite"):
@@ -60,19 +80,28 @@ def test_write_is_refused_without_overwrite_and_leaves_old_files(toy_model_dir, 
     np.testing.assert_allclose(np.load(out / "samples.npz")["samples"], result.samples, rtol=1e-6)
 
 
-def test_masked_pixels_are_filled_and_flagged_through_the_api(toy_model_dir, toy_cutouts, tmp_path):  # noqa: F811
+def test_masked_pixels_are_filled_and_flagged_through_the_api(toy_model_dir, toy_cutouts, tmp_path):
     from sbicluster.io import read_cutouts
 
     path, _ = toy_cutouts
     clean = read_cutouts(path, ("toy_blue", "toy_red"), image_size=8)
     images = clean.images.copy()
     images[2, 1, 0, 0] = np.nan
-    masked = write_cutouts_fits(tmp_path / "masked.fits", images, ("toy_blue", "toy_red"), pixel_scale=0.04)
+    masked = write_cutouts_fits(
+        tmp_path / "masked.fits", images, ("toy_blue", "toy_red"), pixel_scale=0.04
+    )
     result = sbicluster.infer(masked, model=toy_model_dir, num_samples=20, progress=False)
-    assert [bool(f & FLAG_MASKED) for f in result.summary["flag"]] == [False, False, True, False, False, False]
+    assert [bool(f & FLAG_MASKED) for f in result.summary["flag"]] == [
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+    ]
 
 
-def test_api_errors_name_the_problem(toy_model_dir, toy_cutouts, tmp_path):  # noqa: F811
+def test_api_errors_name_the_problem(toy_model_dir, toy_cutouts, tmp_path):
     path, _ = toy_cutouts
     with pytest.raises(InputError, match="num_samples"):
         sbicluster.infer(path, model=toy_model_dir, num_samples=0)
@@ -82,7 +111,7 @@ def test_api_errors_name_the_problem(toy_model_dir, toy_cutouts, tmp_path):  # n
         sbicluster.infer(path, model=toy_model_dir, device="tpu:9")
 
 
-def test_simulator_is_rebuilt_from_a_model_card(toy_model_dir):  # noqa: F811
+def test_simulator_is_rebuilt_from_a_model_card(toy_model_dir):
     from sbicluster.artifact import load_model
     from simulators.cluster import ClusterSimulator
 

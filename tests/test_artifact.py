@@ -17,8 +17,13 @@ from sbicluster.toy import LinearGaussianToy
 def saved(tmp_path):
     toy = LinearGaussianToy()
     torch.manual_seed(0)
-    model = ClusterModel(toy.prior, toy.bands, toy.image_shape, default_architecture("small", 2, [0.7, 1.3]),
-                         card={"simulator": toy.card()}).eval()
+    model = ClusterModel(
+        toy.prior,
+        toy.bands,
+        toy.image_shape,
+        default_architecture("small", 2, [0.7, 1.3]),
+        card={"simulator": toy.card()},
+    ).eval()
     # make BatchNorm running statistics non-trivial so that they must round-trip too
     model.train()
     with torch.no_grad():
@@ -32,8 +37,12 @@ def test_round_trip_gives_identical_samples(saved):
     toy, model, path = saved
     loaded = load_model(path)
     x = toy.simulate(20, torch.Generator().manual_seed(2)).images
-    a = predict(model, x, num_samples=200, generator=torch.Generator().manual_seed(3), progress=False)
-    b = predict(loaded, x, num_samples=200, generator=torch.Generator().manual_seed(3), progress=False)
+    a = predict(
+        model, x, num_samples=200, generator=torch.Generator().manual_seed(3), progress=False
+    )
+    b = predict(
+        loaded, x, num_samples=200, generator=torch.Generator().manual_seed(3), progress=False
+    )
     assert np.array_equal(a.samples, b.samples)
     assert np.array_equal(a.p_cluster, b.p_cluster)
     assert np.array_equal(a.visibility, b.visibility)
@@ -45,8 +54,16 @@ def test_directory_holds_only_safetensors_and_json(saved):
     _, _, path = saved
     assert sorted(p.name for p in path.iterdir()) == ["card.json", "weights.safetensors"]
     card = json.loads((path / "card.json").read_text())
-    for key in ("format_version", "bands", "image_shape", "prior", "simulator", "normalisation",
-                "architecture", "software"):
+    for key in (
+        "format_version",
+        "bands",
+        "image_shape",
+        "prior",
+        "simulator",
+        "normalisation",
+        "architecture",
+        "software",
+    ):
         assert key in card
     assert card["normalisation"]["softening_e_per_s"] == pytest.approx([0.7, 1.3])
 
@@ -63,7 +80,9 @@ def test_card_that_does_not_match_weights_is_refused(saved):
 def test_other_sbi_version_or_newer_format_is_refused(saved):
     _, _, path = saved
     card = json.loads((path / "card.json").read_text())
-    (path / "card.json").write_text(json.dumps({**card, "software": {**card["software"], "sbi": "0.1.0"}}))
+    (path / "card.json").write_text(
+        json.dumps({**card, "software": {**card["software"], "sbi": "0.1.0"}})
+    )
     with pytest.raises(ModelError, match="sbi"):
         load_model(path)
     (path / "card.json").write_text(json.dumps({**card, "format_version": 99}))

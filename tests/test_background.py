@@ -45,7 +45,9 @@ def test_galaxy_light_level_matches_surface_brightness(field):
     img = field.galaxy_light(sfr, torch.Generator().manual_seed(2))
     for c, b in enumerate(inst.band_setups):
         expect = 10 ** (-0.4 * (b.galaxy_sb - b.zero_point)) * inst.pixel_scale**2
-        assert float(img[:, c].mean()) == pytest.approx(expect, rel=1e-3)  # the gradient averages out
+        assert float(img[:, c].mean()) == pytest.approx(
+            expect, rel=1e-3
+        )  # the gradient averages out
         assert float(img[:, c].min()) >= 0.74 * expect
 
 
@@ -58,7 +60,9 @@ def test_hard_negatives(field):
     single = stars.sample_index == 2
     assert float((stars.y[single] - 31.5).abs().max()) < 2.0
     # a single bright star is from the brightest 5 % of the field library
-    assert float(stars.flux[single, -1].min()) >= float(field.library_flux[int(0.05 * len(field.library_flux)), -1])
+    assert float(stars.flux[single, -1].min()) >= float(
+        field.library_flux[int(0.05 * len(field.library_flux)), -1]
+    )
 
 
 def test_image_background_patches_avoid_and_fill_nans(tmp_path):

@@ -108,8 +108,10 @@ def test_tie_randomised_credibility_is_uniform_for_a_calibrated_binned_posterior
     assert strict.max_abs_deviation > 0.1 and strict.verdict == "underconfident"
     # without ties (a continuous density) both constructions agree exactly
     lp_cont = rng.normal(size=(50, 100))
-    assert np.array_equal(hpd_credibility_ties(lp_cont[:, 0], lp_cont[:, 1:], rng),
-                          hpd_credibility_joint(lp_cont[:, 0], lp_cont[:, 1:]))
+    assert np.array_equal(
+        hpd_credibility_ties(lp_cont[:, 0], lp_cont[:, 1:], rng),
+        hpd_credibility_joint(lp_cont[:, 0], lp_cont[:, 1:]),
+    )
 
 
 def test_aperture_pixel_count_matches_aperture_magnitudes():
@@ -146,8 +148,14 @@ def test_pool_stream_replays_the_flow_trainers_batches(tmp_path):
     from benchmarks.baselines import PoolStream, contiguous_copy
     from sbicluster.training import _DiskSource, write_dataset
 
-    chunked = write_dataset(_PoolToy(), 300, tmp_path / "chunked.h5",
-                            torch.Generator().manual_seed(0), chunk=64, progress=False)
+    chunked = write_dataset(
+        _PoolToy(),
+        300,
+        tmp_path / "chunked.h5",
+        torch.Generator().manual_seed(0),
+        chunk=64,
+        progress=False,
+    )
     pool = contiguous_copy(chunked, tmp_path / "pool.h5")
     with h5py.File(chunked) as a, h5py.File(pool) as b:
         assert dict(a.attrs) == dict(b.attrs) and set(a) == set(b)
@@ -171,9 +179,28 @@ def test_baselines_benchmark_end_to_end(tmp_path):
     """The whole benchmark at toy size (≈ 1 min on one core): files written, metrics finite."""
     from benchmarks.baselines import main
 
-    res = main(["--steps", "5", "--batch-size", "16", "--pool", "256", "--test", "32",
-                "--samples", "100", "--embedding", "small", "--npe-epochs", "5",
-                "--out-dir", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work")])
+    res = main(
+        [
+            "--steps",
+            "5",
+            "--batch-size",
+            "16",
+            "--pool",
+            "256",
+            "--test",
+            "32",
+            "--samples",
+            "100",
+            "--embedding",
+            "small",
+            "--npe-epochs",
+            "5",
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--work-dir",
+            str(tmp_path / "work"),
+        ]
+    )
     for ext in ("json", "md", "png"):
         assert (tmp_path / "out" / f"baselines.{ext}").is_file()
     for summary in res["summary"].values():

@@ -8,7 +8,7 @@ from astropy.table import Table
 import sbicluster
 import sbicluster.io
 from sbicluster.cli import build_parser, main
-from tests._workflow_fixtures import cli, toy_cutouts, toy_model_dir  # noqa: F401 - fixtures
+from tests.conftest import cli
 
 
 class _Run:
@@ -36,24 +36,57 @@ def _one_line_error(run, *fragments):
 
 def test_parser_defaults_follow_the_documented_interface():
     args = build_parser().parse_args(["infer", "cutouts.fits", "--out", "o"])
-    assert args.samples == 1000 and args.device == "auto" and args.model is None and not args.overwrite
+    assert (
+        args.samples == 1000 and args.device == "auto" and args.model is None and not args.overwrite
+    )
     args = build_parser().parse_args(["demo", "--quick"])
     assert args.quick and args.model is None
     with pytest.raises(SystemExit):
         build_parser().parse_args(["infer", "cutouts.fits"])  # --out is required
 
 
-def test_infer_writes_tables_refuses_to_overwrite_and_matches_the_python_api(toy_model_dir, toy_cutouts, tmp_path):  # noqa: F811
+def test_infer_writes_tables_refuses_to_overwrite_and_matches_the_python_api(
+    toy_model_dir,
+    toy_cutouts,
+    tmp_path,
+):
     path, _ = toy_cutouts
     out = tmp_path / "out"
-    run = cli("infer", path, "--model", toy_model_dir, "--out", out, "--samples", 200, "--seed", 3, "--save-samples")
+    run = cli(
+        "infer",
+        path,
+        "--model",
+        toy_model_dir,
+        "--out",
+        out,
+        "--samples",
+        200,
+        "--seed",
+        3,
+        "--save-samples",
+    )
     assert run.returncode == 0, run.stderr
     assert run.stderr == ""  # no progress bars or warnings when stderr is not a terminal
     summary = Table.read(out / "summary.ecsv", format="ascii.ecsv")
     assert len(summary) == 6 and (out / "posterior.nc").exists() and (out / "samples.npz").exists()
-    assert {"id", "x", "y", "ra", "dec", "p_cluster", "visibility", "flag", "age", "mass", "r_h"} <= set(summary.colnames)
-    assert all(f"{p}_{s}" in summary.colnames for p in ("log_age", "log_mass", "log_rh", "av")
-               for s in ("median", "p16", "p84", "hdi3", "hdi97"))
+    assert {
+        "id",
+        "x",
+        "y",
+        "ra",
+        "dec",
+        "p_cluster",
+        "visibility",
+        "flag",
+        "age",
+        "mass",
+        "r_h",
+    } <= set(summary.colnames)
+    assert all(
+        f"{p}_{s}" in summary.colnames
+        for p in ("log_age", "log_mass", "log_rh", "av")
+        for s in ("median", "p16", "p84", "hdi3", "hdi97")
+    )
     before = (out / "summary.ecsv").read_bytes()
 
     again = cli("infer", path, "--model", toy_model_dir, "--out", out, "--samples", 200)
@@ -61,14 +94,18 @@ def test_infer_writes_tables_refuses_to_overwrite_and_matches_the_python_api(toy
     assert (out / "summary.ecsv").read_bytes() == before
 
     result = sbicluster.infer(path, model=toy_model_dir, num_samples=200, seed=3, progress=False)
-    np.testing.assert_allclose(result.samples, np.load(out / "samples.npz")["samples"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        result.samples, np.load(out / "samples.npz")["samples"], rtol=1e-5, atol=1e-5
+    )
 
-    replaced = cli("infer", path, "--model", toy_model_dir, "--out", out, "--samples", 100, "--overwrite")
+    replaced = cli(
+        "infer", path, "--model", toy_model_dir, "--out", out, "--samples", 100, "--overwrite"
+    )
     assert replaced.returncode == 0, replaced.stderr
     assert Table.read(out / "summary.ecsv", format="ascii.ecsv").meta["num_samples"] == 100
 
 
-def test_simulate_infer_corner_with_truth(toy_model_dir, tmp_path):  # noqa: F811
+def test_simulate_infer_corner_with_truth(toy_model_dir, tmp_path):
     mock = tmp_path / "mock"
     run = cli("simulate", "--model", toy_model_dir, "--n", 5, "--seed", 4, "--out", mock)
     assert run.returncode == 0, run.stderr
@@ -76,16 +113,28 @@ def test_simulate_infer_corner_with_truth(toy_model_dir, tmp_path):  # noqa: F81
     assert len(truth) == 5 and set(truth["label"]) <= {0, 1}
     assert {"log_age", "log_mass", "log_rh", "av", "visibility"} <= set(truth.colnames)
     assert np.all(truth["visibility"][truth["label"] == 0] == 0)
-    _one_line_error(cli("simulate", "--model", toy_model_dir, "--n", 5, "--out", mock), "--overwrite")
+    _one_line_error(
+        cli("simulate", "--model", toy_model_dir, "--n", 5, "--out", mock), "--overwrite"
+    )
 
     out = tmp_path / "out"
-    assert cli("infer", mock / "cutouts.fits", "--model", toy_model_dir, "--out", out, "--samples", 300).returncode == 0
+    assert (
+        cli(
+            "infer", mock / "cutouts.fits", "--model", toy_model_dir, "--out", out, "--samples", 300
+        ).returncode
+        == 0
+    )
     first = str(truth["id"][0])
     run = cli("corner", out, "--id", first, "--truth", mock / "truth.ecsv")
     assert run.returncode == 0, run.stderr
     stem = first.replace(":", "_")
-    assert sorted(p.name for p in (out / "corner").iterdir()) == [f"corner_{stem}.pdf", f"corner_{stem}.png"]
-    assert (out / "corner" / f"corner_{stem}.png").stat().st_size > 20_000  # corner + thumbnail, not an empty canvas
+    assert sorted(p.name for p in (out / "corner").iterdir()) == [
+        f"corner_{stem}.pdf",
+        f"corner_{stem}.png",
+    ]
+    assert (
+        out / "corner" / f"corner_{stem}.png"
+    ).stat().st_size > 20_000  # corner + thumbnail, not an empty canvas
     _one_line_error(cli("corner", out, "--id", "nope"), "no cutout with id 'nope'")
     _one_line_error(cli("corner", tmp_path / "empty"), "summary.ecsv", "not found")
 
@@ -105,24 +154,51 @@ def _large_images(tmp_path, bands=("toy_blue", "toy_red"), shape=(60, 80)):
     return files
 
 
-def test_catalogue_of_positions_on_large_images(toy_model_dir, tmp_path, capsys):  # noqa: F811
+def test_catalogue_of_positions_on_large_images(toy_model_dir, tmp_path, capsys):
     files = _large_images(tmp_path)
-    Table({"id": ["s1", "s2", "s3"], "x": [10.0, 39.0, 70.0], "y": [10.0, 29.0, 50.0]}).write(tmp_path / "cat.ecsv")
+    Table({"id": ["s1", "s2", "s3"], "x": [10.0, 39.0, 70.0], "y": [10.0, 29.0, 50.0]}).write(
+        tmp_path / "cat.ecsv"
+    )
     out = tmp_path / "out"
-    run = run_main(capsys, "infer", *files, "--catalog", tmp_path / "cat.ecsv", "--model", toy_model_dir, "--out", out,
-              "--samples", 50)
+    run = run_main(
+        capsys,
+        "infer",
+        *files,
+        "--catalog",
+        tmp_path / "cat.ecsv",
+        "--model",
+        toy_model_dir,
+        "--out",
+        out,
+        "--samples",
+        50,
+    )
     assert run.returncode == 0, run.stderr
     summary = Table.read(out / "summary.ecsv", format="ascii.ecsv")
     assert list(summary["id"]) == ["s1", "s2", "s3"]
     np.testing.assert_allclose(summary["x"].value, [10, 39, 70])
     # the WCS reference pixel (CRPIX 40, 30 is 1-based: 0-based 39, 29) maps to CRVAL
-    np.testing.assert_allclose([summary["ra"].value[1], summary["dec"].value[1]], [204.25, -29.87], atol=1e-9)
+    np.testing.assert_allclose(
+        [summary["ra"].value[1], summary["dec"].value[1]], [204.25, -29.87], atol=1e-9
+    )
     # counts were divided by EXPTIME = 100 s: the mean pixel of a 2 e-/s image is 2
-    cut = sbicluster.io.read_catalog_cutouts(files, tmp_path / "cat.ecsv", ("toy_blue", "toy_red"), image_size=8)
+    cut = sbicluster.io.read_catalog_cutouts(
+        files, tmp_path / "cat.ecsv", ("toy_blue", "toy_red"), image_size=8
+    )
     assert abs(float(cut.images.mean()) - 0.02) < 0.01
 
     Table({"x": [40.0, 78.0], "y": [30.0, 30.0]}).write(tmp_path / "edge.ecsv")
-    run = run_main(capsys, "infer", *files, "--catalog", tmp_path / "edge.ecsv", "--model", toy_model_dir, "--out", tmp_path / "o2")
+    run = run_main(
+        capsys,
+        "infer",
+        *files,
+        "--catalog",
+        tmp_path / "edge.ecsv",
+        "--model",
+        toy_model_dir,
+        "--out",
+        tmp_path / "o2",
+    )
     _one_line_error(run, "edge.ecsv", "row 1", "edge")
     assert not (tmp_path / "o2").exists()
 
@@ -138,17 +214,28 @@ def test_catalogue_of_positions_on_large_images(toy_model_dir, tmp_path, capsys)
         ("wrong-size", ["bad.fits[1]", "the model reads 8x8"]),
     ],
 )
-def test_bad_input_gives_one_line_error_exit_code_2_and_writes_nothing(toy_model_dir, tmp_path, capsys, case, fragments):  # noqa: F811
+def test_bad_input_gives_one_line_error_exit_code_2_and_writes_nothing(
+    toy_model_dir,
+    tmp_path,
+    capsys,
+    case,
+    fragments,
+):
     rng = np.random.default_rng(1)
     good = rng.normal(size=(8, 8)).astype(np.float32)
     path = tmp_path / ("notes.fits" if case == "not-fits" else "bad.fits")
     if case == "not-fits":
         path.write_text("definitely not FITS")
     else:
-        planes = {"unknown-band": [("toy_blue", good), ("F999W", good)], "one-band": [("toy_blue", good)],
-                  "all-nan": [("toy_blue", good), ("toy_red", np.full((8, 8), np.nan, np.float32))],
-                  "wrong-size": [("toy_blue", rng.normal(size=(10, 10))), ("toy_red", rng.normal(size=(10, 10)))],
-                  }.get(case, [("toy_blue", good), ("toy_red", good)])
+        planes = {
+            "unknown-band": [("toy_blue", good), ("F999W", good)],
+            "one-band": [("toy_blue", good)],
+            "all-nan": [("toy_blue", good), ("toy_red", np.full((8, 8), np.nan, np.float32))],
+            "wrong-size": [
+                ("toy_blue", rng.normal(size=(10, 10))),
+                ("toy_red", rng.normal(size=(10, 10))),
+            ],
+        }.get(case, [("toy_blue", good), ("toy_red", good)])
         hdus = [fits.PrimaryHDU()]
         for band, data in planes:
             hdu = fits.ImageHDU(data)
@@ -168,27 +255,64 @@ def test_bad_input_gives_one_line_error_exit_code_2_and_writes_nothing(toy_model
     assert sorted(p.name for p in out.iterdir()) == ["summary.ecsv"]
 
 
-def test_missing_model_and_explicit_bands(toy_model_dir, toy_cutouts, tmp_path, capsys):  # noqa: F811
+def test_missing_model_and_explicit_bands(toy_model_dir, toy_cutouts, tmp_path, capsys):
     path, _ = toy_cutouts
-    _one_line_error(run_main(capsys, "infer", path, "--model", tmp_path / "no-model", "--out", tmp_path / "o"), "no-model")
+    _one_line_error(
+        run_main(capsys, "infer", path, "--model", tmp_path / "no-model", "--out", tmp_path / "o"),
+        "no-model",
+    )
     # --bands overrides the FILTER keywords: swapping them changes which plane is read as which band
     out = tmp_path / "swapped"
-    run = run_main(capsys, "infer", path, "--model", toy_model_dir, "--out", out, "--samples", 20, "--bands",
-                   "toy_red,toy_blue")
+    run = run_main(
+        capsys,
+        "infer",
+        path,
+        "--model",
+        toy_model_dir,
+        "--out",
+        out,
+        "--samples",
+        20,
+        "--bands",
+        "toy_red,toy_blue",
+    )
     assert run.returncode == 0, run.stderr
-    plain = sbicluster.infer(path, model=toy_model_dir, num_samples=20, progress=False).cutouts.images
-    swapped = sbicluster.io.read_cutouts(path, ("toy_blue", "toy_red"), image_size=8, bands=("toy_red", "toy_blue"))
+    plain = sbicluster.infer(
+        path, model=toy_model_dir, num_samples=20, progress=False
+    ).cutouts.images
+    swapped = sbicluster.io.read_cutouts(
+        path, ("toy_blue", "toy_red"), image_size=8, bands=("toy_red", "toy_blue")
+    )
     np.testing.assert_array_equal(swapped.images, plain[:, ::-1])
-    _one_line_error(run_main(capsys, "infer", path, "--model", toy_model_dir, "--out", out, "--bands", "toy_red",
-                             "--overwrite"), "2 image HDUs")
+    _one_line_error(
+        run_main(
+            capsys,
+            "infer",
+            path,
+            "--model",
+            toy_model_dir,
+            "--out",
+            out,
+            "--bands",
+            "toy_red",
+            "--overwrite",
+        ),
+        "2 image HDUs",
+    )
 
 
-def test_demo_quick_on_a_toy_model(toy_model_dir, tmp_path):  # noqa: F811
+def test_demo_quick_on_a_toy_model(toy_model_dir, tmp_path):
     out = tmp_path / "demo"
     run = cli("demo", "--model", toy_model_dir, "--out", out, "--quick")
     assert run.returncode == 0, run.stderr
     assert "40 mock cutouts" in run.stdout and "classification accuracy" in run.stdout
-    for name in ("summary.ecsv", "posterior.nc", "summary.png", "mock/cutouts.fits", "mock/truth.ecsv"):
+    for name in (
+        "summary.ecsv",
+        "posterior.nc",
+        "summary.png",
+        "mock/cutouts.fits",
+        "mock/truth.ecsv",
+    ):
         assert (out / name).exists(), name
     assert len(list((out / "corner").glob("*.png"))) == 4
     summary = Table.read(out / "summary.ecsv", format="ascii.ecsv")
@@ -198,11 +322,35 @@ def test_demo_quick_on_a_toy_model(toy_model_dir, tmp_path):  # noqa: F811
 
 @pytest.mark.slow
 def test_train_and_diagnose_commands_on_the_toy(tmp_path):
-    run = cli("train", "--preset", "toy", "--embedding", "small", "--steps", 40, "--batch-size", 32,
-              "--device", "cpu", "--out", tmp_path / "run")
+    run = cli(
+        "train",
+        "--preset",
+        "toy",
+        "--embedding",
+        "small",
+        "--steps",
+        40,
+        "--batch-size",
+        32,
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "run",
+    )
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "run" / "model" / "card.json").exists()
-    run = cli("diagnose", "--model", tmp_path / "run" / "model", "--n", 64, "--samples", 100, "--device", "cpu",
-              "--out", tmp_path / "report")
+    run = cli(
+        "diagnose",
+        "--model",
+        tmp_path / "run" / "model",
+        "--n",
+        64,
+        "--samples",
+        100,
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "report",
+    )
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "report" / "report.md").exists()

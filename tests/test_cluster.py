@@ -32,7 +32,16 @@ def test_batch_shapes_types_and_card(sim):
     assert b.label.dtype == torch.int64 and b.visibility.shape == (16,)
     assert torch.isfinite(b.images).all()
     assert (b.visibility[b.label == 0] == 0).all()
-    for key in ("feh", "eff_gamma", "offset_y", "offset_x", "mass_threshold", "n_stars", "field_sfr_density", "hard_negative"):
+    for key in (
+        "feh",
+        "eff_gamma",
+        "offset_y",
+        "offset_x",
+        "mass_threshold",
+        "n_stars",
+        "field_sfr_density",
+        "hard_negative",
+    ):
         assert b.nuisances[key].shape[0] == 16
     card = sim.card()
     json.dumps(card)
@@ -42,14 +51,20 @@ def test_batch_shapes_types_and_card(sim):
 def test_same_seed_same_cutout(sim):
     a = sim.simulate(6, torch.Generator().manual_seed(11))
     b = sim.simulate(6, torch.Generator().manual_seed(11))
-    assert torch.equal(a.images, b.images) and torch.equal(a.theta, b.theta) and torch.equal(a.visibility, b.visibility)
+    assert (
+        torch.equal(a.images, b.images)
+        and torch.equal(a.theta, b.theta)
+        and torch.equal(a.visibility, b.visibility)
+    )
     c = sim.simulate(6, torch.Generator().manual_seed(12))
     assert not torch.equal(a.images, c.images)
 
 
 def test_noiseless_total_flux_equals_sum_of_stars(population):
     # compact cluster, no background: everything lands in the cutout; total = drawn stars + smooth part
-    sim = ClusterSimulator("m83-wfc3", population=population, background="none", noise=False, offset_range=0.0)
+    sim = ClusterSimulator(
+        "m83-wfc3", population=population, background="none", noise=False, offset_range=0.0
+    )
     n = 4
     theta = _theta(n, 7.3, 4.5, 1.0, 0.5)
     g = torch.Generator().manual_seed(1)
@@ -59,24 +74,43 @@ def test_noiseless_total_flux_equals_sum_of_stars(population):
 
     r_h = 10 ** theta[:, 2] / sim.instrument.pc_per_pixel
     a = eff_core_radius(r_h, gamma, 10.0)
-    stars, smooth, _, info = sim._cluster(population, 0, theta, gamma, centre, a, 10 * r_h, 2 * r_h, g)
+    stars, smooth, _, info = sim._cluster(
+        population, 0, theta, gamma, centre, a, 10 * r_h, 2 * r_h, g
+    )
     assert int(info["n_stars"].sum()) > 50
     img = sim.renderer.render(n, stars.sample_index, stars.y, stars.x, stars.flux, smooth)
     expect = torch.zeros(n, 3).index_add_(0, stars.sample_index, stars.flux) + smooth.sum((-2, -1))
     assert torch.allclose(img.sum((-2, -1)), expect, rtol=0.01)
     # and the smooth part carries the IMF-expected flux below the threshold (truncation at 10 r_h = 11 px)
     mass = 10 ** theta[:, 1].double()
-    f_smooth = mass[:, None] * population.unresolved_flux_per_mass(theta[:, 0], theta[:, 3], info["mass_threshold"]).double()
+    f_smooth = (
+        mass[:, None]
+        * population.unresolved_flux_per_mass(
+            theta[:, 0], theta[:, 3], info["mass_threshold"]
+        ).double()
+    )
     f_smooth = f_smooth.float() * sim.flux_scale
     assert torch.allclose(smooth.sum((-2, -1)), f_smooth, rtol=0.01)
 
 
 def test_recovered_half_light_radius_within_5_percent(population):
     # rich, noiseless cluster with a delta-function PSF (psf_radius=0): image half-light radius = r_h
-    sim = ClusterSimulator("m83-wfc3", population=population, background="none", noise=False, psf_radius=0,
-                           offset_range=0.0, gamma_range=(3.0, 3.0))
+    sim = ClusterSimulator(
+        "m83-wfc3",
+        population=population,
+        background="none",
+        noise=False,
+        psf_radius=0,
+        offset_range=0.0,
+        gamma_range=(3.0, 3.0),
+    )
     rh_pc = 5.0
-    b = sim.simulate(8, torch.Generator().manual_seed(2), theta=_theta(8, 8.0, 5.3, rh_pc, 0.0), label=torch.ones(8))
+    b = sim.simulate(
+        8,
+        torch.Generator().manual_seed(2),
+        theta=_theta(8, 8.0, 5.3, rh_pc, 0.0),
+        label=torch.ones(8),
+    )
     img = b.images[:, 2].double().sum(0)
     yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     r = torch.sqrt((yy - 31.5) ** 2 + (xx - 31.5) ** 2).double().flatten()
@@ -88,9 +122,15 @@ def test_recovered_half_light_radius_within_5_percent(population):
     rh_px = rh_pc / sim.instrument.pc_per_pixel
     g = torch.tensor(3.0, dtype=torch.float64)
     a = eff_core_radius(torch.tensor([rh_px], dtype=torch.float64), g.view(1), 10.0)
-    frac_in = float(eff_enclosed_fraction(torch.tensor(31.5, dtype=torch.float64), a, g, torch.tensor(10 * rh_px)))
+    frac_in = float(
+        eff_enclosed_fraction(
+            torch.tensor(31.5, dtype=torch.float64), a, g, torch.tensor(10 * rh_px)
+        )
+    )
     total = float(cum[-1]) / frac_in * (1 + 0.0)  # corners add a little light: conservative
-    rh_img = float(r[order][int(torch.searchsorted(cum, torch.tensor(0.5 * total, dtype=torch.float64)))])
+    rh_img = float(
+        r[order][int(torch.searchsorted(cum, torch.tensor(0.5 * total, dtype=torch.float64)))]
+    )
     assert rh_img == pytest.approx(rh_px, rel=0.05)
 
 
@@ -99,16 +139,26 @@ def test_threshold_does_not_change_pixel_statistics(population):
     theta = _theta(160, 8.5, 4.5, 2.0, 0.3)
     out = []
     for tol in (0.02, 0.002):
-        s = ClusterSimulator("m83-wfc3", population=population, background="none", noise=False, offset_range=0.0,
-                             sbf_tolerance=tol, max_stars=100_000, gamma_range=(3.0, 3.0))
+        s = ClusterSimulator(
+            "m83-wfc3",
+            population=population,
+            background="none",
+            noise=False,
+            offset_range=0.0,
+            sbf_tolerance=tol,
+            max_stars=100_000,
+            gamma_range=(3.0, 3.0),
+        )
         b = s.simulate(160, torch.Generator().manual_seed(5), theta=theta, label=torch.ones(160))
         core = b.images[:, :, 24:40, 24:40].double()
-        out.append((core.mean(0).sum((-2, -1)), core.var(0).sum((-2, -1)), b.nuisances["n_stars"].mean()))
+        out.append(
+            (core.mean(0).sum((-2, -1)), core.var(0).sum((-2, -1)), b.nuisances["n_stars"].mean())
+        )
     (m1, v1, n1), (m2, v2, n2) = out
     assert n2 > 1.5 * n1  # the stricter threshold really draws more stars
     assert torch.allclose(m1, m2, rtol=0.03)  # mean light unchanged
     # summed pixel variance: 160 seeds give ~11 % standard error per estimate; allow 30 %
-    assert torch.all((v1 / v2 - 1).abs() < 0.3), (v1 / v2)
+    assert torch.all((v1 / v2 - 1).abs() < 0.3), v1 / v2
 
 
 def test_background_and_cluster_samples_differ_only_where_they_should(sim):
@@ -138,9 +188,15 @@ def test_visibility_grows_with_mass_and_physics_colours(sim):
     assert float(hi.visibility.median()) > 5 * float(lo.visibility.median())
     # young clusters are blue, old ones red: F336W/F814W flux ratio (noiseless, no background)
     s = ClusterSimulator("m83-wfc3", population=sim.populations[0], background="none", noise=False)
-    young = s.simulate(8, g, theta=_theta(8, 6.8, 5.0, 2.0, 0.0), label=torch.ones(8)).images.sum((-2, -1))
-    old = s.simulate(8, g, theta=_theta(8, 9.8, 5.0, 2.0, 0.0), label=torch.ones(8)).images.sum((-2, -1))
-    dusty = s.simulate(8, g, theta=_theta(8, 6.8, 5.0, 2.0, 2.0), label=torch.ones(8)).images.sum((-2, -1))
+    young = s.simulate(8, g, theta=_theta(8, 6.8, 5.0, 2.0, 0.0), label=torch.ones(8)).images.sum(
+        (-2, -1)
+    )
+    old = s.simulate(8, g, theta=_theta(8, 9.8, 5.0, 2.0, 0.0), label=torch.ones(8)).images.sum(
+        (-2, -1)
+    )
+    dusty = s.simulate(8, g, theta=_theta(8, 6.8, 5.0, 2.0, 2.0), label=torch.ones(8)).images.sum(
+        (-2, -1)
+    )
     ratio = lambda f: (f[:, 0] / f[:, 2]).median()  # noqa: E731
     assert ratio(young) > 5 * ratio(old)
     assert ratio(dusty) < 0.5 * ratio(young)

@@ -59,8 +59,10 @@ def test_stem_keeps_full_resolution():
 
 
 def test_paper_preset_is_larger_than_cpu_and_small():
-    counts = {name: sum(p.numel() for p in build_embedding(3, [1.0] * 3, name).parameters())
-              for name in ("small", "cpu", "paper")}
+    counts = {
+        name: sum(p.numel() for p in build_embedding(3, [1.0] * 3, name).parameters())
+        for name in ("small", "cpu", "paper")
+    }
     assert counts["small"] < counts["cpu"] < counts["paper"]
     assert counts["paper"] > 5_000_000  # ResNet-18-like capacity
 

@@ -79,7 +79,13 @@ def test_hot_star_band_ratios_follow_the_law(law, rv):
 def test_higher_rv_is_greyer(law):
     """UV-to-IR extinction ratios fall monotonically with R_V (2.5 → 3.1 → 4.0) for hot, solar and cool stars."""
     lt, lg = np.log10([25000.0, 5772.0, 4500.0]), np.array([4.0, 4.44, 2.5])
-    bands = ["WFC3_UVIS_F275W", "WFC3_UVIS_F336W", "WFC3_UVIS_F438W", "WFC3_UVIS_F814W", "WFC3_IR_F160W"]
+    bands = [
+        "WFC3_UVIS_F275W",
+        "WFC3_UVIS_F336W",
+        "WFC3_UVIS_F438W",
+        "WFC3_UVIS_F814W",
+        "WFC3_IR_F160W",
+    ]
     a = np.stack([extinction(lt, lg, 1.0, bands, law=law, rv=rv) for rv in (2.5, 3.1, 4.0)])
     for num, den in ((1, 3), (0, 4), (2, 3)):  # F336W/F814W, F275W/F160W, F438W/F814W
         ratio = a[:, :, num] / a[:, :, den]
@@ -105,7 +111,9 @@ def test_f99_against_the_mist_axis():
     smaller in F275W for stars hotter than 7000 K (median −0.22 mag: F99's UV below 2700 Å lies below
     CCM89's; cool stars see F275W through its red leak, median −0.04) and in F814W (median −0.05)."""
     lt, lg = _isochrone_stars()
-    d = extinction(lt, lg, 1.0, SUPPORTED_BANDS, law="F99") - extinction(lt, lg, 1.0, SUPPORTED_BANDS)
+    d = extinction(lt, lg, 1.0, SUPPORTED_BANDS, law="F99") - extinction(
+        lt, lg, 1.0, SUPPORTED_BANDS
+    )
     i = {b: SUPPORTED_BANDS.index(b) for b in SUPPORTED_BANDS}
     assert np.abs(d[:, i["WFC3_UVIS_F275W"]]).max() < 0.30
     assert np.abs(d[:, i["WFC3_UVIS_F336W"]]).max() < 0.10
@@ -126,12 +134,16 @@ def test_ccm89_reproduces_the_mist_axis():
     for av, tol in ((1.0, 0.03), (6.0, 0.10)):
         d = extinction(lt, lg, av, bands, law="CCM89") - extinction(lt, lg, av, bands)
         assert np.abs(d).max() < tol, (av, np.abs(d).max(0))
-    d336 = extinction(lt, lg, 1.0, ["WFC3_UVIS_F336W"], law="CCM89") - extinction(lt, lg, 1.0, ["WFC3_UVIS_F336W"])
+    d336 = extinction(lt, lg, 1.0, ["WFC3_UVIS_F336W"], law="CCM89") - extinction(
+        lt, lg, 1.0, ["WFC3_UVIS_F336W"]
+    )
     assert np.abs(d336).max() < 0.08
 
 
 def test_unavailable_law_or_rv_names_the_available_ones():
-    with pytest.raises(OutOfGridError, match=r"available laws: mist \(R_V 3.1\); F99 \(R_V 2.5, 3.1, 4\)"):
+    with pytest.raises(
+        OutOfGridError, match=r"available laws: mist \(R_V 3.1\); F99 \(R_V 2.5, 3.1, 4\)"
+    ):
         extinction(*SUN, 1.0, ["Bessell_V"], law="O94")
     with pytest.raises(OutOfGridError, match="G23"):
         extinction(*SUN, 1.0, ["Bessell_V"], law="G23", rv=3.3)
@@ -148,13 +160,22 @@ def test_polynomial_fit_for_every_law():
     rng = np.random.default_rng(5)
     lt, lg = rng.uniform(np.log10(3500), np.log10(40000), 100), rng.uniform(0.5, 5.0, 100)
     for law, rv in DUST_LAWS:
-        assert extinction_polynomial(lt, lg, SUPPORTED_BANDS[1:], law=law, rv=rv)[1] < 0.02, (law, rv)
-        assert extinction_polynomial(lt, lg, SUPPORTED_BANDS[:1], law=law, rv=rv)[1] < (0.15 if rv < 3 else 0.06)
+        assert extinction_polynomial(lt, lg, SUPPORTED_BANDS[1:], law=law, rv=rv)[1] < 0.02, (
+            law,
+            rv,
+        )
+        assert extinction_polynomial(lt, lg, SUPPORTED_BANDS[:1], law=law, rv=rv)[1] < (
+            0.15 if rv < 3 else 0.06
+        )
 
 
 def test_population_passes_the_law_through():
     bands = ("WFC3_UVIS_F336W", "WFC3_UVIS_F814W")
-    la, m, av = torch.tensor([8.0, 8.0]), torch.tensor([[1.0, 3.0], [1.0, 3.0]]), torch.tensor([0.0, 1.0])
+    la, m, av = (
+        torch.tensor([8.0, 8.0]),
+        torch.tensor([[1.0, 3.0], [1.0, 3.0]]),
+        torch.tensor([0.0, 1.0]),
+    )
     default = StellarPopulation(bands, log_age_range=(8.0, 8.1))
     assert "ext:" not in default.table_id and default.extinction_law == "mist"
     col = {}
@@ -164,7 +185,9 @@ def test_population_passes_the_law_through():
         assert p.table_id.startswith(default.table_id)
         mag = p.star_magnitudes(la, m, av).double()
         a = (mag[1] - mag[0]).numpy()  # (2 stars, 2 bands) at A_V = 1
-        assert np.allclose(a, extinction(*_stars_of(p, m[0]), 1.0, bands, law="F99", rv=rv), atol=0.02)
+        assert np.allclose(
+            a, extinction(*_stars_of(p, m[0]), 1.0, bands, law="F99", rv=rv), atol=0.02
+        )
         col[rv] = a[:, 0] - a[:, 1]  # E(F336W − F814W)
     assert np.all(col[2.5] > col[4.0] + 0.3)  # steeper law, redder colour excess per unit A_V
 
@@ -173,7 +196,10 @@ def _stars_of(pop, masses):
     """log Teff, log g of the isochrone rows at the given initial masses (age 8.0, linear in mass)."""
     iso = get_isochrone_grid("mist").isochrone(8.0)
     mm = masses.double().numpy()
-    return (np.interp(mm, iso.initial_mass, iso.log_Teff), np.interp(mm, iso.initial_mass, iso.log_g))
+    return (
+        np.interp(mm, iso.initial_mass, iso.log_Teff),
+        np.interp(mm, iso.initial_mass, iso.log_g),
+    )
 
 
 def test_shipped_file_and_provenance():
@@ -186,7 +212,9 @@ def test_shipped_file_and_provenance():
     assert prov["sources"]["dust-extinction"]
     assert {(x["name"], x["rv"]) for x in prov["laws"]} == set(DUST_LAWS)
     # every band's throughput lies inside every law's validity range (no extrapolation)
-    assert max(max(v.values()) for v in prov["band_weight_fraction_outside_law_range"].values()) == 0.0
+    assert (
+        max(max(v.values()) for v in prov["band_weight_fraction_outside_law_range"].values()) == 0.0
+    )
 
 
 def test_shipped_laws_match_rebuild():

@@ -25,7 +25,10 @@ def test_kroupa_analytic_values():
     imf = Kroupa2001()
     # continuity at the 0.5 Msun break and the slope ratio of the two segments
     eps = 1e-9
-    lo, hi = imf.pdf(torch.tensor([0.5 - eps], dtype=torch.float64)), imf.pdf(torch.tensor([0.5 + eps], dtype=torch.float64))
+    lo, hi = (
+        imf.pdf(torch.tensor([0.5 - eps], dtype=torch.float64)),
+        imf.pdf(torch.tensor([0.5 + eps], dtype=torch.float64)),
+    )
     assert float(hi / lo) == pytest.approx(1.0, rel=1e-6)
     r = imf.pdf(torch.tensor([2.0, 4.0], dtype=torch.float64))
     assert float(r[0] / r[1]) == pytest.approx(2**2.3, rel=1e-9)
@@ -48,7 +51,9 @@ def test_budgets_consistent(name):
     hi = torch.tensor([[1.0, 8.0]])
     parts = imf.mass_fraction(lo, hi)
     assert parts.shape == (2, 2)
-    assert float(imf.mass_fraction(0.08, 1.0) + imf.mass_fraction(1.0, 120.0)) == pytest.approx(1.0, rel=1e-6)
+    assert float(imf.mass_fraction(0.08, 1.0) + imf.mass_fraction(1.0, 120.0)) == pytest.approx(
+        1.0, rel=1e-6
+    )
     # an empty interval carries nothing
     assert float(imf.number_per_mass(5.0, 2.0)) == 0.0
 
@@ -65,7 +70,11 @@ def test_sampling_matches_truncated_distribution(name):
     assert bool((m >= lo).all() and (m <= hi).all())
     # mean of each truncated IMF: (cum mass)/(cum number) over the interval
     for k in range(3):
-        expect = float(imf.mass_fraction(lo[k], hi[k]) * imf.mean_mass() / (imf.number_per_mass(lo[k], hi[k]) * imf.mean_mass()))
+        expect = float(
+            imf.mass_fraction(lo[k], hi[k])
+            * imf.mean_mass()
+            / (imf.number_per_mass(lo[k], hi[k]) * imf.mean_mass())
+        )
         sem = float(m[k].std()) / math.sqrt(m.shape[1])
         assert abs(float(m[k].double().mean()) - expect) < 5 * sem
     # KS distance to the analytic CDF of the full IMF
@@ -91,7 +100,10 @@ def test_chabrier_lognormal_shape():
     m = torch.tensor([0.2, 0.5], dtype=torch.float64)
     # dN/dlog m ratio of the lognormal (m_c = 0.079, sigma = 0.69)
     dndlog = imf.pdf(m) * m
-    expect = math.exp(-((math.log10(0.2) - math.log10(0.079)) ** 2 - (math.log10(0.5) - math.log10(0.079)) ** 2) / (2 * 0.69**2))
+    expect = math.exp(
+        -((math.log10(0.2) - math.log10(0.079)) ** 2 - (math.log10(0.5) - math.log10(0.079)) ** 2)
+        / (2 * 0.69**2)
+    )
     assert float(dndlog[0] / dndlog[1]) == pytest.approx(expect, rel=1e-6)
 
 

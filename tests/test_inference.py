@@ -14,16 +14,23 @@ from sbicluster.toy import LinearGaussianToy
 def setup():
     toy = LinearGaussianToy()
     torch.manual_seed(0)
-    model = ClusterModel(toy.prior, toy.bands, toy.image_shape,
-                         default_architecture("small", 2, [1.0, 1.0])).eval()
+    model = ClusterModel(
+        toy.prior, toy.bands, toy.image_shape, default_architecture("small", 2, [1.0, 1.0])
+    ).eval()
     return toy, model
 
 
 def test_shapes_ranges_and_prior_support(setup):
     toy, model = setup
     x = toy.simulate(300, torch.Generator().manual_seed(1)).images
-    pred = predict(model, x.numpy(), num_samples=50, batch_size=64, generator=torch.Generator().manual_seed(2),
-                   progress=False)
+    pred = predict(
+        model,
+        x.numpy(),
+        num_samples=50,
+        batch_size=64,
+        generator=torch.Generator().manual_seed(2),
+        progress=False,
+    )
     assert pred.samples.shape == (300, 50, 4) and pred.samples.dtype == np.float32
     assert pred.p_cluster.shape == (300,) and np.all((pred.p_cluster >= 0) & (pred.p_cluster <= 1))
     assert pred.visibility.shape == (300,) and np.all(pred.visibility >= 0)
@@ -34,9 +41,20 @@ def test_shapes_ranges_and_prior_support(setup):
 def test_same_seed_same_draws_and_chunking_does_not_change_heads(setup):
     toy, model = setup
     x = toy.simulate(40, torch.Generator().manual_seed(3)).images
-    a = predict(model, x, num_samples=30, generator=torch.Generator().manual_seed(4), progress=False)
-    b = predict(model, x, num_samples=30, generator=torch.Generator().manual_seed(4), progress=False)
-    c = predict(model, x, num_samples=30, generator=torch.Generator().manual_seed(5), batch_size=7, progress=False)
+    a = predict(
+        model, x, num_samples=30, generator=torch.Generator().manual_seed(4), progress=False
+    )
+    b = predict(
+        model, x, num_samples=30, generator=torch.Generator().manual_seed(4), progress=False
+    )
+    c = predict(
+        model,
+        x,
+        num_samples=30,
+        generator=torch.Generator().manual_seed(5),
+        batch_size=7,
+        progress=False,
+    )
     assert np.array_equal(a.samples, b.samples)
     assert not np.array_equal(a.samples, c.samples)
     np.testing.assert_allclose(a.p_cluster, c.p_cluster, atol=1e-6)
@@ -47,7 +65,9 @@ def test_draws_follow_the_flow_density(setup):
     """Draws of predict have the flow's own moments (checked against sbi's sampler)."""
     toy, model = setup
     x = toy.simulate(1, torch.Generator().manual_seed(6), label=torch.ones(1)).images
-    ours = predict(model, x, num_samples=20_000, generator=torch.Generator().manual_seed(7), progress=False)
+    ours = predict(
+        model, x, num_samples=20_000, generator=torch.Generator().manual_seed(7), progress=False
+    )
     torch.manual_seed(8)
     theirs = model.posterior().sample((20_000,), x=x, show_progress_bars=False).numpy()
     sd = theirs.std(0)

@@ -26,7 +26,9 @@ def test_derived_distance_and_flux_scale():
     m83 = get_preset("m83-wfc3")
     # DM 28.3 -> 4.571 Mpc; 0.0396 arcsec = 0.8776 pc there
     assert m83.distance_pc == pytest.approx(4.5709e6, rel=1e-4)
-    assert m83.pc_per_pixel == pytest.approx(m83.distance_pc * math.radians(0.0396 / 3600), rel=1e-9)
+    assert m83.pc_per_pixel == pytest.approx(
+        m83.distance_pc * math.radians(0.0396 / 3600), rel=1e-9
+    )
     assert m83.pc_per_pixel == pytest.approx(0.8775, abs=1e-3)
     # a star of apparent magnitude equal to the zero point gives 1 e-/s: absolute mag ZP - DM
     for zp, scale in zip(m83.zero_points, m83.flux_scale(), strict=True):
@@ -42,7 +44,9 @@ def test_dict_round_trip_and_json():
 
 def test_user_toml_preset(tmp_path):
     text = (get_preset.__globals__["PRESET_DIR"] / "m83-wfc3.toml").read_text()
-    text = text.replace('name = "m83-wfc3"', 'name = "my-camera"').replace("distance_modulus = 28.3", "distance_modulus = 29.0")
+    text = text.replace('name = "m83-wfc3"', 'name = "my-camera"').replace(
+        "distance_modulus = 28.3", "distance_modulus = 29.0"
+    )
     path = tmp_path / "mine.toml"
     path.write_text(text)
     inst = get_preset(str(path))

@@ -55,7 +55,11 @@ def test_round_trip_of_written_cutouts_preserves_values_and_band_order(tmp_path)
 def test_bands_are_matched_by_filter_keyword_whatever_the_hdu_order(tmp_path):
     images = _images(1)[0]
     order = [2, 0, 1]
-    path = _mef(tmp_path / "s.fits", [images[i] for i in order], filters=[("F336W", "F438W", "F814W")[i] for i in order])
+    path = _mef(
+        tmp_path / "s.fits",
+        [images[i] for i in order],
+        filters=[("F336W", "F438W", "F814W")[i] for i in order],
+    )
     np.testing.assert_array_equal(read(path).images[0], images)
 
 
@@ -104,34 +108,72 @@ def test_catalogue_cutting_in_pixels_and_sky_coordinates(tmp_path):
         files.append(tmp_path / f"{filt}.fits")
         hdu.writeto(files[-1])
     Table({"id": ["a", "b"], "x": [30.0, 70.0], "y": [40.0, 50.0]}).write(tmp_path / "cat.ecsv")
-    cut = read_catalog_cutouts(files, tmp_path / "cat.ecsv", BANDS, image_size=SIZE, pixel_scale=SCALE)
+    cut = read_catalog_cutouts(
+        files, tmp_path / "cat.ecsv", BANDS, image_size=SIZE, pixel_scale=SCALE
+    )
     # Cutout2D centres an even-sized cutout so that the position falls at index size/2
     np.testing.assert_array_equal(cut.images[0], big[:, 32:48, 22:38])
     sky = Table({"ra": cut.ra, "dec": cut.dec})
     sky.write(tmp_path / "sky.csv", format="ascii.csv")
-    again = read_catalog_cutouts(files, tmp_path / "sky.csv", BANDS, image_size=SIZE, pixel_scale=SCALE)
+    again = read_catalog_cutouts(
+        files, tmp_path / "sky.csv", BANDS, image_size=SIZE, pixel_scale=SCALE
+    )
     np.testing.assert_array_equal(again.images, cut.images)
     Table({"x": [2.0], "y": [50.0]}).write(tmp_path / "edge.ecsv")
     with pytest.raises(InputError, match="off or too close to the edge"):
-        read_catalog_cutouts(files, tmp_path / "edge.ecsv", BANDS, image_size=SIZE, pixel_scale=SCALE)
+        read_catalog_cutouts(
+            files, tmp_path / "edge.ecsv", BANDS, image_size=SIZE, pixel_scale=SCALE
+        )
 
 
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda p: _mef(p, _images(1)[0][:2], filters=("F336W", "F438W")), r"missing \['WFC3_UVIS_F814W'\]"),
-        (lambda p: _mef(p, _images(1)[0], filters=("F336W", "F438W", "F555W")), "F555W .* not one of the model's bands"),
-        (lambda p: _mef(p, [np.ones((SIZE, SIZE)), np.ones((SIZE, SIZE)), np.ones((SIZE + 2, SIZE))]), "shapes differ"),
-        (lambda p: _mef(p, [np.full((SIZE, SIZE), np.nan)] + list(_images(1)[0][1:])), "no finite pixel"),
+        (
+            lambda p: _mef(p, _images(1)[0][:2], filters=("F336W", "F438W")),
+            r"missing \['WFC3_UVIS_F814W'\]",
+        ),
+        (
+            lambda p: _mef(p, _images(1)[0], filters=("F336W", "F438W", "F555W")),
+            "F555W .* not one of the model's bands",
+        ),
+        (
+            lambda p: _mef(
+                p, [np.ones((SIZE, SIZE)), np.ones((SIZE, SIZE)), np.ones((SIZE + 2, SIZE))]
+            ),
+            "shapes differ",
+        ),
+        (
+            lambda p: _mef(p, [np.full((SIZE, SIZE), np.nan)] + list(_images(1)[0][1:])),
+            "no finite pixel",
+        ),
         (lambda p: _mef(p, [np.full((SIZE, SIZE), 3.0)] + list(_images(1)[0][1:])), "is constant"),
-        (lambda p: _mef(p, _images(1)[0], BUNIT="COUNTS", EXPTIME=-10.0), "EXPTIME must be positive"),
+        (
+            lambda p: _mef(p, _images(1)[0], BUNIT="COUNTS", EXPTIME=-10.0),
+            "EXPTIME must be positive",
+        ),
         (lambda p: _mef(p, _images(1)[0], BUNIT="MJY/SR"), "unsupported BUNIT 'MJY/SR'.*PHOTFLAM"),
         (lambda p: _mef(p, _images(1)[0], BUNIT="JY"), "BUNIT is JY but PHOTFNU is missing"),
         (lambda p: p.write_text("this is not FITS"), "not a readable FITS file"),
-        (lambda p: _mef(p, [np.random.default_rng(0).normal(size=(2 * SIZE, 2 * SIZE)) for _ in range(3)]), "the model reads"),
+        (
+            lambda p: _mef(
+                p, [np.random.default_rng(0).normal(size=(2 * SIZE, 2 * SIZE)) for _ in range(3)]
+            ),
+            "the model reads",
+        ),
     ],
-    ids=["missing-band", "unknown-band", "mismatched-shapes", "all-nan", "constant", "negative-exptime", "bad-unit",
-         "jy-without-photfnu", "not-fits", "wrong-size"],
+    ids=[
+        "missing-band",
+        "unknown-band",
+        "mismatched-shapes",
+        "all-nan",
+        "constant",
+        "negative-exptime",
+        "bad-unit",
+        "jy-without-photfnu",
+        "not-fits",
+        "wrong-size",
+    ],
 )
 def test_bad_input_raises_one_clear_error_naming_the_file(tmp_path, make, message):
     path = tmp_path / "bad.fits"
@@ -171,7 +213,10 @@ def test_acs_filter1_filter2_keywords_and_explicit_bands(tmp_path):
     bands = ("ACS_WFC_F475W", "ACS_WFC_F814W")
     images = _images(1)[0][:2]
     hdus = [fits.PrimaryHDU()]
-    hdus[0].header["INSTRUME"], hdus[0].header["DETECTOR"] = "ACS", "WFC"  # inherited by the extensions
+    hdus[0].header["INSTRUME"], hdus[0].header["DETECTOR"] = (
+        "ACS",
+        "WFC",
+    )  # inherited by the extensions
     for data, (f1, f2) in zip(images, [("F475W", "CLEAR2L"), ("CLEAR1L", "F814W")], strict=True):
         hdu = fits.ImageHDU(data)
         hdu.header["FILTER1"], hdu.header["FILTER2"] = f1, f2
@@ -188,7 +233,9 @@ def test_acs_filter1_filter2_keywords_and_explicit_bands(tmp_path):
 
 
 def test_header_without_filter_asks_for_bands(tmp_path):
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(_images(1)[0][0])]).writeto(tmp_path / "nofilter.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(_images(1)[0][0])]).writeto(
+        tmp_path / "nofilter.fits"
+    )
     with pytest.raises(InputError, match=r"nofilter.fits\[1\]: no FILTER keyword.*--bands"):
         read(tmp_path / "nofilter.fits")
 
@@ -200,13 +247,21 @@ def test_catalogue_errors_name_the_catalogue(tmp_path):
     big.writeto(tmp_path / "f336w.fits")
     Table({"a": [1.0]}).write(tmp_path / "cat.ecsv")
     with pytest.raises(InputError, match="cat.ecsv: needs columns x, y"):
-        read_catalog_cutouts([tmp_path / "f336w.fits"], tmp_path / "cat.ecsv", BANDS[:1], image_size=SIZE)
+        read_catalog_cutouts(
+            [tmp_path / "f336w.fits"], tmp_path / "cat.ecsv", BANDS[:1], image_size=SIZE
+        )
     Table({"ra": [204.25], "dec": [-29.87]}).write(tmp_path / "sky.ecsv")
     with pytest.raises(InputError, match="no celestial WCS"):
-        read_catalog_cutouts([tmp_path / "f336w.fits"], tmp_path / "sky.ecsv", BANDS[:1], image_size=SIZE)
+        read_catalog_cutouts(
+            [tmp_path / "f336w.fits"], tmp_path / "sky.ecsv", BANDS[:1], image_size=SIZE
+        )
     (tmp_path / "broken.csv").write_text("x,y\n1,2,3,4\n")
     with pytest.raises(InputError, match="broken.csv: cannot read the catalogue"):
-        read_catalog_cutouts([tmp_path / "f336w.fits"], tmp_path / "broken.csv", BANDS[:1], image_size=SIZE)
+        read_catalog_cutouts(
+            [tmp_path / "f336w.fits"], tmp_path / "broken.csv", BANDS[:1], image_size=SIZE
+        )
     Table({"x": [500.0], "y": [10.0]}).write(tmp_path / "off.ecsv")
     with pytest.raises(InputError, match="row 0 .* off or too close to the edge"):
-        read_catalog_cutouts([tmp_path / "f336w.fits"], tmp_path / "off.ecsv", BANDS[:1], image_size=SIZE)
+        read_catalog_cutouts(
+            [tmp_path / "f336w.fits"], tmp_path / "off.ecsv", BANDS[:1], image_size=SIZE
+        )

@@ -18,7 +18,9 @@ def toy():
 @pytest.fixture(scope="module")
 def model(toy):
     torch.manual_seed(0)
-    return ClusterModel(toy.prior, toy.bands, toy.image_shape, default_architecture("small", 2, [1.0, 1.0])).eval()
+    return ClusterModel(
+        toy.prior, toy.bands, toy.image_shape, default_architecture("small", 2, [1.0, 1.0])
+    ).eval()
 
 
 def test_box_logit_jacobian_matches_autograd(toy):
@@ -73,7 +75,9 @@ def test_flow_loss_uses_cluster_samples_only(toy, model):
     w = {"classifier": 1.0, "visibility": 0.5}
     base = model.losses(b.theta, b.images, b.label, b.visibility, weights=w)
     theta2 = b.theta.clone()
-    theta2[b.label == 0] = toy.prior.sample(int((b.label == 0).sum()), torch.Generator().manual_seed(9))
+    theta2[b.label == 0] = toy.prior.sample(
+        int((b.label == 0).sum()), torch.Generator().manual_seed(9)
+    )
     other = model.losses(theta2, b.images, b.label, b.visibility, weights=w)
     assert base["nll"].item() == pytest.approx(other["nll"].item(), rel=1e-6)
     expected = base["nll"] + 1.0 * base["bce"] + 0.5 * base["mse"]

@@ -17,14 +17,22 @@ def _model(**kw):
 def test_noise_mean_and_variance_match_model(gaussian_above):
     nm = _model(gaussian_above=gaussian_above)
     # per-pixel signals spanning faint (Poisson branch) to bright (normal branch) levels, e-/s
-    signal = torch.tensor([0.0, 0.003, 0.03, 0.5]).repeat(2, 1).view(1, 2, 1, 4).expand(20_000, 2, 1, 4).contiguous()
+    signal = (
+        torch.tensor([0.0, 0.003, 0.03, 0.5])
+        .repeat(2, 1)
+        .view(1, 2, 1, 4)
+        .expand(20_000, 2, 1, 4)
+        .contiguous()
+    )
     g = torch.Generator().manual_seed(3)
     noisy = nm.add_noise(signal, g)
     var_model = nm.variance(signal[:1])[0]
     mean, var = noisy.mean(0), noisy.var(0)
     # sample-variance relative standard error sqrt(2/n) = 1 %; allow 4 %
     assert torch.allclose(var, var_model, rtol=0.04)
-    assert torch.allclose(mean, signal[0], atol=float(4 * var_model.max().sqrt() / math.sqrt(20_000)))
+    assert torch.allclose(
+        mean, signal[0], atol=float(4 * var_model.max().sqrt() / math.sqrt(20_000))
+    )
 
 
 def test_exact_poisson_branch_for_low_counts():
@@ -52,8 +60,12 @@ def test_visibility_known_answer():
     assert npix == 29  # pixels with centres within 3 px
     img = torch.zeros(1, 31, 31)
     img[0, 15, 15] = 2.0
-    assert float(visibility(img, var, centre, radius)) == pytest.approx(2.0 / math.sqrt(29 * 0.04), rel=1e-6)
-    assert float(visibility(torch.tensor([2.0]), var, centre, radius)) == pytest.approx(2.0 / math.sqrt(29 * 0.04), rel=1e-6)
+    assert float(visibility(img, var, centre, radius)) == pytest.approx(
+        2.0 / math.sqrt(29 * 0.04), rel=1e-6
+    )
+    assert float(visibility(torch.tensor([2.0]), var, centre, radius)) == pytest.approx(
+        2.0 / math.sqrt(29 * 0.04), rel=1e-6
+    )
 
 
 def test_from_instrument_uses_preset_numbers():

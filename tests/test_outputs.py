@@ -31,13 +31,23 @@ def _gaussian_draws(n=3, s=40000, seed=0):
 
 def test_summary_statistics_match_the_gaussian_they_were_drawn_from():
     mean, sigma, draws = _gaussian_draws()
-    table = summary_table(draws, DEFAULT_PRIOR, ids=["a", "b", "c"], p_cluster=np.array([0.1, 0.5, 0.9]),
-                          visibility=np.array([1.0, 5.0, 50.0]), flags=np.zeros(3, int))
+    table = summary_table(
+        draws,
+        DEFAULT_PRIOR,
+        ids=["a", "b", "c"],
+        p_cluster=np.array([0.1, 0.5, 0.9]),
+        visibility=np.array([1.0, 5.0, 50.0]),
+        flags=np.zeros(3, int),
+    )
     z = stats.norm.ppf(0.5 + HDI_PROB / 2)  # HPD of a Gaussian is symmetric: ±1.881σ for 94%
     for j, name in enumerate(DEFAULT_PRIOR.names):
         np.testing.assert_allclose(table[f"{name}_median"].value, mean[j], atol=0.05 * sigma[j])
-        np.testing.assert_allclose(table[f"{name}_p84"].value - table[f"{name}_p16"].value, 2 * sigma[j], rtol=0.03)
-        np.testing.assert_allclose(table[f"{name}_hdi97"].value - table[f"{name}_hdi3"].value, 2 * z * sigma[j], rtol=0.03)
+        np.testing.assert_allclose(
+            table[f"{name}_p84"].value - table[f"{name}_p16"].value, 2 * sigma[j], rtol=0.03
+        )
+        np.testing.assert_allclose(
+            table[f"{name}_hdi97"].value - table[f"{name}_hdi3"].value, 2 * z * sigma[j], rtol=0.03
+        )
     assert table["log_age_median"].unit == u.dex(u.yr)
     np.testing.assert_allclose(table["age"].quantity.to_value(u.Myr), 100.0, rtol=0.01)  # 10^8 yr
     assert table["av_median"].unit == u.mag
@@ -45,8 +55,14 @@ def test_summary_statistics_match_the_gaussian_they_were_drawn_from():
 
 def test_summary_and_inference_data_survive_a_round_trip_on_disk(tmp_path):
     _, _, draws = _gaussian_draws(n=2, s=500)
-    table = summary_table(draws, DEFAULT_PRIOR, ids=["x1", "x2"], p_cluster=np.ones(2), visibility=np.ones(2),
-                          flags=np.array([0, 1]))
+    table = summary_table(
+        draws,
+        DEFAULT_PRIOR,
+        ids=["x1", "x2"],
+        p_cluster=np.ones(2),
+        visibility=np.ones(2),
+        flags=np.array([0, 1]),
+    )
     write_table(table, tmp_path / "summary.ecsv")
     back = Table.read(tmp_path / "summary.ecsv", format="ascii.ecsv")
     np.testing.assert_allclose(back["log_mass_median"].value, table["log_mass_median"].value)
@@ -86,19 +102,36 @@ def test_rgb_composite_maps_a_red_source_to_red_and_corner_plot_is_written(tmp_p
     centre = rgb[14:18, 14:18].mean(axis=(0, 1))
     assert centre[0] > 0.8 and centre[2] < 0.3
     _, _, draws = _gaussian_draws(n=1, s=2000)
-    fig = corner_figure(draws[0], DEFAULT_PRIOR, image=image, title="test", truth=[8.0, 4.0, 0.4, 1.5])
+    fig = corner_figure(
+        draws[0], DEFAULT_PRIOR, image=image, title="test", truth=[8.0, 4.0, 0.4, 1.5]
+    )
     paths = save_figure(fig, tmp_path / "c")
-    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 10_000 for p in paths)
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(
+        p.stat().st_size > 10_000 for p in paths
+    )
 
 
 def test_hdi_agrees_with_arviz_and_is_the_narrowest_interval_of_a_skewed_posterior():
     import arviz as az
 
     rng = np.random.default_rng(2)
-    draws = np.stack([rng.normal(8.0, 0.2, 4000), rng.gamma(2.0, 0.3, 4000) + 3.0,
-                      rng.normal(0.4, 0.05, 4000), rng.exponential(0.5, 4000)], axis=-1)[None]
-    table = summary_table(draws, DEFAULT_PRIOR, ids=["s"], p_cluster=np.ones(1), visibility=np.ones(1),
-                          flags=np.zeros(1, int))
+    draws = np.stack(
+        [
+            rng.normal(8.0, 0.2, 4000),
+            rng.gamma(2.0, 0.3, 4000) + 3.0,
+            rng.normal(0.4, 0.05, 4000),
+            rng.exponential(0.5, 4000),
+        ],
+        axis=-1,
+    )[None]
+    table = summary_table(
+        draws,
+        DEFAULT_PRIOR,
+        ids=["s"],
+        p_cluster=np.ones(1),
+        visibility=np.ones(1),
+        flags=np.zeros(1, int),
+    )
     for j, name in enumerate(DEFAULT_PRIOR.names):
         lo, hi = az.hdi(draws[0, :, j], hdi_prob=HDI_PROB)
         assert table[f"{name}_hdi3"].value[0] == pytest.approx(lo, abs=1e-9)
@@ -115,8 +148,16 @@ def test_prior_edge_flag_marks_medians_piled_against_a_prior_bound():
     centre = (low + high) / 2
     inside = centre + 0.01 * (high - low) * rng.standard_normal((2000, 4))
     at_edge = inside.copy()
-    at_edge[:, 3] = low[3] + 0.005 * (high[3] - low[3]) * rng.random(2000)  # A_V pinned at its lower bound
-    table = summary_table(np.stack([inside, at_edge]), DEFAULT_PRIOR, ids=["in", "edge"], p_cluster=np.ones(2),
-                          visibility=np.ones(2), flags=np.array([FLAG_MASKED, 0]))
+    at_edge[:, 3] = low[3] + 0.005 * (high[3] - low[3]) * rng.random(
+        2000
+    )  # A_V pinned at its lower bound
+    table = summary_table(
+        np.stack([inside, at_edge]),
+        DEFAULT_PRIOR,
+        ids=["in", "edge"],
+        p_cluster=np.ones(2),
+        visibility=np.ones(2),
+        flags=np.array([FLAG_MASKED, 0]),
+    )
     assert table["flag"].tolist() == [FLAG_MASKED, FLAG_PRIOR_EDGE]
     assert "prior_edge" in table.meta["flag_bits"][str(FLAG_PRIOR_EDGE)]

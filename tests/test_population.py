@@ -29,18 +29,26 @@ def test_shapes_padding_and_remnants_are_dark(pop):
     mmax = pop.max_live_mass(la)
     assert bool((mmax[:-1] > mmax[1:]).all())  # turn-off mass decreases with age
     assert 15 < float(mmax[0]) < 25 and 1.0 < float(mmax[2]) < 2.0
-    m = torch.stack([torch.tensor([0.0, -1.0, 0.5, float(x) * 1.01, float(x) * 0.999]) for x in mmax])
+    m = torch.stack(
+        [torch.tensor([0.0, -1.0, 0.5, float(x) * 1.01, float(x) * 0.999]) for x in mmax]
+    )
     mag = pop.star_magnitudes(la, m, torch.zeros(3))
     assert mag.shape == (3, 5, 3)
-    assert bool(torch.isinf(mag[:, :2]).all()) and bool(torch.isinf(mag[:, 3]).all())  # padding, remnants
+    assert bool(torch.isinf(mag[:, :2]).all()) and bool(
+        torch.isinf(mag[:, 3]).all()
+    )  # padding, remnants
     assert bool(torch.isfinite(mag[:, [2, 4]]).all())
-    assert bool((mag[:, 4] < mag[:, 2]).all())  # an evolved star near the top is far brighter than 0.5 Msun
+    assert bool(
+        (mag[:, 4] < mag[:, 2]).all()
+    )  # an evolved star near the top is far brighter than 0.5 Msun
 
 
 def test_oldest_ages_have_no_remnant_rows(pop):
     la = torch.tensor([10.0, 10.05, 10.1])
     mmax = pop.max_live_mass(la)
-    assert bool((mmax < 1.1).all()), mmax  # MIST's white-dwarf row (phase -9) must not count as live
+    assert bool((mmax < 1.1).all()), (
+        mmax
+    )  # MIST's white-dwarf row (phase -9) must not count as live
     col = pop.integrated_magnitudes(la, torch.zeros(3), torch.zeros(3))
     c = col[:, 0] - col[:, 2]
     assert float((c[1:] - c[:-1]).abs().max()) < 0.2
@@ -110,7 +118,9 @@ def test_ssp_colour_reddens_after_the_red_supergiant_phase(pop):
     b_i = mag[:, 1] - mag[:, 2]
     post = la >= 7.6
     steps = uv_i[post][1:] - uv_i[post][:-1]
-    assert bool((steps > -0.05).all()), steps  # monotone reddening to within the MIST blue-loop wiggle
+    assert bool((steps > -0.05).all()), (
+        steps
+    )  # monotone reddening to within the MIST blue-loop wiggle
     assert float(uv_i[-1] - uv_i[post][0]) > 1.5
     # red supergiants (10-15 Myr) make the integrated light redder in B-I than at 20-40 Myr
     rsg = (la >= 7.0) & (la <= 7.11)
@@ -132,7 +142,9 @@ def test_chabrier_changes_the_light_per_mass():
     la, av = torch.tensor([9.0]), torch.zeros(1)
     inf = torch.tensor([math.inf])
     ratio = float(c.unresolved_flux_per_mass(la, av, inf) / k.unresolved_flux_per_mass(la, av, inf))
-    assert 1.0 < ratio < 1.3  # Chabrier has fewer low-mass stars per unit mass -> more light per mass
+    assert (
+        1.0 < ratio < 1.3
+    )  # Chabrier has fewer low-mass stars per unit mass -> more light per mass
 
 
 def test_errors_name_the_valid_range():
@@ -161,8 +173,12 @@ def _snapped(pop, la, av, lm):
 
 def test_integrated_magnitudes_equal_the_tabulated_values_at_the_nodes(pop):
     gen = torch.Generator().manual_seed(3)
-    idx = torch.cat([torch.tensor([0, len(pop.log_ages) - 1]),
-                     torch.randint(1, len(pop.log_ages) - 1, (30,), generator=gen)])
+    idx = torch.cat(
+        [
+            torch.tensor([0, len(pop.log_ages) - 1]),
+            torch.randint(1, len(pop.log_ages) - 1, (30,), generator=gen),
+        ]
+    )
     la = pop.log_ages[idx]
     av = 3.0 * torch.rand(len(idx), generator=gen)
     lm = 3.0 + 3.0 * torch.rand(len(idx), generator=gen)
@@ -171,7 +187,9 @@ def test_integrated_magnitudes_equal_the_tabulated_values_at_the_nodes(pop):
     # Python-float ages at nodes (float32-rounded) hit the same values
     la2 = torch.tensor([7.0, 8.0, 9.0, 10.0, 10.1])
     z = torch.zeros(5)
-    assert torch.allclose(pop.integrated_magnitudes(la2, z, z), _snapped(pop, la2, z, z), atol=1e-5, rtol=0)
+    assert torch.allclose(
+        pop.integrated_magnitudes(la2, z, z), _snapped(pop, la2, z, z), atol=1e-5, rtol=0
+    )
 
 
 def test_integrated_magnitudes_are_linear_between_nodes(pop):
@@ -182,7 +200,9 @@ def test_integrated_magnitudes_are_linear_between_nodes(pop):
     m1 = pop.integrated_magnitudes(t1, av, lm)
     for frac in (0.5, 0.3):
         m = pop.integrated_magnitudes(t0 + frac * (t1 - t0), av, lm)
-        assert bool(((m >= torch.minimum(m0, m1) - 1e-5) & (m <= torch.maximum(m0, m1) + 1e-5)).all())
+        assert bool(
+            ((m >= torch.minimum(m0, m1) - 1e-5) & (m <= torch.maximum(m0, m1) + 1e-5)).all()
+        )
         assert torch.allclose(m, (1 - frac) * m0 + frac * m1, atol=2e-5, rtol=0)
     # not snapped: 0.3 of the way is neither node value where the nodes differ
     m = pop.integrated_magnitudes(t0 + 0.3 * (t1 - t0), av, lm)
@@ -191,20 +211,31 @@ def test_integrated_magnitudes_are_linear_between_nodes(pop):
 
 
 def test_integrated_magnitudes_age_gradient_matches_finite_differences(pop):
-    la0 = torch.tensor([7.0530, 9.5270])  # a young and an old age, 0.3 and 0.7 of a step past a node
+    la0 = torch.tensor(
+        [7.0530, 9.5270]
+    )  # a young and an old age, 0.3 and 0.7 of a step past a node
     av, lm = torch.tensor([0.5, 1.5]), torch.tensor([4.0, 5.0])
     la = la0.clone().requires_grad_(True)
     mag = pop.integrated_magnitudes(la, av, lm)
-    grad = torch.stack([torch.autograd.grad(mag[:, b].sum(), la, retain_graph=True)[0]
-                        for b in range(mag.shape[1])], 1)  # (2 ages, 3 bands), mag / dex
+    grad = torch.stack(
+        [
+            torch.autograd.grad(mag[:, b].sum(), la, retain_graph=True)[0]
+            for b in range(mag.shape[1])
+        ],
+        1,
+    )  # (2 ages, 3 bands), mag / dex
     h = 0.001  # central difference inside the bracketing 0.01-dex segment
-    fd = (pop.integrated_magnitudes(la0 + h, av, lm) - pop.integrated_magnitudes(la0 - h, av, lm)) / (2 * h)
+    fd = (
+        pop.integrated_magnitudes(la0 + h, av, lm) - pop.integrated_magnitudes(la0 - h, av, lm)
+    ) / (2 * h)
     assert torch.allclose(grad, fd, rtol=0.02, atol=0.02), (grad, fd)
     assert bool((grad.abs() > 0.05).all()), grad  # a real age dependence in every band
     # ... and equal to the slope of the bracketing segment
     k = torch.searchsorted(pop.log_ages, la0) - 1  # the nodes just below
-    slope = (pop.integrated_magnitudes(pop.log_ages[k + 1], av, lm)
-             - pop.integrated_magnitudes(pop.log_ages[k], av, lm)) / (pop.log_ages[k + 1] - pop.log_ages[k])[:, None]
+    slope = (
+        pop.integrated_magnitudes(pop.log_ages[k + 1], av, lm)
+        - pop.integrated_magnitudes(pop.log_ages[k], av, lm)
+    ) / (pop.log_ages[k + 1] - pop.log_ages[k])[:, None]
     assert torch.allclose(grad, slope, rtol=1e-3, atol=1e-3)
 
 
@@ -218,7 +249,9 @@ def test_integrated_magnitudes_gradients_in_extinction_and_mass(pop):
     assert torch.allclose(g_lm, torch.full((3,), -2.5))
     h = 0.01
     with torch.no_grad():
-        fd = (pop.integrated_magnitudes(la, av + h, lm) - pop.integrated_magnitudes(la, av - h, lm))[:, 2] / (2 * h)
+        fd = (
+            pop.integrated_magnitudes(la, av + h, lm) - pop.integrated_magnitudes(la, av - h, lm)
+        )[:, 2] / (2 * h)
     assert torch.allclose(g_av, fd, rtol=0.02)
     assert bool(((g_av > 0.4) & (g_av < 0.8)).all())  # A_F814W / A_V ≈ 0.6
 
@@ -226,6 +259,7 @@ def test_integrated_magnitudes_gradients_in_extinction_and_mass(pop):
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_integrated_magnitudes_trace_once_and_generalise(pop):
     """A torch.jit trace at one age (as pyro's NUTS makes) gives values and gradients at others."""
+
     def f(t):
         return pop.integrated_magnitudes(t[:1], t[1:2], t[2:3]).sum()
 
@@ -244,5 +278,7 @@ def test_integrated_magnitudes_range_checks(pop):
     # half a step beyond the last node is held at the end value (zero age gradient)
     la = torch.tensor([10.104], requires_grad=True)
     m = pop.integrated_magnitudes(la, torch.zeros(1), torch.zeros(1))
-    assert torch.allclose(m, pop.integrated_magnitudes(torch.tensor([10.1]), torch.zeros(1), torch.zeros(1)))
+    assert torch.allclose(
+        m, pop.integrated_magnitudes(torch.tensor([10.1]), torch.zeros(1), torch.zeros(1))
+    )
     assert float(torch.autograd.grad(m.sum(), la)[0]) == 0.0

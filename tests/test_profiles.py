@@ -27,13 +27,19 @@ def test_half_light_radius_is_r_h(gamma):
 
 
 def test_surface_density_integrates_to_one_and_matches_enclosed_fraction():
-    a, g, rt = torch.tensor(1.3, dtype=torch.float64), torch.tensor(2.7, dtype=torch.float64), torch.tensor(25.0, dtype=torch.float64)
+    a, g, rt = (
+        torch.tensor(1.3, dtype=torch.float64),
+        torch.tensor(2.7, dtype=torch.float64),
+        torch.tensor(25.0, dtype=torch.float64),
+    )
     r = torch.linspace(0, 30, 300_001, dtype=torch.float64)
     integrand = eff_surface_density(r**2, a, g, rt) * 2 * math.pi * r
     cum = torch.cumulative_trapezoid(integrand, r)
     assert float(cum[-1]) == pytest.approx(1.0, abs=1e-4)
     i = 50_000  # r = 5
-    assert float(cum[i - 1]) == pytest.approx(float(eff_enclosed_fraction(r[i], a, g, rt)), abs=1e-4)
+    assert float(cum[i - 1]) == pytest.approx(
+        float(eff_enclosed_fraction(r[i], a, g, rt)), abs=1e-4
+    )
 
 
 def test_untruncated_limit_matches_closed_form():

@@ -40,7 +40,9 @@ TRUTH = torch.tensor([8.0, 4.2, 0.3, 1.5])  # log age, log M, log r_h, A_V: insi
 def test_nuts_matches_the_analytic_posterior():
     model = SmoothPhotometryModel(_linear, DEFAULT_PRIOR, sigma=SIGMA)
     x = model.simulate(TRUTH[None], torch.Generator().manual_seed(0))[0]
-    chains = nuts_reference(model, x, num_samples=600, warmup=300, num_chains=2, seed=1, return_chains=True)
+    chains = nuts_reference(
+        model, x, num_samples=600, warmup=300, num_chains=2, seed=1, return_chains=True
+    )
     assert chains.shape == (2, 300, 4)
     draws = chains.reshape(-1, 4)
     mean, sd = _analytic(x)
@@ -73,7 +75,9 @@ def test_smooth_photometry_likelihood_depends_smoothly_on_age():
     from simulators.population import StellarPopulation
 
     pop = StellarPopulation(("WFC3_UVIS_F336W", "WFC3_UVIS_F438W", "WFC3_UVIS_F814W"))
-    model = SmoothPhotometryModel(pop.integrated_magnitudes, DEFAULT_PRIOR, sigma=SIGMA, distance_modulus=28.3)
+    model = SmoothPhotometryModel(
+        pop.integrated_magnitudes, DEFAULT_PRIOR, sigma=SIGMA, distance_modulus=28.3
+    )
     truth = torch.tensor([[7.5, 4.5, 0.3, 0.8], [9.3, 5.0, 0.3, 0.4]])
     x = model.mean(truth)
     for dage in (0.013, -0.027):  # off the 0.01-dex grid nodes
@@ -118,8 +122,24 @@ def test_pyro_reference_benchmark_runs(tmp_path, monkeypatch, workers):
     from benchmarks import pyro_reference
 
     monkeypatch.setattr(benchmarks._meta, "RESULTS_DIR", tmp_path)
-    res = pyro_reference.main(["--objects", "2", "--train", "600", "--epochs", "3", "--chains", "2",
-                               "--warmup", "30", "--samples", "40", "--workers", str(workers)])
+    res = pyro_reference.main(
+        [
+            "--objects",
+            "2",
+            "--train",
+            "600",
+            "--epochs",
+            "3",
+            "--chains",
+            "2",
+            "--warmup",
+            "30",
+            "--samples",
+            "40",
+            "--workers",
+            str(workers),
+        ]
+    )
     assert len(res["per_object"]) == 2 and res["nuts"]["jit"]
     row = res["per_object"][0]
     for k in ("npe_vs_grid", "nuts_vs_grid", "npe_vs_nuts"):

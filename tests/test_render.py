@@ -30,8 +30,12 @@ def _stars(n, b, seed, lo=10.0, hi=54.0):
 
 
 def test_total_flux_is_conserved(renderer):
-    sidx, y, x, flux = _stars(500, 4, 0, lo=-5, hi=68)  # some stars in the padding, some off the canvas
-    smooth = torch.rand(4, 3, renderer.canvas, renderer.canvas, generator=torch.Generator().manual_seed(1))
+    sidx, y, x, flux = _stars(
+        500, 4, 0, lo=-5, hi=68
+    )  # some stars in the padding, some off the canvas
+    smooth = torch.rand(
+        4, 3, renderer.canvas, renderer.canvas, generator=torch.Generator().manual_seed(1)
+    )
     canvas = renderer.render(4, sidx, y, x, flux, smooth, crop=False)
     n, r = renderer.canvas, renderer.radius
     on = (y + r >= -0.5) & (y + r < n - 0.5) & (x + r >= -0.5) & (x + r < n - 0.5)
@@ -50,22 +54,33 @@ def test_peaks_within_6_percent_of_exact_reference(psfs, n_phase, bound):
     flux = torch.full((k, 3), 100.0)
     renderer = PhaseRenderer(psfs, 64, n_phase=n_phase)
     img = renderer.render(1, torch.zeros(k, dtype=torch.long), y, x, flux)[0].double().numpy()
-    ref = render_stars_reference(psfs, 64, y.double().numpy(), x.double().numpy(), flux.double().numpy())
+    ref = render_stars_reference(
+        psfs, 64, y.double().numpy(), x.double().numpy(), flux.double().numpy()
+    )
     iy, ix = np.floor(y.numpy() + 0.5).astype(int), np.floor(x.numpy() + 0.5).astype(int)
     rel = np.abs(img[:, iy, ix] - ref[:, iy, ix]) / ref[:, iy, ix]
     assert rel.max() < bound, rel.max()
     # plain nearest-phase binning is much worse: the interpolation between phases does its job
-    coarse = PhaseRenderer(psfs, 64, n_phase=n_phase, interpolation="nearest").render(1, torch.zeros(k, dtype=torch.long), y, x, flux)[0].double().numpy()
+    coarse = (
+        PhaseRenderer(psfs, 64, n_phase=n_phase, interpolation="nearest")
+        .render(1, torch.zeros(k, dtype=torch.long), y, x, flux)[0]
+        .double()
+        .numpy()
+    )
     assert (np.abs(coarse[:, iy, ix] - ref[:, iy, ix]) / ref[:, iy, ix]).max() > 2 * rel.max()
 
 
 def test_star_centroid_matches_position(renderer):
     y, x = torch.tensor([30.37]), torch.tensor([33.81])
-    img = renderer.render(1, torch.zeros(1, dtype=torch.long), y, x, torch.ones(1, 3))[0, 2].double()
+    img = renderer.render(1, torch.zeros(1, dtype=torch.long), y, x, torch.ones(1, 3))[
+        0, 2
+    ].double()
     g = torch.arange(64, dtype=torch.float64)
     cy = float((img.sum(1) * g).sum() / img.sum())
     cx = float((img.sum(0) * g).sum() / img.sum())
-    assert cy == pytest.approx(30.37, abs=1 / 6 + 0.01) and cx == pytest.approx(33.81, abs=1 / 6 + 0.01)
+    assert cy == pytest.approx(30.37, abs=1 / 6 + 0.01) and cx == pytest.approx(
+        33.81, abs=1 / 6 + 0.01
+    )
 
 
 def test_deterministic_and_chunk_independent(psfs):

@@ -14,22 +14,38 @@ from sbicluster.inference import predict
 from sbicluster.toy import LinearGaussianToy
 from sbicluster.training import TrainingConfig, train, write_dataset
 
-TINY = {"embedding": {"width": 8, "blocks": [1], "features": 32},
-        "flow": {"hidden_features": 64, "num_transforms": 6}}
+TINY = {
+    "embedding": {"width": 8, "blocks": [1], "features": 32},
+    "flow": {"hidden_features": 64, "num_transforms": 6},
+}
 
 
 def _fit(tmp, steps, seed=1):
     toy = LinearGaussianToy(noise=1.5)
-    cfg = TrainingConfig(preset="small", **TINY, steps=steps, batch_size=128, lr=3e-3, warmup_steps=50,
-                         val_size=512, val_every=200, patience=0, checkpoint_every=10_000, seed=seed,
-                         softening=[20.0, 20.0], loss_weights={"classifier": 0.2, "visibility": 0.1})
+    cfg = TrainingConfig(
+        preset="small",
+        **TINY,
+        steps=steps,
+        batch_size=128,
+        lr=3e-3,
+        warmup_steps=50,
+        val_size=512,
+        val_every=200,
+        patience=0,
+        checkpoint_every=10_000,
+        seed=seed,
+        softening=[20.0, 20.0],
+        loss_weights={"classifier": 0.2, "visibility": 0.1},
+    )
     return toy, train(toy, cfg, tmp, progress=False)
 
 
 def _interior(toy, n, seed):
     """Cluster cutouts whose truths lie in the central half of the box (truncation negligible)."""
     g = torch.Generator().manual_seed(seed)
-    theta = toy.prior.low() + (toy.prior.high() - toy.prior.low()) * (0.25 + 0.5 * torch.rand(n, 4, generator=g))
+    theta = toy.prior.low() + (toy.prior.high() - toy.prior.low()) * (
+        0.25 + 0.5 * torch.rand(n, 4, generator=g)
+    )
     return toy.simulate(n, g, theta=theta, label=torch.ones(n))
 
 
@@ -41,8 +57,13 @@ def trained(tmp_path_factory):
 def _moment_errors(toy, model, n=100):
     batch = _interior(toy, n, seed=5)
     mean, cov = toy.analytic_posterior(batch.images)
-    pred = predict(model, batch.images, num_samples=1000, generator=torch.Generator().manual_seed(0),
-                   progress=False)
+    pred = predict(
+        model,
+        batch.images,
+        num_samples=1000,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
     sd = cov.diag().sqrt().numpy()
     bias = np.abs(pred.samples.mean(1) - mean.numpy()).mean(0) / sd
     ratio = pred.samples.std(1).mean(0) / sd
@@ -66,8 +87,13 @@ def test_marginal_coverage_is_nominal(trained):
     (300 clusters drawn from the prior, 4 parameters pooled)."""
     toy, model = trained
     batch = toy.simulate(300, torch.Generator().manual_seed(11), label=torch.ones(300))
-    pred = predict(model, batch.images, num_samples=500, generator=torch.Generator().manual_seed(12),
-                   progress=False)
+    pred = predict(
+        model,
+        batch.images,
+        num_samples=500,
+        generator=torch.Generator().manual_seed(12),
+        progress=False,
+    )
     truth = batch.theta.numpy()
     for level in (0.5, 0.68, 0.9):
         lo = np.quantile(pred.samples, 0.5 - level / 2, axis=1)
@@ -81,7 +107,9 @@ def test_classifier_and_visibility_heads(trained):
     clusters = _interior(toy, 200, seed=21)
     background = toy.simulate(200, torch.Generator().manual_seed(22), label=torch.zeros(200))
     images = torch.cat([clusters.images, background.images])
-    pred = predict(model, images, num_samples=2, generator=torch.Generator().manual_seed(0), progress=False)
+    pred = predict(
+        model, images, num_samples=2, generator=torch.Generator().manual_seed(0), progress=False
+    )
     label = np.r_[np.ones(200), np.zeros(200)]
     assert ((pred.p_cluster > 0.5) == label).mean() >= 0.99
     truth = np.r_[clusters.visibility.numpy(), background.visibility.numpy()]
@@ -96,12 +124,25 @@ def test_card_records_training(trained, tmp_path):
     assert card["training"]["config"]["softening"] == [20.0, 20.0]
     assert card["simulator"]["name"] == "linear-gaussian-toy"
     assert card["metrics"]["val_total"] == pytest.approx(
-        card["metrics"]["val_nll"] + 0.2 * card["metrics"]["val_bce"] + 0.1 * card["metrics"]["val_mse"], rel=1e-5)
+        card["metrics"]["val_nll"]
+        + 0.2 * card["metrics"]["val_bce"]
+        + 0.1 * card["metrics"]["val_mse"],
+        rel=1e-5,
+    )
 
 
 def _tiny_config(**kw):
-    base = dict(preset="small", **TINY, steps=30, batch_size=32, val_size=64, val_every=10,
-                checkpoint_every=10, seed=3, softening=[20.0, 20.0])
+    base = dict(
+        preset="small",
+        **TINY,
+        steps=30,
+        batch_size=32,
+        val_size=64,
+        val_every=10,
+        checkpoint_every=10,
+        seed=3,
+        softening=[20.0, 20.0],
+    )
     base.update(kw)
     return TrainingConfig(**base)
 
@@ -113,7 +154,9 @@ def test_resume_continues_exactly(tmp_path):
     train(toy, cfg, tmp_path / "b", progress=False, stop_after_steps=13)
     assert (tmp_path / "b" / "checkpoint" / "state.json").is_file()
     resumed = train(toy, cfg, tmp_path / "b", resume=True, progress=False)
-    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+    for (k, a), (_, b) in zip(
+        straight.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), k
     log_a = (tmp_path / "a" / "log.csv").read_text().splitlines()
     log_b = (tmp_path / "b" / "log.csv").read_text().splitlines()
@@ -146,8 +189,9 @@ def test_sigint_writes_checkpoint_and_stops(tmp_path):
 
 def test_training_from_hdf5_dataset(tmp_path):
     toy = LinearGaussianToy()
-    path = write_dataset(toy, 400, tmp_path / "data.h5", torch.Generator().manual_seed(0), chunk=128,
-                         progress=False)
+    path = write_dataset(
+        toy, 400, tmp_path / "data.h5", torch.Generator().manual_seed(0), chunk=128, progress=False
+    )
     cfg = _tiny_config(dataset=str(path), steps=20, val_size=100)
     a = train(toy, cfg, tmp_path / "a", progress=False)
     b = train(toy, cfg, tmp_path / "b", progress=False, stop_after_steps=7)

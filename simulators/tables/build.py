@@ -232,7 +232,8 @@ def _extinction_md(out_dir: Path) -> list[str]:
         "",
         prov["method"] + ".",
         "",
-        f"Laws: {laws}. A_V normalisation: {prov['a_v_normalisation']}. Sources: " + json.dumps(prov["sources"]),
+        f"Laws: {laws}. A_V normalisation: {prov['a_v_normalisation']}. Sources: "
+        + json.dumps(prov["sources"]),
         "",
         "Largest fraction of any band's throughput weight outside a law's validity range: "
         + f"{max(max(v.values()) for v in prov['band_weight_fraction_outside_law_range'].values()):.3g} "
@@ -246,7 +247,11 @@ def _extinction_md(out_dir: Path) -> list[str]:
     out += ["| law | " + " | ".join(first) + " |", "|---" * (len(first) + 1) + "|"]
     for law, rows in prov["law_minus_mist_axis"].items():
         r = rows["A_V=1"]
-        out.append(f"| {law} | " + " | ".join(f"{v['median']:+.3f} / {v['max_abs']:.3f}" for v in r.values()) + " |")
+        out.append(
+            f"| {law} | "
+            + " | ".join(f"{v['median']:+.3f} / {v['max_abs']:.3f}" for v in r.values())
+            + " |"
+        )
     return out + [""]
 
 

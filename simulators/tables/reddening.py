@@ -87,7 +87,9 @@ def law_curve(name: str, rv: float, wave=sedfit.WAVE) -> tuple[np.ndarray, np.nd
     return np.asarray(law(xc / u.micron), float), outside
 
 
-def reddened_extinction(sed: np.ndarray, W: np.ndarray, k: np.ndarray, av: np.ndarray) -> np.ndarray:
+def reddened_extinction(
+    sed: np.ndarray, W: np.ndarray, k: np.ndarray, av: np.ndarray
+) -> np.ndarray:
     """A_band (mag) of SEDs behind a screen following k(λ), for each A_V.
 
     Parameters
@@ -116,8 +118,11 @@ def reddened_extinction(sed: np.ndarray, W: np.ndarray, k: np.ndarray, av: np.nd
 
 def _stats(d: np.ndarray) -> dict:
     d = d[np.isfinite(d)]
-    return {"median": float(np.median(d)), "median_abs": float(np.median(np.abs(d))),
-            "max_abs": float(np.max(np.abs(d)))}
+    return {
+        "median": float(np.median(d)),
+        "median_abs": float(np.median(np.abs(d))),
+        "max_abs": float(np.max(np.abs(d))),
+    }
 
 
 def build(out_dir: Path, bc_path: Path, alpha: float = 0.01) -> Path:
@@ -143,19 +148,31 @@ def build(out_dir: Path, bc_path: Path, alpha: float = 0.01) -> Path:
         bands = [str(b) for b in d["bands"]]
         bc_hst, table_id = d["bc"], str(d["table_id"])
     if bands != [b[0] for b in OUT_BANDS]:
-        raise RuntimeError(f"band order of {bc_path} {bands} differs from {[b[0] for b in OUT_BANDS]}")
+        raise RuntimeError(
+            f"band order of {bc_path} {bands} differs from {[b[0] for b in OUT_BANDS]}"
+        )
     grid = sedfit.load_bc_grid(list(map(float, feh)))
-    if not (np.allclose(grid["teff"], teff) and np.allclose(grid["logg"], logg) and np.allclose(grid["av"], av)):
-        raise RuntimeError("MIST grid nodes differ from the shipped BC table; rebuild the photometry first")
+    if not (
+        np.allclose(grid["teff"], teff)
+        and np.allclose(grid["logg"], logg)
+        and np.allclose(grid["av"], av)
+    ):
+        raise RuntimeError(
+            "MIST grid nodes differ from the shipped BC table; rebuild the photometry first"
+        )
     i_av0 = int(np.flatnonzero(grid["av"] == 0.0)[0])
-    fitter = sedfit.SEDFitter([b[1] for b in sedfit.FIT_BANDS], [b[2] for b in sedfit.FIT_BANDS], alpha=alpha)
+    fitter = sedfit.SEDFitter(
+        [b[1] for b in sedfit.FIT_BANDS], [b[2] for b in sedfit.FIT_BANDS], alpha=alpha
+    )
     W = sedfit.band_weights([b[1] for b in OUT_BANDS])
     variants = [(name, rv) for name, rvs in LAWS for rv in rvs]
     ks, outside = zip(*(law_curve(n, rv) for n, rv in variants), strict=True)
     k = np.stack(ks)
     wsum = W.sum(1)
-    frac_out = {f"{n}:{rv}": {b[0]: float(W[j, o].sum() / wsum[j]) for j, b in enumerate(OUT_BANDS)}
-                for (n, rv), o in zip(variants, outside, strict=True)}
+    frac_out = {
+        f"{n}:{rv}": {b[0]: float(W[j, o].sum() / wsum[j]) for j, b in enumerate(OUT_BANDS)}
+        for (n, rv), o in zip(variants, outside, strict=True)
+    }
     nf, nt, ng, na, nb = len(feh), len(teff), len(logg), len(av), len(bands)
     a = np.zeros((len(variants), nf, nt, ng, na, nb), np.float32)
     for it in tqdm(range(nt), desc="reddened SEDs per Teff", disable=not os.isatty(2)):
@@ -163,14 +180,22 @@ def build(out_dir: Path, bc_path: Path, alpha: float = 0.01) -> Path:
         c = fitter.fit(float(teff[it]), bc)
         sed = 10 ** (-0.4 * (c @ fitter.phi.T)) * sedfit.bb_shape(np.array([teff[it]]))[0][None, :]
         res = reddened_extinction(sed, W, k, av)  # (feh·logg, law, av, band)
-        a[:, :, it] = np.round(res / ROUND_MAG).reshape(nf, ng, len(variants), na, nb).transpose(2, 0, 1, 3, 4) * ROUND_MAG
+        a[:, :, it] = (
+            np.round(res / ROUND_MAG)
+            .reshape(nf, ng, len(variants), na, nb)
+            .transpose(2, 0, 1, 3, 4)
+            * ROUND_MAG
+        )
     # comparison with the MIST grid's own A_V axis at the nodes the solar isochrones visit
     stars = sedfit.stellar_nodes(grid)
     i0 = int(np.flatnonzero(np.isclose(feh, 0.0))[0])
     mist = (bc_hst[i0][:, :, :1] - bc_hst[i0])[stars]  # (node, av, band)
     tt = np.broadcast_to(teff[:, None], stars.shape)[stars]
-    bins = {f"median {lo:.0f}-{hi:.0f} K" if hi < 1e8 else f"median {lo:.0f}-inf K": (tt >= lo) & (tt < hi)
-            for lo, hi in sedfit.TEFF_BINS}
+    bins = {
+        f"median {lo:.0f}-{hi:.0f} K" if hi < 1e8 else f"median {lo:.0f}-inf K": (tt >= lo)
+        & (tt < hi)
+        for lo, hi in sedfit.TEFF_BINS
+    }
     cmp = {}
     for v, (n, rv) in enumerate(variants):
         rows = {}
@@ -178,8 +203,13 @@ def build(out_dir: Path, bc_path: Path, alpha: float = 0.01) -> Path:
             j = int(np.flatnonzero(np.isclose(av, x))[0])
             diff = a[v, i0][stars][:, j] - mist[:, j]  # (node, band)
             rows[f"A_V={x:g}"] = {
-                b: {**_stats(diff[:, ib]),
-                    **{name: float(np.median(diff[sel, ib])) if sel.any() else None for name, sel in bins.items()}}
+                b: {
+                    **_stats(diff[:, ib]),
+                    **{
+                        name: float(np.median(diff[sel, ib])) if sel.any() else None
+                        for name, sel in bins.items()
+                    },
+                }
                 for ib, b in enumerate(bands)
             }
         cmp[f"{n}:{rv}"] = rows
@@ -191,12 +221,18 @@ def build(out_dir: Path, bc_path: Path, alpha: float = 0.01) -> Path:
         "same photon-counting curves (HST total throughput; Bessell UBVRI via astro-sedpy) -> A_band = -2.5 log10 "
         f"(reddened/unreddened) on the table's A_V nodes, rounded to {ROUND_MAG} mag; run time: "
         "BC(A_V) = BC_mist(A_V=0) - A_band(A_V)",
-        "laws": [{"name": n, "rv": rv, "x_range_per_um": list(map(float, getattr(pa, n)(Rv=rv).x_range))}
-                 for n, rv in variants],
+        "laws": [
+            {"name": n, "rv": rv, "x_range_per_um": list(map(float, getattr(pa, n)(Rv=rv).x_range))}
+            for n, rv in variants
+        ],
         "a_v_normalisation": "each law's own A(V) (dust_extinction k = 1 at its V reference wavelength)",
-        "sources": {"dust-extinction": version, "astro-sedpy": md.version("astro-sedpy"),
-                    "pyphot": md.version("pyphot"), "astrolachesis": md.version("astrolachesis"),
-                    "bc_table": table_id},
+        "sources": {
+            "dust-extinction": version,
+            "astro-sedpy": md.version("astro-sedpy"),
+            "pyphot": md.version("pyphot"),
+            "astrolachesis": md.version("astrolachesis"),
+            "bc_table": table_id,
+        },
         "bands": [list(b) for b in OUT_BANDS],
         "band_weight_fraction_outside_law_range": frac_out,
         "law_minus_mist_axis": cmp,
@@ -209,7 +245,11 @@ def build(out_dir: Path, bc_path: Path, alpha: float = 0.01) -> Path:
         axes=np.asarray(FILE_AXES),
         laws=np.asarray([n for n, _ in variants]),
         rv=np.asarray([rv for _, rv in variants], float),
-        feh=feh, teff=teff, logg=logg, av=av, bands=np.asarray(bands),
+        feh=feh,
+        teff=teff,
+        logg=logg,
+        av=av,
+        bands=np.asarray(bands),
         bc_table_id=np.asarray(table_id),
         table_id=np.asarray(f"dust_extinction-{version}-on-sedfit-v1"),
     )

@@ -1,8 +1,7 @@
 """Shared fixtures of the workflow tests (test_api.py, test_cli.py): a tiny toy model and toy cutouts.
 
 The model is trained once per test session (a few seconds on the linear-Gaussian toy) and cached
-under pytest's session temporary folder, so every test module that imports these fixtures reuses
-the same model directory.
+under pytest's session temporary folder, so every test module reuses the same model directory.
 """
 
 from pathlib import Path
@@ -24,8 +23,16 @@ def _train_once(base: Path) -> Path:
     model_dir = base / "toy-run" / "model"
     if (model_dir / "card.json").exists():
         return model_dir
-    config = TrainingConfig(steps=60, batch_size=64, val_size=128, val_every=30, warmup_steps=10,
-                            checkpoint_every=1000, seed=0, device="cpu")
+    config = TrainingConfig(
+        steps=60,
+        batch_size=64,
+        val_size=128,
+        val_every=30,
+        warmup_steps=10,
+        checkpoint_every=1000,
+        seed=0,
+        device="cpu",
+    )
     train(LinearGaussianToy(), config, base / "toy-run", progress=False)
     return model_dir
 
@@ -41,7 +48,11 @@ def toy_cutouts(tmp_path_factory) -> tuple[Path, torch.Tensor]:
     """``mock.fits`` with 6 toy clusters in the layout ``infer`` reads, and their true θ (6, 4)."""
     path = tmp_path_factory.getbasetemp() / "toy-data" / "mock.fits"
     toy = LinearGaussianToy()
-    batch = toy.simulate(TOY_CLUSTERS, torch.Generator().manual_seed(5), label=torch.ones(TOY_CLUSTERS, dtype=torch.long))
+    batch = toy.simulate(
+        TOY_CLUSTERS,
+        torch.Generator().manual_seed(5),
+        label=torch.ones(TOY_CLUSTERS, dtype=torch.long),
+    )
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_cutouts_fits(path, batch.images.numpy(), toy.bands, pixel_scale=0.04)
@@ -53,5 +64,9 @@ def cli(*args, timeout: float = 300):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "sbicluster.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sbicluster.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
