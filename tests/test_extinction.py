@@ -222,6 +222,7 @@ def test_shipped_laws_match_rebuild():
     pytest.importorskip("h5py")
     pytest.importorskip("sedpy")
     pytest.importorskip("dust_extinction")
+    pytest.importorskip("lachesis", reason="rebuilding needs astrolachesis (pip install --no-deps)")
     from simulators.tables import reddening, sedfit
 
     try:
