@@ -156,9 +156,8 @@ def _build_uncached(
         f"{phot_id}|{family}:{grid.source.split(' sha256')[0]}|feh{feh:+.2f}"
         f"|age{lo:.2f}-{hi:.2f}/{age_step:g}"
     )
-    if (
-        law != DEFAULT_LAW
-    ):  # the default (grid A_V axis) keeps the historical id, so existing model cards stay valid
+    # the default (grid A_V axis) keeps the historical id, so existing model cards stay valid
+    if law != DEFAULT_LAW:
         table_id += f"|ext:{table.extinction_table_id(law, rv)}"
     log.info(
         "StellarPopulation %s built: %d ages x %d rows, extinction cubic max err %.3f mag, "
@@ -342,6 +341,7 @@ class StellarPopulation:
         ).contiguous()
         self._maxm = torch.as_tensor(d["max_mass"], **f32)
         self._L = L
+        self._whole_k0, self._whole_k1, self._whole_w = self._whole_population_rows()
         return self
 
     # ------------------------------------------------------------------------------------------
@@ -451,12 +451,40 @@ class StellarPopulation:
         below = (t[:, 0] <= rows[:, 0])[:, None]
         return torch.where(below, torch.zeros_like(flux), flux)
 
+    def _whole_population_rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per fine-grid age node, the cumulative-table rows and weight of the whole population.
+
+        The arithmetic of :meth:`unresolved_flux_per_mass` with an infinite mass threshold, done
+        once for every node at set-up: the top live segment (j-1, j) of each node's (L+1)-row mass
+        table and the IMF weight inside it.
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            Flat row indices k0, k1 into the cumulative table and the weight w, each (n_age,):
+            the whole-population flux is f(k0) + w (f(k1) − f(k0)).
+        """
+        n_age = self._mass_ext.shape[0]
+        top = torch.full((n_age, 1), float("inf"), dtype=torch.float32, device=self.device)
+        j = torch.searchsorted(self._mass_ext, top).clamp(1, self._L)  # (n_age, 1)
+        m0, m1 = self._mass_ext.gather(1, j - 1), self._mass_ext.gather(1, j)
+        finite = torch.isfinite(m1)
+        m1c = torch.where(finite, m1, m0)
+        c0, c1 = self.imf.cdf(m0).to(torch.float32), self.imf.cdf(m1c).to(torch.float32)
+        w = ((c1 - c0) / (c1 - c0).clamp_min(1e-30)).clamp(0, 1)
+        w = torch.where(finite & (m1c > m0), w, torch.ones_like(w))
+        base = (torch.arange(n_age, device=self.device) * (self._L + 1))[:, None]
+        k0 = base + j - 1
+        k1 = torch.where(finite, base + j, base + j - 1)
+        return k0.squeeze(1), k1.squeeze(1), w.squeeze(1)
+
     def _whole_flux_at_nodes(self, k: torch.Tensor, av: torch.Tensor) -> torch.Tensor:
         """IMF-expected flux of all live stars at fine-grid age nodes, per 1 M☉ of initial mass.
 
-        The same arithmetic as :meth:`unresolved_flux_per_mass` with an infinite mass threshold at
-        the ages ``log_ages[k]`` (so the values are identical), without rounding an age or checking
-        ranges, and with no Python-side branching on values (traceable by ``torch.jit.trace``).
+        Equal to :meth:`unresolved_flux_per_mass` with an infinite mass threshold at the ages
+        ``log_ages[k]``, from the rows precomputed by :meth:`_whole_population_rows`; no rounding
+        of ages, no range checks and no Python-side branching on values (traceable by
+        ``torch.jit.trace``).
 
         Parameters
         ----------
@@ -470,26 +498,11 @@ class StellarPopulation:
         torch.Tensor
             (N, n_band) flux per 1 M☉ (a star of absolute magnitude 0 has flux 1).
         """
-        # the top live segment (j-1, j) of every node's (L+1)-row mass table (ascending, +inf
-        # padding after the live rows); searching all nodes at once avoids gathering rows
-        top = torch.full(
-            (self._mass_ext.shape[0], 1), float("inf"), dtype=torch.float32, device=self.device
-        )
-        j = torch.searchsorted(self._mass_ext, top).clamp(1, self._L)[k]  # (N, 1)
-        base = (k * (self._L + 1))[:, None]
-        flat = self._mass_ext.reshape(-1)
-        m0, m1 = flat[base + j - 1], flat[base + j]
-        finite = torch.isfinite(m1)
-        m1c = torch.where(finite, m1, m0)
-        c0, c1 = self.imf.cdf(m0).to(torch.float32), self.imf.cdf(m1c).to(torch.float32)
-        w = ((c1 - c0) / (c1 - c0).clamp_min(1e-30)).clamp(0, 1)
-        w = torch.where(finite & (m1c > m0), w, torch.ones_like(w))
-        k0 = (base + j - 1).squeeze(1)
-        k1 = torch.where(finite, base + j, base + j - 1).squeeze(1)
         a = av[:, None]
         poly = lambda c: c[..., 0] + a * (c[..., 1] + a * (c[..., 2] + a * c[..., 3]))  # noqa: E731
-        f0, f1 = 10 ** poly(self._cum[k0]), 10 ** poly(self._cum[k1])
-        return f0 + w * (f1 - f0)
+        f0 = 10 ** poly(self._cum[self._whole_k0[k]])
+        f1 = 10 ** poly(self._cum[self._whole_k1[k]])
+        return f0 + self._whole_w[k][:, None] * (f1 - f0)
 
     def integrated_magnitudes(
         self, log_age: torch.Tensor, av: torch.Tensor, log_mass: torch.Tensor
