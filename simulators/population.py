@@ -42,6 +42,7 @@ mass resolution is one float32 step, which is also the resolution of float32 IMF
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -69,7 +70,19 @@ _AV_MAX = 6.0
 _CHUNK_ROWS = 65536
 
 
-_CACHE: dict = {}
+_TABLES: dict[tuple, dict] = {}
+_TABLES_MAX = 8
+
+
+def _imf_fingerprint(imf: IMF) -> tuple:
+    """Hashable value identity of an IMF: its class, mass limits and CDF on a fixed log-mass grid.
+
+    Two IMFs with the same limits but different shapes (e.g. power laws with other slopes) get
+    different fingerprints, so they never share cached tables.
+    """
+    grid = torch.logspace(math.log10(imf.m_min), math.log10(imf.m_max), 129, dtype=torch.float64)
+    cdf = np.round(imf.cdf(grid).double().cpu().numpy(), 10)
+    return (type(imf).__name__, float(imf.m_min), float(imf.m_max), tuple(cdf.tolist()))
 
 
 def _build(
@@ -83,13 +96,19 @@ def _build(
     law: str = DEFAULT_LAW,
     rv: float = RV_DEFAULT,
 ) -> dict:
-    """Numpy look-up tables of a population (cached: the same request is built once per process)."""
-    key = (bands, feh, family, type(imf).__name__, imf.m_min, imf.m_max, lo, hi, age_step, law, rv)
-    if key not in _CACHE:
-        if len(_CACHE) >= 8:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = _build_uncached(bands, feh, family, imf, lo, hi, age_step, law, rv)
-    return _CACHE[key]
+    """Numpy look-up tables of a population (cached: the same request is built once per process).
+
+    The cache is keyed by value (the IMF by :func:`_imf_fingerprint`) and keeps the 8 most
+    recently built populations.
+    """
+    key = (bands, feh, family, _imf_fingerprint(imf), lo, hi, age_step, law, rv)
+    if key in _TABLES:
+        _TABLES[key] = _TABLES.pop(key)  # most recently used last
+    else:
+        if len(_TABLES) >= _TABLES_MAX:
+            _TABLES.pop(next(iter(_TABLES)))
+        _TABLES[key] = _build_uncached(bands, feh, family, imf, lo, hi, age_step, law, rv)
+    return _TABLES[key]
 
 
 def _build_uncached(

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from simulators.errors import OutOfGridError, UnknownBandError
+from simulators.imf import PiecewisePowerLawIMF
 from simulators.population import StellarPopulation
 
 BANDS = ("WFC3_UVIS_F336W", "WFC3_UVIS_F438W", "WFC3_UVIS_F814W")
@@ -145,6 +146,27 @@ def test_chabrier_changes_the_light_per_mass():
     assert (
         1.0 < ratio < 1.3
     )  # Chabrier has fewer low-mass stars per unit mass -> more light per mass
+
+
+def test_imfs_with_the_same_mass_limits_do_not_share_tables():
+    """A steeper upper IMF (α = 2.7 instead of Kroupa's 2.3, same 0.08–120 M☉ limits) puts fewer
+    of its mass into the 1–2 M☉ stars that light a 1-Gyr population: less light per unit mass
+    (about 10 % less)."""
+    k = StellarPopulation(
+        ["WFC3_UVIS_F814W"],
+        log_age_range=(9.0, 9.1),
+        imf=PiecewisePowerLawIMF([0.08, 0.5, 120.0], [1.3, 2.3], name="kroupa-like"),
+    )
+    steep = StellarPopulation(
+        ["WFC3_UVIS_F814W"],
+        log_age_range=(9.0, 9.1),
+        imf=PiecewisePowerLawIMF([0.08, 0.5, 120.0], [1.3, 2.7], name="steep"),
+    )
+    la, av, inf = torch.tensor([9.0]), torch.zeros(1), torch.tensor([math.inf])
+    ratio = float(
+        steep.unresolved_flux_per_mass(la, av, inf) / k.unresolved_flux_per_mass(la, av, inf)
+    )
+    assert ratio < 0.95  # 0.905 measured; a shared Kroupa table would give exactly 1
 
 
 def test_errors_name_the_valid_range():
