@@ -95,3 +95,35 @@ def test_batched_log_prob_embeds_once_and_matches_per_pair(toy, model):
         pairs = torch.stack([model.log_prob(theta[i], b.images) for i in range(5)])
     assert batched.shape == (5, 3)
     assert torch.allclose(batched, pairs, atol=1e-4)
+
+
+def test_conditional_affine_flow_is_normalised_and_sampled_by_its_inverse(toy):
+    """The optional per-cutout affine layer keeps the density normalised over the prior box and
+    the fast sampler equal to the flow's own inverse (layer weights perturbed off the identity)."""
+    torch.manual_seed(1)
+    arch = default_architecture("small", 2, [1.0, 1.0], flow={"conditional_affine": True})
+    model = ClusterModel(toy.prior, toy.bands, toy.image_shape, arch).eval()
+    layers = list(model.flow.transform.transforms)
+    assert len(layers) == 1 + 1 + arch["flow"]["num_transforms"]  # box, affine, splines
+    with torch.no_grad():
+        last = layers[1].hyper[-1]
+        last.weight.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(6))
+        last.bias.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(7))
+        x = toy.simulate(3, torch.Generator().manual_seed(8), label=torch.ones(3)).images
+        feats = model.embed(x)
+        theta = toy.prior.sample(200_000, torch.Generator().manual_seed(9))
+        volume = float(torch.prod(toy.prior.high() - toy.prior.low()))
+        for i in range(3):
+            lp = model.flow_log_prob(theta, feats[i : i + 1].expand(theta.shape[0], -1))
+            assert volume * lp.exp().mean().item() == pytest.approx(1.0, abs=0.05)
+        z = torch.randn(200, 3, 4, generator=torch.Generator().manual_seed(10))
+        fast = model._coupling_inverse(z, feats)
+        slow = model.flow(feats).transform.inv(z)
+    assert torch.allclose(fast, slow, atol=1e-4)
+
+
+def test_cards_without_the_affine_option_build_the_original_flow(toy):
+    arch = default_architecture("small", 2, [1.0, 1.0])
+    arch["flow"].pop("conditional_affine")
+    model = ClusterModel(toy.prior, toy.bands, toy.image_shape, arch)
+    assert len(list(model.flow.transform.transforms)) == 1 + arch["flow"]["num_transforms"]
