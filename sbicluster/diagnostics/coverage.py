@@ -33,6 +33,7 @@ __all__ = [
     "CREDIBILITY_LEVELS",
     "CoverageResult",
     "binomial_band",
+    "calibrated_max_deviation",
     "hpd_credibility_joint",
     "marginal_credibility",
     "coverage_from_credibility",
@@ -115,6 +116,58 @@ def binomial_band(
     low = stats.binom.ppf(tail, n, p) / n
     high = stats.binom.ppf(1.0 - tail, n, p) / n
     return low, high
+
+
+def calibrated_max_deviation(
+    n: int,
+    levels: Sequence[float] | np.ndarray = CREDIBILITY_LEVELS,
+    *,
+    tolerance: float = 0.03,
+    quantiles: Sequence[float] = (0.5, 0.95),
+    n_experiments: int = 20_000,
+    seed: int = 0,
+) -> dict:
+    """Finite-sample noise floor of ``max_abs_deviation`` for a perfectly calibrated posterior.
+
+    With N test objects the empirical coverage of even an exact posterior scatters around the
+    nominal levels (its credibility values are N uniform draws); the largest deviation over the
+    levels is then of order 1/√N (Kolmogorov–Smirnov-like). This simulates that statistic so a
+    measured deviation can be read against it.
+
+    Parameters
+    ----------
+    n : int
+        Number of test objects.
+    levels : array_like
+        Nominal credibility levels, increasing, in (0, 1).
+    tolerance : float
+        Threshold whose exceedance probability is reported.
+    quantiles : sequence of float
+        Quantiles of the statistic to report.
+    n_experiments : int
+        Simulated test sets.
+    seed : int
+        Seed of the numpy generator.
+
+    Returns
+    -------
+    dict
+        ``n``, ``quantiles`` ({q: value}), ``p_exceed`` (probability that max |Δ| > ``tolerance``)
+        and ``tolerance``.
+    """
+    if n < 1:
+        raise ValueError(f"calibrated_max_deviation needs n >= 1, got {n}")
+    levels = np.asarray(levels, dtype=float)
+    rng = np.random.default_rng(seed)
+    cells = np.diff(np.concatenate([[0.0], levels, [1.0]]))
+    counts = rng.multinomial(n, cells, size=n_experiments)[:, :-1]  # objects between levels
+    deviation = np.abs(np.cumsum(counts, axis=1) / n - levels).max(axis=1)
+    return {
+        "n": int(n),
+        "tolerance": float(tolerance),
+        "quantiles": {f"{q:g}": float(np.quantile(deviation, q)) for q in quantiles},
+        "p_exceed": float((deviation > tolerance).mean()),
+    }
 
 
 def hpd_credibility_joint(log_prob_true: np.ndarray, log_prob_samples: np.ndarray) -> np.ndarray:

@@ -23,7 +23,12 @@ import torch
 
 from .accuracy import binned_by, point_accuracy, posterior_width, reliable_range_mask
 from .classification import brier_score, precision_recall, reliability_diagram, roc_auc, roc_curve
-from .coverage import CREDIBILITY_LEVELS, joint_coverage, marginal_coverage
+from .coverage import (
+    CREDIBILITY_LEVELS,
+    calibrated_max_deviation,
+    joint_coverage,
+    marginal_coverage,
+)
 from .plots import (
     plot_coverage,
     plot_reliability,
@@ -288,6 +293,7 @@ def evaluate(
     all_meet = all(r.meets(COVERAGE_TOLERANCE) for r in cov_results.values())
     metrics["coverage"] = {
         "tolerance": COVERAGE_TOLERANCE,
+        "calibrated_reference": calibrated_max_deviation(n, levels, tolerance=COVERAGE_TOLERANCE),
         "joint": cov_results["joint"].to_dict() if "joint" in cov_results else None,
         "marginal": {k: cov_results[k].to_dict() for k in names},
     }
