@@ -70,6 +70,11 @@ _AV_MAX = 6.0
 _CHUNK_ROWS = 65536
 
 
+def _unit_mass(m: torch.Tensor) -> torch.Tensor:
+    """Strictly increasing map of masses m ≥ 0 (M☉, +inf allowed) into [0, 1]: m / (1 + m)."""
+    return torch.where(torch.isinf(m), torch.ones_like(m), m / (1.0 + m))
+
+
 _TABLES: dict[tuple, dict] = {}
 _TABLES_MAX = 8
 
@@ -360,6 +365,10 @@ class StellarPopulation:
         ).contiguous()
         self._maxm = torch.as_tensor(d["max_mass"], **f32)
         self._L = L
+        # rows of initial masses as one increasing float64 key (age index + m / (1 + m)), so that
+        # stars of any ages are located with a single 1-D searchsorted (star_magnitudes_flat)
+        ages_idx = torch.arange(n_age, dtype=torch.float64, device=self.device)[:, None]
+        self._mass_key = (ages_idx + _unit_mass(self._mass.double())).flatten().contiguous()
         self._whole_k0, self._whole_k1, self._whole_w = self._whole_population_rows()
         return self
 
@@ -427,6 +436,46 @@ class StellarPopulation:
         mag = mag + a * (c[..., 0] + a * (c[..., 1] + a * c[..., 2]))
         dark = (m <= 0) | (m > self._maxm[i][:, None] * (1 + 1e-6))
         return torch.where(dark[..., None], torch.full_like(mag, float("inf")), mag)
+
+    def star_magnitudes_flat(
+        self, log_age: torch.Tensor, initial_mass: torch.Tensor, av: torch.Tensor
+    ) -> torch.Tensor:
+        """Absolute Vega magnitudes of a flat list of stars, each with its own age and extinction.
+
+        Same values as :meth:`star_magnitudes` without padding star lists to a common length
+        (the cost scales with the number of stars, not clusters × largest cluster).
+
+        Parameters
+        ----------
+        log_age : torch.Tensor
+            log10 age / yr of each star's population, shape (S,).
+        initial_mass : torch.Tensor
+            Initial masses, M☉, shape (S,), > 0.
+        av : torch.Tensor
+            V-band extinction A_V, mag, shape (S,), in [0, 6].
+
+        Returns
+        -------
+        torch.Tensor
+            (S, n_band) absolute magnitudes; +inf (zero flux) for remnants.
+        """
+        i = self._age_index(log_age)
+        av = self._check_av(av)
+        m = torch.as_tensor(initial_mass, dtype=torch.float32, device=self.device)
+        key = i.double() + _unit_mass(m.double())
+        j = (torch.searchsorted(self._mass_key, key) - i * self._L).clamp(1, self._L - 1)
+        k1 = i * self._L + j
+        k0 = k1 - 1
+        flat = self._mass.view(-1)
+        m0, m1 = flat[k0], flat[k1]
+        w = ((m - m0) / (m1 - m0).clamp_min(1e-12)).clamp(0.0, 1.0)
+        w = torch.where(torch.isfinite(m1), w, torch.zeros_like(w))[:, None]
+        mag = torch.lerp(self._mags[k0], self._mags[k1], w)
+        c = torch.lerp(self._coef[k0], self._coef[k1], w[..., None])
+        a = av[:, None]
+        mag = mag + a * (c[..., 0] + a * (c[..., 1] + a * c[..., 2]))
+        dark = (m <= 0) | (m > self._maxm[i] * (1 + 1e-6))
+        return torch.where(dark[:, None], torch.full_like(mag, float("inf")), mag)
 
     def unresolved_flux_per_mass(
         self, log_age: torch.Tensor, av: torch.Tensor, mass_threshold: torch.Tensor

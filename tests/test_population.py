@@ -44,6 +44,23 @@ def test_shapes_padding_and_remnants_are_dark(pop):
     )  # an evolved star near the top is far brighter than 0.5 Msun
 
 
+def test_flat_star_list_gives_the_same_magnitudes_as_padded_rows(pop):
+    """Stars of many clusters looked up in one flat list (each star with its cluster's age and
+    A_V) get exactly the magnitudes of the per-cluster padded look-up, remnants included."""
+    g = torch.Generator().manual_seed(3)
+    la = 6.9 + 3.2 * torch.rand(40, generator=g)
+    av = 3.0 * torch.rand(40, generator=g)
+    m = 0.08 + 30.0 * torch.rand(40, 25, generator=g) ** 3  # some above the turn-off: remnants
+    padded = pop.star_magnitudes(la, m, av)
+    flat = pop.star_magnitudes_flat(
+        la.repeat_interleave(25), m.flatten(), av.repeat_interleave(25)
+    ).reshape(40, 25, -1)
+    assert torch.isinf(padded).any() and torch.isfinite(padded).any()
+    assert torch.equal(torch.isinf(flat), torch.isinf(padded))
+    fin = torch.isfinite(padded)
+    assert torch.allclose(flat[fin], padded[fin], atol=1e-5, rtol=0)
+
+
 def test_oldest_ages_have_no_remnant_rows(pop):
     la = torch.tensor([10.0, 10.05, 10.1])
     mmax = pop.max_live_mass(la)
