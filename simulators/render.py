@@ -72,7 +72,7 @@ class PhaseRenderer:
         n_phase: int = 3,
         radius_px: int | None = None,
         device: torch.device | str = "cpu",
-        chunk_size: int = 64,
+        chunk_size: int = 32,
         interpolation: str = "quadratic",
     ) -> None:
         if interpolation not in ("quadratic", "nearest"):
@@ -121,30 +121,39 @@ class PhaseRenderer:
         new.__dict__.pop("_work", None)
         return new
 
-    def _deposit(self, sample_index, y, x, flux, n_samples: int, how: str):
-        """Flattened (sample, pixel y, pixel x, phase, flux) deposits of stars on the node grid."""
+    def _deposit(self, y, x, flux, how: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat buffer offsets and fluxes of the phase-node deposits of one list of stars.
+
+        Returns ``(offset, flux)``: int64 (S, k²) offsets into one sample's (C=1, planes, N, N)
+        block (band and sample strides are added by the caller) and float32 (C, S, k²) fluxes,
+        k = 3 for ``"quadratic"`` and 1 for ``"nearest"``. Nodes that fall off the canvas get
+        zero flux at offset 0 (no boolean compaction: same shape for every star).
+        """
         n, r, p = self.canvas, self.radius, self.n_phase
-        dev = self.device
-        # continuous coordinate on the grid of phase nodes (node j sits at (j + 0.5)/P - 0.5 canvas px)
-        ty = (y.float() + r + 0.5) * p - 0.5
-        tx = (x.float() + r + 0.5) * p - 0.5
-        jy, jx = torch.round(ty), torch.round(tx)
-        wy, wx = self._weights(ty - jy, how), self._weights(tx - jx, how)  # (S, k)
-        k = wy.shape[1]
-        offs = torch.arange(k, device=dev) - (k // 2)
-        ny = jy.long()[:, None] + offs  # (S, k) node indices
-        nx = jx.long()[:, None] + offs
-        iy, py = torch.div(ny, p, rounding_mode="floor"), torch.remainder(ny, p)
-        ix, px = torch.div(nx, p, rounding_mode="floor"), torch.remainder(nx, p)
-        m = len(y)
-        iy, py, wy = (t[:, :, None].expand(-1, k, k) for t in (iy, py, wy))
-        ix, px, wx = (t[:, None, :].expand(-1, k, k) for t in (ix, px, wx))
-        w = (wy * wx).reshape(m, k * k)  # (S, k²)
-        iy, ix, phase = iy.reshape(m, k * k), ix.reshape(m, k * k), (py * p + px).reshape(m, k * k)
-        sidx = sample_index[:, None].expand_as(iy)
-        keep = (iy >= 0) & (iy < n) & (ix >= 0) & (ix < n) & (sidx >= 0) & (sidx < n_samples)
-        fl = (flux.float()[:, None, :] * w[:, :, None])[keep]  # (S', C)
-        return sidx[keep], iy[keep], ix[keep], phase[keep], fl
+        plane = n * n
+        offs = None
+        parts = []
+        for coord in (y, x):
+            # continuous coordinate on the grid of phase nodes (node j sits at (j + 0.5)/P - 0.5 canvas px)
+            t = (coord.float() + r + 0.5) * p - 0.5
+            j = torch.round(t)
+            w = self._weights(t - j, how)  # (S, k)
+            if offs is None:
+                k = w.shape[1]
+                offs = torch.arange(k, device=self.device) - (k // 2)
+            node = j.long()[:, None] + offs  # (S, k)
+            pix = torch.div(node, p, rounding_mode="floor")
+            phase = node - pix * p
+            valid = (pix >= 0) & (pix < n)
+            parts.append((pix, phase, torch.where(valid, w, torch.zeros_like(w))))
+        (iy, py, wy), (ix, px, wx) = parts
+        # separable: offset = (py·P + px)·N² + iy·N + ix
+        off_y = py * (p * plane) + iy * n  # (S, k)
+        off_x = px * plane + ix
+        offset = (off_y[:, :, None] + off_x[:, None, :]).flatten(1)  # (S, k²)
+        w = (wy[:, :, None] * wx[:, None, :]).flatten(1)  # (S, k²), 0 off the canvas
+        offset = torch.where(w != 0, offset, torch.zeros_like(offset))
+        return offset, flux.float().T[:, :, None] * w[None]
 
     def _weights(self, e: torch.Tensor, how: str) -> torch.Tensor:
         """Interpolation weights over the nearest phase nodes for residual offsets e ∈ [-½, ½] (node units).
@@ -213,41 +222,53 @@ class PhaseRenderer:
         n, r, c_n = self.canvas, self.radius, self.n_bands
         dev = self.device
         sample_index, y, x, flux = (t.to(dev) for t in (sample_index, y, x, flux))
+        # stars whose nearest nodes can touch the canvas, in valid samples
+        lo, hi = -r - 1.5, self.image_size + r + 0.5
+        on = (
+            (y > lo)
+            & (y < hi)
+            & (x > lo)
+            & (x < hi)
+            & (sample_index >= 0)
+            & (sample_index < n_samples)
+        )
         if faint_flux is not None and self.interpolation != "nearest":
             faint = (flux < faint_flux.to(dev, flux.dtype)).all(1)
-            groups = [(~faint, self.interpolation), (faint, "nearest")]
+            groups = [(on & ~faint, self.interpolation), (on & faint, "nearest")]
         else:
-            groups = [(slice(None), self.interpolation)]
-        cols = [
-            self._deposit(sample_index[m], y[m], x[m], flux[m], n_samples, how) for m, how in groups
-        ]
-        sidx, iy, ix, phase, fl = (torch.cat(c) for c in zip(*cols, strict=True))
+            groups = [(on, self.interpolation)]
         size = n if not crop else self.image_size
         out = torch.empty(n_samples, c_n, size, size, device=dev, dtype=torch.float32)
         plane_stride = n * n
-        sample_stride = c_n * self.n_planes * plane_stride
         band_stride = self.n_planes * plane_stride
-        # one flat index per deposit (band 0); band c adds c * band_stride; chunk k subtracts its offset
-        q = sidx * sample_stride + phase * plane_stride + iy * n + ix
+        sample_stride = c_n * band_stride
         n_chunks = -(-n_samples // self.chunk_size)
-        if (
-            n_chunks > 1
-        ):  # group deposits by chunk once (stable sort), so that each chunk is a slice
-            order = torch.sort(torch.div(sidx, self.chunk_size, rounding_mode="floor"), stable=True)
-            q, fl = q[order.indices], fl[order.indices]
-            bounds = torch.searchsorted(
-                order.values, torch.arange(n_chunks + 1, device=dev)
+        # per group: deposits ordered by chunk (stars sorted by chunk, not the k² deposits)
+        deposits = []
+        for mask, how in groups:
+            idx = mask.nonzero().flatten()
+            chunk_of = torch.div(sample_index[idx], self.chunk_size, rounding_mode="floor")
+            if n_chunks > 1:
+                order = torch.sort(chunk_of, stable=True)
+                idx, chunk_of = idx[order.indices], order.values
+            offset, fl = self._deposit(y[idx], x[idx], flux[idx], how)
+            q = offset + (sample_index[idx] * sample_stride)[:, None]
+            per_star = q.shape[1]
+            bounds = (
+                torch.searchsorted(chunk_of, torch.arange(n_chunks + 1, device=dev)) * per_star
             ).tolist()
-        else:
-            bounds = [0, len(q)]
+            deposits.append((q.flatten(), fl.reshape(c_n, -1), bounds))
         for k, start in enumerate(range(0, n_samples, self.chunk_size)):
             stop = min(start + self.chunk_size, n_samples)
             bc = stop - start
-            a, b = bounds[k], bounds[k + 1]
             planes = self._buffer(bc * sample_stride)
-            qk = q[a:b] - start * sample_stride
-            for c in range(c_n):
-                planes.index_add_(0, qk + c * band_stride if c else qk, fl[a:b, c])
+            for q, fl, bounds in deposits:
+                a, b = bounds[k], bounds[k + 1]
+                if a == b:
+                    continue
+                qk = q[a:b] - start * sample_stride
+                for c in range(c_n):
+                    planes.index_add_(0, qk + c * band_stride if c else qk, fl[c, a:b])
             planes = planes.view(bc, c_n, self.n_planes, n, n)
             if smooth is not None:
                 planes[:, :, self.centre_plane] += smooth[start:stop].to(dev, torch.float32)
