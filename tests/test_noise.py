@@ -75,3 +75,22 @@ def test_from_instrument_uses_preset_numbers():
     for c, b in enumerate(inst.band_setups):
         expect = b.sky / b.exposure_time + b.n_exposures * b.read_noise**2 / b.exposure_time**2
         assert float(v[c]) == pytest.approx(expect, rel=1e-5)
+
+
+def test_merged_read_noise_and_threaded_exact_branch_keep_the_model_variance():
+    """Both branches with read noise (exact Poisson drawn in parallel sub-streams below 50 e⁻,
+    one merged normal above) have mean λ and variance λ + σ_r²; results depend only on the seed."""
+    n = 2_000_000
+    lam = torch.cat([torch.full((n,), 7.0), torch.full((n,), 400.0)])
+    a = poisson_counts(lam, torch.Generator().manual_seed(4), read_var=25.0)
+    b = poisson_counts(lam, torch.Generator().manual_seed(4), read_var=25.0)
+    assert torch.equal(a, b)
+    low, high = a[:n], a[n:]
+    assert float(low.mean()) == pytest.approx(7.0, abs=0.02)
+    assert float(low.var()) == pytest.approx(32.0, rel=0.01)
+    assert float(high.mean()) == pytest.approx(400.0, abs=0.06)
+    assert float(high.var()) == pytest.approx(425.0, rel=0.01)
+    # the exact branch is Poisson + normal: its third central moment is λ (a normal's is 0);
+    # standard error ≈ 0.5 here
+    third = float(((low.double() - low.double().mean()) ** 3).mean())
+    assert third == pytest.approx(7.0, rel=0.25)
