@@ -75,7 +75,9 @@ def test_report_states_goals_and_writes_files(tmp_path, scale):
         for c in [saved["coverage"]["joint"], *saved["coverage"]["marginal"].values()]:
             assert c["verdict"] == "calibrated" and c["max_abs_deviation"] < 0.055
         assert abs(saved["tarp"]["atc"]) < 0.03
-        assert "SBC uniformity not rejected at p = 0.01 | smallest p = " in text
+        assert "SBC uniformity not rejected at p = 0.01 (KS and χ² per parameter" in text
+        assert "rejected if either p < 0.005) | smallest p = " in text
+        assert "Finite-sample noise floor: an exact posterior tested on 800 clusters" in text
         assert text.count("**met**") >= 2  # SBC and AUC
     else:
         assert not saved["goals"]["coverage"] and not saved["goals"]["sbc"]

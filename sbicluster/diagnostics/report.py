@@ -104,7 +104,9 @@ def render_markdown(metrics: dict, figures: Mapping[str, str]) -> str:
     sbc = m["sbc"]
     pmin = min(min(v["ks_pvalue"], v["chi2_pvalue"]) for v in sbc["per_parameter"].values())
     lines.append(
-        f"| SBC uniformity not rejected at p = {sbc['alpha']} | smallest p = {_f(pmin, '.3g')} | {_yes(goals.get('sbc'))} |"
+        f"| SBC uniformity not rejected at p = {sbc['alpha']} (KS and χ² per parameter, "
+        f"Bonferroni: rejected if either p < {sbc['alpha'] / 2:g}) | smallest p = {_f(pmin, '.3g')} "
+        f"| {_yes(goals.get('sbc'))} |"
     )
     cls = m.get("classification")
     if cls:
