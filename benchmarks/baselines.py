@@ -7,7 +7,7 @@ Two comparisons, measured in one run on one pool of training simulations and one
     (:class:`sbicluster.baselines.BinnedPosterior`, bins turned into densities). It is trained on
     the *same* ResNet embedding architecture as our flow model (same preset, same fixed asinh
     softening, same seeded initial weights), the same simulations in the same order (both read one
-    HDF5 pool through :class:`sbicluster.training._DiskSource`, seeded identically), the same
+    HDF5 pool through :class:`sbicluster.training.DatasetBatches`, seeded identically), the same
     number of steps, batch size, learning rate and weight decay.
 (B) **Pixels vs integrated light.** Aperture photometry of the same pool's cluster rows
     (:func:`sbicluster.baselines.photometry.aperture_magnitudes`, radius 8 px ≈ 0.32″ ≈ 7 pc at
@@ -84,7 +84,7 @@ class PoolStream:
     """The flow trainer's view of an HDF5 pool, offered as a simulator to :func:`train_binned`.
 
     :func:`sbicluster.training.train` reads a ``dataset`` through
-    ``_DiskSource(path, torch.Generator().manual_seed(seed), val_size)`` and takes one
+    ``DatasetBatches(path, torch.Generator().manual_seed(seed), val_size)`` and takes one
     ``next(batch_size)`` per step. This class builds the same source with the same seed and
     answers each ``simulate(n, generator)`` with ``next(n)``, so the binned baseline sees the
     identical batches in the identical order (the generator argument is ignored).
@@ -102,9 +102,9 @@ class PoolStream:
     device = "cpu"
 
     def __init__(self, path: str | Path, seed: int, val_size: int) -> None:
-        from sbicluster.training import _DiskSource
+        from sbicluster.training import DatasetBatches
 
-        self.source = _DiskSource(str(path), torch.Generator().manual_seed(seed), val_size)
+        self.source = DatasetBatches(str(path), torch.Generator().manual_seed(seed), val_size)
 
     def simulate(self, n: int, generator: torch.Generator | None = None):  # noqa: ARG002
         """The next ``n`` training rows of the shuffled pool (a SimulationBatch)."""
@@ -538,7 +538,7 @@ def _markdown(res: dict, names, units, figure: str) -> str:
         f"- Both image models: embedding preset `{b['embedding']}` (same ResNet, same softening "
         f"{', '.join(f'{v:.4g}' for v in b['softening_e_per_s'])} e⁻/s, same initial weights), "
         f"{b['steps']} steps of batch {b['batch_size']} read in the same order from the pool "
-        f"(≈ {b['epochs']:.1f} epochs; both through the trainer's `_DiskSource` with the same "
+        f"(≈ {b['epochs']:.1f} epochs; both through the trainer's `DatasetBatches` with the same "
         f"seed), AdamW lr {LR:g}, weight decay {WEIGHT_DECAY:g}.",
         f"  - flow: NSF posterior + classifier + visibility heads (background rows feed the "
         f"heads), warm-up {b['flow_config']['warmup_steps']} steps + cosine decay, gradient clip "

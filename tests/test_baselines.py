@@ -146,7 +146,7 @@ def test_pool_stream_replays_the_flow_trainers_batches(tmp_path):
     import h5py
 
     from benchmarks.baselines import PoolStream, contiguous_copy
-    from sbicluster.training import _DiskSource, write_dataset
+    from sbicluster.training import DatasetBatches, write_dataset
 
     chunked = write_dataset(
         _PoolToy(),
@@ -162,7 +162,7 @@ def test_pool_stream_replays_the_flow_trainers_batches(tmp_path):
         assert all(np.array_equal(a[k][:], b[k][:]) for k in a)
         assert b["images"].chunks is None
     # the trainer's source for TrainingConfig(seed=5, val_size=40, dataset=pool, batch_size=32)
-    trainer = _DiskSource(str(pool), torch.Generator().manual_seed(5), 40)
+    trainer = DatasetBatches(str(pool), torch.Generator().manual_seed(5), 40)
     stream = PoolStream(pool, seed=5, val_size=40)
     seen = []
     for _ in range(20):  # > 2 epochs of 260 training rows: reshuffles included

@@ -12,7 +12,7 @@ import torch
 from sbicluster.artifact import load_model
 from sbicluster.inference import predict
 from sbicluster.toy import LinearGaussianToy
-from sbicluster.training import TrainingConfig, train, write_dataset
+from sbicluster.training import DatasetBatches, TrainingConfig, train, write_dataset
 
 TINY = {
     "embedding": {"width": 8, "blocks": [1], "features": 32},
@@ -199,6 +199,25 @@ def test_training_from_hdf5_dataset(tmp_path):
     assert np.isfinite(a.card["metrics"]["val_total"])
     for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(x, y), k
+
+
+def test_dataset_batches_return_file_rows_each_training_row_once_per_epoch(tmp_path):
+    import h5py
+
+    toy = LinearGaussianToy()
+    path = write_dataset(
+        toy, 300, tmp_path / "data.h5", torch.Generator().manual_seed(1), chunk=128, progress=False
+    )
+    reader = DatasetBatches(str(path), torch.Generator().manual_seed(2), val_size=60)
+    with h5py.File(path) as f:
+        theta, images = torch.as_tensor(f["theta"][:]), torch.as_tensor(f["images"][:])
+    epoch = torch.cat([reader.next(40).theta for _ in range(6)])  # 240 rows = one epoch
+    rows = (epoch[:, None, :] == theta[None]).all(-1).nonzero()[:, 1]
+    assert sorted(rows.tolist()) == list(range(240))  # every training row once, no validation row
+    b = reader.next(16)  # new epoch: images stay paired with their parameters
+    match = (b.theta[:, None, :] == theta[None]).all(-1).nonzero()[:, 1]
+    assert torch.equal(b.images, images[match].float())
+    assert torch.equal(reader.validation().theta, theta[240:])
 
 
 @pytest.mark.slow
