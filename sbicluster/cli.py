@@ -122,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument(
+        "--pool",
+        type=int,
+        help="pre-simulate this many cutouts into OUT/pool.h5 and train on shuffled epochs of "
+        "them instead of fresh simulations (the last validation-size rows validate)",
+    )
+    p.add_argument(
+        "--pool-seed", type=int, default=0, help="seed of the pre-simulated pool (default: 0)"
+    )
 
     p = sub.add_parser(
         "diagnose", help="coverage, SBC, TARP, accuracy and ROC on held-out simulations"
@@ -213,26 +222,42 @@ def _corner(args) -> None:
 
 
 def _train(args) -> None:
+    import torch
+
     from simulators.cluster import ClusterSimulator
 
     from .api import resolve_device
-    from .training import default_config, train
+    from .errors import InputError
+    from .training import default_config, train, write_dataset
 
     device = resolve_device(args.device)
-    overrides = {
-        "preset": args.embedding,
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
-        "max_time_s": None if args.time_budget is None else 60.0 * args.time_budget,
-    }
-    config = default_config(str(device), **{k: v for k, v in overrides.items() if v is not None})
     if args.preset == "toy":
         from .toy import LinearGaussianToy
 
         simulator = LinearGaussianToy(device=device)
     else:
         simulator = ClusterSimulator(args.preset, device=device)
+    pool = None if args.pool is None else args.out / "pool.h5"
+    overrides = {
+        "preset": args.embedding,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "max_time_s": None if args.time_budget is None else 60.0 * args.time_budget,
+        "dataset": None if pool is None else str(pool),
+    }
+    config = default_config(str(device), **{k: v for k, v in overrides.items() if v is not None})
+    if pool is not None and not (args.resume and pool.is_file()):
+        if args.pool <= config.val_size:
+            raise InputError(
+                f"--pool {args.pool}: the pool needs more than val_size={config.val_size} "
+                "simulations (its last rows validate)"
+            )
+        args.out.mkdir(parents=True, exist_ok=True)
+        generator = torch.Generator(device=getattr(simulator, "device", "cpu"))
+        write_dataset(
+            simulator, args.pool, pool, generator.manual_seed(args.pool_seed), progress=_progress()
+        )
     train(simulator, config, args.out, resume=args.resume, progress=_progress())
     print(f"model written to {args.out / 'model'}; training log in {args.out / 'log.csv'}")
 

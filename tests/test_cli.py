@@ -1,5 +1,7 @@
 """The command line driven end to end in subprocesses, on a tiny toy model trained in this session."""
 
+import json
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -318,6 +320,27 @@ def test_demo_quick_on_a_toy_model(toy_model_dir, tmp_path):
     summary = Table.read(out / "summary.ecsv", format="ascii.ecsv")
     truth = Table.read(out / "mock" / "truth.ecsv", format="ascii.ecsv")
     assert list(summary["id"]) == list(truth["id"])
+
+
+@pytest.mark.slow
+def test_train_from_a_pre_simulated_pool_and_refuse_a_too_small_one(tmp_path):
+    """``--pool N`` writes OUT/pool.h5 with N simulations and trains on it (recorded in the card);
+    a pool no larger than the validation set is a one-line input error."""
+    import h5py
+
+    args = ["train", "--preset", "toy", "--embedding", "small", "--steps", 20]
+    args += ["--batch-size", 32, "--device", "cpu", "--pool-seed", 3]
+    run = cli(*args, "--pool", 1500, "--out", tmp_path / "run")
+    assert run.returncode == 0, run.stderr
+    with h5py.File(tmp_path / "run" / "pool.h5") as f:
+        assert f["images"].shape[0] == 1500
+    card = json.loads((tmp_path / "run" / "model" / "card.json").read_text())
+    assert card["training"]["config"]["dataset"].endswith("pool.h5")
+    assert card["training"]["steps_done"] == 20
+    run = cli(*args, "--pool", 500, "--out", tmp_path / "small")
+    assert run.returncode == 2
+    assert "needs more than val_size=1024" in run.stderr
+    assert not (tmp_path / "small" / "pool.h5").exists()
 
 
 @pytest.mark.slow
