@@ -420,44 +420,36 @@ class StellarPopulation:
         torch.Tensor
             (B, K, n_band) absolute magnitudes; +inf (zero flux) for remnants and padding.
         """
-        i = self._age_index(log_age)
-        av = self._check_av(av)
         m = torch.as_tensor(initial_mass, dtype=torch.float32, device=self.device)
-        rows = self._mass[i]  # (B, L)
-        j = torch.searchsorted(rows, m.contiguous()).clamp(1, self._L - 1)
-        m0, m1 = rows.gather(1, j - 1), rows.gather(1, j)
-        w = ((m - m0) / (m1 - m0).clamp_min(1e-12)).clamp(0.0, 1.0)
-        w = torch.where(torch.isfinite(m1), w, torch.zeros_like(w))[..., None]
-        base = (i * self._L)[:, None]
-        k0, k1 = base + j - 1, base + j
-        mag = torch.lerp(self._mags[k0], self._mags[k1], w)
-        c = torch.lerp(self._coef[k0], self._coef[k1], w[..., None])
-        a = av[:, None, None]
-        mag = mag + a * (c[..., 0] + a * (c[..., 1] + a * c[..., 2]))
-        dark = (m <= 0) | (m > self._maxm[i][:, None] * (1 + 1e-6))
-        return torch.where(dark[..., None], torch.full_like(mag, float("inf")), mag)
+        b, k = m.shape
+        per_star = lambda v: torch.as_tensor(v, device=self.device)[:, None].expand(b, k)  # noqa: E731
+        mags = self.star_magnitudes_flat(
+            per_star(log_age).flatten(), m.flatten(), per_star(av).flatten()
+        )
+        return mags.reshape(b, k, -1)
 
     def star_magnitudes_flat(
         self, log_age: torch.Tensor, initial_mass: torch.Tensor, av: torch.Tensor
     ) -> torch.Tensor:
         """Absolute Vega magnitudes of a flat list of stars, each with its own age and extinction.
 
-        Same values as :meth:`star_magnitudes` without padding star lists to a common length
-        (the cost scales with the number of stars, not clusters × largest cluster).
+        The look-up behind :meth:`star_magnitudes`: stars of any ages are located in the age
+        rows' mass tables with one 1-D search, so the cost scales with the number of stars, not
+        clusters × largest cluster. Masses ≤ 0 (padding) and remnants get +inf.
 
         Parameters
         ----------
         log_age : torch.Tensor
             log10 age / yr of each star's population, shape (S,).
         initial_mass : torch.Tensor
-            Initial masses, M☉, shape (S,), > 0.
+            Initial masses, M☉, shape (S,).
         av : torch.Tensor
             V-band extinction A_V, mag, shape (S,), in [0, 6].
 
         Returns
         -------
         torch.Tensor
-            (S, n_band) absolute magnitudes; +inf (zero flux) for remnants.
+            (S, n_band) absolute magnitudes; +inf (zero flux) for remnants and masses ≤ 0.
         """
         i = self._age_index(log_age)
         av = self._check_av(av)

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -44,21 +45,32 @@ def test_shapes_padding_and_remnants_are_dark(pop):
     )  # an evolved star near the top is far brighter than 0.5 Msun
 
 
-def test_flat_star_list_gives_the_same_magnitudes_as_padded_rows(pop):
-    """Stars of many clusters looked up in one flat list (each star with its cluster's age and
-    A_V) get exactly the magnitudes of the per-cluster padded look-up, remnants included."""
+def test_flat_star_list_matches_per_row_interpolation_of_the_tables(pop):
+    """Stars of many ages looked up in one flat list get the magnitudes of a plain per-age linear
+    interpolation in initial mass (numpy.interp over that age's live isochrone rows); stars above
+    the turn-off and non-positive masses are dark."""
     g = torch.Generator().manual_seed(3)
-    la = 6.9 + 3.2 * torch.rand(40, generator=g)
-    av = 3.0 * torch.rand(40, generator=g)
-    m = 0.08 + 30.0 * torch.rand(40, 25, generator=g) ** 3  # some above the turn-off: remnants
-    padded = pop.star_magnitudes(la, m, av)
-    flat = pop.star_magnitudes_flat(
-        la.repeat_interleave(25), m.flatten(), av.repeat_interleave(25)
-    ).reshape(40, 25, -1)
-    assert torch.isinf(padded).any() and torch.isfinite(padded).any()
-    assert torch.equal(torch.isinf(flat), torch.isinf(padded))
-    fin = torch.isfinite(padded)
-    assert torch.allclose(flat[fin], padded[fin], atol=1e-5, rtol=0)
+    la = 6.9 + 3.2 * torch.rand(400, generator=g)
+    m = 0.08 + 30.0 * torch.rand(400, generator=g) ** 3  # some above the turn-off: remnants
+    m[:5] = torch.tensor([0.0, -1.0, -3.0, 1e-6, 0.5])
+    mag = pop.star_magnitudes_flat(la, m, torch.zeros(400)).double().numpy()
+    ages = pop._age_index(la).numpy()
+    rows, table = pop._mass.double().numpy(), pop._mags.double().numpy()
+    n_rows = rows.shape[1]
+    for s in range(400):
+        row = rows[ages[s]]
+        live = np.isfinite(row)
+        mags_row = table[ages[s] * n_rows : (ages[s] + 1) * n_rows][live]
+        dark = m[s] <= 0 or m[s] > pop.max_live_mass(la[s : s + 1])[0] * (1 + 1e-6)
+        if dark:
+            assert np.isinf(mag[s]).all(), s
+            continue
+        expect = [np.interp(float(m[s]), row[live], mags_row[:, c]) for c in range(3)]
+        np.testing.assert_allclose(mag[s], expect, atol=2e-5, err_msg=f"star {s}")
+    assert np.isinf(mag[:3]).all() and np.isfinite(mag[3:5]).all()
+    # the padded (B, K) form is the same look-up
+    padded = pop.star_magnitudes(la[:40], m[:400].reshape(40, 10), torch.zeros(40))
+    assert torch.equal(padded[:, 0], pop.star_magnitudes_flat(la[:40], m[::10], torch.zeros(40)))
 
 
 def test_oldest_ages_have_no_remnant_rows(pop):
