@@ -108,8 +108,8 @@ class SimulatorOptions:
     noise : bool
         Add noise (False gives noiseless images; for tests and pictures).
     chunk_size : int
-        Samples per FFT chunk in the renderer (32: the FFT work of a chunk stays in cache; 64 and
-        more measured 10–15 % slower on the 2-core CPU).
+        Samples per FFT chunk in the renderer (bounds its memory; 32 and 64 run at the same
+        speed within the run-to-run scatter of ``benchmarks/simulator.py`` on the 2-core CPU).
     """
 
     feh: float | tuple[float, ...] = 0.0
@@ -127,7 +127,7 @@ class SimulatorOptions:
     field_library_size: int = 8192
     field_seed: int = 0
     noise: bool = True
-    chunk_size: int = 32
+    chunk_size: int = 64
 
     def __post_init__(self) -> None:
         lo, hi = self.gamma_range

@@ -72,7 +72,7 @@ class PhaseRenderer:
         n_phase: int = 3,
         radius_px: int | None = None,
         device: torch.device | str = "cpu",
-        chunk_size: int = 32,
+        chunk_size: int = 64,
         interpolation: str = "quadratic",
     ) -> None:
         if interpolation not in ("quadratic", "nearest"):
