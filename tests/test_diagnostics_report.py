@@ -92,6 +92,32 @@ def test_report_states_goals_and_writes_files(tmp_path, scale):
     assert sum(saved["width_vs_visibility"]["count"]) == N
 
 
+def test_classification_by_kind_of_background_locates_the_confusable_kind(tmp_path):
+    """Backgrounds of one kind scored like clusters: only that kind's AUC drops, and it alone
+    carries the false positives."""
+    data = _problem(1.0)
+    y = data["is_cluster"]
+    kind = np.full(y.shape, "none", dtype=object)
+    neg = np.flatnonzero(~y)
+    kind[neg[::4]] = "chance grouping"  # a quarter of the backgrounds: cluster-like scores
+    p = data["p_cluster"].copy()
+    p[neg[::4]] = np.random.default_rng(5).uniform(0.6, 1.0, neg[::4].size)
+    data["p_cluster"] = p
+    metrics, figures = evaluate(names=DEFAULT_PRIOR.names, background_kind=kind, seed=1, **data)
+    rows = {r["kind"]: r for r in metrics["classification"]["by_background"]}
+    assert set(rows) == {"none", "chance grouping"}
+    assert rows["none"]["n"] + rows["chance grouping"]["n"] == (~y).sum()
+    assert rows["none"]["auc_detectable"] == 1.0 and rows["none"]["false_positive_rate"] == 0.0
+    # same score distribution as the detectable clusters: AUC ≈ 1/2, every one above threshold
+    assert abs(rows["chance grouping"]["auc_detectable"] - 0.5) < 0.05
+    assert rows["chance grouping"]["false_positive_rate"] == 1.0
+    assert metrics["classification"]["auc_detectable"] < AUC_GOAL
+    text = write_report(tmp_path, metrics, figures).read_text()
+    assert "| chance grouping | 200 | 0.5" in text
+    with pytest.raises(ValueError, match="one entry per test object"):
+        evaluate(names=DEFAULT_PRIOR.names, background_kind=kind[:-1], seed=1, **data)
+
+
 # ----------------------------------------------------------------------------------------------
 # run_diagnostics end to end on the toy simulator
 
@@ -205,6 +231,32 @@ def test_run_diagnostics_with_a_cluster_model(tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["n_objects"] == 60 and saved["num_samples"] == 40
     assert saved["coverage"]["joint"] is not None and metrics["goals"]["coverage"] in (True, False)
+    assert "by_background" not in saved["classification"]  # the toy has no hard negatives
+
+    class _ToyWithHardNegatives:
+        """The toy, with the cluster simulator's ``hard_negative`` nuisance (codes 0–2)."""
+
+        def __getattr__(self, name):
+            return getattr(toy, name)
+
+        def simulate(self, k, generator):
+            batch = toy.simulate(k, generator)
+            batch.nuisances["hard_negative"] = (1 - batch.label) * (torch.arange(k) % 3)
+            return batch
+
+    run_diagnostics(
+        model,
+        _ToyWithHardNegatives(),
+        n=60,
+        num_samples=40,
+        seed=3,
+        out_dir=tmp_path / "hard",
+        progress=False,
+    )
+    saved = json.loads((tmp_path / "hard" / "metrics.json").read_text())
+    rows = saved["classification"]["by_background"]
+    assert {r["kind"] for r in rows} == {"none", "chance grouping", "single bright star"}
+    assert sum(r["n"] for r in rows) == saved["n_objects"] - saved["n_clusters"]
     # held-out set: reproducible for a seed, and not the stream torch.manual_seed(seed) would give
     a, b = simulate_held_out(toy, 8, 3), simulate_held_out(toy, 8, 3)
     assert torch.equal(a.images, b.images)

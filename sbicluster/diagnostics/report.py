@@ -217,6 +217,19 @@ def render_markdown(metrics: dict, figures: Mapping[str, str]) -> str:
             lines.append(
                 f"| {_edge(b['range'][0])}–{_edge(b['range'][1])} | {b['n']} | {_f(b['auc'], '.4f')} | {_f(b['recall'])} |"
             )
+        if cls.get("by_background"):
+            lines += [
+                "",
+                f"By kind of background (hard negatives: chance groupings of bright field stars or a "
+                f"single bright star at the centre), clusters with visibility ≥ {cls['detection_threshold']}:",
+                "",
+                "| hard negative | backgrounds | AUC vs these backgrounds | false-positive rate at threshold |",
+                "|---|---|---|---|",
+            ]
+            for b in cls["by_background"]:
+                lines.append(
+                    f"| {b['kind']} | {b['n']} | {_f(b['auc_detectable'], '.4f')} | {_f(b['false_positive_rate'])} |"
+                )
         lines += [
             "",
             f"![roc]({figures.get('roc', '')}) ![reliability]({figures.get('reliability', '')})",

@@ -238,6 +238,7 @@ def evaluate(
     p_cluster: np.ndarray | None = None,
     is_cluster: np.ndarray | None = None,
     visibility_all: np.ndarray | None = None,
+    background_kind: np.ndarray | None = None,
     seed: int = 0,
     levels: np.ndarray = CREDIBILITY_LEVELS,
 ) -> tuple[dict, dict]:
@@ -261,6 +262,12 @@ def evaluate(
     p_cluster, is_cluster, visibility_all : numpy.ndarray, optional
         P(cluster), true label and true visibility of *all* test objects (clusters and
         backgrounds), shape (M,); without them classification is skipped.
+    background_kind : numpy.ndarray, optional
+        A name per test object, shape (M,), saying what kind of background it is (e.g. the
+        simulator's hard-negative kinds, :data:`simulators.background.HARD_NEGATIVE_KINDS`); only
+        the backgrounds' entries are read. With it the classification is also broken down by kind
+        of background: AUC of the detectable clusters against each kind, and each kind's
+        false-positive rate at P(cluster) ≥ 0.5.
     seed : int
         Seed of the TARP reference points.
     levels : numpy.ndarray
@@ -386,6 +393,25 @@ def evaluate(
                     "reliability_ece": reliability_diagram(p[subset], y[subset])["ece"],
                 }
             )
+        if background_kind is not None:
+            kind = np.asarray(background_kind).astype(str)
+            if kind.shape != y.shape:
+                raise ValueError(
+                    f"background_kind needs one entry per test object, got {kind.shape} "
+                    f"for {y.shape}"
+                )
+            cls["by_background"] = []
+            for name in sorted(set(kind[~y])):
+                neg = ~y & (kind == name)
+                subset = (y & detectable) | neg
+                cls["by_background"].append(
+                    {
+                        "kind": str(name),
+                        "n": int(neg.sum()),
+                        "auc_detectable": roc_auc(p[subset], y[subset]),
+                        "false_positive_rate": float((p[neg] >= 0.5).mean()),
+                    }
+                )
         metrics["classification"] = cls
         auc_ok = bool(cls["auc_detectable"] >= AUC_GOAL)
         curves = {
@@ -454,6 +480,8 @@ def run_diagnostics(
     sbicluster.errors.InputError
         If ``n`` or ``num_samples`` is too small to be meaningful.
     """
+    from simulators.background import HARD_NEGATIVE_KINDS
+
     from ..errors import InputError
     from ..inference import predict
 
@@ -481,6 +509,12 @@ def run_diagnostics(
     theta = batch.theta.numpy()[label]
     samples = np.asarray(pred.samples)[label]
     vis_all = batch.visibility.numpy()
+    kind_codes = batch.nuisances.get("hard_negative")
+    background_kind = (
+        None
+        if kind_codes is None
+        else np.array([HARD_NEGATIVE_KINDS.get(int(k), f"kind {int(k)}") for k in kind_codes])
+    )
 
     t0 = time.perf_counter()
     lp_true = lp_samp = None
@@ -513,6 +547,7 @@ def run_diagnostics(
         p_cluster=np.asarray(pred.p_cluster),
         is_cluster=label,
         visibility_all=vis_all,
+        background_kind=background_kind,
         seed=seed,
     )
     timing["statistics"] = time.perf_counter() - t0
