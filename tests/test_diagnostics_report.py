@@ -92,6 +92,34 @@ def test_report_states_goals_and_writes_files(tmp_path, scale):
     assert sum(saved["width_vs_visibility"]["count"]) == N
 
 
+def test_joint_coverage_by_visibility_finds_the_miscalibrated_bin(tmp_path):
+    """Posteriors half as wide as the truth's only for bright objects: the bright bins read
+    overconfident, the faint bin calibrated."""
+    data = _problem(1.0)
+    sd = np.sqrt(NOISE**2 / (1 + NOISE**2))
+    bright = data["visibility"] >= 20
+    centre = data["samples"].mean(axis=1, keepdims=True)
+    shrink = np.where(bright, 0.5, 1.0)[:, None, None]
+    samples = centre + shrink * (data["samples"] - centre)
+
+    def logq(t):
+        return -0.5 * (((t - centre) / (shrink * sd)) ** 2).sum(-1)
+
+    data.update(
+        samples=samples,
+        log_prob_true=logq(data["theta"][:, None])[:, 0],
+        log_prob_samples=logq(samples),
+    )
+    metrics, figures = evaluate(names=DEFAULT_PRIOR.names, seed=1, **data)
+    rows = metrics["coverage"]["joint_by_visibility"]
+    assert sum(r["n"] for r in rows) == N
+    assert rows[0]["range"] == [0.0, 20.0] and rows[0]["verdict"] == "calibrated"
+    assert all(r["verdict"] == "overconfident" for r in rows[1:])
+    assert rows[1]["empirical"][9] < 0.3  # nominal 0.5; a χ²₄ at a quarter of its scale: ≈ 0.06
+    text = write_report(tmp_path, metrics, figures).read_text()
+    assert "Joint region by visibility" in text and "| 0–20 |" in text
+
+
 def test_classification_by_kind_of_background_locates_the_confusable_kind(tmp_path):
     """Backgrounds of one kind scored like clusters: only that kind's AUC drops, and it alone
     carries the false positives."""

@@ -137,6 +137,26 @@ def render_markdown(metrics: dict, figures: Mapping[str, str]) -> str:
             f"tolerance with probability {_f(ref['p_exceed'], '.2f')}. Verdicts use per-level "
             f"binomial bands ({_f(regions[0][1]['band_confidence'], 'g')} content).",
         ]
+    by_vis = cov.get("joint_by_visibility")
+    if by_vis:
+        lv = by_vis[0]["levels"]
+        picks = [i for i, level in enumerate(lv) if any(abs(level - t) < 1e-9 for t in (0.5, 0.9))]
+        lines += [
+            "",
+            "Joint region by visibility (where the miscalibration sits):",
+            "",
+            "| visibility | clusters | verdict | max \\|Δ\\| | "
+            + " | ".join(f"at {lv[i]:.2f}" for i in picks)
+            + " |",
+            "|---|---|---|---|" + "---|" * len(picks),
+        ]
+        for b in by_vis:
+            lines.append(
+                f"| {_edge(b['range'][0])}–{_edge(b['range'][1])} | {b['n']} | {b['verdict']} | "
+                f"{_f(b['max_abs_deviation'])} | "
+                + " | ".join(_f(b["empirical"][i]) for i in picks)
+                + " |"
+            )
     lines += ["", f"![coverage]({figures.get('coverage', '')})", ""]
     lines += [
         "## Simulation-based calibration",

@@ -69,6 +69,10 @@ DETECTION_VISIBILITY = 5.0
 above it are called detectable and the AUC goal applies to them."""
 VISIBILITY_EDGES = np.array([0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, np.inf])
 """Visibility bins of the binned accuracy, width and classification tables."""
+COVERAGE_VISIBILITY_EDGES = np.array([0.0, 20.0, 100.0, np.inf])
+"""Coarser visibility bins of the joint coverage table (coverage needs many objects per bin)."""
+MIN_COVERAGE_BIN = 30
+"""Fewest clusters in a visibility bin for its joint coverage to be reported."""
 
 
 def _held_out_seed(seed: int) -> int:
@@ -304,6 +308,18 @@ def evaluate(
         "joint": cov_results["joint"].to_dict() if "joint" in cov_results else None,
         "marginal": {k: cov_results[k].to_dict() for k in names},
     }
+    if "joint" in cov_results and visibility is not None:
+        vis = np.asarray(visibility, dtype=float)
+        metrics["coverage"]["joint_by_visibility"] = [
+            {
+                "range": [lo, hi],
+                **joint_coverage(
+                    np.asarray(log_prob_true)[sel], np.asarray(log_prob_samples)[sel], levels
+                ).to_dict(),
+            }
+            for lo, hi, sel in _bins(COVERAGE_VISIBILITY_EDGES, vis)
+            if sel.sum() >= MIN_COVERAGE_BIN
+        ]
     figures["coverage"] = plot_coverage(cov_results, COVERAGE_TOLERANCE)
 
     # SBC
@@ -470,10 +486,12 @@ def run_diagnostics(
     -------
     dict
         The metrics (as written to ``metrics.json``): ``coverage`` (joint and per-parameter HPD
-        coverage curves with binomial bands and verdicts), ``sbc`` (KS and χ² p-values), ``tarp``,
-        ``accuracy`` (bias, robust σ, RMSE overall, in the paper's reliable range and by
-        visibility), ``width_vs_visibility``, ``classification`` (AUC, precision/recall,
-        reliability), ``goals`` (which of the project's calibration goals are met) and ``timing``.
+        coverage curves with binomial bands and verdicts; the joint one also per visibility bin of
+        :data:`COVERAGE_VISIBILITY_EDGES`), ``sbc`` (KS and χ² p-values), ``tarp``, ``accuracy``
+        (bias, robust σ, RMSE overall, in the paper's reliable range and by visibility),
+        ``width_vs_visibility``, ``classification`` (AUC, precision/recall, reliability, by
+        visibility and, when the simulator records its hard negatives, by kind of background),
+        ``goals`` (which of the project's calibration goals are met) and ``timing``.
 
     Raises
     ------
