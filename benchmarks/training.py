@@ -6,8 +6,9 @@ Usage::
 
 Reads ``<run>/log.csv`` (written by :func:`sbicluster.training.train`) and the model's
 ``card.json``, plots training and validation losses against step and wall-clock time, and
-writes a report with the throughput actually achieved (training samples per second, simulation
-included), the stop reason and the final validation metrics. Nothing is re-run: the numbers are
+writes a report with the throughput actually achieved (training samples per second, which includes
+simulation for online runs but not for runs on a pre-simulated pool), the stop reason and the final
+validation metrics. Nothing is re-run: the numbers are
 the run's own.
 """
 
@@ -90,6 +91,12 @@ def main(argv: list[str] | None = None) -> dict:
         if batch and b["elapsed_s"] > a["elapsed_s"]
     ]
     fastest = max(stretches, default=float("nan"))
+    pooled = bool(config.get("dataset"))
+    data = (
+        "pre-simulated pool (its simulation time is outside the budget)"
+        if pooled
+        else "simulated on the fly"
+    )
     best = min(rows, key=lambda r: r["val_total"])
     results = {
         "environment": environment(config.get("device", "cpu")),
@@ -98,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
         "steps": steps,
         "elapsed_s": elapsed,
         "batch_size": batch,
-        "samples_per_s_including_simulation": rate,
+        "data": data,
+        "training_samples_per_s": rate,
         "fastest_100_step_samples_per_s": fastest,
         "best_validation": best,
         "last_validation": last,
@@ -116,8 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         f"- embedding preset `{config.get('preset')}`: {json.dumps(arch.get('embedding', {}))}",
         f"- flow: {json.dumps(arch.get('flow', {}))}",
-        f"- steps: {int(steps)} × batch {batch} = {int(steps * (batch or 0)):,} simulations, "
-        f"{elapsed / 60:.1f} min wall-clock → **{rate:.0f} training samples/s including on-the-fly simulation**",
+        f"- steps: {int(steps)} × batch {batch} = {int(steps * (batch or 0)):,} samples, "
+        f"{elapsed / 60:.1f} min wall-clock → **{rate:.0f} training samples/s**, data {data}",
         f"- fastest 100-step stretch: {fastest:.0f} training samples/s (the rate on otherwise idle cores)",
         f"- stop reason: {training.get('stop_reason', '?')}",
         *([f"- note: {training['note']}"] if training.get("note") else []),
