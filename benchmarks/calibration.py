@@ -2,7 +2,9 @@
 
 Runs :func:`sbicluster.diagnostics.run_diagnostics` on fresh held-out simulations drawn from the
 simulator described by the model's card, and commits the one-page report as
-``benchmarks/results/calibration.{md,json}`` plus ``calibration_<figure>.png``.
+``benchmarks/results/calibration.{md,json}`` plus ``calibration_<figure>.png``. The measured
+attempts to meet the goals (other trained models run through this benchmark, with their training
+commands) are kept in ``benchmarks/results/calibration_attempts.md``; the report links to it.
 
 Usage::
 
@@ -29,6 +31,8 @@ from benchmarks._meta import RESULTS_DIR, environment, write_results
 __all__ = ["main"]
 
 NAME = "calibration"
+ATTEMPTS = "calibration_attempts.md"
+"""Record of the trained models measured by this benchmark while working towards its goals."""
 
 
 def _relink(markdown: str, keys) -> str:
@@ -95,6 +99,11 @@ def main(argv: list[str] | None = None) -> dict:
     body = (
         _relink(report, keys).replace("\n", "\n" + header, 1) if "\n" in report else header + report
     )
+    if (RESULTS_DIR / ATTEMPTS).is_file():
+        body = body.rstrip() + (
+            "\n\n## Attempted fixes (measured)\n\nEvery trained model measured against these goals, "
+            f"with its training command and the outcome: [{ATTEMPTS}]({ATTEMPTS}).\n"
+        )
     from sbicluster.diagnostics.report import to_jsonable
 
     write_results(args.name, to_jsonable(results), body)

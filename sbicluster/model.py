@@ -78,10 +78,10 @@ FLOW_PRESETS: dict[str, dict] = {
     },
     "cpu": {
         "type": "coupling_nsf",
-        "hidden_features": 64,
+        "hidden_features": 128,
         "hidden_layers": 2,
-        "num_transforms": 6,
-        "bins": 8,
+        "num_transforms": 8,
+        "bins": 10,
         "conditional_affine": False,
     },
     "paper": {
