@@ -106,13 +106,17 @@ def test_npe_agrees_with_nuts_on_the_tractable_model():
     x = model.simulate(theta, gen)
     posterior = train_npe(theta, x, DEFAULT_PRIOR, max_num_epochs=100, seed=0)
     x_obs = model.simulate(TRUTH[None], torch.Generator().manual_seed(5))
-    npe = posterior.sample((2000,), x=x_obs, show_progress_bars=False).numpy()
+    with torch.random.fork_rng(devices=[]):  # sbi samples from torch's global generator
+        torch.manual_seed(3)
+        npe = posterior.sample((2000,), x=x_obs, show_progress_bars=False).numpy()
     ref = nuts_reference(model, x_obs[0], num_samples=1000, warmup=300, num_chains=2, seed=2)
     sd = ref.std(0)
-    # a MAF on 10⁴ simulations of a strongly degenerate age–A_V–mass posterior (measured:
-    # |Δ mean| ≈ 0.05 σ, σ ratio 0.91–0.97 against the analytic answer)
+    # a MAF on 10⁴ simulations of a strongly degenerate age–A_V–mass posterior. Measured against
+    # NUTS: |Δ mean| ≤ 0.09 σ; σ ratio 0.96 (age), 0.88 (mass), 0.81 (r_h), 0.94 (A_V). r_h,
+    # which integrated light barely constrains (NUTS σ ≈ the prior's 0.375 dex), is the loosest;
+    # a posterior at prior width would give a mass ratio of ≈ 15.
     assert np.all(np.abs(npe.mean(0) - ref.mean(0)) / sd < 0.3)
-    assert np.all(np.abs(npe.std(0) / sd - 1) < 0.2)
+    assert np.all(np.abs(npe.std(0) / sd - 1) < 0.25)
 
 
 @pytest.mark.slow
