@@ -205,6 +205,14 @@ def _embedding(preset: str, n_bands: int, softening: list[float]):
     return ResNetEmbedding(n_bands, softening, EmbeddingConfig.from_dict(arch["embedding"]))
 
 
+def _flow_summary(flow: dict) -> str:
+    """``"8 transforms, 10 bins, 2 × 128 hidden"`` for a flow architecture dictionary."""
+    return (
+        f"{flow['num_transforms']} transforms, {flow['bins']} bins, "
+        f"{flow['hidden_layers']} × {flow['hidden_features']} hidden"
+    )
+
+
 def _train_flow(simulator, args, pool: Path, val_size: int, softening, run_dir: Path):
     from sbicluster.training import TrainingConfig, train
 
@@ -540,8 +548,8 @@ def _markdown(res: dict, names, units, figure: str) -> str:
         f"{b['steps']} steps of batch {b['batch_size']} read in the same order from the pool "
         f"(≈ {b['epochs']:.1f} epochs; both through the trainer's `DatasetBatches` with the same "
         f"seed), AdamW lr {LR:g}, weight decay {WEIGHT_DECAY:g}.",
-        f"  - flow: NSF posterior + classifier + visibility heads (background rows feed the "
-        f"heads), warm-up {b['flow_config']['warmup_steps']} steps + cosine decay, gradient clip "
+        f"  - flow: NSF posterior ({_flow_summary(b['flow_architecture'])}) + classifier + "
+        f"visibility heads (background rows feed the heads), warm-up {b['flow_config']['warmup_steps']} steps + cosine decay, gradient clip "
         f"{b['flow_config']['grad_clip']:g}, final weights (no early stopping); "
         f"**{b['flow_wall_s']:.0f} s** ({b['flow_wall_s'] / b['steps']:.2f} s/step).",
         f"  - binned: the paper's 20 × 10 × 14 grid softmax + 14-bin size softmax (hidden "
@@ -799,6 +807,7 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
             "embedding": args.embedding,
             "softening_e_per_s": softening,
             "flow_config": flow_cfg,
+            "flow_architecture": flow.architecture["flow"],
             "flow_wall_s": t_flow,
             "binned_config": binned_cfg,
             "binned_hidden": args.binned_hidden,

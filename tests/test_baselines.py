@@ -203,6 +203,9 @@ def test_baselines_benchmark_end_to_end(tmp_path):
     )
     for ext in ("json", "md", "png"):
         assert (tmp_path / "out" / f"baselines.{ext}").is_file()
+    # the report names the flow it trained: the `small` preset's
+    md = (tmp_path / "out" / "baselines.md").read_text()
+    assert "NSF posterior (6 transforms, 8 bins, 2 × 64 hidden)" in md
     for summary in res["summary"].values():
         assert np.isfinite(summary["nlp"]["mean"])
         assert 0.0 <= summary["coverage"]["joint"]["max_abs_deviation"] <= 1.0
