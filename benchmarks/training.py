@@ -8,8 +8,7 @@ Reads ``<run>/log.csv`` (written by :func:`sbicluster.training.train`) and the m
 ``card.json``, plots training and validation losses against step and wall-clock time, and
 writes a report with the throughput actually achieved (training samples per second, which includes
 simulation for online runs but not for runs on a pre-simulated pool), the stop reason and the final
-validation metrics. Nothing is re-run: the numbers are
-the run's own.
+validation metrics. Nothing is re-run: the numbers are the run's own.
 """
 
 from __future__ import annotations
@@ -91,10 +90,9 @@ def main(argv: list[str] | None = None) -> dict:
         if batch and b["elapsed_s"] > a["elapsed_s"]
     ]
     fastest = max(stretches, default=float("nan"))
-    pooled = bool(config.get("dataset"))
     data = (
         "pre-simulated pool (its simulation time is outside the budget)"
-        if pooled
+        if config.get("dataset")
         else "simulated on the fly"
     )
     best = min(rows, key=lambda r: r["val_total"])
