@@ -116,7 +116,7 @@ def test_npe_agrees_with_nuts_on_the_tractable_model():
     # which integrated light barely constrains (NUTS σ ≈ the prior's 0.375 dex), is the loosest;
     # a posterior at prior width would give a mass ratio of ≈ 15.
     assert np.all(np.abs(npe.mean(0) - ref.mean(0)) / sd < 0.3)
-    assert np.all(np.abs(npe.std(0) / sd - 1) < 0.25)
+    assert np.all(np.abs(npe.std(0) / sd - 1) < [0.2, 0.2, 0.25, 0.2])  # (age, M, r_h, A_V)
 
 
 @pytest.mark.slow
