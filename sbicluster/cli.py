@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -131,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pool-seed", type=int, default=0, help="seed of the pre-simulated pool (default: 0)"
     )
+    p.add_argument(
+        "--classifier-weight",
+        type=float,
+        help="weight of the classifier's cross entropy in the loss (default: 1; the flow's "
+        "negative log density has weight 1)",
+    )
 
     p = sub.add_parser(
         "diagnose", help="coverage, SBC, TARP, accuracy and ROC on held-out simulations"
@@ -228,8 +235,13 @@ def _train(args) -> None:
 
     from .api import resolve_device
     from .errors import InputError
-    from .training import default_config, train, write_dataset
+    from .training import TrainingConfig, default_config, train, write_dataset
 
+    if args.classifier_weight is not None:
+        if not (math.isfinite(args.classifier_weight) and args.classifier_weight >= 0):
+            raise InputError(
+                f"--classifier-weight {args.classifier_weight}: must be a finite number ≥ 0"
+            )
     device = resolve_device(args.device)
     if args.preset == "toy":
         from .toy import LinearGaussianToy
@@ -246,6 +258,11 @@ def _train(args) -> None:
         "max_time_s": None if args.time_budget is None else 60.0 * args.time_budget,
         "dataset": None if pool is None else str(pool),
     }
+    if args.classifier_weight is not None:
+        overrides["loss_weights"] = {
+            **TrainingConfig().loss_weights,
+            "classifier": args.classifier_weight,
+        }
     config = default_config(str(device), **{k: v for k, v in overrides.items() if v is not None})
     if pool is not None and not (args.resume and pool.is_file()):
         if args.pool <= config.val_size:
