@@ -301,3 +301,24 @@ def test_run_diagnostics_with_a_cluster_model(tmp_path):
         ).numpy()
     np.testing.assert_allclose(lp_true, direct, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(lp_draws[:, 2], direct_draw, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("separable_from", [5.0, 20.0])
+def test_lowest_visibility_cut_meeting_the_auc_goal(tmp_path, separable_from):
+    """Clusters score like backgrounds below a visibility and are perfectly separated above it:
+    the cumulative AUC column reaches the goal exactly from that bin edge on."""
+    data = _problem(1.0)
+    rng = np.random.default_rng(5)
+    p, y, va = data["p_cluster"], data["is_cluster"], data["visibility_all"]
+    hidden = y & (va < separable_from)
+    p[hidden] = rng.uniform(0, 0.3, hidden.sum())  # indistinguishable from backgrounds
+    metrics, figures = evaluate(names=DEFAULT_PRIOR.names, seed=1, **data)
+    cls = metrics["classification"]
+    assert cls["visibility_meeting_auc_goal"] == separable_from
+    for b in cls["by_visibility"]:
+        if b["range"][0] >= separable_from:
+            assert b["auc_at_or_above"] == pytest.approx(1.0)
+        else:
+            assert b["auc_at_or_above"] < AUC_GOAL
+    text = write_report(tmp_path, metrics, figures).read_text()
+    assert f"reach AUC ≥ 0.99 against all backgrounds: visibility ≥ {separable_from:g}." in text

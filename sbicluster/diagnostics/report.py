@@ -230,13 +230,22 @@ def render_markdown(metrics: dict, figures: Mapping[str, str]) -> str:
             f"precision {_f(pr['precision'])}, recall {_f(pr['recall'])}, accuracy {_f(pr['accuracy'])}. "
             f"Brier score {_f(cls['brier'], '.4f')}, expected calibration error {_f(cls['reliability']['ece'], '.4f')}.",
             "",
-            "| visibility | clusters | AUC vs all backgrounds | recall at threshold |",
-            "|---|---|---|---|",
+            "| visibility | clusters | AUC vs all backgrounds | recall at threshold | AUC, visibility ≥ lower edge |",
+            "|---|---|---|---|---|",
         ]
         for b in cls["by_visibility"]:
             lines.append(
-                f"| {_edge(b['range'][0])}–{_edge(b['range'][1])} | {b['n']} | {_f(b['auc'], '.4f')} | {_f(b['recall'])} |"
+                f"| {_edge(b['range'][0])}–{_edge(b['range'][1])} | {b['n']} | {_f(b['auc'], '.4f')} "
+                f"| {_f(b['recall'])} | {_f(b.get('auc_at_or_above'), '.4f')} |"
             )
+        if "visibility_meeting_auc_goal" in cls:
+            cut = cls["visibility_meeting_auc_goal"]
+            lines += [
+                "",
+                "Lowest tabulated visibility cut whose clusters reach AUC ≥ 0.99 against all backgrounds: "
+                + ("none" if cut is None else f"visibility ≥ {_edge(cut)}")
+                + ".",
+            ]
         if cls.get("by_background"):
             lines += [
                 "",

@@ -221,6 +221,13 @@ def tarp(samples: np.ndarray, theta: np.ndarray, seed: int) -> dict:
     return {"ecp": ecp.numpy(), "alpha": alpha.numpy(), "atc": float(atc), "ks_pvalue": float(ks)}
 
 
+def _auc_above(p: np.ndarray, y: np.ndarray, visibility: np.ndarray, cut: float) -> float | None:
+    """AUC of the clusters with visibility ≥ ``cut`` against every background (None if no such
+    cluster)."""
+    subset = ~y | (visibility >= cut)
+    return roc_auc(p[subset], y[subset]) if (y & subset).any() else None
+
+
 def _bins(edges: np.ndarray, key: np.ndarray) -> list[tuple[float, float, np.ndarray]]:
     out = []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
@@ -407,8 +414,17 @@ def evaluate(
                     "auc": roc_auc(p[subset], y[subset]),
                     "recall": float((p[sel] >= 0.5).mean()),
                     "reliability_ece": reliability_diagram(p[subset], y[subset])["ece"],
+                    "auc_at_or_above": _auc_above(p, y, va, lo),
                 }
             )
+        cls["visibility_meeting_auc_goal"] = next(
+            (
+                b["range"][0]
+                for b in cls["by_visibility"]
+                if b["auc_at_or_above"] is not None and b["auc_at_or_above"] >= AUC_GOAL
+            ),
+            None,
+        )
         if background_kind is not None:
             kind = np.asarray(background_kind).astype(str)
             if kind.shape != y.shape:
