@@ -318,7 +318,10 @@ def test_integrated_magnitudes_trace_once_and_generalise(pop):
     for v in ([7.1234, 0.2, 3.0], [9.876, 2.0, 5.5], [8.0, 0.0, 4.0]):
         a, b = torch.tensor(v, requires_grad=True), torch.tensor(v, requires_grad=True)
         ga, gb = torch.autograd.grad(f(a), a)[0], torch.autograd.grad(traced(b), b)[0]
-        assert float(f(a).detach()) == float(traced(b).detach()) and torch.equal(ga, gb)
+        assert float(f(a).detach()) == float(traced(b).detach())
+        # a trace frozen at the tracing age would be off by orders of magnitude more; the traced
+        # backward may sum in another order, so equality is to float32 rounding, not bitwise
+        assert torch.allclose(ga, gb, rtol=1e-6, atol=1e-6)
 
 
 def test_integrated_magnitudes_range_checks(pop):
