@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = training.get("config", {})
     last = rows[-1]
     steps, elapsed = last["step"], last["elapsed_s"]
+    steps_done = int(training.get("steps_done", steps))
     batch = config.get("batch_size")
     rate = steps * batch / elapsed if batch else float("nan")
     stretches = [
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
         "environment": environment(config.get("device", "cpu")),
         "run": str(args.run),
         "model": str(model_dir),
-        "steps": steps,
+        "steps": steps_done,
+        "last_validation_step": steps,
         "elapsed_s": elapsed,
         "batch_size": batch,
         "data": data,
@@ -122,8 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         f"- embedding preset `{config.get('preset')}`: {json.dumps(arch.get('embedding', {}))}",
         f"- flow: {json.dumps(arch.get('flow', {}))}",
-        f"- steps: {int(steps)} × batch {batch} = {int(steps * (batch or 0)):,} samples, "
-        f"{elapsed / 60:.1f} min wall-clock → **{rate:.0f} training samples/s**, data {data}",
+        f"- steps: {steps_done:,} × batch {batch} = {steps_done * (batch or 0):,} samples; "
+        f"the last validation row, step {int(steps):,} at {elapsed / 60:.1f} min wall-clock, "
+        f"gives **{rate:.0f} training samples/s**, data {data}",
         f"- fastest 100-step stretch: {fastest:.0f} training samples/s (the rate on otherwise idle cores)",
         f"- stop reason: {training.get('stop_reason', '?')}",
         *([f"- note: {training['note']}"] if training.get("note") else []),
