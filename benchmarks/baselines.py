@@ -310,8 +310,15 @@ def _evaluate_flow(model, theta, images, s: int, seed: int, chunk: int = 64) -> 
     from sbicluster.inference import predict
 
     t0 = time.perf_counter()
+    # one view: the posterior draws come from the cutout as given, and the binned head's time
+    # below has one embedding pass too
     pred = predict(
-        model, images, num_samples=s, generator=torch.Generator().manual_seed(seed), progress=False
+        model,
+        images,
+        num_samples=s,
+        generator=torch.Generator().manual_seed(seed),
+        views=1,
+        progress=False,
     )
     dt = (time.perf_counter() - t0) / len(images)
     lp_true, lp_draws = [], []

@@ -199,6 +199,7 @@ def infer(
     device: str = "auto",
     seed: int = 0,
     batch_size: int = 256,
+    views: int = 8,
     out: str | Path | None = None,
     overwrite: bool = False,
     save_samples: bool = False,
@@ -225,6 +226,9 @@ def infer(
         Seed of the posterior sampling; the same seed gives the same draws.
     batch_size : int
         Cutouts per network pass (bounds memory).
+    views : int
+        Symmetric views (1, 2, 4 or 8 rotations and mirror images of each cutout) over which
+        P(cluster) and the visibility are averaged; see :func:`sbicluster.inference.predict`.
     out : str or Path, optional
         Folder to write ``summary.ecsv`` and ``posterior.nc`` into.
     overwrite : bool
@@ -299,6 +303,7 @@ def infer(
         num_samples=num_samples,
         generator=generator,
         batch_size=batch_size,
+        views=views,
         progress=progress,
     )
     prior = ClusterPrior.from_dict(card["prior"])
@@ -316,6 +321,7 @@ def infer(
         meta={
             "model": card.get("name", "unnamed"),
             "num_samples": num_samples,
+            "symmetry_views": views,
             "seed": seed,
             "input": [str(s) for s in ([source] if isinstance(source, str | Path) else source)],
             "catalog": None if catalog is None else str(catalog),

@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size", type=int, default=256, help="cutouts per network pass (default: 256)"
     )
+    p.add_argument(
+        "--views",
+        type=int,
+        default=8,
+        choices=(1, 2, 4, 8),
+        help="rotations/mirror images of each cutout over which P(cluster) and visibility are "
+        "averaged (default: 8)",
+    )
     p.add_argument("--save-samples", action="store_true", help="also write samples.npz")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -150,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples", type=int, default=1000, help="posterior draws per simulation (default: 1000)"
     )
     p.add_argument("--seed", type=int, default=12345, help="test-set seed (default: 12345)")
+    p.add_argument(
+        "--views",
+        type=int,
+        default=8,
+        choices=(1, 2, 4, 8),
+        help="rotations/mirror images of each cutout over which P(cluster) and visibility are "
+        "averaged (default: 8)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--out", required=True, type=Path, help="report folder")
 
@@ -213,6 +229,7 @@ def _infer(args) -> None:
         device=args.device,
         seed=args.seed,
         batch_size=args.batch_size,
+        views=args.views,
         out=args.out,
         overwrite=args.overwrite,
         save_samples=args.save_samples,
@@ -293,6 +310,7 @@ def _diagnose(args) -> None:
         n=args.n,
         num_samples=args.samples,
         seed=args.seed,
+        views=args.views,
         out_dir=args.out,
         progress=_progress(),
     )

@@ -8,6 +8,14 @@ preallocated numpy arrays). It must not read files or train.
 Compared with sbi's stock ``DirectPosterior.sample_batched`` on the same model, :func:`predict`
 skips the rejection loop (the flow's support is the prior box by construction, see
 :mod:`sbicluster.model`) and the per-call checks; ``benchmarks/inference.py`` measures both.
+
+P(cluster) and the visibility are averaged over symmetric views of each cutout. The simulator that
+trains the model is unchanged, in distribution, by 90° rotations and mirror images of a cutout
+(circular PSF and cluster profiles, centre offsets symmetric about the cutout centre, uniformly
+placed field stars), so the exact classifier gives every view the same answer; a trained network
+does not quite, and averaging its logits over the 8 views of the dihedral group removes that
+scatter (``benchmarks/results/calibration.md`` measures the gain in AUC). The posterior draws come
+from the cutout as given.
 """
 
 from __future__ import annotations
@@ -22,7 +30,11 @@ import torch
 from .errors import InputError
 from .model import ClusterModel
 
-__all__ = ["Prediction", "predict", "validate_images"]
+__all__ = ["SYMMETRY_VIEWS", "Prediction", "predict", "symmetric_views", "validate_images"]
+
+SYMMETRY_VIEWS = (1, 2, 4, 8)
+"""Allowed numbers of views: the identity; + the 180° rotation; + the 90° and 270° rotations;
++ the mirror image of each of the four."""
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +78,41 @@ def _check_finite(chunk: torch.Tensor, start: int) -> None:
         )
 
 
+def symmetric_views(images: torch.Tensor, views: int) -> list[torch.Tensor]:
+    """The first ``views`` images of a cutout stack under the dihedral group of the square.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        (N, C, H, W) cutouts.
+    views : int
+        1, 2, 4 or 8 (see :data:`SYMMETRY_VIEWS`): the identity, the 180° rotation, the 90° and
+        270° rotations, then the left-right mirror image of each. 4 and 8 need square cutouts.
+
+    Returns
+    -------
+    list of torch.Tensor
+        ``views`` tensors of shape (N, C, H, W); the first is ``images`` itself.
+
+    Raises
+    ------
+    InputError
+        ``views`` not in :data:`SYMMETRY_VIEWS`, or 4 or 8 views of non-square cutouts.
+    """
+    if views not in SYMMETRY_VIEWS:
+        raise InputError(f"views must be one of {SYMMETRY_VIEWS}, got {views}")
+    if views >= 4 and images.shape[-1] != images.shape[-2]:
+        raise InputError(
+            f"{views} symmetric views need square cutouts, got {tuple(images.shape[-2:])} pixels; "
+            "use views=1 or 2"
+        )
+    rotations = [0, 2, 1, 3][: min(views, 4)]
+    out = [torch.rot90(images, k, dims=(-2, -1)) if k else images for k in rotations]
+    if views == 8:
+        out += [torch.flip(v, dims=(-1,)) for v in out]
+    return out
+
+
 @torch.no_grad()
 def predict(
     model: ClusterModel,
@@ -74,6 +121,7 @@ def predict(
     num_samples: int = 1000,
     generator: torch.Generator | None = None,
     batch_size: int = 256,
+    views: int = 8,
     progress: bool = True,
 ) -> Prediction:
     """Posterior samples, P(cluster) and visibility for a stack of cutouts.
@@ -91,6 +139,10 @@ def predict(
     batch_size : int
         Cutouts embedded per chunk. Draws are generated for at most
         ``max(1, 65536 // S)``-ish cutouts at a time, bounding memory.
+    views : int
+        Symmetric views (:func:`symmetric_views`: 1, 2, 4 or 8) over which the classifier's logit
+        and the predicted log(1 + visibility) are averaged. Each extra view costs one more pass
+        of the embedding network; the posterior draws always come from the cutout as given.
     progress : bool
         Show a progress bar (only on a terminal).
 
@@ -101,13 +153,14 @@ def predict(
     Raises
     ------
     InputError
-        Wrong shape, NaN/inf pixels, or a non-positive ``num_samples``.
+        Wrong shape, NaN/inf pixels, a non-positive ``num_samples`` or an unknown ``views``.
     """
     from tqdm.auto import tqdm
 
     if num_samples < 1:
         raise InputError(f"num_samples must be >= 1, got {num_samples}")
     validate_images(model, images)
+    symmetric_views(torch.empty(0, *model.image_shape), views)  # checks views before any work
     model.eval()
     device = model.device
     n = images.shape[0]
@@ -125,6 +178,10 @@ def predict(
         _check_finite(chunk, start)
         features = model.embed(chunk).float()
         logit, log_vis = model.heads(features)
+        for view in symmetric_views(chunk, views)[1:]:
+            view_logit, view_log_vis = model.heads(model.embed(view).float())
+            logit, log_vis = logit + view_logit, log_vis + view_log_vis
+        logit, log_vis = logit / views, log_vis / views
         p_cluster[start:stop] = torch.sigmoid(logit).cpu().numpy()
         visibility[start:stop] = torch.expm1(log_vis).clamp(min=0.0).cpu().numpy()
         for s0 in range(0, stop - start, sample_chunk):

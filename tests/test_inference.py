@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sbicluster.errors import InputError
-from sbicluster.inference import predict
+from sbicluster.inference import predict, symmetric_views
 from sbicluster.model import ClusterModel, default_architecture
 from sbicluster.toy import LinearGaussianToy
 
@@ -97,3 +97,52 @@ def test_fast_coupling_sampler_equals_the_flow_inverse(setup):
         fast = model._coupling_inverse(z, features)
         slow = model.flow(features).transform.inv(z)
     assert torch.allclose(fast, slow, atol=1e-4)
+
+
+def test_symmetric_views_are_the_dihedral_group_of_the_square():
+    """One lit pixel at (0, 1) of a 5 × 5 cutout visits its 8 images under rotations and flips."""
+    image = torch.zeros(1, 2, 5, 5)
+    image[0, :, 0, 1] = 1.0
+    views = symmetric_views(image, 8)
+    assert len(views) == 8 and views[0] is image
+    lit = {tuple(torch.nonzero(v[0, 0]).flatten().tolist()) for v in views}
+    assert lit == {(0, 1), (1, 0), (0, 3), (3, 0), (4, 1), (1, 4), (4, 3), (3, 4)}
+    assert [len(symmetric_views(image, k)) for k in (1, 2, 4)] == [1, 2, 4]
+    assert torch.equal(symmetric_views(image, 2)[1], torch.rot90(image, 2, dims=(-2, -1)))
+    with pytest.raises(InputError, match="one of"):
+        symmetric_views(image, 3)
+    with pytest.raises(InputError, match="square"):
+        symmetric_views(torch.zeros(1, 2, 5, 6), 4)
+    assert len(symmetric_views(torch.zeros(1, 2, 5, 6), 2)) == 2
+
+
+def test_eight_views_make_p_cluster_invariant_to_rotating_the_cutout(setup):
+    """Averaged over the whole group, P(cluster) and visibility of a rotated or mirrored cutout
+    equal those of the original (an untrained network is not invariant on one view); the
+    posterior draws still come from the cutout as given."""
+    toy, model = setup
+    x = toy.simulate(64, torch.Generator().manual_seed(10)).images
+    moved = torch.flip(torch.rot90(x, 1, dims=(-2, -1)), dims=(-2,))
+
+    def run(images, views):
+        return predict(
+            model,
+            images,
+            num_samples=20,
+            views=views,
+            generator=torch.Generator().manual_seed(11),
+            progress=False,
+        )
+
+    one, one_moved = run(x, 1), run(moved, 1)
+    eight, eight_moved = run(x, 8), run(moved, 8)
+    assert np.abs(one.p_cluster - one_moved.p_cluster).max() > 1e-4
+    np.testing.assert_allclose(eight.p_cluster, eight_moved.p_cluster, atol=1e-6)
+    np.testing.assert_allclose(eight.visibility, eight_moved.visibility, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(eight.samples, one.samples)
+    with torch.no_grad():
+        logits = [model.heads(model.embed(v))[0] for v in symmetric_views(x, 8)]
+    expected = torch.sigmoid(torch.stack(logits).mean(0)).numpy()
+    np.testing.assert_allclose(eight.p_cluster, expected, atol=1e-6)
+    with pytest.raises(InputError, match="views"):
+        run(x, 5)

@@ -229,6 +229,16 @@ def render_markdown(metrics: dict, figures: Mapping[str, str]) -> str:
             f"vs all backgrounds {_f(cls['auc_detectable'], '.4f')}. At P(cluster) ≥ {pr['threshold']}: "
             f"precision {_f(pr['precision'])}, recall {_f(pr['recall'])}, accuracy {_f(pr['accuracy'])}. "
             f"Brier score {_f(cls['brier'], '.4f')}, expected calibration error {_f(cls['reliability']['ece'], '.4f')}.",
+            *(
+                [
+                    f"P(cluster) is the average over {cls['views']} symmetric views of each cutout "
+                    f"(rotations and mirror images); from the cutout as given alone, the AUC above "
+                    f"visibility {cls['detection_threshold']} would be "
+                    f"{_f(cls['auc_detectable_single_view'], '.4f')}."
+                ]
+                if cls.get("views", 1) > 1
+                else []
+            ),
             "",
             "| visibility | clusters | AUC vs all backgrounds | recall at threshold | AUC, visibility ≥ lower edge |",
             "|---|---|---|---|---|",
