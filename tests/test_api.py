@@ -105,6 +105,8 @@ def test_api_errors_name_the_problem(toy_model_dir, toy_cutouts, tmp_path):
     path, _ = toy_cutouts
     with pytest.raises(InputError, match="num_samples"):
         sbicluster.infer(path, model=toy_model_dir, num_samples=0)
+    with pytest.raises(InputError, match="views must be one of"):
+        sbicluster.infer(tmp_path / "not-read.fits", model=toy_model_dir, views=3)
     with pytest.raises(ModelError):
         sbicluster.infer(path, model=tmp_path / "no-such-model")
     with pytest.raises(InputError, match="unknown device"):
