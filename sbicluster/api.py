@@ -256,12 +256,11 @@ def infer(
     from simulators.priors import ClusterPrior
 
     from .artifact import load_model
-    from .inference import SYMMETRY_VIEWS, predict
+    from .inference import check_views, predict
 
     if num_samples < 1:
         raise InputError(f"num_samples must be a positive integer, got {num_samples}")
-    if views not in SYMMETRY_VIEWS:
-        raise InputError(f"views must be one of {SYMMETRY_VIEWS}, got {views}")
+    check_views(views)
     if out is not None:
         names = list(OUTPUT_FILES) + (["samples.npz"] if save_samples else [])
         check_outputs([Path(out) / n for n in names], overwrite)  # fail before any work

@@ -28,6 +28,19 @@ def _progress() -> bool:
     return sys.stderr.isatty()
 
 
+def _add_views_argument(parser: argparse.ArgumentParser) -> None:
+    from .inference import SYMMETRY_VIEWS
+
+    parser.add_argument(
+        "--views",
+        type=int,
+        default=8,
+        choices=SYMMETRY_VIEWS,
+        help="rotations/mirror images of each cutout over which P(cluster) and visibility are "
+        "averaged (default: 8)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sbicluster`` command."""
     parser = argparse.ArgumentParser(
@@ -91,14 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size", type=int, default=256, help="cutouts per network pass (default: 256)"
     )
-    p.add_argument(
-        "--views",
-        type=int,
-        default=8,
-        choices=(1, 2, 4, 8),
-        help="rotations/mirror images of each cutout over which P(cluster) and visibility are "
-        "averaged (default: 8)",
-    )
+    _add_views_argument(p)
     p.add_argument("--save-samples", action="store_true", help="also write samples.npz")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -158,14 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples", type=int, default=1000, help="posterior draws per simulation (default: 1000)"
     )
     p.add_argument("--seed", type=int, default=12345, help="test-set seed (default: 12345)")
-    p.add_argument(
-        "--views",
-        type=int,
-        default=8,
-        choices=(1, 2, 4, 8),
-        help="rotations/mirror images of each cutout over which P(cluster) and visibility are "
-        "averaged (default: 8)",
-    )
+    _add_views_argument(p)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--out", required=True, type=Path, help="report folder")
 

@@ -30,7 +30,14 @@ import torch
 from .errors import InputError
 from .model import ClusterModel
 
-__all__ = ["SYMMETRY_VIEWS", "Prediction", "predict", "symmetric_views", "validate_images"]
+__all__ = [
+    "SYMMETRY_VIEWS",
+    "Prediction",
+    "check_views",
+    "predict",
+    "symmetric_views",
+    "validate_images",
+]
 
 SYMMETRY_VIEWS = (1, 2, 4, 8)
 """Allowed numbers of views: the identity; + the 180° rotation; + the 90° and 270° rotations;
@@ -78,6 +85,18 @@ def _check_finite(chunk: torch.Tensor, start: int) -> None:
         )
 
 
+def check_views(views: int, image_shape: tuple[int, ...] | None = None) -> None:
+    """Raise :class:`InputError` unless ``views`` is in :data:`SYMMETRY_VIEWS` and, when the
+    cutouts' ``(..., H, W)`` shape is given, 4 or 8 views have square cutouts to act on."""
+    if views not in SYMMETRY_VIEWS:
+        raise InputError(f"views must be one of {SYMMETRY_VIEWS}, got {views}")
+    if image_shape is not None and views >= 4 and image_shape[-1] != image_shape[-2]:
+        raise InputError(
+            f"{views} symmetric views need square cutouts, got {tuple(image_shape[-2:])} pixels; "
+            "use views=1 or 2"
+        )
+
+
 def symmetric_views(images: torch.Tensor, views: int) -> list[torch.Tensor]:
     """The first ``views`` images of a cutout stack under the dihedral group of the square.
 
@@ -99,13 +118,7 @@ def symmetric_views(images: torch.Tensor, views: int) -> list[torch.Tensor]:
     InputError
         ``views`` not in :data:`SYMMETRY_VIEWS`, or 4 or 8 views of non-square cutouts.
     """
-    if views not in SYMMETRY_VIEWS:
-        raise InputError(f"views must be one of {SYMMETRY_VIEWS}, got {views}")
-    if views >= 4 and images.shape[-1] != images.shape[-2]:
-        raise InputError(
-            f"{views} symmetric views need square cutouts, got {tuple(images.shape[-2:])} pixels; "
-            "use views=1 or 2"
-        )
+    check_views(views, tuple(images.shape))
     rotations = [0, 2, 1, 3][: min(views, 4)]
     out = [torch.rot90(images, k, dims=(-2, -1)) if k else images for k in rotations]
     if views == 8:
@@ -160,7 +173,7 @@ def predict(
     if num_samples < 1:
         raise InputError(f"num_samples must be >= 1, got {num_samples}")
     validate_images(model, images)
-    symmetric_views(torch.empty(0, *model.image_shape), views)  # checks views before any work
+    check_views(views, tuple(model.image_shape))
     model.eval()
     device = model.device
     n = images.shape[0]

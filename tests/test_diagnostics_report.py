@@ -236,7 +236,7 @@ def test_run_diagnostics_on_exact_and_narrow_toy_posteriors(tmp_path, scale, ver
     # the toy's visibility is an S/N: above 5 the chi² classifier separates perfectly
     assert metrics["classification"]["auc_detectable"] > 0.99
     # P(cluster) averaged over 8 symmetric views by default; the one-view AUC is reported too
-    assert metrics["classification"]["views"] == 8
+    assert metrics["symmetry_views"] == 8
     assert metrics["classification"]["auc_detectable_single_view"] > 0.99
     assert "average over 8 symmetric views" in (tmp_path / "report.md").read_text()
 

@@ -231,12 +231,12 @@ def render_markdown(metrics: dict, figures: Mapping[str, str]) -> str:
             f"Brier score {_f(cls['brier'], '.4f')}, expected calibration error {_f(cls['reliability']['ece'], '.4f')}.",
             *(
                 [
-                    f"P(cluster) is the average over {cls['views']} symmetric views of each cutout "
+                    f"P(cluster) is the average over {m['symmetry_views']} symmetric views of each cutout "
                     f"(rotations and mirror images); from the cutout as given alone, the AUC above "
                     f"visibility {cls['detection_threshold']} would be "
                     f"{_f(cls['auc_detectable_single_view'], '.4f')}."
                 ]
-                if cls.get("views", 1) > 1
+                if "auc_detectable_single_view" in cls
                 else []
             ),
             "",

@@ -611,7 +611,6 @@ def run_diagnostics(
         seed=seed,
     )
     if views > 1 and "classification" in metrics:
-        metrics["classification"]["views"] = int(views)
         metrics["classification"]["auc_detectable_single_view"] = _single_view_auc(
             model, batch.images, label, vis_all
         )
