@@ -37,6 +37,7 @@ __all__ = [
     "predict",
     "symmetric_views",
     "validate_images",
+    "view_averaged_heads",
 ]
 
 SYMMETRY_VIEWS = (1, 2, 4, 8)
@@ -127,6 +128,43 @@ def symmetric_views(images: torch.Tensor, views: int) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
+def view_averaged_heads(
+    model: ClusterModel,
+    images: torch.Tensor,
+    views: int,
+    *,
+    features: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classifier logit and predicted log(1 + visibility), each averaged over symmetric views.
+
+    Parameters
+    ----------
+    model : ClusterModel
+        Trained model, on the device of ``images``.
+    images : torch.Tensor
+        (N, C, H, W) cutouts in e⁻/s per pixel.
+    views : int
+        1, 2, 4 or 8 (:func:`symmetric_views`).
+    features : torch.Tensor, optional
+        ``model.embed(images)`` when the caller already has it (saves one embedding pass).
+
+    Returns
+    -------
+    logit : torch.Tensor
+        (N,) mean over the views of log[P(cluster) / (1 − P(cluster))].
+    log_visibility : torch.Tensor
+        (N,) mean over the views of the predicted log(1 + visibility).
+    """
+    if features is None:
+        features = model.embed(images).float()
+    logit, log_vis = model.heads(features)
+    for view in symmetric_views(images, views)[1:]:
+        view_logit, view_log_vis = model.heads(model.embed(view).float())
+        logit, log_vis = logit + view_logit, log_vis + view_log_vis
+    return logit / views, log_vis / views
+
+
+@torch.no_grad()
 def predict(
     model: ClusterModel,
     images: np.ndarray | torch.Tensor,
@@ -190,11 +228,7 @@ def predict(
         chunk = torch.as_tensor(images[start:stop], dtype=torch.float32).to(device)
         _check_finite(chunk, start)
         features = model.embed(chunk).float()
-        logit, log_vis = model.heads(features)
-        for view in symmetric_views(chunk, views)[1:]:
-            view_logit, view_log_vis = model.heads(model.embed(view).float())
-            logit, log_vis = logit + view_logit, log_vis + view_log_vis
-        logit, log_vis = logit / views, log_vis / views
+        logit, log_vis = view_averaged_heads(model, chunk, views, features=features)
         p_cluster[start:stop] = torch.sigmoid(logit).cpu().numpy()
         visibility[start:stop] = torch.expm1(log_vis).clamp(min=0.0).cpu().numpy()
         for s0 in range(0, stop - start, sample_chunk):

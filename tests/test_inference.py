@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sbicluster.errors import InputError
-from sbicluster.inference import predict, symmetric_views
+from sbicluster.inference import predict, symmetric_views, view_averaged_heads
 from sbicluster.model import ClusterModel, default_architecture
 from sbicluster.toy import LinearGaussianToy
 
@@ -144,5 +144,7 @@ def test_eight_views_make_p_cluster_invariant_to_rotating_the_cutout(setup):
         logits = [model.heads(model.embed(v))[0] for v in symmetric_views(x, 8)]
     expected = torch.sigmoid(torch.stack(logits).mean(0)).numpy()
     np.testing.assert_allclose(eight.p_cluster, expected, atol=1e-6)
+    logit, _ = view_averaged_heads(model, x, 8)
+    np.testing.assert_allclose(torch.sigmoid(logit).numpy(), eight.p_cluster, atol=1e-6)
     with pytest.raises(InputError, match="views"):
         run(x, 5)
