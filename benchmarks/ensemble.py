@@ -102,8 +102,10 @@ def _summary(metrics: dict) -> dict:
     return {
         "auc_detectable": metrics["classification"]["auc_detectable"],
         "joint_coverage_max_abs_deviation": cov["joint"]["max_abs_deviation"],
+        "joint_coverage_verdict": cov["joint"]["verdict"],
         "worst_marginal": worst,
         "worst_marginal_max_abs_deviation": marginal[worst],
+        "worst_marginal_verdict": cov["marginal"][worst]["verdict"],
         "sbc_min_ks_pvalue": sbc[sbc_min]["ks_pvalue"],
         "sbc_min_parameter": sbc_min,
         "robust_sigma": {p: overall[p]["robust_sigma"] for p in metrics["parameters"]},
@@ -222,7 +224,7 @@ def _markdown(results: dict) -> str:
         "|empirical − nominal| ≤ 0.03 at every level, joint and per marginal; SBC not rejected at "
         "p = 0.01.",
         "",
-        "| model | AUC (vis ≥ 5) | joint coverage max dev | worst marginal | SBC min KS p | "
+        "| model | AUC (vis ≥ 5) | joint coverage max dev | worst marginal coverage max dev | SBC min KS p | "
         + " | ".join(f"σ {p}" for p in params)
         + " | goals met |",
         "|---|---|---|---|---|" + "---|" * len(params) + "---|",
@@ -231,8 +233,9 @@ def _markdown(results: dict) -> str:
         met = [goal for goal, ok in row["goals"].items() if ok]
         lines.append(
             f"| `{name}` | {row['auc_detectable']:.4f} | "
-            f"{row['joint_coverage_max_abs_deviation']:.3f} | "
-            f"{row['worst_marginal']} {row['worst_marginal_max_abs_deviation']:.3f} | "
+            f"{row['joint_coverage_max_abs_deviation']:.3f} {row['joint_coverage_verdict']} | "
+            f"{row['worst_marginal']} {row['worst_marginal_max_abs_deviation']:.3f} "
+            f"{row['worst_marginal_verdict']} | "
             f"{row['sbc_min_ks_pvalue']:.3g} ({row['sbc_min_parameter']}) | "
             + " | ".join(f"{row['robust_sigma'][p]:.3f}" for p in params)
             + f" | {', '.join(met) or 'none'} |"
