@@ -113,6 +113,13 @@ def _summary(metrics: dict) -> dict:
     }
 
 
+def _close_figures() -> None:
+    """Free the figures :func:`evaluate` made (this benchmark writes none)."""
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Command-line entry point; returns the results dictionary written to JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -171,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
         lp_true, lp_draws = log_prob_of_draws(log_q, draws, theta, cluster_images)
         rows[path] = judge(logit, draws, lp_true, lp_draws)
         outputs.append((log_q, logit, draws))
-        plt_close()
+        _close_figures()
 
     mixed = mixture_draws([d for _, _, d in outputs])
     member_lp = [log_prob_of_draws(log_q, mixed, theta, cluster_images) for log_q, _, _ in outputs]
@@ -179,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     lp_draws = mixture_log_prob([d for _, d in member_lp])
     mean_logit = np.mean([logit for _, logit, _ in outputs], axis=0)
     rows["ensemble"] = judge(mean_logit, mixed, lp_true, lp_draws)
-    plt_close()
+    _close_figures()
     wall = time.perf_counter() - start
 
     env = environment("cpu")
@@ -195,13 +202,6 @@ def main(argv: list[str] | None = None) -> dict:
     }
     write_results(args.name, results, _markdown(results))
     return results
-
-
-def plt_close() -> None:
-    """Free the figures :func:`evaluate` made (this benchmark writes none)."""
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
 
 
 def _markdown(results: dict) -> str:
