@@ -71,24 +71,17 @@ def mixture_log_prob(member_log_probs: list[np.ndarray]) -> np.ndarray:
     return top + np.log(np.exp(stacked - top).mean(axis=0))
 
 
-@torch.no_grad()
-def _member_outputs(model, images, *, views, num_samples, seed, chunk=256):
+def _member_outputs(model, images, *, views, num_samples, seed):
     """View-averaged logits (N,) and S posterior draws (N, S, D) of one model."""
     from sbicluster.diagnostics.run import _held_out_seed
-    from sbicluster.inference import predict, view_averaged_heads
+    from sbicluster.inference import classifier_logits, predict
 
-    model.eval()
-    logits = torch.cat(
-        [
-            view_averaged_heads(model, images[i : i + chunk].to(model.device), views)[0].cpu()
-            for i in range(0, len(images), chunk)
-        ]
-    ).double()
+    logits = classifier_logits(model, images, views=views)
     gen = torch.Generator().manual_seed(_held_out_seed(seed) + 2)
     draws = predict(
         model, images, num_samples=num_samples, generator=gen, views=1, progress=False
     ).samples
-    return logits.numpy(), draws
+    return logits, draws
 
 
 def _summary(metrics: dict) -> dict:

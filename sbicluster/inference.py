@@ -34,6 +34,7 @@ __all__ = [
     "SYMMETRY_VIEWS",
     "Prediction",
     "check_views",
+    "classifier_logits",
     "predict",
     "symmetric_views",
     "validate_images",
@@ -162,6 +163,37 @@ def view_averaged_heads(
         view_logit, view_log_vis = model.heads(model.embed(view).float())
         logit, log_vis = logit + view_logit, log_vis + view_log_vis
     return logit / views, log_vis / views
+
+
+@torch.no_grad()
+def classifier_logits(
+    model: ClusterModel, images: torch.Tensor, *, views: int = 8, batch_size: int = 256
+) -> np.ndarray:
+    """View-averaged classifier logits of a cutout stack, in chunks (:func:`view_averaged_heads`).
+
+    Parameters
+    ----------
+    model : ClusterModel
+        Trained model.
+    images : torch.Tensor
+        (N, C, H, W) cutouts in e⁻/s per pixel.
+    views : int
+        1, 2, 4 or 8 (:func:`symmetric_views`).
+    batch_size : int
+        Cutouts per network pass.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (N,) logits log[P(cluster) / (1 − P(cluster))]; unlike ``predict``'s float32
+        P(cluster) they keep the order of cutouts whose probabilities round to 1.
+    """
+    model.eval()
+    chunks = [
+        view_averaged_heads(model, images[i : i + batch_size].to(model.device), views)[0].cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(chunks).double().numpy()
 
 
 @torch.no_grad()

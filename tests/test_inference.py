@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from sbicluster.errors import InputError
-from sbicluster.inference import predict, symmetric_views, view_averaged_heads
+from sbicluster.inference import (
+    classifier_logits,
+    predict,
+    symmetric_views,
+    view_averaged_heads,
+)
 from sbicluster.model import ClusterModel, default_architecture
 from sbicluster.toy import LinearGaussianToy
 
@@ -146,5 +151,9 @@ def test_eight_views_make_p_cluster_invariant_to_rotating_the_cutout(setup):
     np.testing.assert_allclose(eight.p_cluster, expected, atol=1e-6)
     logit, _ = view_averaged_heads(model, x, 8)
     np.testing.assert_allclose(torch.sigmoid(logit).numpy(), eight.p_cluster, atol=1e-6)
+    # in chunks of 24 (64 cutouts: three chunks, the last one short) the same logits
+    np.testing.assert_allclose(
+        classifier_logits(model, x, views=8, batch_size=24), logit.double().numpy(), atol=1e-5
+    )
     with pytest.raises(InputError, match="views"):
         run(x, 5)

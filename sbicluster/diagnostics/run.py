@@ -228,18 +228,14 @@ def _auc_above(p: np.ndarray, y: np.ndarray, visibility: np.ndarray, cut: float)
     return roc_auc(p[subset], y[subset]) if (y & subset).any() else None
 
 
-@torch.no_grad()
 def _single_view_auc(
-    model, images: torch.Tensor, is_cluster: np.ndarray, visibility: np.ndarray, chunk: int = 256
+    model, images: torch.Tensor, is_cluster: np.ndarray, visibility: np.ndarray
 ) -> float | None:
     """AUC above the detection threshold of P(cluster) from the cutouts as given (one view)."""
-    device = next(model.parameters()).device
-    logits = [
-        model.heads(model.embed(images[i : i + chunk].to(device)).float())[0].cpu()
-        for i in range(0, len(images), chunk)
-    ]
-    p = torch.sigmoid(torch.cat(logits)).numpy()
-    return _auc_above(p, is_cluster, visibility, DETECTION_VISIBILITY)
+    from ..inference import classifier_logits
+
+    logits = classifier_logits(model, images, views=1)
+    return _auc_above(logits, is_cluster, visibility, DETECTION_VISIBILITY)
 
 
 def _bins(edges: np.ndarray, key: np.ndarray) -> list[tuple[float, float, np.ndarray]]:
