@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the classifier's cross entropy in the loss (default: 1; the flow's "
         "negative log density has weight 1)",
     )
+    p.add_argument(
+        "--balance-weight",
+        type=float,
+        help="weight λ of the balanced-NPE penalty that makes posteriors conservative (default: "
+        "0, plain NPE; Delaunoy et al. 2023 use 100)",
+    )
 
     p = sub.add_parser(
         "diagnose", help="coverage, SBC, TARP, accuracy and ROC on held-out simulations"
@@ -253,11 +259,10 @@ def _train(args) -> None:
     from .errors import InputError
     from .training import TrainingConfig, default_config, train, write_dataset
 
-    if args.classifier_weight is not None:
-        if not (math.isfinite(args.classifier_weight) and args.classifier_weight >= 0):
-            raise InputError(
-                f"--classifier-weight {args.classifier_weight}: must be a finite number ≥ 0"
-            )
+    weight_options = {"classifier": args.classifier_weight, "balance": args.balance_weight}
+    for term, weight in weight_options.items():
+        if weight is not None and not (math.isfinite(weight) and weight >= 0):
+            raise InputError(f"--{term}-weight {weight}: must be a finite number ≥ 0")
     device = resolve_device(args.device)
     if args.preset == "toy":
         from .toy import LinearGaussianToy
@@ -274,11 +279,9 @@ def _train(args) -> None:
         "max_time_s": None if args.time_budget is None else 60.0 * args.time_budget,
         "dataset": None if pool is None else str(pool),
     }
-    if args.classifier_weight is not None:
-        overrides["loss_weights"] = {
-            **TrainingConfig().loss_weights,
-            "classifier": args.classifier_weight,
-        }
+    chosen_weights = {k: w for k, w in weight_options.items() if w is not None}
+    if chosen_weights:
+        overrides["loss_weights"] = {**TrainingConfig().loss_weights, **chosen_weights}
     config = default_config(str(device), **{k: v for k, v in overrides.items() if v is not None})
     if pool is not None and not (args.resume and pool.is_file()):
         if args.pool <= config.val_size:

@@ -53,6 +53,7 @@ from zuko.utils import unpack
 
 from simulators.priors import ClusterPrior
 
+from .balance import balancing_penalty
 from .embedding import EMBEDDING_PRESETS, EmbeddingConfig, ResNetEmbedding
 
 __all__ = [
@@ -480,16 +481,20 @@ class ClusterModel(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Training losses on one batch.
 
-        ``total = nll + weights["classifier"] · bce + weights["visibility"] · mse``, where ``nll`` is
-        the mean −log q(θ | x) over clusters only, ``bce`` the binary cross-entropy of the cluster
-        label over all samples and ``mse`` the squared error of log(1 + visibility) over all samples.
+        ``total = nll + weights["classifier"] · bce + weights["visibility"] · mse
+        + weights["balance"] · balance``, where ``nll`` is the mean −log q(θ | x) over clusters
+        only, ``bce`` the binary cross-entropy of the cluster label over all samples, ``mse`` the
+        squared error of log(1 + visibility) over all samples and ``balance`` the balanced-NPE
+        penalty (:func:`sbicluster.balance.balancing_penalty`) on the batch's clusters, their θ
+        rolled by one place to form the independent pairs. ``balance`` is computed (one more flow
+        pass, no more embedding) only when its weight is positive, and is 0 otherwise.
 
         Parameters
         ----------
         theta : (B, 4) prior units; images : (B, C, H, W) e⁻/s; label : (B,) 0/1;
         visibility : (B,) ≥ 0.
         weights : dict
-            ``classifier`` and ``visibility`` loss weights.
+            ``classifier``, ``visibility`` and (optional, default 0) ``balance`` loss weights.
         autocast : bool
             Run the embedding under CUDA mixed precision (the flow always runs in float32).
         """
@@ -498,11 +503,25 @@ class ClusterModel(nn.Module):
         features = features.float()
         logit, vis = self.heads(features)
         is_cl = label.bool()
+        zero = features.sum() * 0.0
+        nll, balance = zero, zero
         if bool(is_cl.any()):
-            nll = -self.flow_log_prob(theta[is_cl], features[is_cl]).mean()
-        else:
-            nll = features.sum() * 0.0
+            theta_cl, features_cl = theta[is_cl], features[is_cl]
+            log_q = self.flow_log_prob(theta_cl, features_cl)
+            nll = -log_q.mean()
+            if weights.get("balance", 0.0) > 0 and len(theta_cl) >= 2:
+                prior = self.prior.distribution(theta.device)
+                theta_other = theta_cl.roll(1, dims=0)
+                balance = balancing_penalty(
+                    log_q - prior.log_prob(theta_cl),
+                    self.flow_log_prob(theta_other, features_cl) - prior.log_prob(theta_other),
+                )
         bce = nn.functional.binary_cross_entropy_with_logits(logit, label.float())
         mse = nn.functional.mse_loss(vis, torch.log1p(visibility.clamp(min=0.0)))
-        total = nll + weights.get("classifier", 1.0) * bce + weights.get("visibility", 0.5) * mse
-        return {"total": total, "nll": nll, "bce": bce, "mse": mse}
+        total = (
+            nll
+            + weights.get("classifier", 1.0) * bce
+            + weights.get("visibility", 0.5) * mse
+            + weights.get("balance", 0.0) * balance
+        )
+        return {"total": total, "nll": nll, "bce": bce, "mse": mse, "balance": balance}

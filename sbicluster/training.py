@@ -10,9 +10,13 @@ define the network (:mod:`sbicluster.model`) or the simulator.
 Losses (per batch; weights in :class:`TrainingConfig.loss_weights`, documented defaults)::
 
     total = NLL_flow(clusters only) + 1.0 · BCE(cluster label) + 0.5 · MSE(log(1 + visibility))
+            [+ λ · balancing penalty, off by default]
 
 The flow term is the maximum-likelihood (NPE) loss, −log q(θ | x), on cluster samples only;
-backgrounds carry no θ. The classifier and visibility terms use every sample.
+backgrounds carry no θ. The classifier and visibility terms use every sample. With
+``loss_weights["balance"] = λ > 0`` the balanced-NPE penalty of Delaunoy et al. 2023
+(:mod:`sbicluster.balance`) is added and logged as ``train_balance`` / ``val_balance``; the
+validation value is the mean of the penalty over chunks of 512 samples.
 
 Reproducibility: all randomness comes from two ``torch.Generator`` streams seeded from
 ``config.seed`` (training, validation). A checkpoint stores weights, optimizer moments, the
@@ -100,7 +104,8 @@ class TrainingConfig:
     amp : bool
         bfloat16 autocast for the embedding on CUDA (ignored on CPU).
     loss_weights : dict
-        ``classifier`` and ``visibility`` weights (the flow NLL has weight 1).
+        ``classifier`` and ``visibility`` weights (the flow NLL has weight 1), and optionally
+        ``balance``, the weight λ of the balanced-NPE penalty (default 0: plain NPE).
     softening : list of float or None
         Per-band asinh softening in e⁻/s; ``None`` estimates it from the validation set's noise.
     dataset : str or None
@@ -417,17 +422,24 @@ def _validate(
         )
         n_cl = int(b.label.sum())
         for k, v in parts.items():
-            w = n_cl if k == "nll" else len(b)
+            w = n_cl if k in ("nll", "balance") else len(b)
             sums[k] = sums.get(k, 0.0) + float(v) * w
             sums[f"_{k}"] = sums.get(f"_{k}", 0) + w
-    out = {k: sums[k] / max(1, sums[f"_{k}"]) for k in ("nll", "bce", "mse")}
+    out = {k: sums[k] / max(1, sums[f"_{k}"]) for k in ("nll", "bce", "mse", "balance")}
     out["total"] = (
         out["nll"]
         + cfg.loss_weights.get("classifier", 1.0) * out["bce"]
         + cfg.loss_weights.get("visibility", 0.5) * out["mse"]
+        + cfg.loss_weights.get("balance", 0.0) * out["balance"]
     )
     model.train()
     return out
+
+
+def _logged_terms(cfg: TrainingConfig) -> tuple[str, ...]:
+    """Loss terms in the CSV log; the balancing penalty only when it is switched on."""
+    base = ("total", "nll", "bce", "mse")
+    return (*base, "balance") if cfg.loss_weights.get("balance", 0.0) > 0 else base
 
 
 class _SignalFlag:
@@ -550,19 +562,8 @@ def train(
         meta.update(loaded)
 
     log_path = out_dir / "log.csv"
-    fields = [
-        "step",
-        "elapsed_s",
-        "lr",
-        "train_total",
-        "train_nll",
-        "train_bce",
-        "train_mse",
-        "val_total",
-        "val_nll",
-        "val_bce",
-        "val_mse",
-    ]
+    terms = _logged_terms(config)
+    fields = ["step", "elapsed_s", "lr", *(f"{s}_{k}" for s in ("train", "val") for k in terms)]
     new_log = not (resume and log_path.exists())
     log_file = open(log_path, "w" if new_log else "a", newline="")  # noqa: SIM115
     writer = csv.DictWriter(log_file, fieldnames=fields)
@@ -630,9 +631,9 @@ def train(
                         **{
                             f"train_{k}": running.get(k, float("nan"))
                             / max(1, running.get("_n", 0))
-                            for k in ("total", "nll", "bce", "mse")
+                            for k in terms
                         },
-                        **{f"val_{k}": vl[k] for k in ("total", "nll", "bce", "mse")},
+                        **{f"val_{k}": vl[k] for k in terms},
                     }
                     writer.writerow(row)
                     log_file.flush()
@@ -706,14 +707,15 @@ def train(
             else _cpu_name(),
             "threads": torch.get_num_threads(),
             "amp": amp,
-            "loss": "NLL_flow(clusters) + w_classifier * BCE + w_visibility * MSE(log1p visibility)",
+            "loss": "NLL_flow(clusters) + w_classifier * BCE + w_visibility * MSE(log1p visibility)"
+            + (" + w_balance * balancing penalty (BNPE)" if "balance" in terms else ""),
             "note": (
                 f"CPU run: preset {config.preset!r} under a {config.max_time_s:.0f} s wall-time budget"
                 if device.type == "cpu" and config.max_time_s
                 else ""
             ),
         },
-        "metrics": {f"val_{k}": float(v) for k, v in final_val.items()},
+        "metrics": {f"val_{k}": float(final_val[k]) for k in terms},
     }
     save_model(model, out_dir / "model", overwrite=True)
     logger.info(

@@ -322,11 +322,12 @@ def test_demo_quick_on_a_toy_model(toy_model_dir, tmp_path):
     assert list(summary["id"]) == list(truth["id"])
 
 
+@pytest.mark.parametrize("option", ["--classifier-weight", "--balance-weight"])
 @pytest.mark.parametrize("weight", ["-1", "nan", "inf"])
-def test_train_refuses_a_negative_or_non_finite_classifier_weight(tmp_path, weight):
-    run = cli("train", "--preset", "toy", "--classifier-weight", weight, "--out", tmp_path / "r")
+def test_train_refuses_a_negative_or_non_finite_loss_weight(tmp_path, option, weight):
+    run = cli("train", "--preset", "toy", option, weight, "--out", tmp_path / "r")
     assert run.returncode == 2
-    assert "--classifier-weight" in run.stderr and "finite number ≥ 0" in run.stderr
+    assert option in run.stderr and "finite number ≥ 0" in run.stderr
     assert not (tmp_path / "r").exists()
 
 
@@ -338,13 +339,30 @@ def test_train_from_a_pre_simulated_pool_and_refuse_a_too_small_one(tmp_path):
 
     args = ["train", "--preset", "toy", "--embedding", "small", "--steps", 20]
     args += ["--batch-size", 32, "--device", "cpu", "--pool-seed", 3]
-    run = cli(*args, "--pool", 1500, "--classifier-weight", 2.5, "--out", tmp_path / "run")
+    run = cli(
+        *args,
+        "--pool",
+        1500,
+        "--classifier-weight",
+        2.5,
+        "--balance-weight",
+        50,
+        "--out",
+        tmp_path / "run",
+    )
     assert run.returncode == 0, run.stderr
     with h5py.File(tmp_path / "run" / "pool.h5") as f:
         assert f["images"].shape[0] == 1500
     card = json.loads((tmp_path / "run" / "model" / "card.json").read_text())
     assert card["training"]["config"]["dataset"].endswith("pool.h5")
-    assert card["training"]["config"]["loss_weights"] == {"classifier": 2.5, "visibility": 0.5}
+    assert card["training"]["config"]["loss_weights"] == {
+        "classifier": 2.5,
+        "visibility": 0.5,
+        "balance": 50.0,
+    }
+    assert "balancing penalty" in card["training"]["loss"]
+    log_header = (tmp_path / "run" / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"train_balance", "val_balance"} <= set(log_header)
     assert card["training"]["steps_done"] == 20
     run = cli(*args, "--pool", 500, "--out", tmp_path / "small")
     assert run.returncode == 2

@@ -86,6 +86,31 @@ def test_flow_loss_uses_cluster_samples_only(toy, model):
     assert abs(base["bce"].item() - math.log(2)) < 0.3
 
 
+def test_balance_term_pairs_each_cluster_with_the_next_clusters_theta(toy, model):
+    """The balanced-NPE term: joint pairs (θ_i, x_i), independent pairs (θ_(i-1), x_i), both
+    against the uniform prior's log density; it is weighted into the total and off at weight 0."""
+    from sbicluster.balance import balancing_penalty
+
+    b = toy.simulate(32, torch.Generator().manual_seed(12))
+    w = {"classifier": 1.0, "visibility": 0.5, "balance": 100.0}
+    with torch.no_grad():
+        parts = model.losses(b.theta, b.images, b.label, b.visibility, weights=w)
+        off = model.losses(b.theta, b.images, b.label, b.visibility, weights={**w, "balance": 0})
+        is_cl = b.label.bool()
+        theta, feats = b.theta[is_cl], model.embed(b.images[is_cl])
+        log_prior = -float(torch.log(toy.prior.high() - toy.prior.low()).sum())
+        expected = balancing_penalty(
+            model.flow_log_prob(theta, feats) - log_prior,
+            model.flow_log_prob(theta.roll(1, 0), feats) - log_prior,
+        )
+    assert parts["balance"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert parts["balance"].item() > 0
+    assert off["balance"].item() == 0.0
+    assert (parts["total"] - off["total"]).item() == pytest.approx(
+        100.0 * parts["balance"].item(), rel=1e-4, abs=1e-6
+    )
+
+
 def test_batched_log_prob_embeds_once_and_matches_per_pair(toy, model):
     """posterior.log_prob_batched (S draws × B cutouts) equals log q evaluated pair by pair."""
     b = toy.simulate(3, torch.Generator().manual_seed(10), label=torch.ones(3))
