@@ -7,6 +7,10 @@ An ensemble of K models answers with
   its draws take ⌈S/K⌉ or ⌊S/K⌋ of each member's draws, and its density (for the joint HPD
   coverage) is ``logsumexp_k log q_k − log K``.
 
+With ``--views-of MODEL`` the members are instead one model's answers for the 8 symmetric views of
+each cutout (identity, rotations, mirror images): the posterior becomes the equal mixture of the
+flow conditioned on each view, which costs nothing at training time.
+
 Every member and the ensemble are judged by :func:`sbicluster.diagnostics.evaluate` on the same
 held-out simulations (the seed and stream of ``sbicluster diagnose``), so the rows of the report are
 like for like. The report is ``benchmarks/results/<name>.{md,json}``.
@@ -14,6 +18,7 @@ like for like. The report is ``benchmarks/results/<name>.{md,json}``.
 Usage::
 
     python -m benchmarks.ensemble --models sbicluster/models/default runs/a/model runs/b/model
+    python -m benchmarks.ensemble --views-of sbicluster/models/default --name view_mixture
 """
 
 from __future__ import annotations
@@ -71,17 +76,30 @@ def mixture_log_prob(member_log_probs: list[np.ndarray]) -> np.ndarray:
     return top + np.log(np.exp(stacked - top).mean(axis=0))
 
 
-def _member_outputs(model, images, *, views, num_samples, seed):
-    """View-averaged logits (N,) and S posterior draws (N, S, D) of one model."""
-    from sbicluster.diagnostics.run import _held_out_seed
-    from sbicluster.inference import classifier_logits, predict
+def _member_draws(model, images, *, view, num_samples, seed):
+    """S posterior draws (N, S, D) of one model given symmetric view ``view`` of each cutout.
 
-    logits = classifier_logits(model, images, views=views)
+    View 0 is the cutout as given, and its draws are those of ``sbicluster diagnose``.
+    """
+    from sbicluster.diagnostics.run import _held_out_seed
+    from sbicluster.inference import SYMMETRY_VIEWS, predict, symmetric_views
+
+    shown = symmetric_views(images, max(SYMMETRY_VIEWS))[view] if view else images
     gen = torch.Generator().manual_seed(_held_out_seed(seed) + 2)
-    draws = predict(
-        model, images, num_samples=num_samples, generator=gen, views=1, progress=False
+    return predict(
+        model, shown, num_samples=num_samples, generator=gen, views=1, progress=False
     ).samples
-    return logits, draws
+
+
+def _member_log_prob(model, view):
+    """``log_prob(θ (S, B, D), images (B, C, H, W)) → (S, B)`` of one model given view ``view``."""
+    from sbicluster.diagnostics.run import model_log_prob
+    from sbicluster.inference import SYMMETRY_VIEWS, symmetric_views
+
+    log_q = model_log_prob(model)
+    if view == 0:
+        return log_q
+    return lambda th, x: log_q(th, symmetric_views(x, max(SYMMETRY_VIEWS))[view])
 
 
 def _summary(metrics: dict) -> dict:
@@ -102,6 +120,10 @@ def _summary(metrics: dict) -> dict:
         "sbc_min_ks_pvalue": sbc[sbc_min]["ks_pvalue"],
         "sbc_min_parameter": sbc_min,
         "robust_sigma": {p: overall[p]["robust_sigma"] for p in metrics["parameters"]},
+        "joint_coverage_by_visibility": [
+            {k: b[k] for k in ("range", "n", "verdict", "max_abs_deviation")}
+            for b in cov.get("joint_by_visibility", [])
+        ],
         "goals": metrics["goals"],
     }
 
@@ -116,7 +138,11 @@ def _close_figures() -> None:
 def main(argv: list[str] | None = None) -> dict:
     """Command-line entry point; returns the results dictionary written to JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", required=True, help="model directories (K >= 2)")
+    members = parser.add_mutually_exclusive_group(required=True)
+    members.add_argument("--models", nargs="+", help="model directories (K >= 2)")
+    members.add_argument(
+        "--views-of", help="one model directory whose 8 symmetric views are the members"
+    )
     parser.add_argument(
         "--n", type=int, default=2000, help="held-out objects (clusters + backgrounds)"
     )
@@ -125,17 +151,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--views", type=int, default=8, help="symmetric views per classifier call")
     parser.add_argument("--name", default=NAME, help="results name (files results/<name>.*)")
     args = parser.parse_args(argv)
-    if len(args.models) < 2:
+    if args.models is not None and len(args.models) < 2:
         parser.error("an ensemble needs at least two --models")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from sbicluster.api import simulator_from_card
     from sbicluster.artifact import load_model
     from sbicluster.diagnostics import evaluate
-    from sbicluster.diagnostics.run import log_prob_of_draws, model_log_prob, simulate_held_out
+    from sbicluster.diagnostics.run import log_prob_of_draws, simulate_held_out
+    from sbicluster.inference import SYMMETRY_VIEWS, classifier_logits
 
     start = time.perf_counter()
-    models = [load_model(path, device="cpu") for path in args.models]
+    if args.views_of is not None:
+        model = load_model(args.views_of, device="cpu")
+        member_list = [(f"view {k}", model, k) for k in range(max(SYMMETRY_VIEWS))]
+    else:
+        member_list = [(path, load_model(path, device="cpu"), 0) for path in args.models]
+    models = [model for _, model, _ in member_list]
     simulator = simulator_from_card(models[0].card, device="cpu")
     batch = simulate_held_out(simulator, args.n, args.seed, progress=sys.stderr.isatty())
     label = batch.label.numpy().astype(bool)
@@ -161,15 +193,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     outputs = []
     rows = {}
-    for path, model in zip(args.models, models, strict=True):
-        logging.info("member %s", path)
-        logit, draws = _member_outputs(
-            model, batch.images, views=args.views, num_samples=args.num_samples, seed=args.seed
-        )
-        draws = draws[label]
-        log_q = model_log_prob(model)
+    logits_of = {}  # one classifier pass per distinct model
+    for name, model, view in member_list:
+        logging.info("member %s", name)
+        if id(model) not in logits_of:
+            logits_of[id(model)] = classifier_logits(model, batch.images, views=args.views)
+        logit = logits_of[id(model)]
+        draws = _member_draws(
+            model, batch.images, view=view, num_samples=args.num_samples, seed=args.seed
+        )[label]
+        log_q = _member_log_prob(model, view)
         lp_true, lp_draws = log_prob_of_draws(log_q, draws, theta, cluster_images)
-        rows[path] = judge(logit, draws, lp_true, lp_draws)
+        rows[name] = judge(logit, draws, lp_true, lp_draws)
         outputs.append((log_q, logit, draws))
         _close_figures()
 
@@ -185,7 +220,8 @@ def main(argv: list[str] | None = None) -> dict:
     env = environment("cpu")
     results = {
         "environment": env,
-        "models": args.models,
+        "models": args.models if args.models is not None else [args.views_of],
+        "members": "symmetric views" if args.views_of is not None else "models",
         "n": args.n,
         "num_samples": args.num_samples,
         "seed": args.seed,
@@ -200,10 +236,16 @@ def main(argv: list[str] | None = None) -> dict:
 def _markdown(results: dict) -> str:
     env = results["environment"]
     params = next(iter(results["rows"].values()))["robust_sigma"].keys()
+    of_views = results.get("members") == "symmetric views"
+    title = (
+        f"# Posterior as the mixture over the 8 symmetric views of `{results['models'][0]}`"
+        if of_views
+        else "# Ensemble of trained models vs each member"
+    )
     lines = [
         f"<!-- written by `{env['command']}` on {env['date_utc']} -->",
         "",
-        "# Ensemble of trained models vs each member",
+        title,
         "",
         f"Machine: {env['cpu']} ({env['cpu_cores']} cores), device {env['device']}; torch "
         f"{env['versions'].get('torch')}, sbi {env['versions'].get('sbi')}; git {env['git_commit']}. "
@@ -211,9 +253,17 @@ def _markdown(results: dict) -> str:
         f"benchmark's); {results['num_samples']} draws per object; P(cluster) from "
         f"{results['views']} symmetric views per member. Wall time {results['wall_seconds']:.0f} s.",
         "",
-        "The ensemble's P(cluster) is σ(mean of the members' logits); its posterior is the "
-        "equal-weight mixture of the members' flows (draws split evenly between members, density "
-        "= mean of the members' densities). Goals: AUC ≥ 0.99 at visibility ≥ 5; coverage "
+        (
+            "Each member is the model's posterior given one symmetric view of the cutout (view 0 "
+            "is the cutout as given, as in `sbicluster diagnose`); every member shares the "
+            "view-averaged P(cluster). The ensemble's posterior is the equal-weight mixture of "
+            "the views' posteriors (draws split evenly, density = mean of their densities). Goals"
+            if of_views
+            else "The ensemble's P(cluster) is σ(mean of the members' logits); its posterior is "
+            "the equal-weight mixture of the members' flows (draws split evenly between members, "
+            "density = mean of the members' densities). Goals"
+        )
+        + ": AUC ≥ 0.99 at visibility ≥ 5; coverage "
         "|empirical − nominal| ≤ 0.03 at every level, joint and per marginal; SBC not rejected at "
         "p = 0.01.",
         "",
@@ -233,7 +283,27 @@ def _markdown(results: dict) -> str:
             + " | ".join(f"{row['robust_sigma'][p]:.3f}" for p in params)
             + f" | {', '.join(met) or 'none'} |"
         )
+    by_vis = {n: r.get("joint_coverage_by_visibility") for n, r in results["rows"].items()}
+    if any(by_vis.values()):
+        lines += [
+            "",
+            "Joint HPD coverage by visibility (max |empirical − nominal|, verdict by the 99 % "
+            "binomial bands; n clusters in brackets):",
+            "",
+            "| model | "
+            + " | ".join(_range_label(b["range"]) for b in next(v for v in by_vis.values() if v))
+            + " |",
+            "|---|" + "---|" * len(next(v for v in by_vis.values() if v)),
+        ]
+        for name, bins in by_vis.items():
+            cells = [f"{b['max_abs_deviation']:.3f} {b['verdict']} ({b['n']})" for b in bins or []]
+            lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _range_label(bounds: list) -> str:
+    low, high = bounds
+    return f"visibility ≥ {low:g}" if high is None else f"visibility {low:g}–{high:g}"
 
 
 if __name__ == "__main__":

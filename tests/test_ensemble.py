@@ -42,3 +42,27 @@ def test_mixture_of_two_members_is_calibrated_where_each_member_is_not():
     assert mixture.verdict == "calibrated"
     assert np.abs(mixture.empirical - mixture.levels).max() < 0.04
     assert alone.verdict == "overconfident"
+
+
+def test_a_view_member_conditions_the_flow_on_that_view():
+    """``--views-of``: member k's density is the flow given symmetric view k (view 2 is the 90°
+    rotation), and view 0 is the cutout as given."""
+    import torch
+
+    from benchmarks.ensemble import _member_log_prob
+    from sbicluster.model import ClusterModel, default_architecture
+    from sbicluster.toy import LinearGaussianToy
+
+    toy = LinearGaussianToy()
+    torch.manual_seed(0)
+    model = ClusterModel(
+        toy.prior, toy.bands, toy.image_shape, default_architecture("small", 2, [1.0, 1.0])
+    ).eval()
+    x = toy.simulate(3, torch.Generator().manual_seed(1), label=torch.ones(3)).images
+    theta = toy.prior.sample(6, torch.Generator().manual_seed(2)).reshape(2, 3, 4)
+    with torch.no_grad():
+        rotated = model.flow_log_prob(theta, model.embed(torch.rot90(x, 1, dims=(-2, -1))))
+        as_given = model.flow_log_prob(theta, model.embed(x))
+        assert torch.allclose(_member_log_prob(model, 2)(theta, x), rotated, atol=1e-5)
+        assert torch.allclose(_member_log_prob(model, 0)(theta, x), as_given, atol=1e-5)
+        assert not torch.allclose(rotated, as_given, atol=1e-3)
