@@ -53,7 +53,7 @@ from zuko.utils import unpack
 
 from simulators.priors import ClusterPrior
 
-from .balance import balancing_penalty
+from .balance import split_balancing_penalty
 from .embedding import EMBEDDING_PRESETS, EmbeddingConfig, ResNetEmbedding
 
 __all__ = [
@@ -451,6 +451,23 @@ class ClusterModel(nn.Module):
         """Logit of P(cluster | x) and predicted log(1 + visibility), each (B,)."""
         return self.classifier(features).squeeze(-1), self.visibility_head(features).squeeze(-1)
 
+    def _balance(
+        self, theta: torch.Tensor, features: torch.Tensor, log_q: torch.Tensor
+    ) -> torch.Tensor:
+        """Unbiased balanced-NPE penalty of N ≥ 4 cluster pairs (θ, features) with log q(θ | x).
+
+        The clusters are split into two halves; in each, the independent pairs are its own θ
+        rolled by one place, so the halves share no simulation and
+        :func:`~sbicluster.balance.split_balancing_penalty` is unbiased.
+        """
+        half = len(theta) // 2
+        parts = (slice(0, half), slice(half, None))
+        theta_other = torch.cat([theta[part].roll(1, dims=0) for part in parts])
+        log_prior = self.prior.distribution(theta.device).log_prob
+        joint = log_q - log_prior(theta)
+        marginal = self.flow_log_prob(theta_other, features) - log_prior(theta_other)
+        return split_balancing_penalty(*((joint[part], marginal[part]) for part in parts))
+
     # ----------------------------------------------------------------- public
     def log_prob(self, theta: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """log q(θ_i | x_i) for paired θ (N, 4) (prior units) and images (N, C, H, W) → (N,)."""
@@ -484,10 +501,12 @@ class ClusterModel(nn.Module):
         ``total = nll + weights["classifier"] · bce + weights["visibility"] · mse
         + weights["balance"] · balance``, where ``nll`` is the mean −log q(θ | x) over clusters
         only, ``bce`` the binary cross-entropy of the cluster label over all samples, ``mse`` the
-        squared error of log(1 + visibility) over all samples and ``balance`` the balanced-NPE
-        penalty (:func:`sbicluster.balance.balancing_penalty`) on the batch's clusters, their θ
-        rolled by one place to form the independent pairs. ``balance`` is computed (one more flow
-        pass, no more embedding) only when its weight is positive, and is 0 otherwise.
+        squared error of log(1 + visibility) over all samples and ``balance`` the unbiased
+        balanced-NPE penalty (:func:`sbicluster.balance.split_balancing_penalty`) on the batch's
+        clusters split in two halves, each half's θ rolled by one place to form its independent
+        pairs. ``balance`` is computed (one more flow pass, no more embedding) only when its
+        weight is positive and the batch holds at least 4 clusters, and is 0 otherwise; single
+        values can be negative.
 
         Parameters
         ----------
@@ -509,13 +528,8 @@ class ClusterModel(nn.Module):
             theta_cl, features_cl = theta[is_cl], features[is_cl]
             log_q = self.flow_log_prob(theta_cl, features_cl)
             nll = -log_q.mean()
-            if weights.get("balance", 0.0) > 0 and len(theta_cl) >= 2:
-                prior = self.prior.distribution(theta.device)
-                theta_other = theta_cl.roll(1, dims=0)
-                balance = balancing_penalty(
-                    log_q - prior.log_prob(theta_cl),
-                    self.flow_log_prob(theta_other, features_cl) - prior.log_prob(theta_other),
-                )
+            if weights.get("balance", 0.0) > 0 and len(theta_cl) >= 4:
+                balance = self._balance(theta_cl, features_cl, log_q)
         bce = nn.functional.binary_cross_entropy_with_logits(logit, label.float())
         mse = nn.functional.mse_loss(vis, torch.log1p(visibility.clamp(min=0.0)))
         total = (

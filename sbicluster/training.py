@@ -14,9 +14,10 @@ Losses (per batch; weights in :class:`TrainingConfig.loss_weights`, documented d
 
 The flow term is the maximum-likelihood (NPE) loss, −log q(θ | x), on cluster samples only;
 backgrounds carry no θ. The classifier and visibility terms use every sample. With
-``loss_weights["balance"] = λ > 0`` the balanced-NPE penalty of Delaunoy et al. 2023
-(:mod:`sbicluster.balance`) is added and logged as ``train_balance`` / ``val_balance``; the
-validation value is the mean of the penalty over chunks of 512 samples.
+``loss_weights["balance"] = λ > 0`` the balanced-NPE penalty of Delaunoy et al. 2023, estimated
+without bias from two halves of each batch (:mod:`sbicluster.balance`), is added and logged as
+``train_balance`` / ``val_balance`` (single values may be negative); the validation value is its
+mean over chunks of 512 samples.
 
 Reproducibility: all randomness comes from two ``torch.Generator`` streams seeded from
 ``config.seed`` (training, validation). A checkpoint stores weights, optimizer moments, the

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from sbicluster.balance import balancing_penalty
+from sbicluster.balance import balancing_penalty, split_balancing_penalty
 
 NOISE = 0.5
 POSTERIOR_SD = (NOISE**2 / (1 + NOISE**2)) ** 0.5
@@ -66,3 +66,22 @@ def test_minimising_the_penalty_alone_recovers_the_posterior_width():
 def test_the_penalty_needs_both_kinds_of_pairs():
     with pytest.raises(ValueError, match="at least one joint and one marginal"):
         balancing_penalty(torch.zeros(3), torch.zeros(0))
+
+
+def test_on_small_batches_the_split_penalty_is_unbiased_and_the_plug_in_one_is_not():
+    """For the exact posterior a² = 0: over 4,000 batches of 16 pairs the plug-in estimate
+    averages to the variance of the batch imbalance, the product of two halves to zero."""
+    theta, _, x = _pairs(n=64_000, seed=2)
+    theta, x = theta.reshape(4000, 16), x.reshape(4000, 16)
+
+    def ratios(t, xx):
+        return _log_ratio(t, xx, POSTERIOR_SD), _log_ratio(t.roll(1, dims=0), xx, POSTERIOR_SD)
+
+    plug_in, split = [], []
+    for t, xx in zip(theta, x, strict=True):
+        plug_in.append(float(balancing_penalty(*ratios(t, xx))))
+        split.append(float(split_balancing_penalty(ratios(t[:8], xx[:8]), ratios(t[8:], xx[8:]))))
+    plug_in, split = torch.tensor(plug_in), torch.tensor(split)
+    assert plug_in.mean() > 0.003  # the batch variance, not the (zero) imbalance
+    assert abs(split.mean()) < 4 * split.std() / len(split) ** 0.5
+    assert abs(split.mean()) < 0.1 * plug_in.mean()

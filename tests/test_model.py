@@ -86,10 +86,11 @@ def test_flow_loss_uses_cluster_samples_only(toy, model):
     assert abs(base["bce"].item() - math.log(2)) < 0.3
 
 
-def test_balance_term_pairs_each_cluster_with_the_next_clusters_theta(toy, model):
-    """The balanced-NPE term: joint pairs (θ_i, x_i), independent pairs (θ_(i-1), x_i), both
-    against the uniform prior's log density; it is weighted into the total and off at weight 0."""
-    from sbicluster.balance import balancing_penalty
+def test_balance_term_pairs_each_cluster_with_the_next_clusters_theta_in_its_half(toy, model):
+    """The balanced-NPE term: the clusters split in two halves, in each joint pairs (θ_i, x_i) and
+    independent pairs (θ_(i-1), x_i) of that half, both against the uniform prior's log density;
+    the penalty is the product of the halves' imbalances, weighted into the total, 0 at weight 0."""
+    from sbicluster.balance import imbalance
 
     b = toy.simulate(32, torch.Generator().manual_seed(12))
     w = {"classifier": 1.0, "visibility": 0.5, "balance": 100.0}
@@ -99,12 +100,16 @@ def test_balance_term_pairs_each_cluster_with_the_next_clusters_theta(toy, model
         is_cl = b.label.bool()
         theta, feats = b.theta[is_cl], model.embed(b.images[is_cl])
         log_prior = -float(torch.log(toy.prior.high() - toy.prior.low()).sum())
-        expected = balancing_penalty(
-            model.flow_log_prob(theta, feats) - log_prior,
-            model.flow_log_prob(theta.roll(1, 0), feats) - log_prior,
-        )
-    assert parts["balance"].item() == pytest.approx(expected.item(), rel=1e-5)
-    assert parts["balance"].item() > 0
+        half = len(theta) // 2
+        halves = [
+            imbalance(
+                model.flow_log_prob(theta[part], feats[part]) - log_prior,
+                model.flow_log_prob(theta[part].roll(1, 0), feats[part]) - log_prior,
+            )
+            for part in (slice(0, half), slice(half, None))
+        ]
+    assert parts["balance"].item() == pytest.approx((halves[0] * halves[1]).item(), rel=1e-5)
+    assert parts["balance"].item() != 0.0
     assert off["balance"].item() == 0.0
     assert (parts["total"] - off["total"]).item() == pytest.approx(
         100.0 * parts["balance"].item(), rel=1e-4, abs=1e-6
