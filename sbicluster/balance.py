@@ -10,7 +10,7 @@ posterior is balanced (``E_joint[d] + E_marginal[d] = ∫ p(θ, x) dθ dx = 1``)
 classifier is conservative: its credible regions are never too narrow on average. Adding ``λ a²`` to
 the NPE loss (they use λ = 100) pushes an overconfident estimate towards the conservative side.
 
-On a mini-batch the plug-in estimate ``â²`` (:func:`balancing_penalty`) is biased upwards by the
+On a mini-batch the plug-in estimate ``imbalance(...)²`` is biased upwards by the
 variance of ``â``, which with a few dozen pairs is as large as the penalty itself and rewards
 making ``d`` constant rather than balanced. :func:`split_balancing_penalty` multiplies the
 imbalances of two disjoint halves of the batch instead, whose expectation is exactly ``a²``.
@@ -40,16 +40,6 @@ def imbalance(log_ratio_joint: torch.Tensor, log_ratio_marginal: torch.Tensor) -
     if log_ratio_joint.numel() == 0 or log_ratio_marginal.numel() == 0:
         raise ValueError("the balancing penalty needs at least one joint and one marginal pair")
     return torch.sigmoid(log_ratio_joint).mean() + torch.sigmoid(log_ratio_marginal).mean() - 1.0
-
-
-def balancing_penalty(
-    log_ratio_joint: torch.Tensor, log_ratio_marginal: torch.Tensor
-) -> torch.Tensor:
-    """Plug-in penalty ``imbalance²`` of one set of pairs (biased upwards on small batches).
-
-    Parameters and units as :func:`imbalance`; returns a scalar in [0, 1).
-    """
-    return imbalance(log_ratio_joint, log_ratio_marginal).square()
 
 
 def split_balancing_penalty(

@@ -8,10 +8,15 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from sbicluster.balance import balancing_penalty, split_balancing_penalty
+from sbicluster.balance import imbalance, split_balancing_penalty
 
 NOISE = 0.5
 POSTERIOR_SD = (NOISE**2 / (1 + NOISE**2)) ** 0.5
+
+
+def _plug_in_penalty(log_ratio_joint, log_ratio_marginal):
+    """The squared batch imbalance, the estimate of a² that the paper's loss uses."""
+    return imbalance(log_ratio_joint, log_ratio_marginal).square()
 
 
 def _pairs(n=200_000, seed=0):
@@ -32,7 +37,7 @@ def _imbalance(width_factor):
     sd = width_factor * POSTERIOR_SD
     joint, marginal = _log_ratio(theta, x, sd), _log_ratio(theta_ind, x, sd)
     return float(torch.sigmoid(joint).mean() + torch.sigmoid(marginal).mean() - 1), float(
-        balancing_penalty(joint, marginal)
+        _plug_in_penalty(joint, marginal)
     )
 
 
@@ -58,14 +63,14 @@ def test_minimising_the_penalty_alone_recovers_the_posterior_width():
     for _ in range(400):
         opt.zero_grad()
         sd = log_sd.exp()
-        balancing_penalty(_log_ratio(theta, x, sd), _log_ratio(theta_ind, x, sd)).backward()
+        _plug_in_penalty(_log_ratio(theta, x, sd), _log_ratio(theta_ind, x, sd)).backward()
         opt.step()
     assert float(log_sd.exp()) / POSTERIOR_SD == pytest.approx(1.0, abs=0.1)
 
 
 def test_the_penalty_needs_both_kinds_of_pairs():
     with pytest.raises(ValueError, match="at least one joint and one marginal"):
-        balancing_penalty(torch.zeros(3), torch.zeros(0))
+        imbalance(torch.zeros(3), torch.zeros(0))
 
 
 def test_on_small_batches_the_split_penalty_is_unbiased_and_the_plug_in_one_is_not():
@@ -79,7 +84,7 @@ def test_on_small_batches_the_split_penalty_is_unbiased_and_the_plug_in_one_is_n
 
     plug_in, split = [], []
     for t, xx in zip(theta, x, strict=True):
-        plug_in.append(float(balancing_penalty(*ratios(t, xx))))
+        plug_in.append(float(_plug_in_penalty(*ratios(t, xx))))
         split.append(float(split_balancing_penalty(ratios(t[:8], xx[:8]), ratios(t[8:], xx[8:]))))
     plug_in, split = torch.tensor(plug_in), torch.tensor(split)
     assert plug_in.mean() > 0.003  # the batch variance, not the (zero) imbalance
