@@ -63,6 +63,7 @@ __all__ = [
     "ClusterModel",
     "ConditionalAffineTransform",
     "default_architecture",
+    "weighted_loss",
 ]
 
 LOGISTIC_STD = math.pi / math.sqrt(3.0)
@@ -290,6 +291,26 @@ class _EmbedOnceZukoFlow(ZukoFlow):
         ):
             return self.net(self._embedding_net(condition)).log_prob(input)
         return super().log_prob(input, condition)
+
+
+def weighted_loss(terms: dict, weights: dict[str, float]):
+    """Training objective from its terms: ``nll + w_classifier · bce + w_visibility · mse
+    + w_balance · balance``.
+
+    Parameters
+    ----------
+    terms : dict
+        ``nll``, ``bce``, ``mse`` and ``balance`` (tensors or floats, as from
+        :meth:`ClusterModel.losses`).
+    weights : dict
+        ``classifier`` (default 1), ``visibility`` (default 0.5) and ``balance`` (default 0).
+    """
+    return (
+        terms["nll"]
+        + weights.get("classifier", 1.0) * terms["bce"]
+        + weights.get("visibility", 0.5) * terms["mse"]
+        + weights.get("balance", 0.0) * terms["balance"]
+    )
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
@@ -532,10 +553,5 @@ class ClusterModel(nn.Module):
                 balance = self._balance(theta_cl, features_cl, log_q)
         bce = nn.functional.binary_cross_entropy_with_logits(logit, label.float())
         mse = nn.functional.mse_loss(vis, torch.log1p(visibility.clamp(min=0.0)))
-        total = (
-            nll
-            + weights.get("classifier", 1.0) * bce
-            + weights.get("visibility", 0.5) * mse
-            + weights.get("balance", 0.0) * balance
-        )
-        return {"total": total, "nll": nll, "bce": bce, "mse": mse, "balance": balance}
+        terms = {"nll": nll, "bce": bce, "mse": mse, "balance": balance}
+        return {"total": weighted_loss(terms, weights), **terms}

@@ -45,7 +45,7 @@ import torch
 from simulators.batch import SimulationBatch
 
 from .errors import InputError
-from .model import ClusterModel, default_architecture
+from .model import ClusterModel, default_architecture, weighted_loss
 
 __all__ = [
     "TrainingConfig",
@@ -427,12 +427,7 @@ def _validate(
             sums[k] = sums.get(k, 0.0) + float(v) * w
             sums[f"_{k}"] = sums.get(f"_{k}", 0) + w
     out = {k: sums[k] / max(1, sums[f"_{k}"]) for k in ("nll", "bce", "mse", "balance")}
-    out["total"] = (
-        out["nll"]
-        + cfg.loss_weights.get("classifier", 1.0) * out["bce"]
-        + cfg.loss_weights.get("visibility", 0.5) * out["mse"]
-        + cfg.loss_weights.get("balance", 0.0) * out["balance"]
-    )
+    out["total"] = weighted_loss(out, cfg.loss_weights)
     model.train()
     return out
 
