@@ -82,9 +82,9 @@ def _member_draws(model, images, *, view, num_samples, seed):
     View 0 is the cutout as given, and its draws are those of ``sbicluster diagnose``.
     """
     from sbicluster.diagnostics.run import _held_out_seed
-    from sbicluster.inference import SYMMETRY_VIEWS, predict, symmetric_views
+    from sbicluster.inference import predict, symmetric_view
 
-    shown = symmetric_views(images, max(SYMMETRY_VIEWS))[view] if view else images
+    shown = symmetric_view(images, view)
     gen = torch.Generator().manual_seed(_held_out_seed(seed) + 2)
     return predict(
         model, shown, num_samples=num_samples, generator=gen, views=1, progress=False
@@ -94,12 +94,12 @@ def _member_draws(model, images, *, view, num_samples, seed):
 def _member_log_prob(model, view):
     """``log_prob(θ (S, B, D), images (B, C, H, W)) → (S, B)`` of one model given view ``view``."""
     from sbicluster.diagnostics.run import model_log_prob
-    from sbicluster.inference import SYMMETRY_VIEWS, symmetric_views
+    from sbicluster.inference import symmetric_view
 
     log_q = model_log_prob(model)
     if view == 0:
         return log_q
-    return lambda th, x: log_q(th, symmetric_views(x, max(SYMMETRY_VIEWS))[view])
+    return lambda th, x: log_q(th, symmetric_view(x, view))
 
 
 def _summary(metrics: dict) -> dict:

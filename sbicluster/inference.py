@@ -36,6 +36,7 @@ __all__ = [
     "check_views",
     "classifier_logits",
     "predict",
+    "symmetric_view",
     "symmetric_views",
     "validate_images",
     "view_averaged_heads",
@@ -121,11 +122,44 @@ def symmetric_views(images: torch.Tensor, views: int) -> list[torch.Tensor]:
         ``views`` not in :data:`SYMMETRY_VIEWS`, or 4 or 8 views of non-square cutouts.
     """
     check_views(views, tuple(images.shape))
-    rotations = [0, 2, 1, 3][: min(views, 4)]
-    out = [torch.rot90(images, k, dims=(-2, -1)) if k else images for k in rotations]
-    if views == 8:
-        out += [torch.flip(v, dims=(-1,)) for v in out]
-    return out
+    return [symmetric_view(images, index) for index in range(views)]
+
+
+_QUARTER_TURNS = (0, 2, 1, 3)
+"""Quarter turns of views 0–3 (and, mirrored, of views 4–7) in :func:`symmetric_views` order."""
+
+
+def symmetric_view(images: torch.Tensor, index: int) -> torch.Tensor:
+    """View ``index`` (0–7) of :func:`symmetric_views` alone, without forming the others.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        (N, C, H, W) cutouts.
+    index : int
+        0 the identity, 1 the 180° rotation, 2 and 3 the 90° and 270° rotations, 4–7 the
+        left-right mirror images of views 0–3.
+
+    Returns
+    -------
+    torch.Tensor
+        (N, C, H, W) view; ``images`` itself for index 0.
+
+    Raises
+    ------
+    InputError
+        ``index`` outside 0–7, or a 90° view (2, 3, 6, 7) of non-square cutouts.
+    """
+    if not 0 <= index < max(SYMMETRY_VIEWS):
+        raise InputError(f"view index must be in 0–{max(SYMMETRY_VIEWS) - 1}, got {index}")
+    turns = _QUARTER_TURNS[index % 4]
+    if turns % 2 and images.shape[-1] != images.shape[-2]:
+        raise InputError(
+            f"view {index} turns the cutout by 90°, which needs square cutouts, got "
+            f"{tuple(images.shape[-2:])} pixels"
+        )
+    view = torch.rot90(images, turns, dims=(-2, -1)) if turns else images
+    return torch.flip(view, dims=(-1,)) if index >= 4 else view
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ from sbicluster.errors import InputError
 from sbicluster.inference import (
     classifier_logits,
     predict,
+    symmetric_view,
     symmetric_views,
     view_averaged_heads,
 )
@@ -119,6 +120,24 @@ def test_symmetric_views_are_the_dihedral_group_of_the_square():
     with pytest.raises(InputError, match="square"):
         symmetric_views(torch.zeros(1, 2, 5, 6), 4)
     assert len(symmetric_views(torch.zeros(1, 2, 5, 6), 2)) == 2
+
+
+def test_symmetric_view_alone_matches_its_place_in_the_group():
+    """View k on its own is the k-th of the 8 views (identity, 180°, 90°, 270°, then mirrored);
+    bad indices and 90° views of non-square cutouts are refused."""
+    image = torch.arange(2 * 5 * 5, dtype=torch.float32).reshape(1, 2, 5, 5)
+    views = symmetric_views(image, 8)
+    for k in range(8):
+        assert torch.equal(symmetric_view(image, k), views[k])
+    assert torch.equal(symmetric_view(image, 4), torch.flip(image, dims=(-1,)))
+    assert torch.equal(symmetric_view(image, 2), torch.rot90(image, 1, dims=(-2, -1)))
+    for bad in (-1, 8):
+        with pytest.raises(InputError, match="view index"):
+            symmetric_view(image, bad)
+    rectangle = torch.zeros(1, 2, 5, 6)
+    with pytest.raises(InputError, match="square"):
+        symmetric_view(rectangle, 6)
+    assert symmetric_view(rectangle, 5).shape == rectangle.shape
 
 
 def test_eight_views_make_p_cluster_invariant_to_rotating_the_cutout(setup):
