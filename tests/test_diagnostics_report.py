@@ -92,6 +92,20 @@ def test_report_states_goals_and_writes_files(tmp_path, scale):
     assert sum(saved["width_vs_visibility"]["count"]) == N
 
 
+def test_noise_floor_probability_keeps_its_small_values():
+    """On large test sets an exact posterior rarely exceeds the tolerance; the report must say how
+    rarely (0.00045), not round it to 0.00, and keep two decimals for ordinary values."""
+    from sbicluster.diagnostics.report import render_markdown
+
+    metrics, _ = evaluate(
+        names=DEFAULT_PRIOR.names, labels=DEFAULT_PRIOR.labels, seed=1, **_problem(1.0)
+    )
+    for p_exceed, shown in ((0.00045, "0.00045"), (0.19715, "0.20")):
+        metrics["coverage"]["calibrated_reference"]["p_exceed"] = p_exceed
+        text = render_markdown(metrics, {})
+        assert f"tolerance with probability {shown}. Verdicts" in text
+
+
 def test_joint_coverage_by_visibility_finds_the_miscalibrated_bin(tmp_path):
     """Posteriors half as wide as the truth's only for bright objects: the bright bins read
     overconfident, the faint bin calibrated."""

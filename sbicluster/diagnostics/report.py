@@ -129,12 +129,14 @@ def render_markdown(metrics: dict, figures: Mapping[str, str]) -> str:
         )
     ref = cov.get("calibrated_reference")
     if ref:
+        p_exceed = ref["p_exceed"]  # two decimals hide the small values of large test sets
         lines += [
             "",
             f"Finite-sample noise floor: an exact posterior tested on {ref['n']} clusters shows a "
             f"max \\|Δ\\| of {_f(ref['quantiles']['0.5'])} (median) and {_f(ref['quantiles']['0.95'])} "
             f"(95th percentile) from sampling noise alone, and exceeds the {ref['tolerance']} "
-            f"tolerance with probability {_f(ref['p_exceed'], '.2f')}. Verdicts use per-level "
+            f"tolerance with probability {_f(p_exceed, '.2f' if p_exceed >= 0.01 else '.2g')}. "
+            "Verdicts use per-level "
             f"binomial bands ({_f(regions[0][1]['band_confidence'], 'g')} content).",
         ]
     by_vis = cov.get("joint_by_visibility")
