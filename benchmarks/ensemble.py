@@ -250,7 +250,7 @@ def _markdown(results: dict) -> str:
         f"Machine: {env['cpu']} ({env['cpu_cores']} cores), device {env['device']}; torch "
         f"{env['versions'].get('torch')}, sbi {env['versions'].get('sbi')}; git {env['git_commit']}. "
         f"Held-out set: {results['n']} objects, seed {results['seed']} (the calibration "
-        f"benchmark's); {results['num_samples']} draws per object; P(cluster) from "
+        f"benchmark's seed); {results['num_samples']} draws per object; P(cluster) from "
         f"{results['views']} symmetric views per member. Wall time {results['wall_seconds']:.0f} s.",
         "",
         (
