@@ -23,7 +23,7 @@ medians, the 16–84 % half-width, expected coverage of joint and marginal HPD r
 
 Usage::
 
-    python -m benchmarks.baselines                  # defaults: ≈ 11 min on 2 idle cores
+    python -m benchmarks.baselines                  # defaults: ≈ 11–14 min on 2 idle cores
     python -m benchmarks.baselines --steps 20 --batch-size 32 --pool 1024 --test 64 --samples 200
 
 Writes ``benchmarks/results/baselines.{json,md,png}`` (or into ``--out-dir``).
