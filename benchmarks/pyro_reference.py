@@ -4,8 +4,8 @@ The simulator is smooth (IMF-expected, non-stochastic) integrated photometry of 
 instrument's bands from :meth:`simulators.population.StellarPopulation.integrated_magnitudes`
 (piecewise linear in log age between the 0.01-dex grid nodes, so differentiable), moved to the
 preset's distance and given Gaussian noise. Its likelihood is exact, so for test objects drawn
-from the prior an sbi NPE (MAF) trained on simulations of the *same* simulator is compared with
-two exact-likelihood references:
+from the prior an sbi NPE (neural spline flow by default) trained on simulations of the *same*
+simulator is compared with two exact-likelihood references:
 
 * **NUTS** (pyro): chains started from prior draws, pooled with equal weight;
 * **grid**: the posterior of (log age, A_V) on a fine grid with log M marginalised analytically
@@ -22,7 +22,7 @@ density estimator, sampling), not the image model.
 
 Usage::
 
-    python -m benchmarks.pyro_reference          # defaults: 20 objects, ≈15 min on 2 idle cores
+    python -m benchmarks.pyro_reference          # defaults: 20 objects, ≈ 12–17 min on 2 idle cores
     python -m benchmarks.pyro_reference --objects 4 --train 10000 --warmup 100 --samples 200
 
 Writes ``benchmarks/results/pyro_reference.{json,md}``.
@@ -244,6 +244,22 @@ def reference_for_object(task: dict, model=None) -> dict:
     }
 
 
+def _parse_sizes(text: str) -> list[int]:
+    """Training-set sizes from a comma-separated list ("" → none); each must be ≥ 100."""
+    sizes = [int(v) for v in text.split(",") if v.strip()]
+    if any(n < 100 for n in sizes):
+        raise argparse.ArgumentTypeError(f"training-set sizes must be ≥ 100, got {text!r}")
+    return sizes
+
+
+def _npe_draws(posterior, test_x: torch.Tensor, samples: int) -> list[np.ndarray]:
+    """``samples`` NPE draws (samples, 4) for each row of ``test_x``."""
+    return [
+        posterior.sample((samples,), x=test_x[i : i + 1], show_progress_bars=False).numpy()
+        for i in range(len(test_x))
+    ]
+
+
 def _summary(rows: list[dict], names) -> dict:
     c2 = np.array([r["c2st"] for r in rows])
     md = {k: np.array([r["mean_diff_over_sigma"][k] for r in rows]) for k in names}
@@ -302,6 +318,16 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--epochs", type=int, default=200, help="NPE epoch cap")
     parser.add_argument(
+        "--estimator", default="nsf", help="sbi density estimator of the NPE (nsf, maf, ...)"
+    )
+    parser.add_argument(
+        "--sweep",
+        type=_parse_sizes,
+        default=[2_000, 5_000],
+        help="further NPE training-set sizes (comma-separated; nested subsets of the --train "
+        "simulations) compared with the grid only, to show convergence",
+    )
+    parser.add_argument(
         "--workers", type=int, default=2, help="processes running the objects' NUTS in parallel"
     )
     parser.add_argument("--grid-age-step", type=float, default=0.0025, help="grid cell, dex")
@@ -325,22 +351,35 @@ def main(argv: list[str] | None = None) -> dict:
     t_sim = time.perf_counter() - t0
     ok = torch.isfinite(x).all(1)
     t0 = time.perf_counter()
-    posterior = train_npe(theta[ok], x[ok], prior, max_num_epochs=args.epochs, seed=args.seed)
+    theta, x = theta[ok], x[ok]
+    npe_kw = dict(density_estimator=args.estimator, max_num_epochs=args.epochs, seed=args.seed)
+    posterior = train_npe(theta, x, prior, **npe_kw)
     t_train = time.perf_counter() - t0
 
     test_theta = prior.sample(args.objects, gen)
     with torch.no_grad():
         test_x = model.simulate(test_theta, gen)
     t0 = time.perf_counter()
-    npe_draws = [
-        posterior.sample((args.samples,), x=test_x[i : i + 1], show_progress_bars=False).numpy()
-        for i in range(args.objects)
-    ]
+    npe_draws = _npe_draws(posterior, test_x, args.samples)
     t_npe = time.perf_counter() - t0
     t0 = time.perf_counter()
     grid = GridReference(model, args.grid_age_step, args.grid_av_step)
     grid_draws = [grid.sample(test_x[i], args.samples, gen) for i in range(args.objects)]
     t_grid = time.perf_counter() - t0
+
+    convergence = []  # NPE vs grid by training-set size (nested subsets of the simulations)
+    for n in sorted({n for n in args.sweep if n < len(theta)}):
+        t0 = time.perf_counter()
+        draws = _npe_draws(train_npe(theta[:n], x[:n], prior, **npe_kw), test_x, args.samples)
+        t_fit = time.perf_counter() - t0
+        rows = [
+            compare(d, g, names, seed=args.seed + i)
+            for i, (d, g) in enumerate(zip(draws, grid_draws, strict=True))
+        ]
+        convergence.append({"simulations": n, "train_s": t_fit, **_summary(rows, names)})
+        logger.info(
+            "NPE on %d simulations: C2ST vs grid median %.3f", n, convergence[-1]["c2st_median"]
+        )
     logger.info(
         "NPE: %d simulations, trained in %.1f s; grid reference %.1f s; NUTS for %d objects on "
         "%d process(es)",
@@ -393,6 +432,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if mixed:
         summary["npe_vs_nuts_rhat_ok"] = _summary([r["npe_vs_nuts"] for r in mixed], names)
+    convergence.append({"simulations": len(theta), "train_s": t_train, **summary["npe_vs_grid"]})
     t_nuts = sum(r["nuts_s"] for r in rows)
     t_c2st = sum(r["c2st_s"] for r in rows)
     t_total = time.perf_counter() - t_start
@@ -403,6 +443,7 @@ def main(argv: list[str] | None = None) -> dict:
         "bands": list(inst.bands),
         "sigma_mag": args.sigma,
         "train_simulations": int(ok.sum()),
+        "estimator": args.estimator,
         "objects": args.objects,
         "samples": args.samples,
         "nuts": {
@@ -430,6 +471,7 @@ def main(argv: list[str] | None = None) -> dict:
             "total_wall": t_total,
         },
         "summary": summary,
+        "convergence": convergence,
         "per_object": rows,
     }
     lines = [
@@ -441,7 +483,8 @@ def main(argv: list[str] | None = None) -> dict:
         "and x = m(θ) + μ + ε, three sets of draws from p(θ | x) of the *same* tractable simulator, "
         f"{args.samples} each:",
         "",
-        f"* **NPE**: an sbi neural posterior estimate (MAF) trained on {int(ok.sum())} simulations "
+        f"* **NPE**: an sbi neural posterior estimate (`{args.estimator}`) trained on "
+        f"{int(ok.sum())} simulations "
         f"(θ from the prior; at most {args.epochs} epochs, early stopping on a 10 % validation "
         "split) — the method under test;",
         f"* **NUTS**: pyro's NUTS on the exact likelihood ({args.chains} chains × {args.warmup} "
@@ -468,6 +511,29 @@ def main(argv: list[str] | None = None) -> dict:
     for key, title in _TITLES.items():
         if key in summary:
             lines += ["", f"## {title}", "", *_table(summary[key], names)]
+    if len(convergence) > 1:
+        lines += [
+            "",
+            "## NPE vs grid by number of training simulations",
+            "",
+            "The same test objects and grid draws; each NPE is trained on the first n of the "
+            "simulations above (same estimator, epoch cap and seed). A machinery that works "
+            "approaches the exact posterior as n grows.",
+            "",
+            "| simulations | training (s) | C2ST median | C2ST worst | "
+            + " | ".join(f"{k}: \\|Δ mean\\| / σ, σ ratio" for k in _LIKELIHOOD)
+            + " |",
+            "|---|---|---|---|" + "---|" * len(_LIKELIHOOD),
+        ]
+        for c in convergence:
+            cells = " | ".join(
+                f"{c['abs_mean_diff_over_sigma_median'][k]:.2f}, {c['sigma_ratio_median'][k]:.2f}"
+                for k in _LIKELIHOOD
+            )
+            lines.append(
+                f"| {c['simulations']} | {c['train_s']:.0f} | {c['c2st_median']:.3f} "
+                f"| {c['c2st_max']:.3f} | {cells} |"
+            )
     lines += [
         "",
         f"NUTS chains agree (split R̂ < {RHAT_OK} in log age, log M and A_V) for {len(mixed)} of "

@@ -142,6 +142,8 @@ def test_pyro_reference_benchmark_runs(tmp_path, monkeypatch, workers):
             "40",
             "--workers",
             str(workers),
+            "--sweep",
+            "300",
         ]
     )
     assert len(res["per_object"]) == 2 and res["nuts"]["jit"]
@@ -149,5 +151,14 @@ def test_pyro_reference_benchmark_runs(tmp_path, monkeypatch, workers):
     for k in ("npe_vs_grid", "nuts_vs_grid", "npe_vs_nuts"):
         assert 0.0 <= row[k]["c2st"] <= 1.0
     assert set(row["rhat"]) == {"log_age", "log_mass", "av"}
+    assert [c["simulations"] for c in res["convergence"]] == [300, res["train_simulations"]]
+    assert all(0.0 <= c["c2st_median"] <= c["c2st_max"] <= 1.0 for c in res["convergence"])
     md = (tmp_path / "pyro_reference.md").read_text()
-    assert "What is compared" in md and "NUTS" in md
+    assert "What is compared" in md and "NUTS" in md and "by number of training" in md
+
+
+def test_pyro_reference_refuses_tiny_training_sets():
+    from benchmarks import pyro_reference
+
+    with pytest.raises(SystemExit):
+        pyro_reference.main(["--sweep", "2000,50"])
