@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
         type=_parse_sizes,
         default=[2_000, 5_000],
         help="further NPE training-set sizes (comma-separated; nested subsets of the --train "
-        "simulations) compared with the grid only, to show convergence",
+        "simulations, each smaller than it) compared with the grid only, to show convergence",
     )
     parser.add_argument(
         "--workers", type=int, default=2, help="processes running the objects' NUTS in parallel"
@@ -334,6 +334,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--grid-av-step", type=float, default=0.005, help="grid cell, mag")
     parser.add_argument("--seed", type=int, default=2024)
     args = parser.parse_args(argv)
+    if any(n >= args.train for n in args.sweep):
+        parser.error(f"--sweep sizes must be smaller than --train ({args.train}): {args.sweep}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from sbicluster.baselines.photometry import train_npe
@@ -368,15 +370,16 @@ def main(argv: list[str] | None = None) -> dict:
     t_grid = time.perf_counter() - t0
 
     convergence = []  # NPE vs grid by training-set size (nested subsets of the simulations)
-    for n in sorted({n for n in args.sweep if n < len(theta)}):
+    for n in sorted(set(args.sweep)):
         t0 = time.perf_counter()
-        draws = _npe_draws(train_npe(theta[:n], x[:n], prior, **npe_kw), test_x, args.samples)
+        smaller = train_npe(theta[:n], x[:n], prior, **npe_kw)
         t_fit = time.perf_counter() - t0
-        rows = [
+        draws = _npe_draws(smaller, test_x, args.samples)
+        versus_grid = [
             compare(d, g, names, seed=args.seed + i)
             for i, (d, g) in enumerate(zip(draws, grid_draws, strict=True))
         ]
-        convergence.append({"simulations": n, "train_s": t_fit, **_summary(rows, names)})
+        convergence.append({"simulations": n, "train_s": t_fit, **_summary(versus_grid, names)})
         logger.info(
             "NPE on %d simulations: C2ST vs grid median %.3f", n, convergence[-1]["c2st_median"]
         )

@@ -157,8 +157,9 @@ def test_pyro_reference_benchmark_runs(tmp_path, monkeypatch, workers):
     assert "What is compared" in md and "NUTS" in md and "by number of training" in md
 
 
-def test_pyro_reference_refuses_tiny_training_sets():
+@pytest.mark.parametrize("sweep", ["2000,50", "5000,20000"])
+def test_pyro_reference_refuses_tiny_or_too_large_sweep_sizes(sweep):
     from benchmarks import pyro_reference
 
-    with pytest.raises(SystemExit):
-        pyro_reference.main(["--sweep", "2000,50"])
+    with pytest.raises(SystemExit):  # before any simulation: --train is 20,000
+        pyro_reference.main(["--sweep", sweep])
