@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -56,4 +57,29 @@ class SimulationBatch:
             self.label[index],
             self.visibility[index],
             {k: v[index] for k, v in self.nuisances.items()},
+        )
+
+    @classmethod
+    def concatenate(cls, batches: Sequence[SimulationBatch]) -> SimulationBatch:
+        """One batch holding ``batches`` in order (on the device of the first).
+
+        Nuisances present in every batch are kept; those missing from any are dropped (simulators
+        record some nuisances only when they drew them).
+
+        Raises
+        ------
+        ValueError
+            If ``batches`` is empty.
+        """
+        if not batches:
+            raise ValueError("cannot concatenate an empty sequence of batches")
+        if len(batches) == 1:
+            return batches[0]
+        keys = set.intersection(*(set(b.nuisances) for b in batches))
+        return cls(
+            torch.cat([b.theta for b in batches]),
+            torch.cat([b.images for b in batches]),
+            torch.cat([b.label for b in batches]),
+            torch.cat([b.visibility for b in batches]),
+            {k: torch.cat([b.nuisances[k] for b in batches]) for k in sorted(keys)},
         )
