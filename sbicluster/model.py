@@ -180,6 +180,17 @@ def default_architecture(
     dict
         JSON-serialisable: ``preset``, ``embedding`` (EmbeddingConfig dict), ``normalisation``,
         ``flow`` (type and hyper-parameters), ``theta_transform``, ``heads``.
+
+    Examples
+    --------
+    >>> cpu = default_architecture("cpu", 3, [0.004, 0.006, 0.02])
+    >>> paper = default_architecture("paper", 3, [0.004, 0.006, 0.02])
+    >>> cpu["flow"] == paper["flow"] == DEFAULT_FLOW
+    True
+    >>> cpu["embedding"]["width"], paper["embedding"]["width"]
+    (16, 64)
+    >>> default_architecture("cpu", 3, [1.0] * 3, flow={"type": "zuko_nsf"})["flow"]["type"]
+    'zuko_nsf'
     """
     if preset not in EMBEDDING_PRESETS:
         raise ValueError(
