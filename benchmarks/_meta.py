@@ -10,19 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sbicluster.devices import cpu_name, device_name
+
 __all__ = ["environment", "write_results", "RESULTS_DIR"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _git_commit() -> str:
@@ -66,7 +58,7 @@ def environment(device: str | None = None) -> dict:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": device or "cpu",
@@ -74,7 +66,7 @@ def environment(device: str | None = None) -> dict:
         "git_commit": _git_commit(),
     }
     if device and str(device).startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
+        info["gpu"] = device_name(device)
     return info
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from astropy.table import Table
 
+from .devices import resolve_device
 from .errors import InputError, ModelError
 from .io import Cutouts, read_catalog_cutouts, read_cutouts
 from .outputs import (
@@ -30,7 +31,7 @@ from .outputs import (
 __all__ = [
     "infer",
     "InferenceResult",
-    "resolve_device",
+    "resolve_device",  # re-exported from sbicluster.devices for callers that import it here
     "model_pixel_scale",
     "model_zero_points",
     "simulator_from_card",
@@ -41,16 +42,6 @@ log = logging.getLogger(__name__)
 
 OUTPUT_FILES = ("summary.ecsv", "posterior.nc")
 """Files written to the output folder by every run (``samples.npz`` is optional)."""
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from err
 
 
 def model_pixel_scale(card: dict) -> float | None:

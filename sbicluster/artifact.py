@@ -3,7 +3,10 @@
 This module owns the artifact format (:data:`FORMAT_VERSION`) and its checks: a card that does not
 describe the weights (missing/unexpected tensors, wrong shapes), a newer format, or an incompatible
 installed software version gives a :class:`~sbicluster.errors.ModelError` that says what to do.
-It must not train or run inference.
+Writing is atomic at the level of the directory: the files go to a temporary sibling folder
+(permissions from the umask, like any new folder), which then replaces the target with
+:func:`os.replace`, so a reader sees the old model or the new one, never weights of one and the
+card of the other. It must not train or run inference.
 
 Card keys
 ---------
@@ -11,7 +14,9 @@ Card keys
 ``simulator`` (the simulator's own card, incl. photometry table id), ``normalisation``,
 ``architecture`` (everything needed to rebuild the network: embedding config, flow type and
 hyper-parameters, θ transform, heads), ``training`` (config, steps, wall time, device, and for CPU
-runs a note on the budget), ``metrics`` (validation losses), ``software`` (versions).
+runs a note on the budget), ``metrics`` (validation losses), ``software`` (versions of sbicluster,
+torch, sbi and zuko; a card whose sbi major.minor or zuko major differs from the installed one is
+refused, see :data:`COMPATIBLE_VERSION_PARTS`).
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -30,17 +35,35 @@ from simulators.priors import ClusterPrior
 from .errors import ModelError, OutputExistsError
 from .model import ClusterModel
 
-__all__ = ["FORMAT_VERSION", "DEFAULT_MODEL_DIR", "save_model", "load_model", "software_versions"]
+__all__ = [
+    "COMPATIBLE_VERSION_PARTS",
+    "DEFAULT_MODEL_DIR",
+    "FORMAT_VERSION",
+    "load_model",
+    "save_model",
+    "software_versions",
+]
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
 _REQUIRED = ("format_version", "bands", "image_shape", "prior", "architecture")
+COMPATIBLE_VERSION_PARTS = {"sbi": 2, "zuko": 1}
+"""Leading version components that must agree between a card's ``software`` entry and the
+installed package for the model to load: sbi's major.minor (its estimator classes change between
+minor releases), zuko's major (the flow layers' parameter layout)."""
 
 
 def software_versions() -> dict:
-    """Versions of the packages a model depends on (recorded in cards)."""
+    """Versions of the packages a model depends on (recorded in cards).
+
+    Returns
+    -------
+    dict
+        ``sbicluster``, ``torch`` (without a local build suffix such as ``+cpu``), ``sbi`` and
+        ``zuko`` version strings.
+    """
     import sbi
     import zuko
 
@@ -106,7 +129,9 @@ def save_model(model: ClusterModel, directory: str | Path, *, overwrite: bool = 
         }
     )
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    # mkdir (not mkdtemp, which makes it 0700) so the folder gets the umask's permissions
+    tmp = directory.with_name(f".{directory.name}.{secrets.token_hex(8)}.part")
+    tmp.mkdir()
     try:
         save_file(_unique_state(model), str(tmp / "weights.safetensors"), metadata={"format": "pt"})
         (tmp / "card.json").write_text(json.dumps(card, indent=2, default=float) + "\n")
@@ -126,20 +151,29 @@ def save_model(model: ClusterModel, directory: str | Path, *, overwrite: bool = 
 
 
 def _check_versions(card: dict) -> None:
+    """Raise :class:`ModelError` for a newer card format or an incompatible sbi or zuko."""
     if int(card["format_version"]) > FORMAT_VERSION:
         raise ModelError(
             f"model format version {card['format_version']} is newer than this sbicluster "
             f"understands ({FORMAT_VERSION}); upgrade sbicluster to load it"
         )
-    saved = (card.get("software") or {}).get("sbi")
-    if saved is not None:
-        import sbi
-
-        if saved.split(".")[:2] != sbi.__version__.split(".")[:2]:
+    software = card.get("software") or {}
+    for package, parts in COMPATIBLE_VERSION_PARTS.items():
+        saved = software.get(package)
+        if saved is None:
+            continue
+        installed = _installed_version(package)
+        if saved.split(".")[:parts] != installed.split(".")[:parts]:
             raise ModelError(
-                f"model was trained with sbi {saved} but sbi {sbi.__version__} is installed; "
-                f"install sbi=={saved} (e.g. `pip install sbi=={saved}`) to use this model"
+                f"model was trained with {package} {saved} but {package} {installed} is "
+                f"installed; install {package}=={saved} (e.g. `pip install {package}=={saved}`) "
+                "to use this model"
             )
+
+
+def _installed_version(package: str) -> str:
+    """Version string of an installed package (``sbi`` or ``zuko``)."""
+    return str(__import__(package).__version__)
 
 
 def load_model(directory: str | Path | None = None, *, device: str = "cpu") -> ClusterModel:

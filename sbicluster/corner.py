@@ -1,7 +1,8 @@
 """Pictures of results: per-cutout corner plots with an RGB thumbnail, and the demo summary.
 
 This module owns the figures a user looks at for individual cutouts. Calibration figures live in
-:mod:`sbicluster.diagnostics.plots`. It must not run a model or read FITS.
+:mod:`sbicluster.diagnostics.plots`. Labels, ranges and the number of panels come from the prior.
+It must not run a model or read FITS.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from simulators.priors import ClusterPrior  # noqa: E402
 
-from .outputs import atomic_path  # noqa: E402
+from .files import atomic_path  # noqa: E402
 
 __all__ = ["rgb_composite", "corner_figure", "save_figure", "summary_figure"]
 
@@ -72,7 +73,7 @@ def corner_figure(
     Parameters
     ----------
     samples : numpy.ndarray
-        (S, 4) posterior draws.
+        (S, D) posterior draws, D = ``prior.dim``.
     prior : ClusterPrior
         Labels (with units) and plot ranges.
     image : numpy.ndarray, optional
@@ -141,9 +142,9 @@ def summary_figure(
     Parameters
     ----------
     samples : numpy.ndarray
-        (N, S, 4) posterior draws for every cutout.
+        (N, S, D) posterior draws for every cutout, D = ``prior.dim``.
     truth : numpy.ndarray
-        (N, 4) true parameters (meaningful where ``label == 1``).
+        (N, D) true parameters (meaningful where ``label == 1``).
     label : numpy.ndarray
         (N,) 1 for a simulated cluster, 0 for background only.
     p_cluster : numpy.ndarray
@@ -155,11 +156,12 @@ def summary_figure(
     -------
     matplotlib.figure.Figure
     """
-    fig, axes = plt.subplots(1, 5, figsize=(20, 4.2))
+    dim = prior.dim
+    fig, axes = plt.subplots(1, dim + 1, figsize=(4 * (dim + 1), 4.2))
     is_cluster = np.asarray(label) == 1
     median = np.median(samples, axis=1)
     lo, hi = np.percentile(samples, [16, 84], axis=1)
-    for j, ax in enumerate(axes[:4]):
+    for j, ax in enumerate(axes[:dim]):
         t, m = truth[is_cluster, j], median[is_cluster, j]
         err = np.stack([m - lo[is_cluster, j], hi[is_cluster, j] - m])
         ax.errorbar(t, m, yerr=err, fmt="o", ms=3, alpha=0.7, elinewidth=0.8)
@@ -170,11 +172,11 @@ def summary_figure(
         ax.set_xlabel("true " + prior.labels[j])
         ax.set_ylabel("posterior median (16–84%)")
     bins = np.linspace(0, 1, 21)
-    axes[4].hist(p_cluster[is_cluster], bins=bins, alpha=0.7, label="clusters")
-    axes[4].hist(p_cluster[~is_cluster], bins=bins, alpha=0.7, label="background only")
-    axes[4].set_xlabel("P(cluster)")
-    axes[4].set_ylabel("cutouts")
-    axes[4].legend()
+    axes[dim].hist(p_cluster[is_cluster], bins=bins, alpha=0.7, label="clusters")
+    axes[dim].hist(p_cluster[~is_cluster], bins=bins, alpha=0.7, label="background only")
+    axes[dim].set_xlabel("P(cluster)")
+    axes[dim].set_ylabel("cutouts")
+    axes[dim].legend()
     fig.suptitle(
         f"Mock field: {is_cluster.sum()} clusters, {(~is_cluster).sum()} background cutouts"
     )

@@ -71,9 +71,9 @@ class EmbeddingConfig:
 
 
 EMBEDDING_PRESETS: dict[str, EmbeddingConfig] = {
-    # seconds-scale CPU tests
+    # the smallest network, for tests
     "small": EmbeddingConfig(width=16, blocks=(1, 1), features=32),
-    # the default CPU model (~30 min training on 2 cores)
+    # the default for CPU training (sbicluster.training picks it on CPU)
     "cpu": EmbeddingConfig(width=16, blocks=(1, 1, 1), features=64),
     # close to the paper's capacity (64-channel full-resolution stem, four stages)
     "paper": EmbeddingConfig(width=64, blocks=(2, 2, 2, 2), features=256),

@@ -56,7 +56,8 @@ class Prediction:
     Attributes
     ----------
     samples : numpy.ndarray
-        float32 (N, S, 4) posterior draws of θ = (log age, log mass, log r_h, A_V), prior units.
+        float32 (N, S, D) posterior draws of θ = (log age, log mass, log r_h, A_V), prior units
+        (D = ``model.prior.dim``).
     p_cluster : numpy.ndarray
         float32 (N,) probability that the cutout holds a cluster.
     visibility : numpy.ndarray
@@ -299,7 +300,7 @@ def predict(
         visibility[start:stop] = torch.expm1(log_vis).clamp(min=0.0).cpu().numpy()
         for s0 in range(0, stop - start, sample_chunk):
             s1 = min(stop - start, s0 + sample_chunk)
-            draws = model.sample_from_features(features[s0:s1], num_samples, generator)  # (S, b, 4)
+            draws = model.sample_from_features(features[s0:s1], num_samples, generator)  # (S, b, D)
             samples[start + s0 : start + s1] = draws.transpose(0, 1).cpu().numpy()
         bar.update(stop - start)
     bar.close()

@@ -15,9 +15,9 @@ Design
   sampling and diagnostics (``run_sbc``, ``run_tarp``, ``log_prob_batched``) work on it.
   Default: *coupling* spline layers (``coupling_nsf``; zuko ``GeneralCouplingTransform`` with
   rational-quadratic splines, masks :data:`COUPLING_MASKS`): sampling needs one network pass per
-  layer, against D = 4 passes per layer for the autoregressive NSF (``zuko_nsf``, also
-  supported). Measured on this 2-core CPU, 6 coupling layers sample ≈3× faster than 3
-  autoregressive ones of the same width, which is what makes 1000 draws per cutout cheap.
+  layer, against D passes per layer for the autoregressive NSF (``zuko_nsf``, also supported, and
+  the only choice for a θ of another width than the masks'), which is what makes 1000 draws per
+  cutout cheap (``benchmarks/inference.py`` measures the sampling speed).
 * Prior bounds: the first flow transform is the fixed bijection
   ``z = logit((θ - low)/(high - low)) / (π/√3)`` (:class:`BoxLogitTransform`; unit variance under
   the uniform prior, so it doubles as the θ standardisation). Every sample of the flow is inside
@@ -26,9 +26,8 @@ Design
 * Optional per-cutout standardisation (flow option ``conditional_affine``, off in the presets):
   after the box map a diagonal affine layer whose shift and log-scale are predicted from the
   embedding, ``z' = exp(a(x)) z + b(x)``, recentres and rescales each posterior before the
-  splines. Meant for the sharp posteriors of bright clusters; under the 30-minute CPU budget it
-  did not remove the shipped model's underconfidence (measured in
-  ``benchmarks/results/calibration.md``), so the presets leave it off.
+  splines. Meant for the sharp posteriors of bright clusters; the presets leave it off
+  (``benchmarks/results/calibration.md`` records how it fared).
 * The classifier head gives the logit of P(cluster | x); the visibility head regresses
   ``log(1 + visibility)``.
 """
@@ -57,7 +56,9 @@ from .balance import split_balancing_penalty
 from .embedding import EMBEDDING_PRESETS, EmbeddingConfig, ResNetEmbedding
 
 __all__ = [
+    "DEFAULT_FLOW",
     "FLOW_PRESETS",
+    "HEAD_HIDDEN",
     "COUPLING_MASKS",
     "BoxLogitTransform",
     "ClusterModel",
@@ -69,32 +70,23 @@ __all__ = [
 LOGISTIC_STD = math.pi / math.sqrt(3.0)
 """Standard deviation of logit(U), U ~ Uniform(0, 1)."""
 
-FLOW_PRESETS: dict[str, dict] = {
-    "small": {
-        "type": "coupling_nsf",
-        "hidden_features": 64,
-        "hidden_layers": 2,
-        "num_transforms": 6,
-        "bins": 8,
-        "conditional_affine": False,
-    },
-    "cpu": {
-        "type": "coupling_nsf",
-        "hidden_features": 128,
-        "hidden_layers": 2,
-        "num_transforms": 8,
-        "bins": 10,
-        "conditional_affine": False,
-    },
-    "paper": {
-        "type": "coupling_nsf",
-        "hidden_features": 128,
-        "hidden_layers": 2,
-        "num_transforms": 8,
-        "bins": 10,
-        "conditional_affine": False,
-    },
+DEFAULT_FLOW: dict = {
+    "type": "coupling_nsf",
+    "hidden_features": 128,
+    "hidden_layers": 2,
+    "num_transforms": 8,
+    "bins": 10,
+    "conditional_affine": False,
 }
+"""Flow hyper-parameters of the ``cpu`` and ``paper`` presets (they differ in the embedding and
+the heads, :data:`~sbicluster.embedding.EMBEDDING_PRESETS` and :data:`HEAD_HIDDEN`)."""
+FLOW_PRESETS: dict[str, dict] = {
+    "small": {**DEFAULT_FLOW, "hidden_features": 64, "num_transforms": 6, "bins": 8},
+    "cpu": DEFAULT_FLOW,
+    "paper": DEFAULT_FLOW,
+}
+"""Flow hyper-parameters per model preset: a smaller flow for ``small`` (tests), else
+:data:`DEFAULT_FLOW`."""
 COUPLING_MASKS: tuple[tuple[bool, ...], ...] = (
     (True, True, False, False),
     (False, False, True, True),
@@ -103,9 +95,10 @@ COUPLING_MASKS: tuple[tuple[bool, ...], ...] = (
     (True, False, False, True),
     (False, True, True, False),
 )
-"""Coupling masks of ``coupling_nsf`` layers, cycled: every 2+2 split of the 4 parameters and its
-complement, so each parameter is conditioned on each other one."""
+"""Coupling masks of ``coupling_nsf`` layers for a θ of 4 parameters, cycled: every 2+2 split and
+its complement, so each parameter is conditioned on each other one."""
 HEAD_HIDDEN = {"small": 64, "cpu": 64, "paper": 128}
+"""Hidden width of the classifier and visibility heads per model preset."""
 
 
 class BoxLogitTransform(Transform):
@@ -187,6 +180,17 @@ def default_architecture(
     dict
         JSON-serialisable: ``preset``, ``embedding`` (EmbeddingConfig dict), ``normalisation``,
         ``flow`` (type and hyper-parameters), ``theta_transform``, ``heads``.
+
+    Examples
+    --------
+    >>> cpu = default_architecture("cpu", 3, [0.004, 0.006, 0.02])
+    >>> paper = default_architecture("paper", 3, [0.004, 0.006, 0.02])
+    >>> cpu["flow"] == paper["flow"] == DEFAULT_FLOW
+    True
+    >>> cpu["embedding"]["width"], paper["embedding"]["width"]
+    (16, 64)
+    >>> default_architecture("cpu", 3, [1.0] * 3, flow={"type": "zuko_nsf"})["flow"]["type"]
+    'zuko_nsf'
     """
     if preset not in EMBEDDING_PRESETS:
         raise ValueError(
@@ -201,7 +205,7 @@ def default_architecture(
             "softening_e_per_s": [float(s) for s in softening],
             "formula": "asinh(x / softening[band]), x in e-/s per pixel",
         },
-        "flow": {**FLOW_PRESETS[preset], **(flow or {})},
+        "flow": {**FLOW_PRESETS[preset], **(flow or {})},  # copies: the presets stay untouched
         "theta_transform": {
             "type": "box_logit",
             "scale": LOGISTIC_STD,
@@ -258,8 +262,12 @@ def _flow_layers(fl: dict, dim: int, context: int) -> tuple[tuple[nn.Module, ...
     if fl["type"] == "zuko_nsf":
         return (*affine, *nsf.transform.transforms), nsf.base
     if fl["type"] == "coupling_nsf":
-        if dim != 4:
-            raise ValueError(f"coupling_nsf masks are defined for 4 parameters, got {dim}")
+        width = len(COUPLING_MASKS[0])
+        if dim != width:
+            raise ValueError(
+                f"coupling_nsf masks are defined for {width} parameters, got {dim}; "
+                "use the flow type 'zuko_nsf'"
+            )
         layers = affine + tuple(
             GeneralCouplingTransform(
                 dim,
@@ -329,7 +337,7 @@ class ClusterModel(nn.Module):
     Parameters
     ----------
     prior : ClusterPrior
-        Prior over θ = (log age, log mass, log r_h, A_V); the flow's support.
+        Prior over θ = (log age, log mass, log r_h, A_V); the flow's support and its width D.
     bands : sequence of str
         Band names, in image channel order.
     image_shape : tuple of int
@@ -409,7 +417,7 @@ class ClusterModel(nn.Module):
         return self.embedding(images)
 
     def flow_log_prob(self, theta: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """log q(θ | features) in prior units; θ (..., B, 4), features (B, F) → (..., B)."""
+        """log q(θ | features) in prior units; θ (..., B, D), features (B, F) → (..., B)."""
         return self.flow(features.float()).log_prob(theta)
 
     def sample_from_features(
@@ -429,7 +437,7 @@ class ClusterModel(nn.Module):
         Returns
         -------
         torch.Tensor
-            (S, B, 4) draws in prior units, always inside the prior box.
+            (S, B, D) draws in prior units (D = ``prior.dim``), always inside the prior box.
         """
         features = features.float()
         gdev = generator.device if generator is not None else features.device
@@ -444,8 +452,9 @@ class ClusterModel(nn.Module):
         """Inverse of the coupling flow for (S, B, D) base draws, with the context term of every
         hyper-network's first layer computed once per cutout instead of once per draw.
 
-        Numerically the same map as ``self.flow(features).transform.inv(z)`` (tested), ≈1.3–1.5×
-        faster because the context (F ≫ 2 inputs) dominates the first layer's cost.
+        Numerically the same map as ``self.flow(features).transform.inv(z)`` (tested), with less
+        work: the context (F ≫ 2 inputs) dominates the cost of each hyper-network's first layer,
+        and here it is multiplied once per cutout rather than once per draw.
         """
         layers = list(self.flow.transform.transforms)
         x = z
@@ -491,7 +500,7 @@ class ClusterModel(nn.Module):
 
     # ----------------------------------------------------------------- public
     def log_prob(self, theta: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """log q(θ_i | x_i) for paired θ (N, 4) (prior units) and images (N, C, H, W) → (N,)."""
+        """log q(θ_i | x_i) for paired θ (N, D) (prior units) and images (N, C, H, W) → (N,)."""
         return self.flow_log_prob(theta, self.embed(images))
 
     def p_cluster(self, images: torch.Tensor) -> torch.Tensor:
@@ -531,7 +540,7 @@ class ClusterModel(nn.Module):
 
         Parameters
         ----------
-        theta : (B, 4) prior units; images : (B, C, H, W) e⁻/s; label : (B,) 0/1;
+        theta : (B, D) prior units; images : (B, C, H, W) e⁻/s; label : (B,) 0/1;
         visibility : (B,) ≥ 0.
         weights : dict
             ``classifier``, ``visibility`` and (optional, default 0) ``balance`` loss weights.

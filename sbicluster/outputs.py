@@ -1,18 +1,16 @@
 """Writing results: summary tables, posterior InferenceData, sample files and mock cutouts.
 
-This module owns the on-disk formats sbicluster produces and the guarantee that writing is
-atomic: every file is written to a temporary name in the target folder and moved into place
-with :func:`os.replace`, so an interrupted run never leaves a half-written file in place of a
-good one. It must not read user images or run a model.
+This module owns the on-disk formats sbicluster produces. Every file is written through
+:func:`sbicluster.files.atomic_path`, so an interrupted run never leaves a half-written file in
+place of a good one. Parameter names, units, labels and positions come from the prior
+(:class:`simulators.priors.ClusterPrior`); none are repeated here. It must not read user images
+or run a model.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +20,11 @@ from astropy.table import Table
 
 from simulators.priors import ClusterPrior
 
-from .errors import OutputExistsError
+from .errors import InputError, OutputExistsError
+from .files import atomic_path
 from .io import FLAG_DESCRIPTIONS, FLAG_PRIOR_EDGE
 
 __all__ = [
-    "atomic_path",
     "summary_table",
     "write_table",
     "inference_data",
@@ -34,7 +32,6 @@ __all__ = [
     "write_samples",
     "write_cutouts_fits",
     "check_outputs",
-    "PARAMETER_UNITS",
     "HDI_PROB",
     "PRIOR_EDGE_FRACTION",
 ]
@@ -44,38 +41,6 @@ PRIOR_EDGE_FRACTION = 0.02
 
 HDI_PROB = 0.94
 """Probability mass of the highest-density interval reported in summaries."""
-
-PARAMETER_UNITS = {
-    "log_age": u.dex(u.yr),
-    "log_mass": u.dex(u.solMass),
-    "log_rh": u.dex(u.pc),
-    "av": u.mag,
-}
-"""astropy units of the summary's parameter columns."""
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success move it onto ``path``.
-
-    On an exception the temporary file is removed and ``path`` is left untouched.
-
-    Examples
-    --------
-    >>> with atomic_path("table.ecsv") as tmp:  # doctest: +SKIP
-    ...     table.write(tmp, format="ascii.ecsv")
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def check_outputs(paths: Sequence[str | Path], overwrite: bool) -> None:
@@ -93,6 +58,15 @@ def check_outputs(paths: Sequence[str | Path], overwrite: bool) -> None:
             raise OutputExistsError(
                 f"{p}: already exists; pass --overwrite (overwrite=True) to replace it"
             )
+
+
+def _check_samples(samples: np.ndarray, prior: ClusterPrior) -> None:
+    """Raise :class:`InputError` unless ``samples`` is (N, S, D) with D = ``prior.dim``."""
+    if samples.ndim != 3 or samples.shape[-1] != prior.dim:
+        raise InputError(
+            f"samples must have shape (N, S, {prior.dim}) (one column per parameter "
+            f"{prior.names}), got {samples.shape}"
+        )
 
 
 def _hdi(samples: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:
@@ -125,9 +99,9 @@ def summary_table(
     Parameters
     ----------
     samples : numpy.ndarray
-        (N, S, 4) posterior draws in prior units.
+        (N, S, D) posterior draws in prior units, D = ``prior.dim``.
     prior : ClusterPrior
-        Gives parameter names and units.
+        Gives parameter names, units (:attr:`ClusterPrior.astropy_units`) and bounds.
     ids : sequence of str
         Cutout identifiers.
     p_cluster, visibility : numpy.ndarray
@@ -145,7 +119,13 @@ def summary_table(
         Columns ``id, x, y, ra, dec, p_cluster, visibility, flag``, then per parameter
         ``<name>_median, _p16, _p84, _hdi3, _hdi97`` with astropy units, then physical medians
         ``age`` (Myr), ``mass`` (M☉) and ``r_h`` (pc).
+
+    Raises
+    ------
+    InputError
+        ``samples`` is not (N, S, ``prior.dim``).
     """
+    _check_samples(samples, prior)
     n = samples.shape[0]
     nan = np.full(n, np.nan)
     table = Table()
@@ -159,7 +139,7 @@ def summary_table(
         table[name] = (nan if values is None else np.asarray(values, float)) * unit
     table["p_cluster"] = np.asarray(p_cluster, dtype=float)
     table["visibility"] = np.asarray(visibility, dtype=float)
-    pct = np.percentile(samples, [16, 50, 84], axis=1)  # (3, N, 4)
+    pct = np.percentile(samples, [16, 50, 84], axis=1)  # (3, N, D)
     low, high = prior.low().numpy(), prior.high().numpy()
     margin = PRIOR_EDGE_FRACTION * (high - low)
     at_edge = ((pct[1] < low + margin) | (pct[1] > high - margin)).any(axis=1)
@@ -169,17 +149,18 @@ def summary_table(
     table["flag"].description = "bit mask: " + "; ".join(
         f"{k} = {v}" for k, v in FLAG_DESCRIPTIONS.items()
     )
-    for j, name in enumerate(prior.names):
-        unit = PARAMETER_UNITS.get(name, u.dimensionless_unscaled)
+    for j, (name, unit) in enumerate(zip(prior.names, prior.astropy_units, strict=True)):
         lo, hi = _hdi(samples[:, :, j], HDI_PROB)
         table[f"{name}_median"] = pct[1, :, j] * unit
         table[f"{name}_p16"] = pct[0, :, j] * unit
         table[f"{name}_p84"] = pct[2, :, j] * unit
         table[f"{name}_hdi3"] = lo * unit
         table[f"{name}_hdi97"] = hi * unit
-    table["age"] = 10 ** (pct[1, :, 0] - 6.0) * u.Myr
-    table["mass"] = 10 ** pct[1, :, 1] * u.solMass
-    table["r_h"] = 10 ** pct[1, :, 2] * u.pc
+    # physical medians; the log parameters are in dex of yr, M☉ and pc (see the prior's units)
+    age, mass, rh = (prior.index(name) for name in ("log_age", "log_mass", "log_rh"))
+    table["age"] = 10 ** (pct[1, :, age] - 6.0) * u.Myr
+    table["mass"] = 10 ** pct[1, :, mass] * u.solMass
+    table["r_h"] = 10 ** pct[1, :, rh] * u.pc
     table.meta.update(
         {
             "description": "sbicluster posterior summary, one row per cutout",
@@ -213,7 +194,7 @@ def inference_data(
     Parameters
     ----------
     samples : numpy.ndarray
-        (N, S, 4) draws.
+        (N, S, D) draws, D = ``prior.dim``.
     prior : ClusterPrior
         Parameter names, units and labels become variable attributes.
     ids : sequence of str
@@ -228,6 +209,7 @@ def inference_data(
     """
     import arviz as az
 
+    _check_samples(samples, prior)
     data = {name: samples[None, :, :, j].transpose(0, 2, 1) for j, name in enumerate(prior.names)}
     idata = az.from_dict(
         posterior=data,
@@ -259,7 +241,7 @@ def write_inference_data(idata, path: str | Path) -> Path:
 def write_samples(
     path: str | Path, samples: np.ndarray, ids: Sequence[str], names: Sequence[str]
 ) -> Path:
-    """Write draws to ``.npz`` (arrays ``samples`` (N, S, 4), ``ids``, ``names``) atomically."""
+    """Write draws to ``.npz`` (arrays ``samples`` (N, S, D), ``ids``, ``names``) atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:

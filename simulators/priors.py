@@ -1,7 +1,10 @@
 """The parameter space of a star cluster: names, units, bounds and the prior distribution.
 
 This module owns the convention that θ = (log10 age/yr, log10 mass/M☉, log10 r_h/pc, A_V/mag),
-always in this order. It must not know anything about images or training.
+always in this order, and the one description of each parameter (name, LaTeX label, unit, bounds):
+every other module reads names, units, labels and positions of θ from a :class:`ClusterPrior`
+(``prior.names``, ``prior.index("av")``, ``prior.dim``, ``prior.astropy_units``) instead of
+repeating them. It must not know anything about images or training.
 """
 
 from __future__ import annotations
@@ -45,6 +48,24 @@ class Parameter:
     high: float
     description: str = ""
 
+    @property
+    def astropy_unit(self):
+        """:attr:`unit` parsed by astropy.
+
+        Returns
+        -------
+        astropy.units.UnitBase
+            E.g. ``dex(yr)`` for ``log_age``, ``mag`` for ``av``.
+
+        Examples
+        --------
+        >>> DEFAULT_PRIOR.parameter("log_mass").astropy_unit
+        Unit("dex(solMass)")
+        """
+        from astropy import units as u
+
+        return u.Unit(self.unit)
+
 
 @dataclass(frozen=True)
 class ClusterPrior:
@@ -53,15 +74,20 @@ class ClusterPrior:
     Parameters
     ----------
     parameters : tuple of Parameter
-        The four parameters, in the canonical order of :data:`PARAMETER_NAMES`.
+        The parameters, in the canonical order of :data:`PARAMETER_NAMES`; their number is
+        :attr:`dim` (D), the width of every θ array.
 
     Examples
     --------
     >>> import torch
     >>> prior = DEFAULT_PRIOR
     >>> theta = prior.sample(5, torch.Generator().manual_seed(0))
-    >>> theta.shape
-    torch.Size([5, 4])
+    >>> theta.shape == (5, prior.dim)
+    True
+    >>> prior.names
+    ('log_age', 'log_mass', 'log_rh', 'av')
+    >>> prior.index("av")
+    3
     """
 
     parameters: tuple[Parameter, ...]
@@ -80,30 +106,58 @@ class ClusterPrior:
 
     @property
     def names(self) -> tuple[str, ...]:
+        """Machine names of the parameters, in θ order."""
         return tuple(p.name for p in self.parameters)
 
     @property
     def labels(self) -> tuple[str, ...]:
+        """LaTeX labels (with units) of the parameters, in θ order."""
         return tuple(p.label for p in self.parameters)
 
     @property
     def units(self) -> tuple[str, ...]:
+        """Units of the parameters as astropy-parsable strings, in θ order."""
         return tuple(p.unit for p in self.parameters)
 
     @property
+    def astropy_units(self) -> tuple:
+        """Units of the parameters as :class:`astropy.units.UnitBase`, in θ order."""
+        return tuple(p.astropy_unit for p in self.parameters)
+
+    @property
     def dim(self) -> int:
+        """Number of parameters D, the width of θ."""
         return len(self.parameters)
 
+    def index(self, name: str) -> int:
+        """Position of parameter ``name`` in θ.
+
+        Raises
+        ------
+        SimulatorError
+            If ``name`` is not a parameter of this prior.
+        """
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise SimulatorError(
+                f"unknown parameter {name!r}; expected one of {self.names}"
+            ) from None
+
+    def parameter(self, name: str) -> Parameter:
+        """The :class:`Parameter` called ``name`` (see :meth:`index`)."""
+        return self.parameters[self.index(name)]
+
     def low(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Lower bounds, float32 tensor of shape (4,)."""
+        """Lower bounds, float32 tensor of shape (D,), in the units of :attr:`units`."""
         return torch.tensor([p.low for p in self.parameters], dtype=torch.float32, device=device)
 
     def high(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Upper bounds, float32 tensor of shape (4,)."""
+        """Upper bounds, float32 tensor of shape (D,), in the units of :attr:`units`."""
         return torch.tensor([p.high for p in self.parameters], dtype=torch.float32, device=device)
 
     def distribution(self, device: torch.device | str = "cpu") -> Independent:
-        """The prior as a torch distribution with event shape (4,) (usable as an sbi prior)."""
+        """The prior as a torch distribution with event shape (D,) (usable as an sbi prior)."""
         return Independent(Uniform(self.low(device), self.high(device)), 1)
 
     def sample(
@@ -123,14 +177,14 @@ class ClusterPrior:
         Returns
         -------
         torch.Tensor
-            float32, shape (n, 4), in the units of :attr:`units`.
+            float32, shape (n, D), in the units of :attr:`units`.
         """
         device = generator.device if device is None else torch.device(device)
         u = torch.rand((n, self.dim), generator=generator, device=generator.device).to(device)
         return self.low(device) + u * (self.high(device) - self.low(device))
 
     def contains(self, theta: torch.Tensor) -> torch.Tensor:
-        """Boolean mask of rows of ``theta`` (..., 4) inside the prior support."""
+        """Boolean mask (...,) of the rows of ``theta`` (..., D) inside the prior support."""
         low, high = self.low(theta.device), self.high(theta.device)
         return ((theta >= low) & (theta <= high)).all(dim=-1)
 

@@ -107,3 +107,36 @@ def test_existing_directory_is_not_overwritten_silently(saved):
     assert (path / "weights.safetensors").read_bytes() == before
     save_model(model, path, overwrite=True)
     assert load_model(path).card["format_version"] == 1
+
+
+def test_card_records_zuko_and_another_zuko_major_is_refused(saved):
+    import zuko
+
+    _, _, path = saved
+    card = json.loads((path / "card.json").read_text())
+    assert card["software"]["zuko"] == zuko.__version__
+    major = int(zuko.__version__.split(".")[0])
+    other_minor = {**card["software"], "zuko": f"{major}.999.0"}
+    (path / "card.json").write_text(json.dumps({**card, "software": other_minor}))
+    assert load_model(path).card["software"]["zuko"] == f"{major}.999.0"
+    other_major = {**card["software"], "zuko": f"{major + 1}.0.0"}
+    (path / "card.json").write_text(json.dumps({**card, "software": other_major}))
+    with pytest.raises(ModelError, match=rf"zuko {major + 1}\.0\.0 .*pip install zuko=="):
+        load_model(path)
+
+
+def test_model_directory_and_files_get_the_umask_permissions(tmp_path):
+    import os
+
+    toy = LinearGaussianToy()
+    model = ClusterModel(
+        toy.prior, toy.bands, toy.image_shape, default_architecture("small", 2, [1.0, 1.0])
+    )
+    old = os.umask(0o022)
+    try:
+        path = save_model(model, tmp_path / "model")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o755
+    assert (path / "card.json").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]

@@ -1,12 +1,20 @@
 """ClusterModel: the bounded flow posterior, its sbi wrapper and the training losses."""
 
+import json
 import math
 
 import pytest
 import torch
+import zuko
 from sbi.inference import DirectPosterior
 
-from sbicluster.model import BoxLogitTransform, ClusterModel, default_architecture
+from sbicluster.model import (
+    DEFAULT_FLOW,
+    BoxLogitTransform,
+    ClusterModel,
+    _flow_layers,
+    default_architecture,
+)
 from sbicluster.toy import LinearGaussianToy
 
 
@@ -33,7 +41,7 @@ def test_box_logit_jacobian_matches_autograd(toy):
     assert torch.allclose(t.inv(z), theta, atol=1e-5)
     # unit variance under the uniform prior
     u = toy.prior.sample(200_000, torch.Generator().manual_seed(1))
-    assert t(u).std(0).tolist() == pytest.approx([1.0] * 4, abs=0.02)
+    assert t(u).std(0).tolist() == pytest.approx([1.0] * toy.prior.dim, abs=0.02)
 
 
 def test_flow_density_integrates_to_one_over_the_prior_box(toy, model):
@@ -52,12 +60,12 @@ def test_samples_never_leave_the_prior_and_sbi_accepts_all(toy, model):
     x = toy.simulate(5, torch.Generator().manual_seed(4)).images
     with torch.no_grad():
         s = model.sample_from_features(model.embed(x), 2000, torch.Generator().manual_seed(5))
-    assert bool(toy.prior.contains(s.reshape(-1, 4)).all())
+    assert bool(toy.prior.contains(s.reshape(-1, toy.prior.dim)).all())
     post = model.posterior()
     assert isinstance(post, DirectPosterior)
     draws = post.sample_batched((500,), x=x, show_progress_bars=False)
-    assert draws.shape == (500, 5, 4)
-    assert bool(toy.prior.contains(draws.reshape(-1, 4)).all())
+    assert draws.shape == (500, 5, toy.prior.dim)
+    assert bool(toy.prior.contains(draws.reshape(-1, toy.prior.dim)).all())
 
 
 def test_model_log_prob_equals_sbi_log_prob(toy, model):
@@ -146,7 +154,7 @@ def test_conditional_affine_flow_is_normalised_and_sampled_by_its_inverse(toy):
         for i in range(3):
             lp = model.flow_log_prob(theta, feats[i : i + 1].expand(theta.shape[0], -1))
             assert volume * lp.exp().mean().item() == pytest.approx(1.0, abs=0.05)
-        z = torch.randn(200, 3, 4, generator=torch.Generator().manual_seed(10))
+        z = torch.randn(200, 3, toy.prior.dim, generator=torch.Generator().manual_seed(10))
         fast = model._coupling_inverse(z, feats)
         slow = model.flow(feats).transform.inv(z)
     assert torch.allclose(fast, slow, atol=1e-4)
@@ -157,3 +165,63 @@ def test_cards_without_the_affine_option_build_the_original_flow(toy):
     arch["flow"].pop("conditional_affine")
     model = ClusterModel(toy.prior, toy.bands, toy.image_shape, arch)
     assert len(list(model.flow.transform.transforms)) == 1 + arch["flow"]["num_transforms"]
+
+
+def _perturbed_zuko_nsf(dim: int, context: int, seed: int) -> zuko.flows.Flow:
+    """A ``zuko_nsf`` flow of ``dim`` parameters, its weights moved off the identity map."""
+    torch.manual_seed(seed)
+    fl = {**DEFAULT_FLOW, "type": "zuko_nsf", "hidden_features": 16, "num_transforms": 2}
+    transforms, base = _flow_layers(fl, dim, context)
+    flow = zuko.flows.Flow(transforms, base)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for param in flow.parameters():
+            param.add_(0.3 * torch.randn(param.shape, generator=gen))
+    return flow.eval()
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_zuko_nsf_flow_is_normalised_and_its_samples_follow_its_density(dim):
+    """The autoregressive ``zuko_nsf`` option on a 1-D and a 2-D problem: ∫ q = 1 on a grid, and
+    the mean and standard deviation of its draws agree with those of the gridded density."""
+    flow = _perturbed_zuko_nsf(dim, context=3, seed=dim)
+    c = torch.tensor([0.3, -1.0, 0.5])
+    axis = torch.linspace(-12.0, 12.0, 2001 if dim == 1 else 481, dtype=torch.float64)
+    grid = torch.cartesian_prod(*[axis] * dim).reshape(-1, dim)
+    step = float(axis[1] - axis[0]) ** dim
+    with torch.no_grad():
+        density = flow(c).log_prob(grid.float()).double().exp()
+        draws = flow(c).sample((40_000,)).double()
+    assert float(density.sum() * step) == pytest.approx(1.0, abs=2e-3)
+    mean = (density[:, None] * grid).sum(0) * step
+    std = ((density[:, None] * (grid - mean) ** 2).sum(0) * step).sqrt()
+    assert torch.all((draws.mean(0) - mean).abs() < 5 * std / math.sqrt(len(draws)))
+    assert torch.allclose(draws.std(0), std, rtol=0.03)
+
+
+def test_cluster_model_with_the_zuko_nsf_flow_samples_inside_the_prior(toy):
+    arch = default_architecture("small", 2, [1.0, 1.0], flow={"type": "zuko_nsf"})
+    torch.manual_seed(2)
+    model = ClusterModel(toy.prior, toy.bands, toy.image_shape, arch).eval()
+    x = toy.simulate(3, torch.Generator().manual_seed(4)).images
+    with torch.no_grad():
+        feats = model.embed(x)
+        draws = model.sample_from_features(feats, 500, torch.Generator().manual_seed(5))
+        log_q = model.flow_log_prob(draws, feats)
+    assert draws.shape == (500, 3, toy.prior.dim)
+    assert bool(toy.prior.contains(draws).all())
+    assert bool(torch.isfinite(log_q).all())
+
+
+def test_cpu_and_paper_presets_share_one_flow_and_the_shipped_card_matches_it():
+    from sbicluster.artifact import DEFAULT_MODEL_DIR
+
+    cpu, paper = (default_architecture(p, 3, [1.0, 1.0, 1.0]) for p in ("cpu", "paper"))
+    assert cpu["flow"] == paper["flow"] == DEFAULT_FLOW
+    assert cpu["embedding"] != paper["embedding"]
+    card = json.loads((DEFAULT_MODEL_DIR / "card.json").read_text())
+    shipped = card["architecture"]
+    rebuilt = default_architecture(
+        shipped["preset"], shipped["n_bands"], shipped["normalisation"]["softening_e_per_s"]
+    )
+    assert rebuilt == shipped

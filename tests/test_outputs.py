@@ -4,15 +4,16 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from astropy import units as u
 from astropy.table import Table
 from scipy import stats
 
 from sbicluster.corner import corner_figure, rgb_composite, save_figure
 from sbicluster.errors import OutputExistsError
+from sbicluster.files import atomic_path
 from sbicluster.outputs import (
     HDI_PROB,
-    atomic_path,
     check_outputs,
     inference_data,
     summary_table,
@@ -161,3 +162,31 @@ def test_prior_edge_flag_marks_medians_piled_against_a_prior_bound():
     )
     assert table["flag"].tolist() == [FLAG_MASKED, FLAG_PRIOR_EDGE]
     assert "prior_edge" in table.meta["flag_bits"][str(FLAG_PRIOR_EDGE)]
+
+
+def test_summary_units_come_from_the_prior_and_a_wrong_width_is_refused():
+    from sbicluster.errors import InputError
+
+    draws = DEFAULT_PRIOR.sample(2 * 50, torch.Generator().manual_seed(0)).numpy()
+    draws = draws.reshape(2, 50, DEFAULT_PRIOR.dim)
+    table = summary_table(
+        draws,
+        DEFAULT_PRIOR,
+        ids=["a", "b"],
+        p_cluster=np.ones(2),
+        visibility=np.ones(2),
+        flags=np.zeros(2, int),
+    )
+    for p in DEFAULT_PRIOR.parameters:
+        assert table[f"{p.name}_median"].unit == u.Unit(p.unit)
+    with pytest.raises(InputError, match=r"\(N, S, 4\)"):
+        summary_table(
+            draws[..., :3],
+            DEFAULT_PRIOR,
+            ids=["a", "b"],
+            p_cluster=np.ones(2),
+            visibility=np.ones(2),
+            flags=np.zeros(2, int),
+        )
+    with pytest.raises(InputError):
+        inference_data(draws[..., :3], DEFAULT_PRIOR, ids=["a", "b"])

@@ -32,3 +32,16 @@ def test_round_trip_and_bad_bounds():
         DEFAULT_PRIOR.with_bounds(av=(1.0, 1.0))
     with pytest.raises(SimulatorError, match="unknown parameter"):
         DEFAULT_PRIOR.with_bounds(metallicity=(0, 1))
+
+
+def test_index_parameter_and_units_are_read_from_the_parameters():
+    from astropy import units as u
+
+    assert DEFAULT_PRIOR.dim == len(DEFAULT_PRIOR.parameters) == 4
+    for j, name in enumerate(DEFAULT_PRIOR.names):
+        assert DEFAULT_PRIOR.index(name) == j
+        assert DEFAULT_PRIOR.parameter(name) is DEFAULT_PRIOR.parameters[j]
+    assert DEFAULT_PRIOR.astropy_units == (u.dex(u.yr), u.dex(u.solMass), u.dex(u.pc), u.mag)
+    assert DEFAULT_PRIOR.astropy_units == tuple(u.Unit(s) for s in DEFAULT_PRIOR.units)
+    with pytest.raises(SimulatorError, match="unknown parameter 'metallicity'"):
+        DEFAULT_PRIOR.index("metallicity")

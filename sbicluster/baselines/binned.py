@@ -84,7 +84,7 @@ class BinnedPosterior(nn.Module):
 
     @property
     def bin_width(self) -> torch.Tensor:
-        """Bin width per parameter, shape (4,), θ units."""
+        """Bin width per parameter, shape (D,), θ units."""
         return (self.high - self.low) / self.nbins
 
     def logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +115,7 @@ class BinnedPosterior(nn.Module):
     def log_prob_from_logits(
         self, grid_logits: torch.Tensor, size_logits: torch.Tensor, theta: torch.Tensor
     ) -> torch.Tensor:
-        """Continuous log density (θ units) of θ (S, B, 4) or (B, 4) given logits for B objects."""
+        """Continuous log density (θ units) of θ (S, B, D) or (B, D) given logits for B objects."""
         squeeze = theta.dim() == 2
         th = theta[None] if squeeze else theta
         s, b, d = th.shape
@@ -142,7 +142,7 @@ class BinnedPosterior(nn.Module):
         num_samples: int,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        """Draws (B, S, 4): a bin by its probability, then uniform inside it."""
+        """Draws (B, S, D): a bin by its probability, then uniform inside it."""
         b = grid_logits.shape[0]
         dev = grid_logits.device
         pg = torch.softmax(grid_logits.float(), -1)
@@ -162,7 +162,7 @@ class BinnedPosterior(nn.Module):
     def sample(
         self, images: torch.Tensor, num_samples: int, generator: torch.Generator
     ) -> torch.Tensor:
-        """Posterior draws (B, S, 4) in θ units for images (B, C, H, W)."""
+        """Posterior draws (B, S, D) in θ units for images (B, C, H, W)."""
         return self.sample_from_logits(*self.logits(images), num_samples, generator)
 
 

@@ -21,7 +21,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-__all__ = ["aperture_magnitudes", "SmoothPhotometryModel", "train_npe", "nuts_reference"]
+__all__ = [
+    "LIKELIHOOD_PARAMETERS",
+    "aperture_magnitudes",
+    "SmoothPhotometryModel",
+    "train_npe",
+    "nuts_reference",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +78,8 @@ def aperture_magnitudes(
     return -_POGSON * (torch.asinh(flux / (2 * soft)) + torch.log(soft))
 
 
-# θ indices that enter SmoothPhotometryModel's likelihood: log age, log M, A_V (not log r_h)
-_LIKELIHOOD_PARAMS = (0, 1, 3)
+LIKELIHOOD_PARAMETERS = ("log_age", "log_mass", "av")
+"""Parameters that enter :class:`SmoothPhotometryModel`'s likelihood (log r_h does not), in θ order."""
 
 
 class SmoothPhotometryModel:
@@ -89,7 +95,7 @@ class SmoothPhotometryModel:
         ``magnitudes(log_age, av, log_mass) -> (B, n_band)`` absolute magnitudes, differentiable in
         torch (e.g. ``StellarPopulation(bands).integrated_magnitudes``).
     prior : simulators.priors.ClusterPrior
-        Parameter box (θ order log age, log mass, log r_h, A_V).
+        Parameter box; the positions of log age, log mass and A_V in θ are read from it.
     sigma : float or sequence of float
         Photometric error per band (mag).
     distance_modulus : float
@@ -103,20 +109,24 @@ class SmoothPhotometryModel:
         self.prior = prior
         self.sigma = torch.as_tensor(sigma, dtype=torch.float32)
         self.distance_modulus = float(distance_modulus)
+        self._age, self._mass, self._av = (prior.index(name) for name in LIKELIHOOD_PARAMETERS)
 
     def mean(self, theta: torch.Tensor) -> torch.Tensor:
-        """Noise-free apparent magnitudes (..., n_band) of θ (..., 4)."""
+        """Noise-free apparent magnitudes (..., n_band) of θ (..., D)."""
         flat = theta.reshape(-1, theta.shape[-1])
-        m = self.magnitudes(flat[:, 0], flat[:, 3], flat[:, 1]) + self.distance_modulus
+        m = (
+            self.magnitudes(flat[:, self._age], flat[:, self._av], flat[:, self._mass])
+            + self.distance_modulus
+        )
         return m.reshape(*theta.shape[:-1], m.shape[-1])
 
     def simulate(self, theta: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Noisy magnitudes (B, n_band) for θ (B, 4)."""
+        """Noisy magnitudes (B, n_band) for θ (B, D)."""
         m = self.mean(theta)
         return m + self.sigma * torch.randn(m.shape, generator=generator, device=m.device)
 
     def log_likelihood(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """log p(x | θ) (nats); θ (..., 4), x broadcastable to (..., n_band)."""
+        """log p(x | θ) (nats); θ (..., D), x broadcastable to (..., n_band)."""
         d = torch.distributions.Normal(self.mean(theta), self.sigma)
         return d.log_prob(x).sum(-1)
 
@@ -136,7 +146,7 @@ def train_npe(
     Parameters
     ----------
     theta : torch.Tensor
-        Parameters (N, 4) drawn from ``prior``.
+        Parameters (N, D) drawn from ``prior``.
     x : torch.Tensor
         Summaries (N, K), e.g. aperture magnitudes.
     prior : simulators.priors.ClusterPrior
@@ -202,28 +212,28 @@ def nuts_reference(
     seed : int
         Seed (pyro uses torch's global generator; it is re-seeded and restored afterwards).
     jit : bool
-        Compile the potential with the PyTorch JIT (≈ 2× faster; the magnitude function must be
-        traceable).
+        Compile the potential with the PyTorch JIT (cheaper gradients; the magnitude function
+        must be traceable).
     max_tree_depth : int
         Largest NUTS tree depth (at most 2^depth − 1 gradient evaluations per draw; pyro's
         default 10). Lower caps the cost of draws in strongly curved regions, at some loss of
         mixing.
     return_chains : bool
-        Return the draws per chain, (num_chains, ⌈num_samples / num_chains⌉, 4), for convergence
-        checks (e.g. split R̂), instead of the pooled (num_samples, 4).
+        Return the draws per chain, (num_chains, ⌈num_samples / num_chains⌉, D), for convergence
+        checks (e.g. split R̂), instead of the pooled (num_samples, D).
 
     Returns
     -------
     numpy.ndarray
-        Draws (num_samples, 4) in θ units (log age / dex(yr), log M / dex(M☉), log r_h / dex(pc),
-        A_V / mag), or per chain (see ``return_chains``).
+        Draws (num_samples, D) in θ units (the prior's: log age / dex(yr), log M / dex(M☉),
+        log r_h / dex(pc), A_V / mag), or per chain (see ``return_chains``).
 
     Notes
     -----
     NUTS samples only (log age, log M, A_V), the parameters the likelihood depends on; log r_h
     does not enter :class:`SmoothPhotometryModel`, so its exact posterior is its uniform prior and
-    it is drawn from that directly (seeded by ``seed``). Dropping the flat direction makes the
-    warm-up about 2–3× cheaper. A dense mass matrix is adapted during warm-up: age, extinction and
+    it is drawn from that directly (seeded by ``seed``), which also makes the warm-up cheaper. A
+    dense mass matrix is adapted during warm-up: age, extinction and
     mass are strongly correlated in integrated colours, which a diagonal mass matrix handles
     poorly. Chains stuck in different modes of a multimodal posterior are pooled with equal
     weight, which is not the exact posterior: check agreement between chains.
@@ -234,8 +244,8 @@ def nuts_reference(
     from pyro.infer.autoguide.initialization import init_to_sample
 
     low, high = model.prior.low(), model.prior.high()
-    free = torch.tensor(_LIKELIHOOD_PARAMS)
-    rh = 2  # θ index of log r_h, absent from the likelihood
+    free = torch.tensor([model.prior.index(name) for name in LIKELIHOOD_PARAMETERS])
+    rh = model.prior.index("log_rh")  # absent from the likelihood
 
     def pyro_model():
         sub = pyro.sample("theta", pdist.Uniform(low[free], high[free]).to_event(1))
