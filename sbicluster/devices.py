@@ -40,7 +40,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     device(type='cpu')
     """
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as err:
@@ -52,6 +52,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         )
     if resolved.type not in ("cpu", "cuda"):
         raise InputError(f"device {device!r}: only cpu and cuda devices are supported")
+    if resolved.type == "cuda" and resolved.index is None:
+        # a generator made on "cuda" reports "cuda:0"-style devices: name the index explicitly so
+        # that device comparisons between simulators, generators and models hold
+        resolved = torch.device("cuda", torch.cuda.current_device())
     return resolved
 
 
