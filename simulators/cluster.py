@@ -57,9 +57,12 @@ from .profiles import eff_core_radius, eff_enclosed_fraction, eff_sample_radius,
 from .psf import EffectivePSF, load_builtin_psf, load_fits_psf
 from .render import PhaseRenderer
 
-__all__ = ["ClusterSimulator", "SimulatorOptions", "VISIBILITY_DEFINITION"]
+__all__ = ["ClusterSimulator", "SimulatorOptions", "VISIBILITY_DEFINITION", "CLUSTER_KIND"]
 
 log = logging.getLogger(__name__)
+
+CLUSTER_KIND = "simulators.cluster.ClusterSimulator"
+"""The kind the simulator's card names (its ``simulator`` entry); see :mod:`simulators.registry`."""
 
 VISIBILITY_DEFINITION = (
     "aperture signal-to-noise ratio of the cluster light in the reddest band: S / sqrt(sum_ap Var), aperture "
@@ -301,7 +304,7 @@ class ClusterSimulator:
         opts = asdict(self.options)
         opts["feh"] = list(self.feh_values)
         return {
-            "simulator": "simulators.cluster.ClusterSimulator",
+            "simulator": CLUSTER_KIND,
             "preset": self.instrument.to_dict(),
             "prior": self.prior.to_dict(),
             "photometry_table_id": [getattr(p, "table_id", "unknown") for p in self.populations],
@@ -315,6 +318,40 @@ class ClusterSimulator:
             "visibility_definition": VISIBILITY_DEFINITION,
             "image_units": "e-/s per pixel, sky-subtracted",
         }
+
+    @classmethod
+    def from_card(cls, card: dict, device: str | torch.device = "cpu") -> ClusterSimulator:
+        """The simulator that wrote ``card`` (the output of :meth:`card`), on ``device``.
+
+        The instrument, prior, cluster fraction and options are rebuilt from the card (JSON
+        lists become tuples; a one-element ``feh`` list becomes a single metallicity); the
+        physics tables are those of this installation.
+
+        Raises
+        ------
+        SimulatorError
+            If ``card`` is not a cluster-simulator card, lacks an entry or holds an invalid one.
+        """
+        from .instruments import Instrument
+
+        if card.get("simulator") != CLUSTER_KIND:
+            raise SimulatorError(f"not a {CLUSTER_KIND} card: it names {card.get('simulator')!r}")
+        try:
+            options = {
+                key: tuple(value) if isinstance(value, list) else value
+                for key, value in card.get("options", {}).items()
+            }
+            feh = options.get("feh")
+            if isinstance(feh, tuple) and len(feh) == 1:
+                options["feh"] = float(feh[0])
+            instrument = Instrument.from_dict(card["preset"])
+            prior = ClusterPrior.from_dict(card["prior"])
+            cluster_fraction = float(card.get("cluster_fraction", 0.5))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise SimulatorError(
+                f"incomplete {CLUSTER_KIND} card ({type(err).__name__}: {err})"
+            ) from err
+        return cls(instrument, prior, cluster_fraction=cluster_fraction, device=device, **options)
 
     def mass_threshold(
         self, log_age: torch.Tensor, log_mass: torch.Tensor, feh_index: int = 0

@@ -7,7 +7,7 @@ import torch
 from sbi.inference import DirectPosterior
 
 from sbicluster.model import BoxLogitTransform, ClusterModel, default_architecture
-from sbicluster.toy import LinearGaussianToy
+from simulators.toy import LinearGaussianToy
 
 
 @pytest.fixture(scope="module")
