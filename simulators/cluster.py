@@ -3,9 +3,12 @@
 This module owns the simulation of a batch: drawing θ and the nuisances, choosing which stars are
 drawn individually, sampling them from the IMF, placing them with the EFF profile, adding the
 smooth light of the faint stars, the field background and the noise, and computing the
-visibility. Physics (isochrones, IMF, photometry) comes from :mod:`simulators.population` and
+visibility, and its own card (:meth:`ClusterSimulator.card`, :meth:`ClusterSimulator.from_card`).
+Physics (isochrones, IMF, photometry) comes from :mod:`simulators.population` and
 :mod:`simulators.imf`; images from :mod:`simulators.render`; noise from :mod:`simulators.noise`;
-backgrounds from :mod:`simulators.background`. It must not train or infer.
+what lies behind the clusters from a :class:`simulators.background.Background` built once from
+``SimulatorOptions.background``. It satisfies :class:`simulators.base.Simulator`. It must not
+train or infer, nor know how a background is drawn.
 
 Per cluster (label 1), with θ = (log age, log M, log r_h, A_V):
 
@@ -47,7 +50,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .background import FieldStars, ImageBackground, SyntheticField, mass_grid
+from .background import ClusterScene, StarList, background_from_option, mass_grid
 from .batch import SimulationBatch
 from .errors import SimulatorError
 from .instruments import Instrument, get_preset
@@ -241,19 +244,19 @@ class ClusterSimulator:
         )
         self._threshold_tables = [self._sbf_threshold_table(p) for p in self.populations]
         self._canvas_y, self._canvas_x = self.renderer.canvas_coordinates()
-        self.field = SyntheticField(
-            inst,
-            self.populations[0],
+        self.background = background_from_option(
+            self.options.background,
+            instrument=inst,
+            population=self.populations[0],
+            noise=self.noise if self.options.noise else None,
             canvas_margin=self.renderer.radius,
-            library_size=self.options.field_library_size,
-            seed=self.options.field_seed,
+            hard_negative_fraction=self.options.hard_negative_fraction,
+            field_library_size=self.options.field_library_size,
+            field_seed=self.options.field_seed,
             device=self.device,
         )
-        self.image_background = None
-        if self.options.background not in ("synthetic", "none"):
-            self.image_background = ImageBackground(
-                self.options.background, inst.image_size, len(self.bands), device=self.device
-            )
+        # the synthetic field model (None for other backgrounds), for benchmarks and inspection
+        self.field = getattr(self.background, "field", None)
 
     # -- construction helpers ---------------------------------------------------------------------
     def _load_psf(self, band) -> EffectivePSF:
@@ -406,7 +409,8 @@ class ClusterSimulator:
             images float32 (n, C, H, W) e⁻/s (sky-subtracted), theta, label (int64), visibility
             (float32), nuisances: ``feh``, ``eff_gamma``, ``offset_y``, ``offset_x`` (px),
             ``mass_threshold`` (M☉), ``n_stars`` (drawn cluster stars), ``sbf_smooth_fraction``,
-            ``field_sfr_density`` (M☉ yr⁻¹ kpc⁻²), ``n_field_stars``, ``hard_negative``.
+            then the background's: ``field_sfr_density`` (M☉ yr⁻¹ kpc⁻²) and ``n_field_stars``
+            (synthetic field only), ``hard_negative``.
         """
         dev = self.device
         if generator.device != dev:
@@ -446,7 +450,7 @@ class ClusterSimulator:
         c_n = len(self.bands)
         nc = self.renderer.canvas
         smooth = torch.zeros(n, c_n, nc, nc, device=dev)
-        parts: list[FieldStars] = []
+        parts: list[StarList] = []
         r_h = 10 ** theta[:, 2] / inst.pc_per_pixel  # px
         a = eff_core_radius(r_h, gamma, opt.eff_truncation)
         r_t = opt.eff_truncation * r_h
@@ -473,50 +477,29 @@ class ClusterSimulator:
             signal_ap[idx] = s_ap
             for k, v in info.items():
                 nuis[k][idx] = v.float()
-        kind = torch.zeros(n, dtype=torch.long, device=dev)
-        if opt.background == "synthetic":
-            sfr = self.field.draw_sfr(n, g_field)
-            fstars, n_field = self.field.stars(sfr, g_field)
-            u = torch.rand(n, 2, generator=g_field, device=dev)
-            hard = (label == 0) & (u[:, 0] < opt.hard_negative_fraction)
-            kind[hard] = 1 + (u[hard, 1] < 0.5).long()
-            parts += [fstars, self.field.hard_negatives(kind, centre, g_field)]
-            scene = self.renderer.render(
-                n, *self._flat(parts, c_n), smooth=smooth, faint_flux=self.faint_flux
-            )
-            scene = scene + self.field.galaxy_light(sfr, g_field)
-            nuis.update(field_sfr_density=sfr, n_field_stars=n_field.float())
-            images = self.noise.add_noise(scene, g_noise) if opt.noise else scene
-        elif opt.background == "none":
-            scene = self.renderer.render(
-                n, *self._flat(parts, c_n), smooth=smooth, faint_flux=self.faint_flux
-            )
-            images = self.noise.add_noise(scene, g_noise) if opt.noise else scene
-        else:
-            scene_cluster = self.renderer.render(
-                n, *self._flat(parts, c_n), smooth=smooth, faint_flux=self.faint_flux
-            )
-            patches = self.image_background.sample(n, g_field)
-            noisy = (
-                self.noise.add_source_noise(scene_cluster, g_noise) if opt.noise else scene_cluster
-            )
-            images = patches + noisy
-            scene = scene_cluster + patches.clamp(min=0)
-        nuis["hard_negative"] = kind
+
+        def render(extra: Sequence[StarList]) -> torch.Tensor:
+            stars = self._flat([*parts, *extra], c_n)
+            return self.renderer.render(n, *stars, smooth=smooth, faint_flux=self.faint_flux)
+
+        composite = self.background.compose(
+            ClusterScene(n, label, centre, render), g_field, g_noise
+        )
+        nuis.update(composite.nuisances)
         red = inst.reddest_band_index
-        var = self.noise.variance(scene)[:, red]
+        var = self.noise.variance(composite.scene)[:, red]
         vis = torch.zeros(n, device=dev)
         cl = label == 1
         if bool(cl.any()):
             vis[cl] = visibility(signal_ap[cl], var[cl], centre[cl], ap_radius[cl])
-        return SimulationBatch(theta, images.float().contiguous(), label, vis, nuis)
+        return SimulationBatch(theta, composite.images.float().contiguous(), label, vis, nuis)
 
     # -- internals -----------------------------------------------------------------------------------
-    def _flat(self, parts: list[FieldStars], n_bands: int) -> tuple[torch.Tensor, ...]:
+    def _flat(self, parts: list[StarList], n_bands: int) -> tuple[torch.Tensor, ...]:
         if not parts:
             z = torch.zeros(0, device=self.device)
             return z.long(), z, z, torch.zeros(0, n_bands, device=self.device)
-        s = FieldStars.cat(parts)
+        s = StarList.cat(parts)
         return s.sample_index, s.y, s.x, s.flux
 
     def _cluster(
@@ -584,7 +567,7 @@ class ClusterSimulator:
             "n_stars": n_st,
             "sbf_smooth_fraction": self._smooth_sbf(feh_index, log_age, m_thr),
         }
-        return FieldStars(sidx, y, x, flux), smooth, s_ap, info
+        return StarList(sidx, y, x, flux), smooth, s_ap, info
 
     def _smooth_sbf(
         self, feh_index: int, log_age: torch.Tensor, m_thr: torch.Tensor
