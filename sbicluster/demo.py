@@ -90,7 +90,7 @@ def simulate_to_fits(
     tuple of Path
         ``cutouts.fits`` and ``truth.ecsv``.
     """
-    from simulators.batch import SimulationBatch
+    from simulators.base import simulate_in_chunks
     from simulators.registry import simulator_for_preset
 
     if n < 1:
@@ -105,18 +105,8 @@ def simulate_to_fits(
     generator = torch.Generator(device=simulator.device).manual_seed(seed)
     label_rng = torch.Generator().manual_seed(seed + 1)
     labels = (torch.rand(n, generator=label_rng) < cluster_fraction).long()
-    parts = []
-    from tqdm.auto import tqdm
-
-    for start in tqdm(range(0, n, chunk), desc="simulating", unit="chunk", disable=not progress):
-        lab = labels[start : start + chunk].to(generator.device)
-        parts.append(simulator.simulate(len(lab), generator, label=lab).to("cpu"))
-    batch = SimulationBatch(
-        torch.cat([p.theta for p in parts]),
-        torch.cat([p.images for p in parts]),
-        torch.cat([p.label for p in parts]),
-        torch.cat([p.visibility for p in parts]),
-        {k: torch.cat([p.nuisances[k] for p in parts]) for k in parts[0].nuisances},
+    batch = simulate_in_chunks(
+        simulator, n, generator, chunk=chunk, label=labels, progress=progress, desc="simulating"
     )
     ids = [f"cutouts:{i}" for i in range(n)]
     preset_card = simulator.card().get("preset", {})
