@@ -105,7 +105,8 @@ class SimulatorOptions:
     background : str
         ``"synthetic"`` (field stars + galaxy light), ``"none"`` (sky and detector noise only; for tests
         and pictures), or a path to a FITS cube / folder of cubes (real backgrounds: only the cluster's
-        own Poisson noise is added to the real, already noisy patch).
+        own Poisson noise is added to the real, already noisy patch). Built once into a
+        :class:`simulators.background.Background` (:func:`simulators.background.background_from_option`).
     hard_negative_fraction : float
         Fraction of background-only samples that get a chance grouping (half) or a single bright
         star (half).
