@@ -62,12 +62,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from sbicluster.api import simulator_from_card
     from sbicluster.artifact import load_model
     from sbicluster.diagnostics import run_diagnostics
+    from simulators.registry import simulator_from_card
 
     model = load_model(args.model, device=args.device)
-    simulator = simulator_from_card(model.card, device=args.device)
+    simulator = simulator_from_card(model.card["simulator"], device=args.device)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         metrics = run_diagnostics(

@@ -155,11 +155,11 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("an ensemble needs at least two --models")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from sbicluster.api import simulator_from_card
     from sbicluster.artifact import load_model
     from sbicluster.diagnostics import evaluate
     from sbicluster.diagnostics.run import log_prob_of_draws, simulate_held_out
     from sbicluster.inference import SYMMETRY_VIEWS, classifier_logits
+    from simulators.registry import simulator_from_card
 
     start = time.perf_counter()
     if args.views_of is not None:
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         member_list = [(path, load_model(path, device="cpu"), 0) for path in args.models]
     models = [model for _, model, _ in member_list]
-    simulator = simulator_from_card(models[0].card, device="cpu")
+    simulator = simulator_from_card(models[0].card["simulator"], device="cpu")
     batch = simulate_held_out(simulator, args.n, args.seed, progress=sys.stderr.isatty())
     label = batch.label.numpy().astype(bool)
     theta, vis_all = batch.theta.numpy()[label], batch.visibility.numpy()

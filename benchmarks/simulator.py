@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from benchmarks._meta import environment, write_results
-from simulators.background import FieldStars
+from simulators.background import StarList
 from simulators.cluster import ClusterSimulator, SimulatorOptions
 from simulators.render import render_stars_reference
 
@@ -84,7 +84,7 @@ def _reference_ratio(sim: ClusterSimulator, n: int, seed: int) -> dict:
         sim.populations[0], 0, theta, gamma, centre, a, 10 * r_h, 2 * r_h, g
     )
     fstars, _ = sim.field.stars(torch.full((n,), 0.02, device=sim.device), g)
-    allst = FieldStars.cat([stars, fstars])
+    allst = StarList.cat([stars, fstars])
     del label
     sim.renderer.render(
         n, allst.sample_index, allst.y, allst.x, allst.flux

@@ -17,7 +17,7 @@ import torch
 from astropy.table import Table
 
 from .devices import resolve_device
-from .errors import InputError, ModelError
+from .errors import InputError
 from .io import Cutouts, read_catalog_cutouts, read_cutouts
 from .outputs import (
     check_outputs,
@@ -34,7 +34,6 @@ __all__ = [
     "resolve_device",  # re-exported from sbicluster.devices for callers that import it here
     "model_pixel_scale",
     "model_zero_points",
-    "simulator_from_card",
     "OUTPUT_FILES",
 ]
 
@@ -57,69 +56,6 @@ def model_zero_points(card: dict) -> dict[str, float]:
     """The model's Vega magnitude giving 1 e⁻/s per band (mag), from its card ({} if unknown)."""
     setups = card.get("simulator", {}).get("preset", {}).get("band_setups", [])
     return {b["name"]: float(b["zero_point"]) for b in setups if "name" in b and "zero_point" in b}
-
-
-def simulator_from_card(card: dict, device: str | torch.device = "cpu"):
-    """The simulator a model was trained on, rebuilt from its card (for diagnostics and demos).
-
-    Parameters
-    ----------
-    card : dict
-        Model card; its ``simulator`` entry is the ``card()`` of the training simulator:
-        :meth:`simulators.cluster.ClusterSimulator.card` or :meth:`sbicluster.toy.LinearGaussianToy.card`.
-    device : str or torch.device
-        Where the simulator runs.
-
-    Returns
-    -------
-    simulators.cluster.ClusterSimulator or sbicluster.toy.LinearGaussianToy
-
-    Raises
-    ------
-    ModelError
-        If the card does not describe a simulator this version can rebuild.
-    """
-    from simulators.priors import ClusterPrior
-
-    sim = card.get("simulator")
-    if not isinstance(sim, dict):
-        raise ModelError(
-            "the model card has no 'simulator' entry; it cannot be used to simulate mock data"
-        )
-    prior = ClusterPrior.from_dict(sim.get("prior", card.get("prior")))
-    if sim.get("name") == "linear-gaussian-toy":
-        from .toy import LinearGaussianToy
-
-        return LinearGaussianToy(
-            prior,
-            image_size=int(sim["image_size"]),
-            bands=tuple(sim["bands"]),
-            amplitude=float(sim["amplitude"]),
-            noise=float(sim["noise"]),
-            background=float(sim["background"]),
-            cluster_fraction=float(sim["cluster_fraction"]),
-            device=device,
-        )
-    if sim.get("simulator") == "simulators.cluster.ClusterSimulator":
-        from simulators.cluster import ClusterSimulator
-        from simulators.instruments import Instrument
-
-        options = {}
-        for key, value in sim.get("options", {}).items():
-            options[key] = tuple(value) if isinstance(value, list) else value
-        if len(options.get("feh", ())) == 1:
-            options["feh"] = float(options["feh"][0])
-        return ClusterSimulator(
-            Instrument.from_dict(sim["preset"]),
-            prior,
-            cluster_fraction=float(sim.get("cluster_fraction", 0.5)),
-            device=device,
-            **options,
-        )
-    raise ModelError(
-        f"the model card's simulator {sim.get('simulator', sim.get('name'))!r} is not one this "
-        "version of sbicluster can rebuild"
-    )
 
 
 @dataclass

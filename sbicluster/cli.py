@@ -196,14 +196,11 @@ def _simulate(args) -> None:
 
     simulator = None
     if args.model is not None:
-        from .api import simulator_from_card
+        from simulators.registry import simulator_from_card
+
         from .artifact import load_model
 
-        simulator = simulator_from_card(load_model(args.model).card)
-    elif args.preset == "toy":
-        from .toy import LinearGaussianToy
-
-        simulator = LinearGaussianToy()
+        simulator = simulator_from_card(load_model(args.model).card.get("simulator"))
     paths = simulate_to_fits(
         args.out,
         preset=args.preset,
@@ -253,7 +250,7 @@ def _corner(args) -> None:
 def _train(args) -> None:
     import torch
 
-    from simulators.cluster import ClusterSimulator
+    from simulators.registry import simulator_for_preset
 
     from .api import resolve_device
     from .errors import InputError
@@ -264,12 +261,7 @@ def _train(args) -> None:
         if weight is not None and not (math.isfinite(weight) and weight >= 0):
             raise InputError(f"--{term}-weight {weight}: must be a finite number ≥ 0")
     device = resolve_device(args.device)
-    if args.preset == "toy":
-        from .toy import LinearGaussianToy
-
-        simulator = LinearGaussianToy(device=device)
-    else:
-        simulator = ClusterSimulator(args.preset, device=device)
+    simulator = simulator_for_preset(args.preset, device=device)
     pool = None if args.pool is None else args.out / "pool.h5"
     overrides = {
         "preset": args.embedding,
@@ -290,7 +282,7 @@ def _train(args) -> None:
                 "simulations (its last rows validate)"
             )
         args.out.mkdir(parents=True, exist_ok=True)
-        generator = torch.Generator(device=getattr(simulator, "device", "cpu"))
+        generator = torch.Generator(device=simulator.device)
         write_dataset(
             simulator, args.pool, pool, generator.manual_seed(args.pool_seed), progress=_progress()
         )
@@ -299,13 +291,15 @@ def _train(args) -> None:
 
 
 def _diagnose(args) -> None:
-    from .api import resolve_device, simulator_from_card
+    from simulators.registry import simulator_from_card
+
+    from .api import resolve_device
     from .artifact import load_model
     from .diagnostics import run_diagnostics
 
     device = resolve_device(args.device)
     model = load_model(args.model, device=str(device))
-    simulator = simulator_from_card(model.card, device=device)
+    simulator = simulator_from_card(model.card.get("simulator"), device=device)
     run_diagnostics(
         model,
         simulator,

@@ -2,7 +2,9 @@
 
 This module owns the glue that makes the whole pipeline runnable on mock data —
 ``sbicluster simulate``, ``sbicluster corner`` and ``sbicluster demo`` — by composing the
-simulator, :func:`sbicluster.infer`, the writers and the figures. It holds no numerics.
+simulator (any :class:`simulators.base.Simulator`, from :mod:`simulators.registry`),
+:func:`sbicluster.infer`, the writers and the figures. It holds no numerics and must not depend
+on which simulator it drives.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def simulate_to_fits(
     out_dir : str or Path
         Output folder.
     preset : str
-        Instrument preset name (ignored when ``simulator`` is given).
+        Instrument preset name, or ``"toy"`` (see :func:`simulators.registry.simulator_for_preset`;
+        ignored when ``simulator`` is given).
     n : int
         Number of cutouts.
     seed : int
@@ -75,7 +78,7 @@ def simulate_to_fits(
         Fraction of cutouts that hold a cluster; the rest are background only.
     overwrite : bool
         Replace existing files.
-    simulator : ClusterSimulator, optional
+    simulator : simulators.base.Simulator, optional
         Use this simulator (e.g. rebuilt from a model card) instead of a new one.
     chunk : int
         Cutouts simulated per call (bounds memory).
@@ -87,8 +90,8 @@ def simulate_to_fits(
     tuple of Path
         ``cutouts.fits`` and ``truth.ecsv``.
     """
-    from simulators.batch import SimulationBatch
-    from simulators.cluster import ClusterSimulator
+    from simulators.base import simulate_in_chunks
+    from simulators.registry import simulator_for_preset
 
     if n < 1:
         raise InputError(f"--n must be a positive number of cutouts, got {n}")
@@ -98,24 +101,12 @@ def simulate_to_fits(
     fits_path, truth_path = out_dir / "cutouts.fits", out_dir / "truth.ecsv"
     check_outputs([fits_path, truth_path], overwrite)
     if simulator is None:
-        simulator = ClusterSimulator(preset)
-    generator = torch.Generator(
-        device=simulator.device if hasattr(simulator, "device") else "cpu"
-    ).manual_seed(seed)
+        simulator = simulator_for_preset(preset)
+    generator = torch.Generator(device=simulator.device).manual_seed(seed)
     label_rng = torch.Generator().manual_seed(seed + 1)
     labels = (torch.rand(n, generator=label_rng) < cluster_fraction).long()
-    parts = []
-    from tqdm.auto import tqdm
-
-    for start in tqdm(range(0, n, chunk), desc="simulating", unit="chunk", disable=not progress):
-        lab = labels[start : start + chunk].to(generator.device)
-        parts.append(simulator.simulate(len(lab), generator, label=lab).to("cpu"))
-    batch = SimulationBatch(
-        torch.cat([p.theta for p in parts]),
-        torch.cat([p.images for p in parts]),
-        torch.cat([p.label for p in parts]),
-        torch.cat([p.visibility for p in parts]),
-        {k: torch.cat([p.nuisances[k] for p in parts]) for k in parts[0].nuisances},
+    batch = simulate_in_chunks(
+        simulator, n, generator, chunk=chunk, label=labels, progress=progress, desc="simulating"
     )
     ids = [f"cutouts:{i}" for i in range(n)]
     preset_card = simulator.card().get("preset", {})
@@ -257,7 +248,9 @@ def run_demo(
     str
         A short text report (where things are, how well the mock field was recovered).
     """
-    from .api import infer, resolve_device, simulator_from_card
+    from simulators.registry import simulator_from_card
+
+    from .api import infer, resolve_device
     from .artifact import load_model
     from .corner import save_figure, summary_figure
 
@@ -269,7 +262,7 @@ def run_demo(
         if model is None or isinstance(model, str | Path)
         else model
     )
-    simulator = simulator_from_card(loaded.card, device=dev)
+    simulator = simulator_from_card(loaded.card.get("simulator"), device=dev)
     fits_path, truth_path = simulate_to_fits(
         out_dir / "mock",
         n=n,

@@ -1,17 +1,28 @@
-"""Backgrounds of the cutouts: a synthetic galaxy field, or patches of real images.
+"""Backgrounds of the cutouts: what lies behind a cluster, and what a background-only sample is.
 
-This module owns what lies *behind* a cluster (and what a background-only sample is):
+This module owns the :class:`Background` interface and its three implementations, one per value
+of ``SimulatorOptions.background`` (built once by :func:`background_from_option`):
 
-* :class:`SyntheticField` — resolved field stars of mixed ages drawn from a constant star-formation
-  history (the same isochrones, IMF and photometry as the clusters), with a surface density set
-  by a per-sample star-formation-rate density, plus smooth galaxy light (the unresolved stars) with
-  a random gentle gradient; and *hard negatives* for the classifier: chance groupings of a few
-  bright field stars near the centre, or a single bright star.
-* :class:`ImageBackground` — random patches of real multi-band images (a FITS cube or a folder of
-  them), with NaN-masked regions avoided or filled.
+* :class:`SyntheticFieldBackground` (``"synthetic"``) — a :class:`SyntheticField`: resolved field
+  stars of mixed ages drawn from a constant star-formation history (the same isochrones, IMF and
+  photometry as the clusters), with a surface density set by a per-sample star-formation-rate
+  density, plus smooth galaxy light (the unresolved stars) with a random gentle gradient; and
+  *hard negatives* for the classifier: chance groupings of a few bright field stars near the
+  centre, or a single bright star. Sky and detector noise over the whole scene.
+* :class:`EmptyBackground` (``"none"``) — sky and detector noise only (tests and pictures).
+* :class:`ImagePatchBackground` (a path) — an :class:`ImageBackground`: random patches of real
+  multi-band images (a FITS cube or a folder of them), with NaN-masked regions avoided or filled;
+  only the cluster's own Poisson noise is added to the real, already noisy patch.
 
-It must not render clusters or add detector noise (see :mod:`simulators.render`,
-:mod:`simulators.noise`).
+It also owns :class:`StarList`, the flat list of stars (cluster and field alike) that the
+renderer takes. A background receives the batch's clusters as a :class:`ClusterScene` (which
+renders them, together with any stars the background adds) and returns a :class:`Composite`. It
+must not sample clusters, implement rendering (:mod:`simulators.render`) or the noise model
+(:mod:`simulators.noise`): it calls them.
+
+Randomness: every background draws its own quantities from the ``generator`` it is given and its
+noise from ``noise_generator``, in a fixed order, so the same generator states give the same
+batch.
 
 Field model. With a constant SFR density Σ_SFR (M☉ yr⁻¹ kpc⁻²) over log age 6.5–10.1, the
 expected number of field stars in a cutout of area A that are brighter than the preset's
@@ -25,6 +36,9 @@ from __future__ import annotations
 
 import logging
 import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +46,20 @@ import torch
 
 from .errors import SimulatorError
 
-__all__ = ["SyntheticField", "FieldStars", "ImageBackground", "HARD_NEGATIVE_KINDS", "mass_grid"]
+__all__ = [
+    "Background",
+    "ClusterScene",
+    "Composite",
+    "EmptyBackground",
+    "HARD_NEGATIVE_KINDS",
+    "ImageBackground",
+    "ImagePatchBackground",
+    "StarList",
+    "SyntheticField",
+    "SyntheticFieldBackground",
+    "background_from_option",
+    "mass_grid",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +82,13 @@ def mass_grid(m_low: torch.Tensor, m_high: torch.Tensor, n: int = 800) -> torch.
     return torch.sort(edges, 1).values
 
 
-class FieldStars:
-    """A flattened list of stars of a batch: sample index, position (px) and count rates (e⁻/s)."""
+class StarList:
+    """A flattened list of stars of a batch: sample index, position (px) and count rates (e⁻/s).
+
+    Cluster stars and field stars alike; ``sample_index`` (S,) int64 says which sample of the
+    batch each star belongs to, ``y``/``x`` (S,) are cutout pixel coordinates and ``flux`` (S, C)
+    the count rates per band.
+    """
 
     def __init__(
         self, sample_index: torch.Tensor, y: torch.Tensor, x: torch.Tensor, flux: torch.Tensor
@@ -64,9 +96,9 @@ class FieldStars:
         self.sample_index, self.y, self.x, self.flux = sample_index, y, x, flux
 
     @staticmethod
-    def cat(parts: list[FieldStars]) -> FieldStars:
+    def cat(parts: list[StarList]) -> StarList:
         """Concatenate star lists."""
-        return FieldStars(
+        return StarList(
             *(torch.cat([getattr(p, k) for p in parts]) for k in ("sample_index", "y", "x", "flux"))
         )
 
@@ -178,14 +210,12 @@ class SyntheticField:
         u = torch.rand(n, generator=generator, device=self.device)
         return torch.exp(lo + (hi - lo) * u)
 
-    def stars(
-        self, sfr: torch.Tensor, generator: torch.Generator
-    ) -> tuple[FieldStars, torch.Tensor]:
+    def stars(self, sfr: torch.Tensor, generator: torch.Generator) -> tuple[StarList, torch.Tensor]:
         """Resolved field stars of every sample.
 
         Returns
         -------
-        FieldStars
+        StarList
             Flattened star list (positions uniform over the cutout plus margin, px).
         torch.Tensor
             (B,) number of field stars per sample.
@@ -198,7 +228,7 @@ class SyntheticField:
         y = lo + span * torch.rand(s, generator=generator, device=self.device)
         x = lo + span * torch.rand(s, generator=generator, device=self.device)
         pick = torch.randint(len(self.library_flux), (s,), generator=generator, device=self.device)
-        return FieldStars(sidx, y, x, self.library_flux[pick]), n
+        return StarList(sidx, y, x, self.library_flux[pick]), n
 
     def galaxy_light(self, sfr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Smooth galaxy light (B, C, H, W), e⁻/s/px: level ∝ SFR density, random linear gradient (±25 %)."""
@@ -217,7 +247,7 @@ class SyntheticField:
 
     def hard_negatives(
         self, kind: torch.Tensor, centre: torch.Tensor, generator: torch.Generator
-    ) -> FieldStars:
+    ) -> StarList:
         """Stars that mimic a cluster in background-only samples.
 
         Parameters
@@ -247,7 +277,7 @@ class SyntheticField:
             torch.full((s,), 0.3, device=dev),
         )
         dy, dx = torch.randn(2, s, generator=generator, device=dev) * sig
-        return FieldStars(sidx, centre[sidx, 0] + dy, centre[sidx, 1] + dx, self.library_flux[pick])
+        return StarList(sidx, centre[sidx, 0] + dy, centre[sidx, 1] + dx, self.library_flux[pick])
 
 
 class ImageBackground:
@@ -353,3 +383,252 @@ class ImageBackground:
         for patches, idx in out:
             result[idx] = patches
         return result
+
+
+# -- the Background interface ------------------------------------------------------------------------
+
+
+@dataclass
+class ClusterScene:
+    """The clusters of a batch, as a simulator hands them to its :class:`Background`.
+
+    Attributes
+    ----------
+    n : int
+        Batch size.
+    label : torch.Tensor
+        int64 (n,): 1 = cluster, 0 = background only.
+    centre : torch.Tensor
+        (n, 2) cluster centres (y, x), px (also where hard negatives are put).
+    render : callable
+        ``render(extra)`` → (n, C, H, W) noiseless cutouts, e⁻/s per pixel: the clusters' drawn
+        stars and smooth light plus the stars of the :class:`StarList` sequence ``extra``, through
+        the PSF. Call it once.
+    """
+
+    n: int
+    label: torch.Tensor
+    centre: torch.Tensor
+    render: Callable[[Sequence[StarList]], torch.Tensor]
+
+
+@dataclass
+class Composite:
+    """A background's result for a batch.
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        (n, C, H, W) observed cutouts, e⁻/s per pixel, sky-subtracted (noiseless when the
+        background was built without a noise model).
+    scene : torch.Tensor
+        (n, C, H, W) noiseless scene whose noise-model variance defines the visibility.
+    nuisances : dict of str to torch.Tensor
+        Per-sample quantities the background drew, each (n,), in the order they are recorded.
+    """
+
+    images: torch.Tensor
+    scene: torch.Tensor
+    nuisances: dict[str, torch.Tensor]
+
+
+class Background(ABC):
+    """What lies behind the clusters: turns a :class:`ClusterScene` into observed cutouts.
+
+    Parameters
+    ----------
+    noise : simulators.noise.NoiseModel or None
+        The detector noise model; ``None`` gives noiseless images.
+    """
+
+    option: str
+    """The value of ``SimulatorOptions.background`` this background implements."""
+
+    def __init__(self, noise) -> None:
+        self.noise = noise
+
+    @abstractmethod
+    def compose(
+        self, scene: ClusterScene, generator: torch.Generator, noise_generator: torch.Generator
+    ) -> Composite:
+        """Observed cutouts of ``scene`` in front of this background.
+
+        Parameters
+        ----------
+        scene : ClusterScene
+            The batch's clusters (render it exactly once).
+        generator : torch.Generator
+            Source of the background's own random quantities.
+        noise_generator : torch.Generator
+            Source of the detector noise.
+
+        Returns
+        -------
+        Composite
+            Images, noiseless scene and nuisances; every background records ``hard_negative``
+            (int64, see :data:`HARD_NEGATIVE_KINDS`; 0 where it draws none).
+        """
+
+    @staticmethod
+    def _no_hard_negatives(scene: ClusterScene) -> torch.Tensor:
+        return torch.zeros(scene.n, dtype=torch.long, device=scene.label.device)
+
+
+class SyntheticFieldBackground(Background):
+    """Field stars, hard negatives and galaxy light of a :class:`SyntheticField`, then noise.
+
+    Parameters
+    ----------
+    field : SyntheticField
+        The field model.
+    hard_negative_fraction : float
+        Fraction of background-only samples that get a chance grouping (half) or a single
+        bright star (half).
+    noise : simulators.noise.NoiseModel or None
+        Detector noise over the whole scene; ``None`` gives noiseless images.
+
+    Notes
+    -----
+    Draws, in this order, from ``generator``: the SFR densities, the field stars, two uniforms
+    per sample (hard negative or not, which kind), the hard-negative stars, the galaxy-light
+    gradients. Records ``field_sfr_density``, ``n_field_stars`` and ``hard_negative``.
+    """
+
+    option = "synthetic"
+
+    def __init__(self, field: SyntheticField, hard_negative_fraction: float, noise) -> None:
+        super().__init__(noise)
+        self.field = field
+        self.hard_negative_fraction = float(hard_negative_fraction)
+
+    def compose(
+        self, scene: ClusterScene, generator: torch.Generator, noise_generator: torch.Generator
+    ) -> Composite:
+        n, field = scene.n, self.field
+        sfr = field.draw_sfr(n, generator)
+        field_stars, n_field = field.stars(sfr, generator)
+        u = torch.rand(n, 2, generator=generator, device=field.device)
+        kind = self._no_hard_negatives(scene)
+        hard = (scene.label == 0) & (u[:, 0] < self.hard_negative_fraction)
+        kind[hard] = 1 + (u[hard, 1] < 0.5).long()
+        stars = [field_stars, field.hard_negatives(kind, scene.centre, generator)]
+        noiseless = scene.render(stars)
+        noiseless = noiseless + field.galaxy_light(sfr, generator)
+        images = (
+            noiseless if self.noise is None else self.noise.add_noise(noiseless, noise_generator)
+        )
+        nuisances = {
+            "field_sfr_density": sfr,
+            "n_field_stars": n_field.float(),
+            "hard_negative": kind,
+        }
+        return Composite(images, noiseless, nuisances)
+
+
+class EmptyBackground(Background):
+    """No background: the clusters alone, with sky and detector noise (for tests and pictures).
+
+    Draws nothing from ``generator``; records ``hard_negative`` (all 0).
+    """
+
+    option = "none"
+
+    def compose(
+        self, scene: ClusterScene, generator: torch.Generator, noise_generator: torch.Generator
+    ) -> Composite:
+        noiseless = scene.render([])
+        images = (
+            noiseless if self.noise is None else self.noise.add_noise(noiseless, noise_generator)
+        )
+        return Composite(images, noiseless, {"hard_negative": self._no_hard_negatives(scene)})
+
+
+class ImagePatchBackground(Background):
+    """Real image patches (:class:`ImageBackground`) with the clusters added in front.
+
+    The patches are already noisy, so only the clusters' own Poisson noise is added
+    (:meth:`simulators.noise.NoiseModel.add_source_noise`); the noiseless scene for the
+    visibility is the clusters plus the patches clipped at 0. Draws the patches from
+    ``generator``; records ``hard_negative`` (all 0).
+
+    Parameters
+    ----------
+    patches : ImageBackground
+        Source of the patches.
+    noise : simulators.noise.NoiseModel or None
+        Noise model; ``None`` adds the clusters without noise.
+    """
+
+    def __init__(self, patches: ImageBackground, noise) -> None:
+        super().__init__(noise)
+        self.patches = patches
+        self.option = patches.source
+
+    def compose(
+        self, scene: ClusterScene, generator: torch.Generator, noise_generator: torch.Generator
+    ) -> Composite:
+        clusters = scene.render([])
+        patches = self.patches.sample(scene.n, generator)
+        if self.noise is not None:
+            noisy = self.noise.add_source_noise(clusters, noise_generator)
+        else:
+            noisy = clusters
+        return Composite(
+            patches + noisy,
+            clusters + patches.clamp(min=0),
+            {"hard_negative": self._no_hard_negatives(scene)},
+        )
+
+
+def background_from_option(
+    option: str,
+    *,
+    instrument,
+    population,
+    noise,
+    canvas_margin: int,
+    hard_negative_fraction: float,
+    field_library_size: int,
+    field_seed: int,
+    device: torch.device | str = "cpu",
+) -> Background:
+    """The :class:`Background` that ``SimulatorOptions.background`` names.
+
+    Parameters
+    ----------
+    option : str
+        ``"synthetic"``, ``"none"``, or a path to a FITS cube or a folder of them.
+    instrument : simulators.instruments.Instrument
+        Bands, cutout size, field and galaxy-light parameters.
+    population : simulators.population.StellarPopulation
+        Photometry of the field stars (synthetic field only).
+    noise : simulators.noise.NoiseModel or None
+        Detector noise; ``None`` for noiseless images.
+    canvas_margin : int
+        Margin (px) around the cutout over which field stars are scattered.
+    hard_negative_fraction : float
+        See :class:`SyntheticFieldBackground`.
+    field_library_size, field_seed : int
+        Size and seed of the synthetic field's star library.
+    device : torch.device or str
+        Where the background lives.
+
+    Raises
+    ------
+    SimulatorError
+        If a path holds no usable FITS cubes.
+    """
+    if option == "synthetic":
+        field = SyntheticField(
+            instrument,
+            population,
+            canvas_margin=canvas_margin,
+            library_size=field_library_size,
+            seed=field_seed,
+            device=device,
+        )
+        return SyntheticFieldBackground(field, hard_negative_fraction, noise)
+    if option == "none":
+        return EmptyBackground(noise)
+    patches = ImageBackground(option, instrument.image_size, len(instrument.bands), device=device)
+    return ImagePatchBackground(patches, noise)

@@ -76,7 +76,8 @@ def iter_simulation_chunks(
     """Simulate ``n`` samples in consecutive calls of at most ``chunk``, yielding each on the CPU.
 
     The chunks draw from ``generator`` in order, so for a given ``chunk`` the stream is the same
-    however it is consumed (streamed to disk or concatenated).
+    however it is consumed (streamed to disk or concatenated). ``theta`` and ``label`` are passed
+    to ``simulate`` only when given (as consecutive slices).
 
     Parameters
     ----------
@@ -118,12 +119,13 @@ def iter_simulation_chunks(
     with tqdm(total=n, desc=desc, unit="obj", disable=not progress) as bar:
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
-            batch = simulator.simulate(
-                stop - start,
-                generator,
-                theta=None if theta is None else theta[start:stop].to(device),
-                label=None if label is None else label[start:stop].to(device),
-            )
+            # only what was given is passed: without theta/label the call is simulate(k, generator)
+            given = {
+                name: rows[start:stop].to(device)
+                for name, rows in (("theta", theta), ("label", label))
+                if rows is not None
+            }
+            batch = simulator.simulate(stop - start, generator, **given)
             bar.update(stop - start)
             yield batch.to("cpu")
 

@@ -63,8 +63,8 @@ class SimulationBatch:
     def concatenate(cls, batches: Sequence[SimulationBatch]) -> SimulationBatch:
         """One batch holding ``batches`` in order (on the device of the first).
 
-        Nuisances present in every batch are kept; those missing from any are dropped (simulators
-        record some nuisances only when they drew them).
+        Nuisances present in every batch are kept, in the order of the first batch; those missing
+        from any are dropped (simulators record some nuisances only when they drew them).
 
         Raises
         ------
@@ -75,11 +75,11 @@ class SimulationBatch:
             raise ValueError("cannot concatenate an empty sequence of batches")
         if len(batches) == 1:
             return batches[0]
-        keys = set.intersection(*(set(b.nuisances) for b in batches))
+        keys = [k for k in batches[0].nuisances if all(k in b.nuisances for b in batches[1:])]
         return cls(
             torch.cat([b.theta for b in batches]),
             torch.cat([b.images for b in batches]),
             torch.cat([b.label for b in batches]),
             torch.cat([b.visibility for b in batches]),
-            {k: torch.cat([b.nuisances[k] for b in batches]) for k in sorted(keys)},
+            {k: torch.cat([b.nuisances[k] for b in batches]) for k in keys},
         )

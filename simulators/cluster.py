@@ -3,9 +3,12 @@
 This module owns the simulation of a batch: drawing θ and the nuisances, choosing which stars are
 drawn individually, sampling them from the IMF, placing them with the EFF profile, adding the
 smooth light of the faint stars, the field background and the noise, and computing the
-visibility. Physics (isochrones, IMF, photometry) comes from :mod:`simulators.population` and
+visibility, and its own card (:meth:`ClusterSimulator.card`, :meth:`ClusterSimulator.from_card`).
+Physics (isochrones, IMF, photometry) comes from :mod:`simulators.population` and
 :mod:`simulators.imf`; images from :mod:`simulators.render`; noise from :mod:`simulators.noise`;
-backgrounds from :mod:`simulators.background`. It must not train or infer.
+what lies behind the clusters from a :class:`simulators.background.Background` built once from
+``SimulatorOptions.background``. It satisfies :class:`simulators.base.Simulator`. It must not
+train or infer, nor know how a background is drawn.
 
 Per cluster (label 1), with θ = (log age, log M, log r_h, A_V):
 
@@ -47,7 +50,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .background import FieldStars, ImageBackground, SyntheticField, mass_grid
+from .background import ClusterScene, StarList, background_from_option, mass_grid
 from .batch import SimulationBatch
 from .errors import SimulatorError
 from .instruments import Instrument, get_preset
@@ -57,9 +60,12 @@ from .profiles import eff_core_radius, eff_enclosed_fraction, eff_sample_radius,
 from .psf import EffectivePSF, load_builtin_psf, load_fits_psf
 from .render import PhaseRenderer
 
-__all__ = ["ClusterSimulator", "SimulatorOptions", "VISIBILITY_DEFINITION"]
+__all__ = ["ClusterSimulator", "SimulatorOptions", "VISIBILITY_DEFINITION", "CLUSTER_KIND"]
 
 log = logging.getLogger(__name__)
+
+CLUSTER_KIND = "simulators.cluster.ClusterSimulator"
+"""The kind the simulator's card names (its ``simulator`` entry); see :mod:`simulators.registry`."""
 
 VISIBILITY_DEFINITION = (
     "aperture signal-to-noise ratio of the cluster light in the reddest band: S / sqrt(sum_ap Var), aperture "
@@ -99,7 +105,8 @@ class SimulatorOptions:
     background : str
         ``"synthetic"`` (field stars + galaxy light), ``"none"`` (sky and detector noise only; for tests
         and pictures), or a path to a FITS cube / folder of cubes (real backgrounds: only the cluster's
-        own Poisson noise is added to the real, already noisy patch).
+        own Poisson noise is added to the real, already noisy patch). Built once into a
+        :class:`simulators.background.Background` (:func:`simulators.background.background_from_option`).
     hard_negative_fraction : float
         Fraction of background-only samples that get a chance grouping (half) or a single bright
         star (half).
@@ -238,19 +245,19 @@ class ClusterSimulator:
         )
         self._threshold_tables = [self._sbf_threshold_table(p) for p in self.populations]
         self._canvas_y, self._canvas_x = self.renderer.canvas_coordinates()
-        self.field = SyntheticField(
-            inst,
-            self.populations[0],
+        self.background = background_from_option(
+            self.options.background,
+            instrument=inst,
+            population=self.populations[0],
+            noise=self.noise if self.options.noise else None,
             canvas_margin=self.renderer.radius,
-            library_size=self.options.field_library_size,
-            seed=self.options.field_seed,
+            hard_negative_fraction=self.options.hard_negative_fraction,
+            field_library_size=self.options.field_library_size,
+            field_seed=self.options.field_seed,
             device=self.device,
         )
-        self.image_background = None
-        if self.options.background not in ("synthetic", "none"):
-            self.image_background = ImageBackground(
-                self.options.background, inst.image_size, len(self.bands), device=self.device
-            )
+        # the synthetic field model (None for other backgrounds), for benchmarks and inspection
+        self.field = getattr(self.background, "field", None)
 
     # -- construction helpers ---------------------------------------------------------------------
     def _load_psf(self, band) -> EffectivePSF:
@@ -301,7 +308,7 @@ class ClusterSimulator:
         opts = asdict(self.options)
         opts["feh"] = list(self.feh_values)
         return {
-            "simulator": "simulators.cluster.ClusterSimulator",
+            "simulator": CLUSTER_KIND,
             "preset": self.instrument.to_dict(),
             "prior": self.prior.to_dict(),
             "photometry_table_id": [getattr(p, "table_id", "unknown") for p in self.populations],
@@ -315,6 +322,40 @@ class ClusterSimulator:
             "visibility_definition": VISIBILITY_DEFINITION,
             "image_units": "e-/s per pixel, sky-subtracted",
         }
+
+    @classmethod
+    def from_card(cls, card: dict, device: str | torch.device = "cpu") -> ClusterSimulator:
+        """The simulator that wrote ``card`` (the output of :meth:`card`), on ``device``.
+
+        The instrument, prior, cluster fraction and options are rebuilt from the card (JSON
+        lists become tuples; a one-element ``feh`` list becomes a single metallicity); the
+        physics tables are those of this installation.
+
+        Raises
+        ------
+        SimulatorError
+            If ``card`` is not a cluster-simulator card, lacks an entry or holds an invalid one.
+        """
+        from .instruments import Instrument
+
+        if card.get("simulator") != CLUSTER_KIND:
+            raise SimulatorError(f"not a {CLUSTER_KIND} card: it names {card.get('simulator')!r}")
+        try:
+            options = {
+                key: tuple(value) if isinstance(value, list) else value
+                for key, value in card.get("options", {}).items()
+            }
+            feh = options.get("feh")
+            if isinstance(feh, tuple) and len(feh) == 1:
+                options["feh"] = float(feh[0])
+            instrument = Instrument.from_dict(card["preset"])
+            prior = ClusterPrior.from_dict(card["prior"])
+            cluster_fraction = float(card.get("cluster_fraction", 0.5))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise SimulatorError(
+                f"incomplete {CLUSTER_KIND} card ({type(err).__name__}: {err})"
+            ) from err
+        return cls(instrument, prior, cluster_fraction=cluster_fraction, device=device, **options)
 
     def mass_threshold(
         self, log_age: torch.Tensor, log_mass: torch.Tensor, feh_index: int = 0
@@ -369,7 +410,8 @@ class ClusterSimulator:
             images float32 (n, C, H, W) e⁻/s (sky-subtracted), theta, label (int64), visibility
             (float32), nuisances: ``feh``, ``eff_gamma``, ``offset_y``, ``offset_x`` (px),
             ``mass_threshold`` (M☉), ``n_stars`` (drawn cluster stars), ``sbf_smooth_fraction``,
-            ``field_sfr_density`` (M☉ yr⁻¹ kpc⁻²), ``n_field_stars``, ``hard_negative``.
+            then the background's: ``field_sfr_density`` (M☉ yr⁻¹ kpc⁻²) and ``n_field_stars``
+            (synthetic field only), ``hard_negative``.
         """
         dev = self.device
         if generator.device != dev:
@@ -409,7 +451,7 @@ class ClusterSimulator:
         c_n = len(self.bands)
         nc = self.renderer.canvas
         smooth = torch.zeros(n, c_n, nc, nc, device=dev)
-        parts: list[FieldStars] = []
+        parts: list[StarList] = []
         r_h = 10 ** theta[:, 2] / inst.pc_per_pixel  # px
         a = eff_core_radius(r_h, gamma, opt.eff_truncation)
         r_t = opt.eff_truncation * r_h
@@ -436,50 +478,29 @@ class ClusterSimulator:
             signal_ap[idx] = s_ap
             for k, v in info.items():
                 nuis[k][idx] = v.float()
-        kind = torch.zeros(n, dtype=torch.long, device=dev)
-        if opt.background == "synthetic":
-            sfr = self.field.draw_sfr(n, g_field)
-            fstars, n_field = self.field.stars(sfr, g_field)
-            u = torch.rand(n, 2, generator=g_field, device=dev)
-            hard = (label == 0) & (u[:, 0] < opt.hard_negative_fraction)
-            kind[hard] = 1 + (u[hard, 1] < 0.5).long()
-            parts += [fstars, self.field.hard_negatives(kind, centre, g_field)]
-            scene = self.renderer.render(
-                n, *self._flat(parts, c_n), smooth=smooth, faint_flux=self.faint_flux
-            )
-            scene = scene + self.field.galaxy_light(sfr, g_field)
-            nuis.update(field_sfr_density=sfr, n_field_stars=n_field.float())
-            images = self.noise.add_noise(scene, g_noise) if opt.noise else scene
-        elif opt.background == "none":
-            scene = self.renderer.render(
-                n, *self._flat(parts, c_n), smooth=smooth, faint_flux=self.faint_flux
-            )
-            images = self.noise.add_noise(scene, g_noise) if opt.noise else scene
-        else:
-            scene_cluster = self.renderer.render(
-                n, *self._flat(parts, c_n), smooth=smooth, faint_flux=self.faint_flux
-            )
-            patches = self.image_background.sample(n, g_field)
-            noisy = (
-                self.noise.add_source_noise(scene_cluster, g_noise) if opt.noise else scene_cluster
-            )
-            images = patches + noisy
-            scene = scene_cluster + patches.clamp(min=0)
-        nuis["hard_negative"] = kind
+
+        def render(extra: Sequence[StarList]) -> torch.Tensor:
+            stars = self._flat([*parts, *extra], c_n)
+            return self.renderer.render(n, *stars, smooth=smooth, faint_flux=self.faint_flux)
+
+        composite = self.background.compose(
+            ClusterScene(n, label, centre, render), g_field, g_noise
+        )
+        nuis.update(composite.nuisances)
         red = inst.reddest_band_index
-        var = self.noise.variance(scene)[:, red]
+        var = self.noise.variance(composite.scene)[:, red]
         vis = torch.zeros(n, device=dev)
         cl = label == 1
         if bool(cl.any()):
             vis[cl] = visibility(signal_ap[cl], var[cl], centre[cl], ap_radius[cl])
-        return SimulationBatch(theta, images.float().contiguous(), label, vis, nuis)
+        return SimulationBatch(theta, composite.images.float().contiguous(), label, vis, nuis)
 
     # -- internals -----------------------------------------------------------------------------------
-    def _flat(self, parts: list[FieldStars], n_bands: int) -> tuple[torch.Tensor, ...]:
+    def _flat(self, parts: list[StarList], n_bands: int) -> tuple[torch.Tensor, ...]:
         if not parts:
             z = torch.zeros(0, device=self.device)
             return z.long(), z, z, torch.zeros(0, n_bands, device=self.device)
-        s = FieldStars.cat(parts)
+        s = StarList.cat(parts)
         return s.sample_index, s.y, s.x, s.flux
 
     def _cluster(
@@ -547,7 +568,7 @@ class ClusterSimulator:
             "n_stars": n_st,
             "sbf_smooth_fraction": self._smooth_sbf(feh_index, log_age, m_thr),
         }
-        return FieldStars(sidx, y, x, flux), smooth, s_ap, info
+        return StarList(sidx, y, x, flux), smooth, s_ap, info
 
     def _smooth_sbf(
         self, feh_index: int, log_age: torch.Tensor, m_thr: torch.Tensor

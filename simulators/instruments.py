@@ -193,11 +193,6 @@ class Instrument:
         return tuple(b.zero_point for b in self.band_setups)
 
     @property
-    def exposure_times(self) -> tuple[float, ...]:
-        """Total exposure times per band (s)."""
-        return tuple(b.exposure_time for b in self.band_setups)
-
-    @property
     def sky(self) -> tuple[float, ...]:
         """Sky levels per band (e⁻/s/px)."""
         return tuple(b.sky for b in self.band_setups)

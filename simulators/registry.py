@@ -1,28 +1,41 @@
-"""Rebuilding a simulator from its card: the inverse of ``Simulator.card()``.
+"""Where simulators come from: a card (the inverse of ``Simulator.card()``) or a preset name.
 
-This module owns the table of simulator kinds that a card can name and the one function that
-rebuilds a simulator from a card, :func:`simulator_from_card`. Each simulator class rebuilds
-itself (``from_card``); this module only finds the class, importing it lazily so that reading a
-card never loads physics tables that the card does not need. It must not know what a card
-contains beyond the key that names its kind.
+This module owns the table of simulator kinds that a card can name, the one function that
+rebuilds a simulator from a card, :func:`simulator_from_card`, and the one function that turns a
+preset name (as given to ``sbicluster train/simulate --preset``) into a simulator,
+:func:`simulator_for_preset`. Each simulator class rebuilds itself (``from_card``); this module
+only finds the class, importing it lazily so that reading a card never loads physics tables that
+the card does not need. It must not know what a card contains beyond the key that names its
+kind, nor simulate anything.
 """
 
 from __future__ import annotations
 
 from importlib import import_module
+from pathlib import Path
 
 import torch
 
 from .base import Simulator
 from .errors import SimulatorError
 
-__all__ = ["SIMULATOR_KINDS", "simulator_kind", "simulator_from_card"]
+__all__ = [
+    "SIMULATOR_KINDS",
+    "TOY_PRESET",
+    "simulator_kind",
+    "simulator_from_card",
+    "simulator_for_preset",
+]
 
 SIMULATOR_KINDS: dict[str, str] = {
     "simulators.cluster.ClusterSimulator": "simulators.cluster:ClusterSimulator",
     "linear-gaussian-toy": "simulators.toy:LinearGaussianToy",
 }
 """Card kind → ``module:Class`` of the simulator that wrote it (read-only)."""
+
+TOY_PRESET = "toy"
+"""The preset name of :class:`simulators.toy.LinearGaussianToy`; every other name is an
+instrument preset of :class:`simulators.cluster.ClusterSimulator`."""
 
 
 def simulator_kind(card: dict) -> str:
@@ -33,6 +46,8 @@ def simulator_kind(card: dict) -> str:
     SimulatorError
         If the card names no kind this version knows.
     """
+    if card is None:
+        raise SimulatorError("no simulator card: the card records no simulator to rebuild")
     if not isinstance(card, dict):
         raise SimulatorError(f"a simulator card is a JSON object, got {type(card).__name__}")
     for key in ("simulator", "name"):
@@ -68,3 +83,38 @@ def simulator_from_card(card: dict, device: str | torch.device = "cpu") -> Simul
     module, name = SIMULATOR_KINDS[simulator_kind(card)].split(":")
     cls = getattr(import_module(module), name)
     return cls.from_card(card, device=device)
+
+
+def simulator_for_preset(name, device: str | torch.device = "cpu", **kwargs) -> Simulator:
+    """A new simulator for a preset name: the toy for ``"toy"``, else the cluster simulator.
+
+    Parameters
+    ----------
+    name : str, Path or simulators.instruments.Instrument
+        :data:`TOY_PRESET` for :class:`simulators.toy.LinearGaussianToy`; otherwise an instrument
+        preset name (``"m83-wfc3"``, ``"m31-phat"``), a TOML path or an Instrument, for
+        :class:`simulators.cluster.ClusterSimulator`.
+    device : str or torch.device
+        Where the simulator runs.
+    **kwargs
+        Further arguments of the simulator's constructor (e.g. ``cluster_fraction``).
+
+    Returns
+    -------
+    Simulator
+
+    Raises
+    ------
+    SimulatorError
+        If ``name`` is not a known preset or an option is invalid.
+    """
+    if isinstance(name, str) and name == TOY_PRESET:
+        from .toy import LinearGaussianToy
+
+        try:
+            return LinearGaussianToy(device=device, **kwargs)
+        except TypeError as err:
+            raise SimulatorError(f"invalid option for the {TOY_PRESET!r} preset ({err})") from err
+    from .cluster import ClusterSimulator
+
+    return ClusterSimulator(str(name) if isinstance(name, Path) else name, device=device, **kwargs)

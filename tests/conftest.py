@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sbicluster.outputs import write_cutouts_fits
-from sbicluster.toy import LinearGaussianToy
+from simulators.toy import LinearGaussianToy
 
 __all__ = ["toy_model_dir", "toy_cutouts", "cli"]
 

@@ -5,10 +5,12 @@ import pytest
 from astropy import units as u
 
 import sbicluster
-from sbicluster.api import model_pixel_scale, model_zero_points, simulator_from_card
+from sbicluster.api import model_pixel_scale, model_zero_points
 from sbicluster.errors import InputError, ModelError, OutputExistsError
 from sbicluster.io import FLAG_MASKED
 from sbicluster.outputs import write_cutouts_fits
+from simulators.errors import SimulatorError
+from simulators.registry import simulator_from_card
 
 
 def test_infer_returns_summary_samples_and_inference_data_that_agree(toy_model_dir, toy_cutouts):
@@ -118,12 +120,14 @@ def test_simulator_is_rebuilt_from_a_model_card(toy_model_dir):
     from simulators.cluster import ClusterSimulator
 
     card = load_model(toy_model_dir).card
-    toy = simulator_from_card(card)
+    toy = simulator_from_card(card["simulator"])
     assert toy.card() == card["simulator"]
     original = ClusterSimulator("m83-wfc3", feh=(-0.5, 0.0), cluster_fraction=0.3)
-    rebuilt = simulator_from_card({"simulator": original.card()})
+    rebuilt = simulator_from_card(original.card())
     assert rebuilt.card() == original.card()
     assert model_pixel_scale({"simulator": original.card()}) == pytest.approx(0.0396)
     assert set(model_zero_points({"simulator": original.card()})) == set(original.bands)
-    with pytest.raises(ModelError, match="simulator"):
+    with pytest.raises(SimulatorError, match="no simulator card"):
+        simulator_from_card(card.get("no-such-entry"))
+    with pytest.raises(SimulatorError, match="not one this version can rebuild"):
         simulator_from_card({"prior": card["prior"]})

@@ -10,7 +10,7 @@ from sbicluster.artifact import load_model, save_model
 from sbicluster.errors import ModelError, OutputExistsError
 from sbicluster.inference import predict
 from sbicluster.model import ClusterModel, default_architecture
-from sbicluster.toy import LinearGaussianToy
+from simulators.toy import LinearGaussianToy
 
 
 @pytest.fixture()

@@ -6,16 +6,30 @@ import numpy as np
 import pytest
 import torch
 
-from simulators.background import ImageBackground, SyntheticField
+from simulators.background import (
+    ClusterScene,
+    EmptyBackground,
+    ImageBackground,
+    ImagePatchBackground,
+    SyntheticField,
+    SyntheticFieldBackground,
+    background_from_option,
+)
 from simulators.errors import SimulatorError
 from simulators.instruments import get_preset
+from simulators.noise import NoiseModel
 from simulators.population import StellarPopulation
 
 
 @pytest.fixture(scope="module")
-def field():
+def population():
+    return StellarPopulation(get_preset("m83-wfc3").bands)
+
+
+@pytest.fixture(scope="module")
+def field(population):
     inst = get_preset("m83-wfc3")
-    return SyntheticField(inst, StellarPopulation(inst.bands), canvas_margin=8, library_size=2048)
+    return SyntheticField(inst, population, canvas_margin=8, library_size=2048)
 
 
 def test_field_star_counts_are_poisson_with_the_model_mean(field):
@@ -82,3 +96,65 @@ def test_image_background_patches_avoid_and_fill_nans(tmp_path):
     fits.writeto(tmp_path / "masked.fits", np.full((3, 40, 40), np.nan, dtype=np.float32))
     with pytest.raises(SimulatorError, match="mostly masked"):
         ImageBackground(tmp_path / "masked.fits", 32, 3).sample(2, torch.Generator().manual_seed(0))
+
+
+class _Scene:
+    """A ClusterScene whose render records the extra stars it was given (a flat cluster light)."""
+
+    def __init__(self, n, label, size=64):
+        self.calls = []
+        self.scene = ClusterScene(n, label, torch.full((n, 2), (size - 1) / 2), self._render)
+        self.size = size
+
+    def _render(self, extra):
+        self.calls.append(list(extra))
+        return torch.full((self.scene.n, 3, self.size, self.size), 0.25)
+
+
+def test_each_background_option_builds_its_class_and_composes_one_render(population, tmp_path):
+    from astropy.io import fits
+
+    inst = get_preset("m83-wfc3")
+    noise = NoiseModel.from_instrument(inst)
+    fits.writeto(tmp_path / "bg.fits", np.full((3, 70, 70), 0.5, dtype=np.float32))
+    common = dict(
+        instrument=inst,
+        population=population,
+        canvas_margin=8,
+        hard_negative_fraction=1.0,
+        field_library_size=256,
+        field_seed=0,
+    )
+    label = torch.tensor([1, 0, 0, 1])
+    g = torch.Generator().manual_seed(0)
+    # no background, no noise: the clusters alone, nothing drawn
+    empty = background_from_option("none", noise=None, **common)
+    assert isinstance(empty, EmptyBackground)
+    s = _Scene(4, label)
+    out = empty.compose(s.scene, g, torch.Generator().manual_seed(1))
+    assert s.calls == [[]] and torch.equal(out.images, out.scene)
+    assert torch.equal(out.images, torch.full((4, 3, 64, 64), 0.25))
+    assert list(out.nuisances) == ["hard_negative"] and not out.nuisances["hard_negative"].any()
+    # real patches: patch + clusters; the variance scene clips the patch at 0
+    patches = background_from_option(str(tmp_path / "bg.fits"), noise=None, **common)
+    assert isinstance(patches, ImagePatchBackground) and patches.option.endswith("bg.fits")
+    out = patches.compose(_Scene(4, label).scene, g, torch.Generator().manual_seed(1))
+    assert torch.equal(out.images, torch.full((4, 3, 64, 64), 0.75))
+    # the synthetic field renders its field stars and hard negatives with the clusters, adds noise
+    synth = background_from_option("synthetic", noise=noise, **common)
+    assert isinstance(synth, SyntheticFieldBackground) and synth.field.library_flux.shape[0] == 256
+    s = _Scene(4, label)
+    out = synth.compose(s.scene, torch.Generator().manual_seed(2), torch.Generator().manual_seed(3))
+    assert len(s.calls) == 1 and len(s.calls[0]) == 2  # field stars, hard negatives
+    field_stars, hard = s.calls[0]
+    assert torch.equal(
+        torch.bincount(field_stars.sample_index, minlength=4).float(),
+        out.nuisances["n_field_stars"],
+    )
+    # hard_negative_fraction = 1: every background-only sample gets one, no cluster does
+    kinds = out.nuisances["hard_negative"]
+    assert bool((kinds[label == 0] > 0).all()) and not kinds[label == 1].any()
+    assert set(hard.sample_index.tolist()) == {1, 2}
+    assert list(out.nuisances) == ["field_sfr_density", "n_field_stars", "hard_negative"]
+    assert not torch.equal(out.images, out.scene)  # noisy
+    assert bool((out.scene > 0.25).all())  # galaxy light on top of the clusters everywhere

@@ -303,6 +303,25 @@ def test_missing_model_and_explicit_bands(toy_model_dir, toy_cutouts, tmp_path, 
     )
 
 
+def test_a_card_naming_an_unknown_simulator_gives_a_one_line_error(toy_model_dir, tmp_path, capsys):
+    import shutil
+
+    for simulator, fragment in (
+        ({"simulator": "mystery-simulator"}, "'mystery-simulator'"),
+        (None, "no simulator card"),
+    ):
+        model = tmp_path / f"model-{fragment[1:8]}"
+        shutil.copytree(toy_model_dir, model)
+        card = json.loads((model / "card.json").read_text())
+        card["simulator"] = simulator
+        (model / "card.json").write_text(json.dumps(card))
+        for command in ("simulate", "diagnose"):
+            out = tmp_path / f"{command}-{fragment[1:8]}"
+            run = run_main(capsys, command, "--model", model, "--n", 10, "--out", out)
+            _one_line_error(run, fragment)
+            assert not out.exists()
+
+
 def test_demo_quick_on_a_toy_model(toy_model_dir, tmp_path):
     out = tmp_path / "demo"
     run = cli("demo", "--model", toy_model_dir, "--out", out, "--quick")

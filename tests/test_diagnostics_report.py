@@ -229,7 +229,7 @@ class _AnalyticToyModel(torch.nn.Module):
 @pytest.mark.parametrize("scale, verdict", [(1.0, "calibrated"), (0.6, "overconfident")])
 def test_run_diagnostics_on_exact_and_narrow_toy_posteriors(tmp_path, scale, verdict):
     from sbicluster.diagnostics import run_diagnostics
-    from sbicluster.toy import LinearGaussianToy
+    from simulators.toy import LinearGaussianToy
 
     toy = LinearGaussianToy()
     model = _AnalyticToyModel(toy, scale)
@@ -264,7 +264,7 @@ def test_run_diagnostics_with_a_cluster_model(tmp_path):
         simulate_held_out,
     )
     from sbicluster.model import ClusterModel, default_architecture
-    from sbicluster.toy import LinearGaussianToy
+    from simulators.toy import LinearGaussianToy
 
     toy = LinearGaussianToy()
     torch.manual_seed(0)

@@ -51,7 +51,7 @@ def test_a_view_member_conditions_the_flow_on_that_view():
 
     from benchmarks.ensemble import _member_log_prob
     from sbicluster.model import ClusterModel, default_architecture
-    from sbicluster.toy import LinearGaussianToy
+    from simulators.toy import LinearGaussianToy
 
     toy = LinearGaussianToy()
     torch.manual_seed(0)

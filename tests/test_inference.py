@@ -13,7 +13,7 @@ from sbicluster.inference import (
     view_averaged_heads,
 )
 from sbicluster.model import ClusterModel, default_architecture
-from sbicluster.toy import LinearGaussianToy
+from simulators.toy import LinearGaussianToy
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from sbicluster.model import (
     _flow_layers,
     default_architecture,
 )
-from sbicluster.toy import LinearGaussianToy
+from simulators.toy import LinearGaussianToy
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import torch
 
 from sbicluster.artifact import load_model
 from sbicluster.inference import predict
-from sbicluster.toy import LinearGaussianToy
 from sbicluster.training import DatasetBatches, TrainingConfig, train, write_dataset
+from simulators.toy import LinearGaussianToy
 
 TINY = {
     "embedding": {"width": 8, "blocks": [1], "features": 32},

@@ -224,7 +224,7 @@ def train_binned(
 
     device = torch.device(config.device)
     model.to(device).train()
-    sim_device = torch.device(getattr(simulator, "device", "cpu"))
+    sim_device = torch.device(simulator.device)
     gen = torch.Generator(device=sim_device).manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.steps, 1))

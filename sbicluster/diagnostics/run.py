@@ -86,8 +86,8 @@ def simulate_held_out(simulator, n: int, seed: int, *, chunk: int = 256, progres
 
     Parameters
     ----------
-    simulator : ClusterSimulator or compatible
-        Anything with ``simulate(n, generator) -> SimulationBatch``.
+    simulator : simulators.base.Simulator
+        The forward model (the generator is made on ``simulator.device``).
     n : int
         Number of objects (clusters and backgrounds, in the simulator's proportion).
     seed : int
@@ -102,28 +102,10 @@ def simulate_held_out(simulator, n: int, seed: int, *, chunk: int = 256, progres
     SimulationBatch
         On the CPU.
     """
-    from tqdm.auto import tqdm
+    from simulators.base import simulate_in_chunks
 
-    from simulators.batch import SimulationBatch
-
-    device = torch.device(getattr(simulator, "device", "cpu"))
-    gen = torch.Generator(device=device).manual_seed(_held_out_seed(seed))
-    parts = []
-    with tqdm(total=n, desc="simulate", disable=not progress, unit="obj") as bar:
-        done = 0
-        while done < n:
-            k = min(chunk, n - done)
-            parts.append(simulator.simulate(k, gen).to("cpu"))
-            done += k
-            bar.update(k)
-    nuis_keys = set.intersection(*(set(p.nuisances) for p in parts)) if parts else set()
-    return SimulationBatch(
-        torch.cat([p.theta for p in parts]),
-        torch.cat([p.images for p in parts]),
-        torch.cat([p.label for p in parts]),
-        torch.cat([p.visibility for p in parts]),
-        {k: torch.cat([p.nuisances[k] for p in parts]) for k in nuis_keys},
-    )
+    gen = torch.Generator(device=simulator.device).manual_seed(_held_out_seed(seed))
+    return simulate_in_chunks(simulator, n, gen, chunk=chunk, progress=progress)
 
 
 def log_prob_of_draws(

@@ -1,10 +1,10 @@
 """A tiny linear-Gaussian "cluster" simulator with an analytic posterior, for tests and demos.
 
-This module owns :class:`LinearGaussianToy`, a stand-in for
-:class:`simulators.cluster.ClusterSimulator` with the same call signature
-(``simulate(n, generator, *, theta=None, label=None) -> SimulationBatch``, ``prior``, ``bands``,
-``image_shape``, ``card()``) whose posterior is known in closed form. It must not be used to
-draw scientific conclusions about star clusters: it knows no physics.
+This module owns :class:`LinearGaussianToy`, a :class:`simulators.base.Simulator` (``prior``,
+``bands``, ``observation_shape``, ``device``, ``simulate(n, generator, *, theta=None,
+label=None) -> SimulationBatch``, ``card()``, ``from_card``) whose posterior is known in closed
+form, so that training and diagnostics can be checked against the truth in seconds. It must not
+be used to draw scientific conclusions about star clusters: it knows no physics.
 
 The model
 ---------
@@ -29,14 +29,18 @@ from collections.abc import Sequence
 
 import torch
 
-from simulators.batch import SimulationBatch
-from simulators.priors import DEFAULT_PRIOR, ClusterPrior
+from .batch import SimulationBatch
+from .errors import SimulatorError
+from .priors import DEFAULT_PRIOR, ClusterPrior
 
-__all__ = ["LinearGaussianToy"]
+__all__ = ["LinearGaussianToy", "TOY_KIND"]
+
+TOY_KIND = "linear-gaussian-toy"
+"""The kind the toy's card names (its ``name`` entry); see :mod:`simulators.registry`."""
 
 
 class LinearGaussianToy:
-    """Linear-Gaussian image simulator with an analytic posterior (``ClusterSimulator`` look-alike).
+    """Linear-Gaussian image simulator with an analytic posterior (a :class:`simulators.base.Simulator`).
 
     Parameters
     ----------
@@ -152,7 +156,7 @@ class LinearGaussianToy:
         signal = self._to_unit(theta) @ self.design.T  # (n, P)
         signal = signal * label[:, None].float()
         eps = torch.randn(signal.shape, generator=generator, device=gdev).to(self.device)
-        images = (self.background + signal + self.noise * eps).reshape(n, *self.image_shape)
+        images = (self.background + signal + self.noise * eps).reshape(n, *self.observation_shape)
         visibility = signal.norm(dim=1) / self.noise
         return SimulationBatch(theta, images.float(), label, visibility.float(), {})
 
@@ -189,7 +193,7 @@ class LinearGaussianToy:
     def card(self) -> dict:
         """JSON-serialisable description of this simulator (stored in model cards)."""
         return {
-            "name": "linear-gaussian-toy",
+            "name": TOY_KIND,
             "prior": self.prior.to_dict(),
             "bands": list(self.bands),
             "image_size": self.image_size,
@@ -200,3 +204,30 @@ class LinearGaussianToy:
             "table_id": "none (toy)",
             "visibility": "||A t|| / sigma (signal-to-noise of the noiseless signal), 0 for backgrounds",
         }
+
+    @classmethod
+    def from_card(cls, card: dict, device: str | torch.device = "cpu") -> LinearGaussianToy:
+        """The toy that wrote ``card`` (the output of :meth:`card`), on ``device``.
+
+        Raises
+        ------
+        SimulatorError
+            If ``card`` is not a toy card or lacks one of its entries.
+        """
+        if card.get("name") != TOY_KIND:
+            raise SimulatorError(f"not a {TOY_KIND} card: its name is {card.get('name')!r}")
+        try:
+            return cls(
+                ClusterPrior.from_dict(card["prior"]),
+                image_size=int(card["image_size"]),
+                bands=tuple(card["bands"]),
+                amplitude=float(card["amplitude"]),
+                noise=float(card["noise"]),
+                background=float(card["background"]),
+                cluster_fraction=float(card["cluster_fraction"]),
+                device=device,
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise SimulatorError(
+                f"incomplete {TOY_KIND} card ({type(err).__name__}: {err})"
+            ) from err
