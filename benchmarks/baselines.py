@@ -57,7 +57,6 @@ __all__ = [
     "PoolStream",
     "aperture_pixel_count",
     "contiguous_copy",
-    "hpd_credibility_ties",
     "summarise",
     "main",
 ]
@@ -392,36 +391,6 @@ def _evaluate_npe(
     )
 
 
-def hpd_credibility_ties(
-    log_prob_true: np.ndarray, log_prob_draws: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """Smallest joint-HPD credibility containing the truth, with ties split at random.
-
-    Parameters
-    ----------
-    log_prob_true : numpy.ndarray
-        (N,) log q(θ*|x).
-    log_prob_draws : numpy.ndarray
-        (N, S) log q of posterior draws.
-    rng : numpy.random.Generator
-        Source of the tie-breaking uniforms.
-
-    Returns
-    -------
-    numpy.ndarray
-        (N,) in [0, 1]: (#draws denser than the truth + U · #draws as dense) / S, U ~ U(0, 1).
-        Equals :func:`sbicluster.diagnostics.coverage.hpd_credibility_joint` for a continuous
-        density (no ties); for a piecewise-constant density (the binned head: every draw in the
-        truth's bin ties with it) it stays uniform under calibration, where the strict count
-        would be biased low (coverage biased high).
-    """
-    lp_t = np.asarray(log_prob_true, dtype=float)[:, None]
-    lp_d = np.asarray(log_prob_draws, dtype=float)
-    greater = (lp_d > lp_t).mean(axis=1)
-    equal = (lp_d == lp_t).mean(axis=1)
-    return greater + rng.uniform(size=greater.shape) * equal
-
-
 def summarise(out: MethodOutput, theta: np.ndarray, names, seed: int = 0) -> dict:
     """Metrics of one method on the test set.
 
@@ -446,7 +415,11 @@ def summarise(out: MethodOutput, theta: np.ndarray, names, seed: int = 0) -> dic
         ``seconds_per_cutout``.
     """
     from sbicluster.diagnostics.accuracy import point_accuracy, posterior_width
-    from sbicluster.diagnostics.coverage import coverage_from_credibility, marginal_coverage
+    from sbicluster.diagnostics.coverage import (
+        coverage_from_credibility,
+        hpd_credibility_ties,
+        marginal_coverage,
+    )
 
     nlp = -np.asarray(out.log_prob_true, dtype=float)
     width = posterior_width(out.draws)

@@ -89,31 +89,6 @@ def test_training_recovers_parameters_to_bin_resolution():
 
 
 # --------------------------------------------------------------- benchmarks/baselines.py helpers
-def test_tie_randomised_credibility_is_uniform_for_a_calibrated_binned_posterior():
-    from benchmarks.baselines import hpd_credibility_ties
-    from sbicluster.diagnostics.coverage import coverage_from_credibility, hpd_credibility_joint
-
-    rng = np.random.default_rng(0)
-    n, s, k = 4000, 200, 6
-    p = rng.dirichlet(np.ones(k), size=n)  # per-object bin probabilities (equal bin widths)
-    cum = p.cumsum(1)
-    truth = (rng.uniform(size=(n, 1)) > cum).sum(1)  # true bin ~ p: calibrated by construction
-    draws = (rng.uniform(size=(n, s, 1)) > cum[:, None, :]).sum(2)
-    lp_true = np.log(p[np.arange(n), truth])
-    lp_draws = np.log(np.take_along_axis(p, draws, axis=1))
-    fair = coverage_from_credibility(hpd_credibility_ties(lp_true, lp_draws, rng))
-    strict = coverage_from_credibility(hpd_credibility_joint(lp_true, lp_draws))
-    assert fair.max_abs_deviation < 0.03, fair.empirical - fair.levels
-    # the strict count treats the truth's whole bin as "inside": coverage biased high
-    assert strict.max_abs_deviation > 0.1 and strict.verdict == "underconfident"
-    # without ties (a continuous density) both constructions agree exactly
-    lp_cont = rng.normal(size=(50, 100))
-    assert np.array_equal(
-        hpd_credibility_ties(lp_cont[:, 0], lp_cont[:, 1:], rng),
-        hpd_credibility_joint(lp_cont[:, 0], lp_cont[:, 1:]),
-    )
-
-
 def test_aperture_pixel_count_matches_aperture_magnitudes():
     from benchmarks.baselines import aperture_pixel_count
     from sbicluster.baselines.photometry import aperture_magnitudes
