@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from sbicluster.diagnostics.plots import diagnostic_figures
 from sbicluster.diagnostics.report import write_report
 from sbicluster.diagnostics.run import AUC_GOAL, DETECTION_VISIBILITY, evaluate
 from simulators.priors import DEFAULT_PRIOR
@@ -47,13 +48,16 @@ def _problem(scale: float, seed: int = 0):
     )
 
 
+def _figures(metrics, data):
+    keys = ("theta", "samples", "visibility", "p_cluster", "is_cluster", "visibility_all")
+    return diagnostic_figures(metrics, **{k: data[k] for k in keys}, labels=DEFAULT_PRIOR.labels)
+
+
 @pytest.mark.parametrize("scale", [1.0, 0.5])
 def test_report_states_goals_and_writes_files(tmp_path, scale):
     data = _problem(scale)
-    metrics, figures = evaluate(
-        names=DEFAULT_PRIOR.names, labels=DEFAULT_PRIOR.labels, seed=1, **data
-    )
-    path = write_report(tmp_path, metrics, figures)
+    metrics = evaluate(names=DEFAULT_PRIOR.names, seed=1, **data)
+    path = write_report(tmp_path, metrics, _figures(metrics, data))
     text = path.read_text()
     saved = json.loads((tmp_path / "metrics.json").read_text())
     for key in (
@@ -97,9 +101,7 @@ def test_noise_floor_probability_keeps_its_small_values():
     rarely (0.00045), not round it to 0.00, and keep two decimals for ordinary values."""
     from sbicluster.diagnostics.report import render_markdown
 
-    metrics, _ = evaluate(
-        names=DEFAULT_PRIOR.names, labels=DEFAULT_PRIOR.labels, seed=1, **_problem(1.0)
-    )
+    metrics = evaluate(names=DEFAULT_PRIOR.names, seed=1, **_problem(1.0))
     for p_exceed, shown in ((0.00045, "0.00045"), (0.19715, "0.20")):
         metrics["coverage"]["calibrated_reference"]["p_exceed"] = p_exceed
         text = render_markdown(metrics, {})
@@ -124,13 +126,13 @@ def test_joint_coverage_by_visibility_finds_the_miscalibrated_bin(tmp_path):
         log_prob_true=logq(data["theta"][:, None])[:, 0],
         log_prob_samples=logq(samples),
     )
-    metrics, figures = evaluate(names=DEFAULT_PRIOR.names, seed=1, **data)
+    metrics = evaluate(names=DEFAULT_PRIOR.names, seed=1, **data)
     rows = metrics["coverage"]["joint_by_visibility"]
     assert sum(r["n"] for r in rows) == N
     assert rows[0]["range"] == [0.0, 20.0] and rows[0]["verdict"] == "calibrated"
     assert all(r["verdict"] == "overconfident" for r in rows[1:])
     assert rows[1]["empirical"][9] < 0.3  # nominal 0.5; a χ²₄ at a quarter of its scale: ≈ 0.06
-    text = write_report(tmp_path, metrics, figures).read_text()
+    text = write_report(tmp_path, metrics, _figures(metrics, data)).read_text()
     assert "Joint region by visibility" in text and "| 0–20 |" in text
 
 
@@ -145,7 +147,7 @@ def test_classification_by_kind_of_background_locates_the_confusable_kind(tmp_pa
     p = data["p_cluster"].copy()
     p[neg[::4]] = np.random.default_rng(5).uniform(0.6, 1.0, neg[::4].size)
     data["p_cluster"] = p
-    metrics, figures = evaluate(names=DEFAULT_PRIOR.names, background_kind=kind, seed=1, **data)
+    metrics = evaluate(names=DEFAULT_PRIOR.names, background_kind=kind, seed=1, **data)
     rows = {r["kind"]: r for r in metrics["classification"]["by_background"]}
     assert set(rows) == {"none", "chance grouping"}
     assert rows["none"]["n"] + rows["chance grouping"]["n"] == (~y).sum()
@@ -154,7 +156,7 @@ def test_classification_by_kind_of_background_locates_the_confusable_kind(tmp_pa
     assert abs(rows["chance grouping"]["auc_detectable"] - 0.5) < 0.05
     assert rows["chance grouping"]["false_positive_rate"] == 1.0
     assert metrics["classification"]["auc_detectable"] < AUC_GOAL
-    text = write_report(tmp_path, metrics, figures).read_text()
+    text = write_report(tmp_path, metrics, _figures(metrics, data)).read_text()
     assert "| chance grouping | 200 | 0.5" in text
     with pytest.raises(ValueError, match="one entry per test object"):
         evaluate(names=DEFAULT_PRIOR.names, background_kind=kind[:-1], seed=1, **data)
@@ -330,7 +332,7 @@ def test_lowest_visibility_cut_meeting_the_auc_goal(tmp_path, separable_from):
     p, y, va = data["p_cluster"], data["is_cluster"], data["visibility_all"]
     hidden = y & (va < separable_from)
     p[hidden] = rng.uniform(0, 0.3, hidden.sum())  # indistinguishable from backgrounds
-    metrics, figures = evaluate(names=DEFAULT_PRIOR.names, seed=1, **data)
+    metrics = evaluate(names=DEFAULT_PRIOR.names, seed=1, **data)
     cls = metrics["classification"]
     assert cls["visibility_meeting_auc_goal"] == separable_from
     for b in cls["by_visibility"]:
@@ -338,5 +340,5 @@ def test_lowest_visibility_cut_meeting_the_auc_goal(tmp_path, separable_from):
             assert b["auc_at_or_above"] == pytest.approx(1.0)
         else:
             assert b["auc_at_or_above"] < AUC_GOAL
-    text = write_report(tmp_path, metrics, figures).read_text()
+    text = write_report(tmp_path, metrics, _figures(metrics, data)).read_text()
     assert f"reach AUC ≥ 0.99 against all backgrounds: visibility ≥ {separable_from:g}." in text
