@@ -92,8 +92,7 @@ def held_out_seed(seed: int, stream: int = SIMULATION_STREAM) -> int:
         Test-set seed (``sbicluster diagnose --seed``).
     stream : int
         Which stream: :data:`SIMULATION_STREAM` (0), :data:`TARP_REFERENCE_STREAM` (1) or
-        :data:`POSTERIOR_DRAW_STREAM` (2). Stream k is seeded with the stream-0 seed + k, so
-        these seeds are those every committed diagnostics run used.
+        :data:`POSTERIOR_DRAW_STREAM` (2). Stream k is seeded with the stream-0 seed + k.
 
     Returns
     -------
@@ -109,7 +108,7 @@ def held_out_seed(seed: int, stream: int = SIMULATION_STREAM) -> int:
     return base + int(stream)
 
 
-_held_out_seed = held_out_seed  # the name simulate_held_out calls
+_held_out_seed = held_out_seed  # the name simulate_held_out calls; not for use elsewhere
 
 
 def simulate_held_out(simulator, n: int, seed: int, *, chunk: int = 256, progress: bool = False):
