@@ -19,7 +19,10 @@ On the test set (cluster samples drawn from the prior with a different seed) eve
 S posterior draws per cutout and log q of the truth and of its draws; the report has the mean
 negative log posterior density of the truth (nats, θ units), bias and robust σ of posterior
 medians, the 16–84 % half-width, expected coverage of joint and marginal HPD regions at levels
-0.05…0.95, and the inference time per cutout at S draws.
+0.05…0.95, and the inference time per cutout at S draws. Accuracy and coverage are computed by
+:func:`sbicluster.diagnostics.evaluate`, the function that judges the shipped model in
+``sbicluster diagnose`` (here with ties of the joint HPD credibility split at random, see
+:func:`sbicluster.diagnostics.coverage.hpd_credibility_ties`); this module only tabulates them.
 
 Usage::
 
@@ -57,7 +60,6 @@ __all__ = [
     "PoolStream",
     "aperture_pixel_count",
     "contiguous_copy",
-    "hpd_credibility_ties",
     "summarise",
     "main",
 ]
@@ -392,81 +394,50 @@ def _evaluate_npe(
     )
 
 
-def hpd_credibility_ties(
-    log_prob_true: np.ndarray, log_prob_draws: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """Smallest joint-HPD credibility containing the truth, with ties split at random.
-
-    Parameters
-    ----------
-    log_prob_true : numpy.ndarray
-        (N,) log q(θ*|x).
-    log_prob_draws : numpy.ndarray
-        (N, S) log q of posterior draws.
-    rng : numpy.random.Generator
-        Source of the tie-breaking uniforms.
-
-    Returns
-    -------
-    numpy.ndarray
-        (N,) in [0, 1]: (#draws denser than the truth + U · #draws as dense) / S, U ~ U(0, 1).
-        Equals :func:`sbicluster.diagnostics.coverage.hpd_credibility_joint` for a continuous
-        density (no ties); for a piecewise-constant density (the binned head: every draw in the
-        truth's bin ties with it) it stays uniform under calibration, where the strict count
-        would be biased low (coverage biased high).
-    """
-    lp_t = np.asarray(log_prob_true, dtype=float)[:, None]
-    lp_d = np.asarray(log_prob_draws, dtype=float)
-    greater = (lp_d > lp_t).mean(axis=1)
-    equal = (lp_d == lp_t).mean(axis=1)
-    return greater + rng.uniform(size=greater.shape) * equal
-
-
 def summarise(out: MethodOutput, theta: np.ndarray, names, seed: int = 0) -> dict:
-    """Metrics of one method on the test set.
+    """Metrics of one method on the test set, as :func:`sbicluster.diagnostics.evaluate` computes
+    them for ``sbicluster diagnose``.
 
     Parameters
     ----------
     out : MethodOutput
         Draws and densities.
     theta : numpy.ndarray
-        (N, 4) true parameters.
+        (N, 4) true parameters, θ units.
     names : sequence of str
         Parameter names.
     seed : int
-        Seed of the tie-breaking uniforms of the joint coverage.
+        Seed of the tie-breaking uniforms of the joint coverage (and of evaluate's TARP
+        reference points, which this summary does not report).
 
     Returns
     -------
     dict
-        ``nlp`` (mean, its standard error and median of −log q(θ*|x), nats in θ units),
-        ``accuracy`` (:func:`~sbicluster.diagnostics.accuracy.point_accuracy` of the posterior
-        medians), ``width`` (median and mean over objects of (q84 − q16)/2 per parameter, θ
-        units), ``coverage`` (``joint`` and per-parameter :class:`CoverageResult` dicts) and
-        ``seconds_per_cutout``.
+        ``nlp`` (:func:`~sbicluster.diagnostics.accuracy.negative_log_density`: mean, standard
+        error and median of −log q(θ*|x), nats in θ units), ``accuracy`` (evaluate's
+        ``accuracy.overall``: bias, robust σ and RMSE of the posterior medians), ``width``
+        (:func:`~sbicluster.diagnostics.accuracy.width_summary`: median and mean over objects of
+        (q84 − q16)/2 per parameter, θ units), ``coverage`` (evaluate's joint HPD coverage with
+        ties split at random — the binned head's density is piecewise constant — and its marginal
+        coverages, as :class:`CoverageResult` dicts) and ``seconds_per_cutout``.
     """
-    from sbicluster.diagnostics.accuracy import point_accuracy, posterior_width
-    from sbicluster.diagnostics.coverage import coverage_from_credibility, marginal_coverage
+    from sbicluster.diagnostics import evaluate
+    from sbicluster.diagnostics.accuracy import negative_log_density, width_summary
 
-    nlp = -np.asarray(out.log_prob_true, dtype=float)
-    width = posterior_width(out.draws)
-    cred = hpd_credibility_ties(out.log_prob_true, out.log_prob_draws, np.random.default_rng(seed))
-    marg = marginal_coverage(out.draws, theta)
+    metrics = evaluate(
+        theta,
+        out.draws,
+        names=names,
+        log_prob_true=out.log_prob_true,
+        log_prob_samples=out.log_prob_draws,
+        seed=seed,
+        tie_rng=np.random.default_rng(seed),
+    )
     return {
-        "nlp": {
-            "mean": float(nlp.mean()),
-            "stderr": float(nlp.std(ddof=1) / math.sqrt(len(nlp))),
-            "median": float(np.median(nlp)),
-        },
-        "accuracy": point_accuracy(np.median(out.draws, axis=1), theta, names),
-        "width": {
-            n: {"median": float(np.median(width[:, j])), "mean": float(width[:, j].mean())}
-            for j, n in enumerate(names)
-        },
-        "coverage": {
-            "joint": coverage_from_credibility(cred).to_dict(),
-            **{n: marg[j].to_dict() for j, n in enumerate(names)},
-        },
+        "nlp": negative_log_density(out.log_prob_true),
+        "accuracy": metrics["accuracy"]["overall"],
+        "width": width_summary(out.draws, names),
+        "coverage": {"joint": metrics["coverage"]["joint"], **metrics["coverage"]["marginal"]},
         "seconds_per_cutout": float(out.seconds_per_cutout),
     }
 

@@ -33,7 +33,7 @@ import torch
 
 from benchmarks._meta import environment, write_results
 
-__all__ = ["main", "mixture_draws", "mixture_log_prob"]
+__all__ = ["main", "member_log_prob", "mixture_draws", "mixture_log_prob"]
 
 NAME = "ensemble"
 
@@ -81,18 +81,32 @@ def _member_draws(model, images, *, view, num_samples, seed):
 
     View 0 is the cutout as given, and its draws are those of ``sbicluster diagnose``.
     """
-    from sbicluster.diagnostics.run import _held_out_seed
+    from sbicluster.diagnostics.run import POSTERIOR_DRAW_STREAM, held_out_seed
     from sbicluster.inference import predict, symmetric_view
 
     shown = symmetric_view(images, view)
-    gen = torch.Generator().manual_seed(_held_out_seed(seed) + 2)
+    gen = torch.Generator().manual_seed(held_out_seed(seed, POSTERIOR_DRAW_STREAM))
     return predict(
         model, shown, num_samples=num_samples, generator=gen, views=1, progress=False
     ).samples
 
 
-def _member_log_prob(model, view):
-    """``log_prob(θ (S, B, D), images (B, C, H, W)) → (S, B)`` of one model given view ``view``."""
+def member_log_prob(model, view):
+    """log q(θ | x) of one ensemble member: a model given symmetric view ``view`` of each cutout.
+
+    Parameters
+    ----------
+    model : ClusterModel
+        A trained model.
+    view : int
+        Index of the symmetric view (:func:`sbicluster.inference.symmetric_view`); 0 is the
+        cutout as given.
+
+    Returns
+    -------
+    callable
+        ``log_prob(θ (S, B, D), images (B, C, H, W)) → (S, B)``, nats in θ units.
+    """
     from sbicluster.diagnostics.run import model_log_prob
     from sbicluster.inference import symmetric_view
 
@@ -126,13 +140,6 @@ def _summary(metrics: dict) -> dict:
         ],
         "goals": metrics["goals"],
     }
-
-
-def _close_figures() -> None:
-    """Free the figures :func:`evaluate` made (this benchmark writes none)."""
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -176,11 +183,10 @@ def main(argv: list[str] | None = None) -> dict:
     prior = models[0].prior
 
     def judge(logit, draws, lp_true, lp_draws):
-        metrics, _ = evaluate(
+        metrics = evaluate(
             theta,
             draws,
             names=prior.names,
-            labels=prior.labels,
             visibility=vis_all[label],
             log_prob_true=lp_true,
             log_prob_samples=lp_draws,
@@ -202,11 +208,10 @@ def main(argv: list[str] | None = None) -> dict:
         draws = _member_draws(
             model, batch.images, view=view, num_samples=args.num_samples, seed=args.seed
         )[label]
-        log_q = _member_log_prob(model, view)
+        log_q = member_log_prob(model, view)
         lp_true, lp_draws = log_prob_of_draws(log_q, draws, theta, cluster_images)
         rows[name] = judge(logit, draws, lp_true, lp_draws)
         outputs.append((log_q, logit, draws))
-        _close_figures()
 
     mixed = mixture_draws([d for _, _, d in outputs])
     member_lp = [log_prob_of_draws(log_q, mixed, theta, cluster_images) for log_q, _, _ in outputs]
@@ -214,7 +219,6 @@ def main(argv: list[str] | None = None) -> dict:
     lp_draws = mixture_log_prob([d for _, d in member_lp])
     mean_logit = np.mean([logit for _, logit, _ in outputs], axis=0)
     rows["ensemble"] = judge(mean_logit, mixed, lp_true, lp_draws)
-    _close_figures()
     wall = time.perf_counter() - start
 
     env = environment("cpu")

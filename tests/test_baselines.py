@@ -1,5 +1,6 @@
 """Binned head (densities, sampling, training) and the helpers of benchmarks/baselines.py."""
 
+import json
 import math
 
 import numpy as np
@@ -89,29 +90,40 @@ def test_training_recovers_parameters_to_bin_resolution():
 
 
 # --------------------------------------------------------------- benchmarks/baselines.py helpers
-def test_tie_randomised_credibility_is_uniform_for_a_calibrated_binned_posterior():
-    from benchmarks.baselines import hpd_credibility_ties
-    from sbicluster.diagnostics.coverage import coverage_from_credibility, hpd_credibility_joint
+def test_summary_statistics_are_the_diagnostics_ones():
+    """summarise: log score and widths from the library, the rest from evaluate."""
+    from benchmarks.baselines import MethodOutput, summarise
+    from sbicluster.diagnostics import evaluate
+    from sbicluster.diagnostics.accuracy import negative_log_density, width_summary
 
-    rng = np.random.default_rng(0)
-    n, s, k = 4000, 200, 6
-    p = rng.dirichlet(np.ones(k), size=n)  # per-object bin probabilities (equal bin widths)
-    cum = p.cumsum(1)
-    truth = (rng.uniform(size=(n, 1)) > cum).sum(1)  # true bin ~ p: calibrated by construction
-    draws = (rng.uniform(size=(n, s, 1)) > cum[:, None, :]).sum(2)
-    lp_true = np.log(p[np.arange(n), truth])
-    lp_draws = np.log(np.take_along_axis(p, draws, axis=1))
-    fair = coverage_from_credibility(hpd_credibility_ties(lp_true, lp_draws, rng))
-    strict = coverage_from_credibility(hpd_credibility_joint(lp_true, lp_draws))
-    assert fair.max_abs_deviation < 0.03, fair.empirical - fair.levels
-    # the strict count treats the truth's whole bin as "inside": coverage biased high
-    assert strict.max_abs_deviation > 0.1 and strict.verdict == "underconfident"
-    # without ties (a continuous density) both constructions agree exactly
-    lp_cont = rng.normal(size=(50, 100))
-    assert np.array_equal(
-        hpd_credibility_ties(lp_cont[:, 0], lp_cont[:, 1:], rng),
-        hpd_credibility_joint(lp_cont[:, 0], lp_cont[:, 1:]),
+    rng = np.random.default_rng(3)
+    lp = rng.normal(-2.0, 1.5, 400)
+    score = negative_log_density(lp)
+    assert score["mean"] == pytest.approx(2.0, abs=0.2) and score["median"] == -np.median(lp)
+    assert score["stderr"] == pytest.approx(1.5 / 20, rel=0.1)
+    names = list(DEFAULT_PRIOR.names)
+    theta = rng.standard_normal((60, 4))
+    draws = theta[:, None] + 0.5 * rng.standard_normal((60, 300, 4))
+    lp_true, lp_draws = rng.normal(size=60), rng.normal(size=(60, 300))
+    widths = width_summary(draws, names)
+    assert widths["log_age"]["mean"] == pytest.approx(0.5, rel=0.1)
+    out = MethodOutput(draws, lp_true, lp_draws, 0.25)
+    summary = summarise(out, theta, names, seed=4)
+    metrics = evaluate(
+        theta,
+        draws,
+        names=names,
+        log_prob_true=lp_true,
+        log_prob_samples=lp_draws,
+        tie_rng=np.random.default_rng(4),
     )
+    assert {k: w["median"] for k, w in summary["width"].items()} == metrics["median_width_overall"]
+    assert summary["accuracy"] == metrics["accuracy"]["overall"]
+    assert summary["coverage"] == {
+        "joint": metrics["coverage"]["joint"],
+        **metrics["coverage"]["marginal"],
+    }
+    assert summary["nlp"] == negative_log_density(lp_true) and summary["seconds_per_cutout"] == 0.25
 
 
 def test_aperture_pixel_count_matches_aperture_magnitudes():
@@ -203,9 +215,15 @@ def test_baselines_benchmark_end_to_end(tmp_path):
     )
     for ext in ("json", "md", "png"):
         assert (tmp_path / "out" / f"baselines.{ext}").is_file()
-    # the report names the flow it trained: the `small` preset's
-    md = (tmp_path / "out" / "baselines.md").read_text()
-    assert "NSF posterior (6 transforms, 8 bins, 2 × 64 hidden)" in md
+    # the results record the flow it trained: the `small` preset's
+    saved = json.loads((tmp_path / "out" / "baselines.json").read_text())
+    flow = saved["budget"]["flow_architecture"]
+    assert (flow["num_transforms"], flow["bins"], flow["hidden_layers"]) == (6, 8, 2)
+    assert flow["hidden_features"] == 64
+    assert "## (A) Output design" in (tmp_path / "out" / "baselines.md").read_text()
+    assert set(res["summary"]) == {"flow", "binned", "npe_phot"}
     for summary in res["summary"].values():
         assert np.isfinite(summary["nlp"]["mean"])
         assert 0.0 <= summary["coverage"]["joint"]["max_abs_deviation"] <= 1.0
+        assert summary["coverage"]["joint"]["n"] == 32
+        assert set(summary["coverage"]) == {"joint", "log_age", "log_mass", "log_rh", "av"}

@@ -7,6 +7,9 @@ from sbicluster.diagnostics.coverage import (
     CREDIBILITY_LEVELS,
     binomial_band,
     calibrated_max_deviation,
+    coverage_from_credibility,
+    hpd_credibility_joint,
+    hpd_credibility_ties,
     joint_coverage,
     marginal_coverage,
     marginal_credibility,
@@ -106,3 +109,31 @@ def test_noise_floor_matches_repeated_exact_posterior_experiments():
     assert ratio == pytest.approx(10.0, rel=0.1)
     with pytest.raises(ValueError):
         calibrated_max_deviation(0)
+
+
+def test_tie_randomised_credibility_is_uniform_for_a_calibrated_binned_posterior():
+    rng = np.random.default_rng(0)
+    n, s, k = 4000, 200, 6
+    p = rng.dirichlet(np.ones(k), size=n)  # per-object bin probabilities (equal bin widths)
+    cum = p.cumsum(1)
+    truth = (rng.uniform(size=(n, 1)) > cum).sum(1)  # true bin ~ p: calibrated by construction
+    draws = (rng.uniform(size=(n, s, 1)) > cum[:, None, :]).sum(2)
+    lp_true = np.log(p[np.arange(n), truth])
+    lp_draws = np.log(np.take_along_axis(p, draws, axis=1))
+    fair = coverage_from_credibility(hpd_credibility_ties(lp_true, lp_draws, rng))
+    strict = coverage_from_credibility(hpd_credibility_joint(lp_true, lp_draws))
+    assert fair.max_abs_deviation < 0.03, fair.empirical - fair.levels
+    # the strict count treats the truth's whole bin as "inside": coverage biased high
+    assert strict.max_abs_deviation > 0.1 and strict.verdict == "underconfident"
+    # without ties (a continuous density) both constructions agree exactly
+    lp_cont = rng.normal(size=(50, 100))
+    assert np.array_equal(
+        hpd_credibility_ties(lp_cont[:, 0], lp_cont[:, 1:], rng),
+        hpd_credibility_joint(lp_cont[:, 0], lp_cont[:, 1:]),
+    )
+    # joint_coverage with a generator is the tie-aware construction
+    via_joint = joint_coverage(lp_true, lp_draws, tie_rng=np.random.default_rng(1))
+    direct = coverage_from_credibility(
+        hpd_credibility_ties(lp_true, lp_draws, np.random.default_rng(1))
+    )
+    assert np.array_equal(via_joint.empirical, direct.empirical)

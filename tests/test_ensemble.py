@@ -49,7 +49,7 @@ def test_a_view_member_conditions_the_flow_on_that_view():
     rotation), and view 0 is the cutout as given."""
     import torch
 
-    from benchmarks.ensemble import _member_log_prob
+    from benchmarks.ensemble import member_log_prob
     from sbicluster.model import ClusterModel, default_architecture
     from simulators.toy import LinearGaussianToy
 
@@ -63,6 +63,6 @@ def test_a_view_member_conditions_the_flow_on_that_view():
     with torch.no_grad():
         rotated = model.flow_log_prob(theta, model.embed(torch.rot90(x, 1, dims=(-2, -1))))
         as_given = model.flow_log_prob(theta, model.embed(x))
-        assert torch.allclose(_member_log_prob(model, 2)(theta, x), rotated, atol=1e-5)
-        assert torch.allclose(_member_log_prob(model, 0)(theta, x), as_given, atol=1e-5)
+        assert torch.allclose(member_log_prob(model, 2)(theta, x), rotated, atol=1e-5)
+        assert torch.allclose(member_log_prob(model, 0)(theta, x), as_given, atol=1e-5)
         assert not torch.allclose(rotated, as_given, atol=1e-3)

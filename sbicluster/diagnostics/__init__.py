@@ -6,9 +6,12 @@ Subpackage layout (the data flow: draws → statistics → plots → report):
 - :mod:`.sbc` — simulation-based-calibration ranks and uniformity tests;
 - :mod:`.accuracy` — bias, robust scatter, RMSE, posterior width vs visibility;
 - :mod:`.classification` — ROC/AUC, precision/recall, reliability diagram of P(cluster);
-- :mod:`.plots` — matplotlib figures of all of the above;
+- :mod:`.plots` — matplotlib figures of all of the above (:func:`.plots.diagnostic_figures`: the
+  report's set, from the metrics and the arrays behind them);
 - :mod:`.report` — ``report.md`` + PNGs + ``metrics.json``;
-- :mod:`.run` — :func:`run_diagnostics`, the whole pipeline on a model and a simulator.
+- :mod:`.run` — :func:`evaluate` (arrays → metrics, for any posterior), :func:`run_diagnostics`,
+  the whole pipeline on a model and a simulator, and :func:`held_out_seed`, the seeds of its
+  random streams.
 
 The statistics modules work on numpy arrays only, so they apply to any posterior.
 """
@@ -28,12 +31,15 @@ from .coverage import (
     joint_coverage,
     marginal_coverage,
 )
-from .run import evaluate, run_diagnostics
+from .plots import diagnostic_figures
+from .run import evaluate, held_out_seed, run_diagnostics
 from .sbc import SBCResult, run_sbc_checks, sbc_ranks
 
 __all__ = [
     "run_diagnostics",
     "evaluate",
+    "diagnostic_figures",
+    "held_out_seed",
     "CREDIBILITY_LEVELS",
     "CoverageResult",
     "PAPER_RELIABLE_RANGE",

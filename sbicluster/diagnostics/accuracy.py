@@ -2,8 +2,9 @@
 
 This module owns bias, robust scatter (1.4826 × median absolute deviation) and RMSE of posterior
 medians against the truth, per parameter, overall, inside the reference paper's reliable range,
-and binned by visibility; and the posterior width versus visibility. It works on numpy arrays and
-must not know about models, simulators or plotting.
+and binned by visibility; the posterior width versus visibility; and the log score of the truth
+(−log q(θ*|x), which compares posteriors of different form on one test set). It works on numpy
+arrays and must not know about models, simulators or plotting.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ __all__ = [
     "point_accuracy",
     "reliable_range_mask",
     "posterior_width",
+    "width_summary",
+    "negative_log_density",
     "binned_by",
 ]
 
@@ -140,6 +143,52 @@ def posterior_width(samples: np.ndarray) -> np.ndarray:
     """
     q16, q84 = np.quantile(np.asarray(samples, dtype=float), [0.16, 0.84], axis=1)
     return 0.5 * (q84 - q16)
+
+
+def width_summary(samples: np.ndarray, names: Sequence[str]) -> dict:
+    """Median and mean over objects of the posterior half-width (q84 − q16)/2, per parameter.
+
+    Parameters
+    ----------
+    samples : numpy.ndarray
+        Posterior draws, shape (N, S, D), θ units.
+    names : sequence of str
+        Parameter names, length D.
+
+    Returns
+    -------
+    dict
+        ``{name: {"median": float, "mean": float}}`` in the units of that parameter; ``median`` is
+        :func:`~sbicluster.diagnostics.run.evaluate`'s ``median_width_overall``.
+    """
+    width = posterior_width(samples)
+    return {
+        name: {"median": float(np.median(width[:, j])), "mean": float(width[:, j].mean())}
+        for j, name in enumerate(names)
+    }
+
+
+def negative_log_density(log_prob_true: np.ndarray) -> dict:
+    """Log score of the truth: −log q(θ*|x) over the test objects.
+
+    Parameters
+    ----------
+    log_prob_true : numpy.ndarray
+        log q(θ*_i | x_i), shape (N,), N ≥ 2, nats in θ units (a density normalised over the
+        prior box, so that posteriors of different form compare).
+
+    Returns
+    -------
+    dict
+        ``mean``, ``stderr`` (standard error of the mean, sample standard deviation / √N) and
+        ``median`` of −log q(θ*|x), nats.
+    """
+    nlp = -np.asarray(log_prob_true, dtype=float)
+    return {
+        "mean": float(nlp.mean()),
+        "stderr": float(nlp.std(ddof=1) / math.sqrt(len(nlp))),
+        "median": float(np.median(nlp)),
+    }
 
 
 def binned_by(

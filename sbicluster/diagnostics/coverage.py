@@ -16,6 +16,13 @@ coverage" construction of sbi's ``run_sbc`` with a log-probability reduce functi
 superlevel set of a kernel density estimate of the marginal draws (see
 :func:`marginal_credibility` for why this is unbiased with finitely many draws).
 
+Ties: when the density is piecewise constant (a binned posterior), draws in the truth's bin have
+exactly the truth's density, and counting only strictly denser draws puts the truth in front of
+all of them — credibility biased low, coverage biased high. :func:`hpd_credibility_ties` splits
+such ties at a uniform random position (a randomised rank, uniform under calibration); for a
+continuous density ties have probability 0 and it returns the strict count. :func:`joint_coverage`
+uses it when given a generator.
+
 For a calibrated posterior the empirical coverage at level c is Binomial(N, c)/N distributed over
 N test objects; below the band means overconfident (too narrow or biased), above it
 underconfident (too wide).
@@ -35,6 +42,7 @@ __all__ = [
     "binomial_band",
     "calibrated_max_deviation",
     "hpd_credibility_joint",
+    "hpd_credibility_ties",
     "marginal_credibility",
     "coverage_from_credibility",
     "joint_coverage",
@@ -196,6 +204,40 @@ def hpd_credibility_joint(log_prob_true: np.ndarray, log_prob_samples: np.ndarra
     return (lp_s > lp_true[:, None]).mean(axis=1)
 
 
+def hpd_credibility_ties(
+    log_prob_true: np.ndarray, log_prob_samples: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Smallest joint HPD credibility containing the truth, with ties split at random.
+
+    Parameters
+    ----------
+    log_prob_true : numpy.ndarray
+        log q(θ*_i | x_i), shape (N,), nats.
+    log_prob_samples : numpy.ndarray
+        log q(θ_is | x_i) of posterior draws θ_is ~ q(θ | x_i), shape (N, S), nats.
+    rng : numpy.random.Generator
+        Source of the tie-breaking uniforms (one per object, drawn whether or not it has ties).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (N,), in [0, 1]: (#draws denser than the truth + U · #draws exactly as dense) / S,
+        U ~ U(0, 1). Equals :func:`hpd_credibility_joint` wherever no draw ties with the truth
+        (a continuous density); for a piecewise-constant density (every draw in the truth's bin
+        ties with it) it stays uniform under calibration, where the strict count would be biased
+        low (coverage biased high).
+    """
+    lp_true = np.asarray(log_prob_true, dtype=float)
+    lp_s = np.asarray(log_prob_samples, dtype=float)
+    if lp_s.ndim != 2 or lp_true.shape != lp_s.shape[:1]:
+        raise ValueError(
+            f"expected log_prob_true (N,) and log_prob_samples (N, S), got {lp_true.shape} and {lp_s.shape}"
+        )
+    greater = (lp_s > lp_true[:, None]).mean(axis=1)
+    equal = (lp_s == lp_true[:, None]).mean(axis=1)
+    return greater + rng.uniform(size=greater.shape) * equal
+
+
 def marginal_credibility(
     samples: np.ndarray, theta: np.ndarray, *, num_kde: int = 128, chunk: int = 128
 ) -> np.ndarray:
@@ -291,6 +333,7 @@ def joint_coverage(
     levels: Sequence[float] | np.ndarray = CREDIBILITY_LEVELS,
     *,
     band_confidence: float = 0.99,
+    tie_rng: np.random.Generator | None = None,
 ) -> CoverageResult:
     """Expected coverage of joint HPD regions (see module docstring).
 
@@ -304,12 +347,19 @@ def joint_coverage(
         Nominal credibility levels, shape (L,).
     band_confidence : float
         Content of the per-level binomial band used for the verdict.
+    tie_rng : numpy.random.Generator, optional
+        With it, draws exactly as dense as the truth are split at random
+        (:func:`hpd_credibility_ties`, for piecewise-constant densities); without it only strictly
+        denser draws count (:func:`hpd_credibility_joint`).
 
     Returns
     -------
     CoverageResult
     """
-    cred = hpd_credibility_joint(log_prob_true, log_prob_samples)
+    if tie_rng is None:
+        cred = hpd_credibility_joint(log_prob_true, log_prob_samples)
+    else:
+        cred = hpd_credibility_ties(log_prob_true, log_prob_samples, tie_rng)
     return coverage_from_credibility(cred, levels, band_confidence=band_confidence)
 
 

@@ -4,7 +4,9 @@ This module owns the matplotlib rendering of coverage curves, SBC rank histogram
 ECDF-difference curves, the TARP curve, truth-vs-estimate scatter, posterior width versus
 visibility, ROC curves and reliability diagrams. Every function takes the already-computed
 statistics and returns a :class:`matplotlib.figure.Figure` built without pyplot (no global figure
-state, safe in threads and headless runs). It must not compute statistics itself.
+state, safe in threads and headless runs); :func:`diagnostic_figures` builds the whole set of the
+diagnostics report from the metrics and the arrays behind them. It must not define statistics
+itself: what a figure needs beyond the metrics comes from the statistics modules' functions.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
+from .accuracy import posterior_width
+from .classification import reliability_diagram, roc_curve
 from .coverage import CoverageResult
-from .sbc import SBCResult, rank_ecdf_difference
+from .sbc import SBCResult, rank_ecdf_difference, run_sbc_checks
 
 __all__ = [
+    "diagnostic_figures",
     "plot_coverage",
     "plot_sbc_ranks",
     "plot_sbc_ecdf",
@@ -302,3 +307,115 @@ def plot_reliability(diagrams: Mapping[str, dict]) -> Figure:
     )
     ax.legend(fontsize=7, loc="upper left")
     return fig
+
+
+def _coverage_result(d: Mapping) -> CoverageResult:
+    """A :class:`CoverageResult` back from its ``to_dict`` form."""
+    return CoverageResult(
+        **{k: np.asarray(v, dtype=float) if isinstance(v, list) else v for k, v in d.items()}
+    )
+
+
+def diagnostic_figures(
+    metrics: Mapping,
+    theta: np.ndarray,
+    samples: np.ndarray,
+    *,
+    labels: Sequence[str],
+    visibility: np.ndarray | None = None,
+    p_cluster: np.ndarray | None = None,
+    is_cluster: np.ndarray | None = None,
+    visibility_all: np.ndarray | None = None,
+) -> dict[str, Figure]:
+    """Every figure of the diagnostics report, from :func:`~sbicluster.diagnostics.run.evaluate`'s
+    metrics and the arrays they were computed from.
+
+    What a figure shows beyond the metrics (SBC ranks, posterior medians and widths, ROC curves)
+    is taken from the statistics modules' functions on the same arrays, so the figures show the
+    numbers the metrics report.
+
+    Parameters
+    ----------
+    metrics : mapping
+        The metrics dictionary of :func:`~sbicluster.diagnostics.run.evaluate` (before or after
+        :func:`~sbicluster.diagnostics.report.to_jsonable`).
+    theta : numpy.ndarray
+        Truths of the cluster objects, shape (N, D), θ units.
+    samples : numpy.ndarray
+        Their posterior draws, shape (N, S, D), θ units.
+    labels : sequence of str
+        Axis labels with units, one per parameter.
+    visibility : numpy.ndarray, optional
+        True visibility of the cluster objects, shape (N,) (colours the truth-vs-median panels;
+        without it there is no width-vs-visibility figure).
+    p_cluster, is_cluster, visibility_all : numpy.ndarray, optional
+        P(cluster), true label and true visibility of all test objects, shape (M,); used only
+        when the metrics have a ``classification`` entry.
+
+    Returns
+    -------
+    dict of str to matplotlib.figure.Figure
+        Keys ``coverage``, ``sbc_ranks``, ``sbc_ecdf``, ``tarp`` (when the metrics have TARP),
+        ``width_vs_visibility`` (with a positive visibility), ``truth_vs_median``, ``roc`` and
+        ``reliability`` (with classification); each is written as ``<key>.png``.
+    """
+    names = list(metrics["parameters"])
+    theta, samples = np.asarray(theta, dtype=float), np.asarray(samples, dtype=float)
+    figures: dict[str, Figure] = {}
+    cov = metrics["coverage"]
+    regions = {"joint": cov["joint"]} if cov.get("joint") else {}
+    regions.update({k: cov["marginal"][k] for k in names})
+    figures["coverage"] = plot_coverage(
+        {k: _coverage_result(v) for k, v in regions.items()}, cov["tolerance"]
+    )
+
+    sbc = run_sbc_checks(samples, theta, names)
+    figures["sbc_ranks"] = plot_sbc_ranks(sbc, labels)
+    figures["sbc_ecdf"] = plot_sbc_ecdf(sbc, labels)
+
+    if metrics.get("tarp"):
+        t = metrics["tarp"]
+        figures["tarp"] = plot_tarp(
+            np.asarray(t["ecp"]), np.asarray(t["alpha"]), t["atc"], t["ks_pvalue"]
+        )
+
+    median = np.median(samples, axis=1)
+    color = None
+    if visibility is not None:
+        vis = np.asarray(visibility, dtype=float)
+        pos = vis > 0
+        if pos.any():
+            figures["width_vs_visibility"] = plot_width_vs_visibility(
+                posterior_width(samples)[pos],
+                vis[pos],
+                labels,
+                np.geomspace(max(vis[pos].min(), 1e-3), vis[pos].max() * 1.0001, 9),
+            )
+        color = np.log10(np.maximum(vis, 1e-3))
+    figures["truth_vs_median"] = plot_truth_vs_estimate(median, theta, labels, color)
+
+    cls = metrics.get("classification")
+    if cls and p_cluster is not None and is_cluster is not None:
+        p = np.asarray(p_cluster, dtype=float)
+        y = np.asarray(is_cluster).astype(bool)
+        va = (
+            np.asarray(visibility_all, dtype=float)
+            if visibility_all is not None
+            else np.full(p.shape, np.inf)
+        )
+        threshold = cls["detection_threshold"]
+        detectable = ~y | (va >= threshold)
+        figures["roc"] = plot_roc(
+            {
+                "all clusters": (*roc_curve(p, y)[:2], cls["auc"]),
+                f"visibility ≥ {threshold:g}": (
+                    *roc_curve(p[detectable], y[detectable])[:2],
+                    cls["auc_detectable"],
+                ),
+            }
+        )
+        rel = {"all": cls["reliability"]}
+        if (y & detectable).any():
+            rel[f"visibility ≥ {threshold:g}"] = reliability_diagram(p[detectable], y[detectable])
+        figures["reliability"] = plot_reliability(rel)
+    return figures

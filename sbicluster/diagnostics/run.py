@@ -2,13 +2,16 @@
 
 This module owns :func:`run_diagnostics` (what ``sbicluster diagnose`` calls) and
 :func:`evaluate`, the model-independent part that turns truths, posterior draws, log densities and
-P(cluster) into the metrics dictionary and figures — so that other posteriors (the binned
-baseline, the integrated-photometry posterior) are judged by exactly the same code. It must not
-train models or change how the simulator draws data.
+P(cluster) into the metrics dictionary — so that other posteriors (the binned baseline, the
+integrated-photometry posterior, ensembles) are judged by exactly the same code. Figures are built
+by :func:`sbicluster.diagnostics.plots.diagnostic_figures` and written by
+:mod:`sbicluster.diagnostics.report`. This module must not train models, change how the simulator
+draws data or draw figures.
 
-Held-out data: the simulator is driven by a generator seeded from ``(seed, "diagnostics")`` through
-:class:`numpy.random.SeedSequence`, a stream distinct from the ``torch.manual_seed(seed)`` stream a
-training run with the same integer seed would use, so the test set is never a training batch.
+Held-out data: every random stream of a diagnostics run (the test simulations, the TARP reference
+points, the posterior draws) is seeded by :func:`held_out_seed` from the test-set seed through
+:class:`numpy.random.SeedSequence`, distinct from the ``torch.manual_seed(seed)`` stream a training
+run with the same integer seed would use, so the test set is never a training batch.
 """
 
 from __future__ import annotations
@@ -22,23 +25,16 @@ import numpy as np
 import torch
 
 from .accuracy import binned_by, point_accuracy, posterior_width, reliable_range_mask
-from .classification import brier_score, precision_recall, reliability_diagram, roc_auc, roc_curve
+from .classification import brier_score, precision_recall, reliability_diagram, roc_auc
 from .coverage import (
     CREDIBILITY_LEVELS,
     calibrated_max_deviation,
-    joint_coverage,
+    coverage_from_credibility,
+    hpd_credibility_joint,
+    hpd_credibility_ties,
     marginal_coverage,
 )
-from .plots import (
-    plot_coverage,
-    plot_reliability,
-    plot_roc,
-    plot_sbc_ecdf,
-    plot_sbc_ranks,
-    plot_tarp,
-    plot_truth_vs_estimate,
-    plot_width_vs_visibility,
-)
+from .plots import diagnostic_figures
 from .report import write_report
 from .sbc import run_sbc_checks
 
@@ -46,6 +42,10 @@ __all__ = [
     "run_diagnostics",
     "evaluate",
     "simulate_held_out",
+    "held_out_seed",
+    "SIMULATION_STREAM",
+    "TARP_REFERENCE_STREAM",
+    "POSTERIOR_DRAW_STREAM",
     "log_prob_of_draws",
     "model_log_prob",
     "tarp",
@@ -75,10 +75,40 @@ MIN_COVERAGE_BIN = 30
 """Fewest clusters in a visibility bin for its joint coverage to be reported."""
 
 
-def _held_out_seed(seed: int) -> int:
-    return int(
+SIMULATION_STREAM = 0
+"""Stream of :func:`held_out_seed` that drives the held-out simulations."""
+TARP_REFERENCE_STREAM = 1
+"""Stream of :func:`held_out_seed` that draws the TARP reference points."""
+POSTERIOR_DRAW_STREAM = 2
+"""Stream of :func:`held_out_seed` that draws the posterior samples of the test objects."""
+
+
+def held_out_seed(seed: int, stream: int = SIMULATION_STREAM) -> int:
+    """Seed of one random stream of a diagnostics run, distinct from training's.
+
+    Parameters
+    ----------
+    seed : int
+        Test-set seed (``sbicluster diagnose --seed``).
+    stream : int
+        Which stream: :data:`SIMULATION_STREAM` (0), :data:`TARP_REFERENCE_STREAM` (1) or
+        :data:`POSTERIOR_DRAW_STREAM` (2). Stream k is seeded with the stream-0 seed + k.
+
+    Returns
+    -------
+    int
+        A non-negative 63-bit integer for ``torch.Generator.manual_seed``, derived from
+        ``(seed, 0x5B1D1A6)`` by :class:`numpy.random.SeedSequence`; it differs from ``seed``
+        itself, so a held-out set never replays the stream ``torch.manual_seed(seed)`` gives
+        a training run.
+    """
+    base = int(
         np.random.SeedSequence([int(seed), 0x5B1D1A6]).generate_state(1, dtype=np.uint64)[0] >> 1
     )
+    return base + int(stream)
+
+
+_held_out_seed = held_out_seed  # the name simulate_held_out calls; not for use elsewhere
 
 
 def simulate_held_out(simulator, n: int, seed: int, *, chunk: int = 256, progress: bool = False):
@@ -173,6 +203,23 @@ def model_log_prob(model) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     return lambda th, x: posterior.log_prob_batched(th, x=x, norm_posterior=False)
 
 
+def _sbi_tarp_on_draws(
+    posterior_samples: torch.Tensor, theta: torch.Tensor, references: torch.Tensor, num_bins: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """sbi's TARP expected coverage of precomputed draws (the one use of a private sbi function).
+
+    sbi's public ``run_tarp`` takes a posterior object and observations and draws the samples
+    itself; it cannot score draws made elsewhere (our ``predict`` with its symmetric views and
+    seeded generator, the binned baseline, an ensemble mixture). The private ``_run_tarp`` that
+    ``run_tarp`` delegates to computes the same statistic from given draws. Checked against sbi
+    0.27 (``_run_tarp(posterior_samples (S, N, D), thetas (N, D), references (N, D), distance,
+    num_bins, z_score_theta)``), the range ``pyproject.toml`` pins; re-check it when that pin moves.
+    """
+    from sbi.diagnostics.tarp import _run_tarp
+
+    return _run_tarp(posterior_samples, theta, references, num_bins=num_bins, z_score_theta=True)
+
+
 def tarp(samples: np.ndarray, theta: np.ndarray, seed: int) -> dict:
     """TARP expected coverage with sbi's implementation on precomputed draws.
 
@@ -183,22 +230,24 @@ def tarp(samples: np.ndarray, theta: np.ndarray, seed: int) -> dict:
     theta : numpy.ndarray
         Truths, shape (N, D).
     seed : int
-        Seed of the reference points (uniform in the bounding box of ``theta``, as sbi's
-        ``get_tarp_references`` draws them, but reproducibly).
+        Test-set seed; the reference points are drawn from its :data:`TARP_REFERENCE_STREAM`
+        (uniform in the bounding box of ``theta``, as sbi's ``get_tarp_references`` draws them,
+        but reproducibly).
 
     Returns
     -------
     dict
-        ``ecp``, ``alpha`` (lists), ``atc`` (area to curve, > 0 underconfident) and ``ks_pvalue``.
+        ``ecp``, ``alpha`` (arrays), ``atc`` (area to curve, > 0 underconfident) and
+        ``ks_pvalue``.
     """
-    from sbi.diagnostics.tarp import _run_tarp, check_tarp
+    from sbi.diagnostics.tarp import check_tarp
 
     th = torch.as_tensor(theta, dtype=torch.float32)
     lo, hi = th.min(0).values, th.max(0).values
-    gen = torch.Generator().manual_seed(_held_out_seed(seed) + 1)
+    gen = torch.Generator().manual_seed(held_out_seed(seed, TARP_REFERENCE_STREAM))
     refs = lo + (hi - lo) * torch.rand(th.shape, generator=gen)
     post = torch.as_tensor(np.moveaxis(samples, 1, 0), dtype=torch.float32)  # (S, N, D)
-    ecp, alpha = _run_tarp(post, th, refs, num_bins=max(th.shape[0] // 10, 2), z_score_theta=True)
+    ecp, alpha = _sbi_tarp_on_draws(post, th, refs, num_bins=max(th.shape[0] // 10, 2))
     atc, ks = check_tarp(ecp, alpha)
     return {"ecp": ecp.numpy(), "alpha": alpha.numpy(), "atc": float(atc), "ks_pvalue": float(ks)}
 
@@ -234,7 +283,6 @@ def evaluate(
     samples: np.ndarray,
     *,
     names: Sequence[str],
-    labels: Sequence[str] | None = None,
     visibility: np.ndarray | None = None,
     log_prob_true: np.ndarray | None = None,
     log_prob_samples: np.ndarray | None = None,
@@ -244,24 +292,23 @@ def evaluate(
     background_kind: np.ndarray | None = None,
     seed: int = 0,
     levels: np.ndarray = CREDIBILITY_LEVELS,
-) -> tuple[dict, dict]:
-    """All diagnostics of one posterior on one test set (model-independent).
+    tie_rng: np.random.Generator | None = None,
+) -> dict:
+    """All diagnostics of one posterior on one test set (model-independent), as metrics.
 
     Parameters
     ----------
     theta : numpy.ndarray
         Truths of the cluster objects, shape (N, D), θ units.
     samples : numpy.ndarray
-        Their posterior draws, shape (N, S, D).
+        Their posterior draws, shape (N, S, D), θ units.
     names : sequence of str
         Parameter names.
-    labels : sequence of str, optional
-        Plot labels with units (default: names).
     visibility : numpy.ndarray, optional
         True visibility of the cluster objects, shape (N,).
     log_prob_true, log_prob_samples : numpy.ndarray, optional
-        log q of the truths (N,) and of the draws (N, S); without them the joint HPD coverage is
-        skipped (TARP still gives a joint calibration check).
+        log q of the truths (N,) and of the draws (N, S), nats; without them the joint HPD
+        coverage is skipped (TARP still gives a joint calibration check).
     p_cluster, is_cluster, visibility_all : numpy.ndarray, optional
         P(cluster), true label and true visibility of *all* test objects (clusters and
         backgrounds), shape (M,); without them classification is skipped.
@@ -272,18 +319,24 @@ def evaluate(
         of background: AUC of the detectable clusters against each kind, and each kind's
         false-positive rate at P(cluster) ≥ 0.5.
     seed : int
-        Seed of the TARP reference points.
+        Test-set seed; the TARP reference points come from its :data:`TARP_REFERENCE_STREAM`.
     levels : numpy.ndarray
         Credibility levels of the coverage curves.
+    tie_rng : numpy.random.Generator, optional
+        For piecewise-constant densities (the binned baseline): draws exactly as dense as the
+        truth are split at random in the joint HPD credibility
+        (:func:`~sbicluster.diagnostics.coverage.hpd_credibility_ties`, one uniform per cluster
+        object). Without it only strictly denser draws count, which is the same for a continuous
+        density.
 
     Returns
     -------
-    metrics : dict
-        See :func:`run_diagnostics`.
-    figures : dict of str to matplotlib.figure.Figure
+    dict
+        The metrics, see :func:`run_diagnostics` (without its run-level entries ``model``,
+        ``seed``, ``timing``...). Arrays (TARP's curve, the visibility edges) stay numpy arrays;
+        :func:`sbicluster.diagnostics.report.to_jsonable` converts them.
     """
     names = tuple(names)
-    labels = tuple(labels) if labels is not None else names
     theta, samples = np.asarray(theta, dtype=float), np.asarray(samples, dtype=float)
     n, s, _ = samples.shape
     metrics: dict = {
@@ -292,13 +345,17 @@ def evaluate(
         "n_clusters": n,
         "n_objects": n if p_cluster is None else int(np.size(p_cluster)),
     }
-    figures: dict = {}
 
     # coverage
     marg = marginal_coverage(samples, theta, levels)
     cov_results = {}
+    joint_cred = None
     if log_prob_true is not None and log_prob_samples is not None:
-        cov_results["joint"] = joint_coverage(log_prob_true, log_prob_samples, levels)
+        if tie_rng is None:
+            joint_cred = hpd_credibility_joint(log_prob_true, log_prob_samples)
+        else:
+            joint_cred = hpd_credibility_ties(log_prob_true, log_prob_samples, tie_rng)
+        cov_results["joint"] = coverage_from_credibility(joint_cred, levels)
     cov_results.update(dict(zip(names, marg, strict=True)))
     all_meet = all(r.meets(COVERAGE_TOLERANCE) for r in cov_results.values())
     metrics["coverage"] = {
@@ -307,31 +364,21 @@ def evaluate(
         "joint": cov_results["joint"].to_dict() if "joint" in cov_results else None,
         "marginal": {k: cov_results[k].to_dict() for k in names},
     }
-    if "joint" in cov_results and visibility is not None:
+    if joint_cred is not None and visibility is not None:
         vis = np.asarray(visibility, dtype=float)
         metrics["coverage"]["joint_by_visibility"] = [
-            {
-                "range": [lo, hi],
-                **joint_coverage(
-                    np.asarray(log_prob_true)[sel], np.asarray(log_prob_samples)[sel], levels
-                ).to_dict(),
-            }
+            {"range": [lo, hi], **coverage_from_credibility(joint_cred[sel], levels).to_dict()}
             for lo, hi, sel in _bins(COVERAGE_VISIBILITY_EDGES, vis)
             if sel.sum() >= MIN_COVERAGE_BIN
         ]
-    figures["coverage"] = plot_coverage(cov_results, COVERAGE_TOLERANCE)
 
     # SBC
     sbc = run_sbc_checks(samples, theta, names)
     metrics["sbc"] = sbc.to_dict(SBC_ALPHA)
-    figures["sbc_ranks"] = plot_sbc_ranks(sbc, labels)
-    figures["sbc_ecdf"] = plot_sbc_ecdf(sbc, labels)
 
     # TARP
     if n >= 20:
-        t = tarp(samples, theta, seed)
-        metrics["tarp"] = t
-        figures["tarp"] = plot_tarp(t["ecp"], t["alpha"], t["atc"], t["ks_pvalue"])
+        metrics["tarp"] = tarp(samples, theta, seed)
 
     # accuracy and width
     median = np.median(samples, axis=1)
@@ -353,112 +400,98 @@ def evaluate(
             "count": wb["count"],
             "median_width": {name: wb["value"][:, j] for j, name in enumerate(names)},
         }
-        pos = vis > 0
-        if pos.any():
-            figures["width_vs_visibility"] = plot_width_vs_visibility(
-                width[pos],
-                vis[pos],
-                labels,
-                np.geomspace(max(vis[pos].min(), 1e-3), vis[pos].max() * 1.0001, 9),
-            )
-        color = np.log10(np.maximum(vis, 1e-3))
     else:
         metrics["width_vs_visibility"] = {
             "edges": [],
             "count": [],
             "median_width": {k: [] for k in names},
         }
-        color = None
     metrics["accuracy"] = acc
     metrics["median_width_overall"] = {
         name: float(np.median(width[:, j])) for j, name in enumerate(names)
     }
-    figures["truth_vs_median"] = plot_truth_vs_estimate(median, theta, labels, color)
 
     # classification
     auc_ok = None
     if p_cluster is not None and is_cluster is not None:
-        p = np.asarray(p_cluster, dtype=float)
-        y = np.asarray(is_cluster).astype(bool)
-        va = (
-            np.asarray(visibility_all, dtype=float)
-            if visibility_all is not None
-            else np.full(p.shape, np.inf)
+        metrics["classification"] = _classification(
+            p_cluster, is_cluster, visibility_all, background_kind
         )
-        detectable = ~y | (va >= DETECTION_VISIBILITY)
-        cls = {
-            "detection_threshold": DETECTION_VISIBILITY,
-            "auc": roc_auc(p, y),
-            "auc_detectable": roc_auc(p[detectable], y[detectable]),
-            "n_detectable": int((y & detectable).sum()),
-            "precision_recall": precision_recall(p, y, 0.5),
-            "precision_recall_detectable": precision_recall(p[detectable], y[detectable], 0.5),
-            "brier": brier_score(p, y),
-            "reliability": reliability_diagram(p, y),
-            "by_visibility": [],
-        }
-        for lo, hi, sel in _bins(VISIBILITY_EDGES, np.where(y, va, -1.0)):
-            subset = sel | ~y
-            cls["by_visibility"].append(
-                {
-                    "range": [lo, hi],
-                    "n": int(sel.sum()),
-                    "auc": roc_auc(p[subset], y[subset]),
-                    "recall": float((p[sel] >= 0.5).mean()),
-                    "reliability_ece": reliability_diagram(p[subset], y[subset])["ece"],
-                    "auc_at_or_above": _auc_above(p, y, va, lo),
-                }
-            )
-        cls["visibility_meeting_auc_goal"] = next(
-            (
-                b["range"][0]
-                for b in cls["by_visibility"]
-                if b["auc_at_or_above"] is not None and b["auc_at_or_above"] >= AUC_GOAL
-            ),
-            None,
-        )
-        if background_kind is not None:
-            kind = np.asarray(background_kind).astype(str)
-            if kind.shape != y.shape:
-                raise ValueError(
-                    f"background_kind needs one entry per test object, got {kind.shape} "
-                    f"for {y.shape}"
-                )
-            cls["by_background"] = []
-            for name in sorted(set(kind[~y])):
-                neg = ~y & (kind == name)
-                subset = (y & detectable) | neg
-                cls["by_background"].append(
-                    {
-                        "kind": str(name),
-                        "n": int(neg.sum()),
-                        "auc_detectable": roc_auc(p[subset], y[subset]),
-                        "false_positive_rate": float((p[neg] >= 0.5).mean()),
-                    }
-                )
-        metrics["classification"] = cls
-        auc_ok = bool(cls["auc_detectable"] >= AUC_GOAL)
-        curves = {
-            "all clusters": (*roc_curve(p, y)[:2], cls["auc"]),
-            f"visibility ≥ {DETECTION_VISIBILITY:g}": (
-                *roc_curve(p[detectable], y[detectable])[:2],
-                cls["auc_detectable"],
-            ),
-        }
-        figures["roc"] = plot_roc(curves)
-        rel = {"all": cls["reliability"]}
-        if (y & detectable).any():
-            rel[f"visibility ≥ {DETECTION_VISIBILITY:g}"] = reliability_diagram(
-                p[detectable], y[detectable]
-            )
-        figures["reliability"] = plot_reliability(rel)
+        auc_ok = bool(metrics["classification"]["auc_detectable"] >= AUC_GOAL)
 
     metrics["goals"] = {
         "coverage": bool(all_meet),
         "sbc": bool(not sbc.rejected(SBC_ALPHA).any()),
         "auc": auc_ok,
     }
-    return metrics, figures
+    return metrics
+
+
+def _classification(
+    p_cluster: np.ndarray,
+    is_cluster: np.ndarray,
+    visibility_all: np.ndarray | None,
+    background_kind: np.ndarray | None,
+) -> dict:
+    """The ``classification`` entry of :func:`evaluate` (arguments as there)."""
+    p = np.asarray(p_cluster, dtype=float)
+    y = np.asarray(is_cluster).astype(bool)
+    va = (
+        np.asarray(visibility_all, dtype=float)
+        if visibility_all is not None
+        else np.full(p.shape, np.inf)
+    )
+    detectable = ~y | (va >= DETECTION_VISIBILITY)
+    cls = {
+        "detection_threshold": DETECTION_VISIBILITY,
+        "auc": roc_auc(p, y),
+        "auc_detectable": roc_auc(p[detectable], y[detectable]),
+        "n_detectable": int((y & detectable).sum()),
+        "precision_recall": precision_recall(p, y, 0.5),
+        "precision_recall_detectable": precision_recall(p[detectable], y[detectable], 0.5),
+        "brier": brier_score(p, y),
+        "reliability": reliability_diagram(p, y),
+        "by_visibility": [],
+    }
+    for lo, hi, sel in _bins(VISIBILITY_EDGES, np.where(y, va, -1.0)):
+        subset = sel | ~y
+        cls["by_visibility"].append(
+            {
+                "range": [lo, hi],
+                "n": int(sel.sum()),
+                "auc": roc_auc(p[subset], y[subset]),
+                "recall": float((p[sel] >= 0.5).mean()),
+                "reliability_ece": reliability_diagram(p[subset], y[subset])["ece"],
+                "auc_at_or_above": _auc_above(p, y, va, lo),
+            }
+        )
+    cls["visibility_meeting_auc_goal"] = next(
+        (
+            b["range"][0]
+            for b in cls["by_visibility"]
+            if b["auc_at_or_above"] is not None and b["auc_at_or_above"] >= AUC_GOAL
+        ),
+        None,
+    )
+    if background_kind is not None:
+        kind = np.asarray(background_kind).astype(str)
+        if kind.shape != y.shape:
+            raise ValueError(
+                f"background_kind needs one entry per test object, got {kind.shape} for {y.shape}"
+            )
+        cls["by_background"] = []
+        for name in sorted(set(kind[~y])):
+            neg = ~y & (kind == name)
+            subset = (y & detectable) | neg
+            cls["by_background"].append(
+                {
+                    "kind": str(name),
+                    "n": int(neg.sum()),
+                    "auc_detectable": roc_auc(p[subset], y[subset]),
+                    "false_positive_rate": float((p[neg] >= 0.5).mean()),
+                }
+            )
+    return cls
 
 
 def run_diagnostics(
@@ -532,7 +565,7 @@ def run_diagnostics(
     timing["simulate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    gen = torch.Generator().manual_seed(_held_out_seed(seed) + 2)
+    gen = torch.Generator().manual_seed(held_out_seed(seed, POSTERIOR_DRAW_STREAM))
     pred = predict(
         model,
         batch.images,
@@ -574,11 +607,10 @@ def run_diagnostics(
 
     t0 = time.perf_counter()
     prior = model.prior
-    metrics, figures = evaluate(
+    metrics = evaluate(
         theta,
         samples,
         names=prior.names,
-        labels=prior.labels,
         visibility=vis_all[label],
         log_prob_true=lp_true,
         log_prob_samples=lp_samp,
@@ -592,7 +624,17 @@ def run_diagnostics(
         metrics["classification"]["auc_detectable_single_view"] = _single_view_auc(
             model, batch.images, label, vis_all
         )
-    timing["statistics"] = time.perf_counter() - t0
+    figures = diagnostic_figures(
+        metrics,
+        theta,
+        samples,
+        labels=prior.labels,
+        visibility=vis_all[label],
+        p_cluster=np.asarray(pred.p_cluster),
+        is_cluster=label,
+        visibility_all=vis_all,
+    )
+    timing["statistics"] = time.perf_counter() - t0  # metrics and figures
     card = model.card if isinstance(getattr(model, "card", None), dict) else {}
     metrics.update(
         {
