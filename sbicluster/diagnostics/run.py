@@ -108,9 +108,6 @@ def held_out_seed(seed: int, stream: int = SIMULATION_STREAM) -> int:
     return base + int(stream)
 
 
-_held_out_seed = held_out_seed  # the name simulate_held_out calls; not for use elsewhere
-
-
 def simulate_held_out(simulator, n: int, seed: int, *, chunk: int = 256, progress: bool = False):
     """Fresh simulations for testing, on a random stream distinct from training's.
 
@@ -134,7 +131,7 @@ def simulate_held_out(simulator, n: int, seed: int, *, chunk: int = 256, progres
     """
     from simulators.base import simulate_in_chunks
 
-    gen = torch.Generator(device=simulator.device).manual_seed(_held_out_seed(seed))
+    gen = torch.Generator(device=simulator.device).manual_seed(held_out_seed(seed))
     return simulate_in_chunks(simulator, n, gen, chunk=chunk, progress=progress)
 
 
