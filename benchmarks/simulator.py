@@ -80,7 +80,7 @@ def _reference_ratio(sim: ClusterSimulator, n: int, seed: int) -> dict:
 
     r_h = 10 ** theta[:, 2] / sim.instrument.pc_per_pixel
     a = eff_core_radius(r_h, gamma, sim.options.eff_truncation)
-    stars, _, _, _ = sim._cluster(
+    stars, _, _, _ = sim.draw_clusters(
         sim.populations[0], 0, theta, gamma, centre, a, 10 * r_h, 2 * r_h, g
     )
     fstars, _ = sim.field.stars(torch.full((n,), 0.02, device=sim.device), g)

@@ -31,7 +31,6 @@ from .outputs import (
 __all__ = [
     "infer",
     "InferenceResult",
-    "resolve_device",  # re-exported from sbicluster.devices for callers that import it here
     "model_pixel_scale",
     "model_zero_points",
     "OUTPUT_FILES",

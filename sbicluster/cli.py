@@ -252,7 +252,7 @@ def _train(args) -> None:
 
     from simulators.registry import simulator_for_preset
 
-    from .api import resolve_device
+    from .devices import resolve_device
     from .errors import InputError
     from .training import TrainingConfig, default_config, train, write_dataset
 
@@ -293,8 +293,8 @@ def _train(args) -> None:
 def _diagnose(args) -> None:
     from simulators.registry import simulator_from_card
 
-    from .api import resolve_device
     from .artifact import load_model
+    from .devices import resolve_device
     from .diagnostics import run_diagnostics
 
     device = resolve_device(args.device)

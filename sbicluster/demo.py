@@ -250,9 +250,10 @@ def run_demo(
     """
     from simulators.registry import simulator_from_card
 
-    from .api import infer, resolve_device
+    from .api import infer
     from .artifact import load_model
     from .corner import save_figure, summary_figure
+    from .devices import resolve_device
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)

@@ -115,8 +115,8 @@ class SimulatorOptions:
     noise : bool
         Add noise (False gives noiseless images; for tests and pictures).
     chunk_size : int
-        Samples per FFT chunk in the renderer (bounds its memory; 32 and 64 run at the same
-        speed within the run-to-run scatter of ``benchmarks/simulator.py`` on the 2-core CPU).
+        Samples per FFT chunk in the renderer (bounds its memory; ``benchmarks/simulator.py``
+        compares it with twice the chunk).
     """
 
     feh: float | tuple[float, ...] = 0.0
@@ -423,7 +423,9 @@ class ClusterSimulator:
         if theta is None:
             theta = self.prior.sample(n, generator, device=dev)
         else:
-            theta = torch.as_tensor(theta, dtype=torch.float32, device=dev).reshape(n, 4)
+            theta = torch.as_tensor(theta, dtype=torch.float32, device=dev).reshape(
+                n, self.prior.dim
+            )
         if label is None:
             label = (torch.rand(n, generator=generator, device=dev) < self.cluster_fraction).long()
         else:
@@ -452,7 +454,7 @@ class ClusterSimulator:
         nc = self.renderer.canvas
         smooth = torch.zeros(n, c_n, nc, nc, device=dev)
         parts: list[StarList] = []
-        r_h = 10 ** theta[:, 2] / inst.pc_per_pixel  # px
+        r_h = 10 ** theta[:, self.prior.index("log_rh")] / inst.pc_per_pixel  # px
         a = eff_core_radius(r_h, gamma, opt.eff_truncation)
         r_t = opt.eff_truncation * r_h
         ap_radius = torch.maximum(2 * r_h, self.fwhm_px[-1].expand(n))
@@ -461,7 +463,7 @@ class ClusterSimulator:
             idx = ((label == 1) & (feh_idx == fi)).nonzero().flatten()
             if len(idx) == 0:
                 continue
-            stars, sm, s_ap, info = self._cluster(
+            stars, sm, s_ap, info = self.draw_clusters(
                 pop,
                 fi,
                 theta[idx],
@@ -503,7 +505,7 @@ class ClusterSimulator:
         s = StarList.cat(parts)
         return s.sample_index, s.y, s.x, s.flux
 
-    def _cluster(
+    def draw_clusters(
         self,
         pop,
         feh_index: int,
@@ -515,10 +517,43 @@ class ClusterSimulator:
         ap_radius: torch.Tensor,
         generator: torch.Generator,
     ):
-        """Stars, smooth light (canvas), aperture signal (reddest band) and nuisances of clusters."""
+        """Stars, smooth light, aperture signal and nuisances of clusters of one metallicity.
+
+        Parameters
+        ----------
+        pop : StellarPopulation
+            Population of the clusters' metallicity.
+        feh_index : int
+            Index of that metallicity in ``feh_values``.
+        theta : torch.Tensor
+            (B, D) cluster parameters in the prior's order and units.
+        gamma : torch.Tensor
+            (B,) EFF slopes.
+        centre : torch.Tensor
+            (B, 2) cluster centres (y, x), px.
+        a, r_t : torch.Tensor
+            (B,) EFF core and truncation radii, px.
+        ap_radius : torch.Tensor
+            (B,) visibility aperture radius, px.
+        generator : torch.Generator
+            Source of the star draws.
+
+        Returns
+        -------
+        stars : StarList
+            Drawn stars (sample index within the B clusters, position px, flux e⁻/s per band).
+        smooth : torch.Tensor
+            (B, C, canvas, canvas) smooth light of the undrawn stars, e⁻/s per pixel.
+        signal : torch.Tensor
+            (B,) cluster light inside the visibility aperture in the reddest band, e⁻/s.
+        nuisances : dict of str to torch.Tensor
+            ``mass_threshold``, ``n_stars`` and ``sbf_smooth_fraction`` per cluster.
+        """
         dev = self.device
         b = len(theta)
-        log_age, log_mass, av = theta[:, 0], theta[:, 1], theta[:, 3]
+        index = self.prior.index
+        log_age, log_mass = theta[:, index("log_age")], theta[:, index("log_mass")]
+        av = theta[:, index("av")]
         mass = 10 ** log_mass.double()
         m_thr, m_live = self.mass_threshold(log_age, log_mass, feh_index)
         lam = mass * self.imf.number_per_mass(m_thr.double(), m_live.double()).double()

@@ -141,7 +141,7 @@ class Instrument:
     >>> inst.bands
     ('WFC3_UVIS_F336W', 'WFC3_UVIS_F438W', 'WFC3_UVIS_F814W')
     >>> round(inst.pc_per_pixel, 3)
-    0.877
+    0.878
     """
 
     name: str

@@ -56,7 +56,7 @@ def poisson_counts(
     Where λ > ``gaussian_above`` the draw is Normal(λ, λ + ``read_var``): the Poisson's normal
     approximation and the read noise merged into one normal draw (without read noise the normal
     is clipped at 0). Below it the Poisson draw is exact, plus Normal(0, ``read_var``). The normal
-    branch is ~10× cheaper than ``torch.poisson`` on CPU, where the exact draws are also split
+    branch is much cheaper than ``torch.poisson`` on CPU, where the exact draws are also split
     into :data:`POISSON_SPLITS` sub-streams seeded from ``generator`` and drawn on parallel threads
     (torch's CPU Poisson sampler is serial).
 

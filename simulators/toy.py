@@ -149,7 +149,9 @@ class LinearGaussianToy:
         gdev = generator.device
         if theta is None:
             theta = self.prior.sample(n, generator, device=self.device)
-        theta = torch.as_tensor(theta, dtype=torch.float32).to(self.device).reshape(n, 4)
+        theta = (
+            torch.as_tensor(theta, dtype=torch.float32).to(self.device).reshape(n, self.prior.dim)
+        )
         if label is None:
             label = (torch.rand(n, generator=generator, device=gdev) < self.cluster_fraction).long()
         label = torch.as_tensor(label).to(self.device).long().reshape(n)

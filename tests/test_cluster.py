@@ -74,7 +74,7 @@ def test_noiseless_total_flux_equals_sum_of_stars(population):
 
     r_h = 10 ** theta[:, 2] / sim.instrument.pc_per_pixel
     a = eff_core_radius(r_h, gamma, 10.0)
-    stars, smooth, _, info = sim._cluster(
+    stars, smooth, _, info = sim.draw_clusters(
         population, 0, theta, gamma, centre, a, 10 * r_h, 2 * r_h, g
     )
     assert int(info["n_stars"].sum()) > 50

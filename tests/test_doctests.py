@@ -25,14 +25,6 @@ BUILD_TIME_MODULES = {
 }
 """Modules for ``python -m`` table and PSF builds, and the optional packages they need."""
 
-KNOWN_FAILURES = {
-    "simulators.instruments": (
-        "Instrument's example shows pc_per_pixel 0.877; the m83-wfc3 preset gives 0.878 "
-        "(docstring to be corrected in simulators/instruments.py)"
-    ),
-}
-"""Modules whose examples are known to show a wrong output, with the reason (non-strict xfail)."""
-
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
@@ -46,16 +38,7 @@ def _module_names() -> list[str]:
     return sorted(names)
 
 
-def _params() -> list:
-    return [
-        pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_FAILURES[name], strict=False))
-        if name in KNOWN_FAILURES
-        else name
-        for name in _module_names()
-    ]
-
-
-@pytest.mark.parametrize("module_name", _params())
+@pytest.mark.parametrize("module_name", _module_names())
 def test_docstring_examples(module_name: str) -> None:
     for package in BUILD_TIME_MODULES.get(module_name, ()):
         pytest.importorskip(package, reason=f"{module_name} needs the build-time {package}")

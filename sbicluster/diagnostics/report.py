@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from ..files import atomic_path
 
 __all__ = ["write_report", "render_markdown", "to_jsonable"]
 
@@ -36,17 +36,6 @@ def to_jsonable(obj):
     if isinstance(obj, np.floating | float):
         return float(obj) if math.isfinite(obj) else None
     return obj
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _f(x, fmt: str = ".3f") -> str:
@@ -309,13 +298,12 @@ def write_report(
     names = {}
     for key, fig in figures.items():
         names[key] = f"{key}.png"
-        _atomic_write(
-            out / names[key], lambda tmp, fig=fig: fig.savefig(tmp, dpi=dpi, format="png")
-        )
+        with atomic_path(out / names[key]) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
     clean = to_jsonable(metrics)
-    _atomic_write(
-        out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(clean, indent=2) + "\n")
-    )
+    with atomic_path(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(clean, indent=2) + "\n")
     text = render_markdown(clean, names)
-    _atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(text + "\n"))
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(text + "\n")
     return out / "report.md"

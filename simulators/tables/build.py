@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m simulators.tables.build            # isochrones + photometry (a few minutes on one core)
+    python -m simulators.tables.build            # isochrones + photometry
     python -m simulators.tables.build --only isochrones
     python -m simulators.tables.build --only extinction   # dust_extinction laws on the shipped BC table
 
