@@ -217,7 +217,7 @@ def _train_flow(simulator, args, pool: Path, val_size: int, softening, run_dir: 
     from sbicluster.training import TrainingConfig, train
 
     cfg = TrainingConfig(
-        preset=args.embedding,
+        embedding=args.embedding,
         steps=args.steps,
         batch_size=args.batch_size,
         lr=LR,

@@ -131,12 +131,13 @@ def test_aperture_pixel_count_matches_aperture_magnitudes():
 class _PoolToy(_LinearToy):
     """:class:`_LinearToy` with the attributes :func:`write_dataset` needs, half clusters."""
 
-    image_shape = (4, 1, 1)
+    observation_shape = (4, 1, 1)
 
     def card(self):
         return {"name": "linear toy"}
 
-    def simulate(self, n, generator):
+    def simulate(self, n, generator, *, theta=None, label=None):
+        assert theta is None and label is None
         batch = super().simulate(n, generator)
         batch.label = (torch.rand(n, generator=generator) < 0.5).long()
         return batch
