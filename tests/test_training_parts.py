@@ -1,5 +1,5 @@
 """The parts of the training package on their own: the learning-rate schedule, the tracker's log
-files, reading configurations with old field names, and the data sources."""
+files, reading configurations with old field names, and the layout of a pre-simulated pool."""
 
 import csv
 import json
@@ -22,6 +22,7 @@ from sbicluster.training.config import upgrade_config_dict
 from sbicluster.training.data import VALIDATION_SEED_OFFSET
 from sbicluster.training.schedule import lr_at
 from sbicluster.training.tracking import Tracker, logged_terms
+from simulators.base import iter_simulation_chunks
 
 TINY = {
     "embedding": "small",
@@ -193,3 +194,28 @@ def test_both_sources_are_training_data_and_online_validation_is_fixed(tmp_path)
     reader = DatasetBatches(str(path), torch.Generator(), val_size=8)
     assert isinstance(reader, TrainingData)
     reader.close()
+
+
+# ---------------------------------------------------------------------------- pool layout
+def test_pool_is_contiguous_and_holds_the_chunked_simulation_stream(tmp_path):
+    import h5py
+
+    toy = LinearGaussianToy()
+    path = write_dataset(
+        toy, 150, tmp_path / "pool.h5", torch.Generator().manual_seed(9), chunk=64, progress=False
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.h5"]  # no temporary left
+    expected = list(iter_simulation_chunks(toy, 150, torch.Generator().manual_seed(9), chunk=64))
+    with h5py.File(path) as f:
+        assert {k: (f[k].shape, f[k].dtype.str, f[k].chunks) for k in f} == {
+            "theta": ((150, 4), "<f4", None),
+            "images": ((150, *toy.observation_shape), "<f4", None),
+            "label": ((150,), "<i8", None),
+            "visibility": ((150,), "<f4", None),
+        }
+        assert json.loads(f.attrs["simulator_card"]) == json.loads(
+            json.dumps(toy.card(), default=float)
+        )
+        for k in ("theta", "images", "label", "visibility"):
+            want = torch.cat([getattr(b, k) for b in expected]).numpy()
+            assert np.array_equal(f[k][:], want.astype(f[k].dtype)), k

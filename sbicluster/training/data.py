@@ -12,7 +12,10 @@ its validation set from one seeded with ``seed + VALIDATION_SEED_OFFSET``, both 
 simulator's device. A pool's epoch permutations come from a CPU generator seeded with ``seed``.
 
 Pool layout (HDF5): datasets ``theta`` (N, d) float32, ``images`` (N, C, H, W) float32 e⁻/s,
-``label`` (N,) int64 and ``visibility`` (N,) float32, and the attribute ``simulator_card`` (JSON).
+``label`` (N,) int64 and ``visibility`` (N,) float32, all stored contiguously (not chunked), and
+the attribute ``simulator_card`` (JSON). A reader takes random rows of ``images`` one at a time;
+in contiguous storage each row is one byte range of the file, found without a chunk index or the
+chunk cache, so every reader (training, the baselines benchmark) uses the pool as written.
 """
 
 from __future__ import annotations
@@ -239,20 +242,14 @@ def write_dataset(
 
     path = Path(path)
     shapes = {
-        "theta": ((n, simulator.prior.dim), "f4", None),
-        "images": (
-            (n, *simulator.observation_shape),
-            "f4",
-            (min(chunk, n), *simulator.observation_shape),
-        ),
-        "label": ((n,), "i8", None),
-        "visibility": ((n,), "f4", None),
+        "theta": ((n, simulator.prior.dim), "f4"),
+        "images": ((n, *simulator.observation_shape), "f4"),
+        "label": ((n,), "i8"),
+        "visibility": ((n,), "f4"),
     }
     with atomic_path(path, suffix=".tmp") as tmp, h5py.File(tmp, "w") as f:
-        ds = {
-            k: f.create_dataset(k, shape, dtype, chunks=c)
-            for k, (shape, dtype, c) in shapes.items()
-        }
+        # no ``chunks=``: contiguous storage, what the row-by-row reader wants
+        ds = {k: f.create_dataset(k, shape, dtype) for k, (shape, dtype) in shapes.items()}
         f.attrs["simulator_card"] = json.dumps(simulator.card(), default=float)
         start = 0
         for batch in iter_simulation_chunks(
