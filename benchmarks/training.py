@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks._meta import RESULTS_DIR, environment, write_results  # noqa: E402
+from sbicluster.training.config import upgrade_config_dict  # noqa: E402
 
 __all__ = ["read_log", "plot_curves", "main"]
 
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     png = plot_curves(rows, RESULTS_DIR / "training.png")
     training = card.get("training", {})
-    config = training.get("config", {})
+    # cards written before the network size was called ``embedding`` name it ``preset``
+    config = upgrade_config_dict(training.get("config", {}))
     last = rows[-1]
     steps, elapsed = last["step"], last["elapsed_s"]
     steps_done = int(training.get("steps_done", steps))
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"device `{config.get('device', 'cpu')}`; torch {results['environment']['versions']['torch']}, "
         f"sbi {results['environment']['versions'].get('sbi', '?')}.",
         "",
-        f"- embedding preset `{config.get('preset')}`: {json.dumps(arch.get('embedding', {}))}",
+        f"- embedding `{config.get('embedding')}`: {json.dumps(arch.get('embedding', {}))}",
         f"- flow: {json.dumps(arch.get('flow', {}))}",
         f"- steps: {steps_done:,} × batch {batch} = {steps_done * (batch or 0):,} samples; "
         f"the last validation row, step {int(steps):,} at {elapsed / 60:.1f} min wall-clock, "
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"- best validation total loss {best['val_total']:.3f} at step {int(best['step'])} "
         f"(flow NLL {best['val_nll']:.3f}, classifier BCE {best['val_bce']:.3f}, visibility MSE {best['val_mse']:.3f})",
         "",
-        "The GPU goal (≥ 4,000 samples/s on one H100, `paper` preset) could not be measured: no GPU "
+        "The GPU goal (≥ 4,000 samples/s on one H100, `paper` embedding) could not be measured: no GPU "
         "was available for this run, so the shipped model is the CPU-trained one described above.",
         "",
         f"![training curves]({png.name})",

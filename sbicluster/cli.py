@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--embedding",
-        help="embedding preset: small, cpu or paper (default: cpu on CPU, paper on CUDA)",
+        help="size of the network: small, cpu or paper (default: cpu on CPU, paper on CUDA)",
     )
     p.add_argument("--steps", type=int, help="optimisation steps")
     p.add_argument("--batch-size", type=int, help="simulations per step")
@@ -151,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="weight of the classifier's cross entropy in the loss (default: 1; the flow's "
         "negative log density has weight 1)",
+    )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write the logged losses as TensorBoard events to OUT/tensorboard",
     )
     p.add_argument(
         "--balance-weight",
@@ -264,12 +269,13 @@ def _train(args) -> None:
     simulator = simulator_for_preset(args.preset, device=device)
     pool = None if args.pool is None else args.out / "pool.h5"
     overrides = {
-        "preset": args.embedding,
+        "embedding": args.embedding,
         "steps": args.steps,
         "batch_size": args.batch_size,
         "seed": args.seed,
         "max_time_s": None if args.time_budget is None else 60.0 * args.time_budget,
         "dataset": None if pool is None else str(pool),
+        "tensorboard": args.tensorboard or None,
     }
     chosen_weights = {k: w for k, w in weight_options.items() if w is not None}
     if chosen_weights:

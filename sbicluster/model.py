@@ -78,14 +78,14 @@ DEFAULT_FLOW: dict = {
     "bins": 10,
     "conditional_affine": False,
 }
-"""Flow hyper-parameters of the ``cpu`` and ``paper`` presets (they differ in the embedding and
+"""Flow hyper-parameters of the ``cpu`` and ``paper`` sizes (they differ in the embedding and
 the heads, :data:`~sbicluster.embedding.EMBEDDING_PRESETS` and :data:`HEAD_HIDDEN`)."""
 FLOW_PRESETS: dict[str, dict] = {
     "small": {**DEFAULT_FLOW, "hidden_features": 64, "num_transforms": 6, "bins": 8},
     "cpu": DEFAULT_FLOW,
     "paper": DEFAULT_FLOW,
 }
-"""Flow hyper-parameters per model preset: a smaller flow for ``small`` (tests), else
+"""Flow hyper-parameters per network size: a smaller flow for ``small`` (tests), else
 :data:`DEFAULT_FLOW`."""
 COUPLING_MASKS: tuple[tuple[bool, ...], ...] = (
     (True, True, False, False),
@@ -98,7 +98,7 @@ COUPLING_MASKS: tuple[tuple[bool, ...], ...] = (
 """Coupling masks of ``coupling_nsf`` layers for a θ of 4 parameters, cycled: every 2+2 split and
 its complement, so each parameter is conditioned on each other one."""
 HEAD_HIDDEN = {"small": 64, "cpu": 64, "paper": 128}
-"""Hidden width of the classifier and visibility heads per model preset."""
+"""Hidden width of the classifier and visibility heads per network size."""
 
 
 class BoxLogitTransform(Transform):
@@ -155,31 +155,36 @@ class BoxLogitTransform(Transform):
 
 
 def default_architecture(
-    preset: str,
+    embedding: str,
     n_bands: int,
     softening: Sequence[float],
     *,
-    embedding: dict | None = None,
-    flow: dict | None = None,
+    embedding_overrides: dict | None = None,
+    flow_overrides: dict | None = None,
 ) -> dict:
-    """Architecture dictionary for a named preset (``small``, ``cpu``, ``paper``).
+    """Architecture dictionary for a named network size (``small``, ``cpu``, ``paper``).
+
+    The network size is called ``embedding`` everywhere a user chooses it
+    (``sbicluster train --embedding``, :attr:`sbicluster.training.TrainingConfig.embedding`); the
+    word "preset" alone means the instrument. The architecture dictionary records the size under
+    its key ``preset``, the key model cards have always used.
 
     Parameters
     ----------
-    preset : str
-        Preset name.
+    embedding : str
+        Network size: ``small``, ``cpu`` or ``paper``.
     n_bands : int
         Number of image bands.
     softening : sequence of float
         Per-band asinh softening of the input normalisation, e⁻/s.
-    embedding, flow : dict, optional
-        Overrides of the preset's embedding config / flow hyper-parameters (custom architectures).
+    embedding_overrides, flow_overrides : dict, optional
+        Overrides of the size's embedding config / flow hyper-parameters (custom architectures).
 
     Returns
     -------
     dict
-        JSON-serialisable: ``preset``, ``embedding`` (EmbeddingConfig dict), ``normalisation``,
-        ``flow`` (type and hyper-parameters), ``theta_transform``, ``heads``.
+        JSON-serialisable: ``preset`` (the size), ``embedding`` (EmbeddingConfig dict),
+        ``normalisation``, ``flow`` (type and hyper-parameters), ``theta_transform``, ``heads``.
 
     Examples
     --------
@@ -189,30 +194,35 @@ def default_architecture(
     True
     >>> cpu["embedding"]["width"], paper["embedding"]["width"]
     (16, 64)
-    >>> default_architecture("cpu", 3, [1.0] * 3, flow={"type": "zuko_nsf"})["flow"]["type"]
+    >>> arch = default_architecture("cpu", 3, [1.0] * 3, flow_overrides={"type": "zuko_nsf"})
+    >>> arch["flow"]["type"]
     'zuko_nsf'
     """
-    if preset not in EMBEDDING_PRESETS:
+    if embedding not in EMBEDDING_PRESETS:
         raise ValueError(
-            f"unknown model preset {preset!r}; choose one of {sorted(EMBEDDING_PRESETS)}"
+            f"unknown network size (embedding) {embedding!r}; choose one of "
+            f"{sorted(EMBEDDING_PRESETS)}"
         )
     return {
-        "preset": preset,
+        "preset": embedding,
         "n_bands": int(n_bands),
-        "embedding": {**EMBEDDING_PRESETS[preset].to_dict(), **(embedding or {})},
+        "embedding": {**EMBEDDING_PRESETS[embedding].to_dict(), **(embedding_overrides or {})},
         "normalisation": {
             "type": "asinh",
             "softening_e_per_s": [float(s) for s in softening],
             "formula": "asinh(x / softening[band]), x in e-/s per pixel",
         },
-        "flow": {**FLOW_PRESETS[preset], **(flow or {})},  # copies: the presets stay untouched
+        "flow": {
+            **FLOW_PRESETS[embedding],
+            **(flow_overrides or {}),
+        },  # copies: the presets stay untouched
         "theta_transform": {
             "type": "box_logit",
             "scale": LOGISTIC_STD,
             "formula": "z = logit((theta - low) / (high - low)) / scale",
         },
         "heads": {
-            "hidden_features": HEAD_HIDDEN[preset],
+            "hidden_features": HEAD_HIDDEN[embedding],
             "classifier": "logit of P(cluster | x)",
             "visibility": "regression of log(1 + visibility)",
         },

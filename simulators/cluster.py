@@ -199,7 +199,6 @@ class ClusterSimulator:
         inst = self.instrument
         self.bands = inst.bands
         self.observation_shape = (len(self.bands), inst.image_size, inst.image_size)
-        self.image_shape = self.observation_shape
         fehs = self.options.feh if isinstance(self.options.feh, Sequence) else (self.options.feh,)
         self.feh_values = tuple(float(f) for f in fehs)
         if population is not None:

@@ -86,7 +86,6 @@ class LinearGaussianToy:
         self.bands = tuple(bands)
         self.image_size = int(image_size)
         self.observation_shape = (len(self.bands), self.image_size, self.image_size)
-        self.image_shape = self.observation_shape
         self.amplitude = float(amplitude)
         self.noise = float(noise)
         self.background = float(background)

@@ -20,7 +20,7 @@ def saved(tmp_path):
     model = ClusterModel(
         toy.prior,
         toy.bands,
-        toy.image_shape,
+        toy.observation_shape,
         default_architecture("small", 2, [0.7, 1.3]),
         card={"simulator": toy.card()},
     ).eval()
@@ -130,7 +130,7 @@ def test_model_directory_and_files_get_the_umask_permissions(tmp_path):
 
     toy = LinearGaussianToy()
     model = ClusterModel(
-        toy.prior, toy.bands, toy.image_shape, default_architecture("small", 2, [1.0, 1.0])
+        toy.prior, toy.bands, toy.observation_shape, default_architecture("small", 2, [1.0, 1.0])
     )
     old = os.umask(0o022)
     try:

@@ -183,11 +183,11 @@ class _AnalyticToyModel(torch.nn.Module):
         self.prior, self.bands, self.image_shape, self.card = (
             toy.prior,
             toy.bands,
-            toy.image_shape,
+            toy.observation_shape,
             {},
         )
         self._dummy = torch.nn.Parameter(torch.zeros(1))
-        _, cov = toy.analytic_posterior(torch.zeros(1, *toy.image_shape))
+        _, cov = toy.analytic_posterior(torch.zeros(1, *toy.observation_shape))
         self.chol = torch.linalg.cholesky(cov.double()) * scale
 
     @property
@@ -290,7 +290,7 @@ def test_run_diagnostics_with_a_cluster_model(tmp_path):
     toy = LinearGaussianToy()
     torch.manual_seed(0)
     model = ClusterModel(
-        toy.prior, toy.bands, toy.image_shape, default_architecture("small", 2, [1.0, 1.0])
+        toy.prior, toy.bands, toy.observation_shape, default_architecture("small", 2, [1.0, 1.0])
     ).eval()
     metrics = run_diagnostics(
         model, toy, n=60, num_samples=40, seed=3, out_dir=tmp_path, progress=False

@@ -56,7 +56,7 @@ def test_a_view_member_conditions_the_flow_on_that_view():
     toy = LinearGaussianToy()
     torch.manual_seed(0)
     model = ClusterModel(
-        toy.prior, toy.bands, toy.image_shape, default_architecture("small", 2, [1.0, 1.0])
+        toy.prior, toy.bands, toy.observation_shape, default_architecture("small", 2, [1.0, 1.0])
     ).eval()
     x = toy.simulate(3, torch.Generator().manual_seed(1), label=torch.ones(3)).images
     theta = toy.prior.sample(6, torch.Generator().manual_seed(2)).reshape(2, 3, 4)

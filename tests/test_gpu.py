@@ -17,8 +17,8 @@ import torch
 
 from sbicluster.inference import predict
 from sbicluster.model import ClusterModel, default_architecture
-from sbicluster.toy import LinearGaussianToy
 from simulators import DEFAULT_PRIOR
+from simulators.toy import LinearGaussianToy
 
 pytestmark = [
     pytest.mark.gpu,
@@ -73,7 +73,7 @@ def check_training_step_and_predict(device: str) -> None:
     toy = LinearGaussianToy(device=device)
     torch.manual_seed(0)
     model = ClusterModel(
-        toy.prior, toy.bands, toy.image_shape, default_architecture("small", 2, [1.0, 1.0])
+        toy.prior, toy.bands, toy.observation_shape, default_architecture("small", 2, [1.0, 1.0])
     ).to(device)
     batch = toy.simulate(64, torch.Generator(device=device).manual_seed(1))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

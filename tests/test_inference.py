@@ -21,7 +21,7 @@ def setup():
     toy = LinearGaussianToy()
     torch.manual_seed(0)
     model = ClusterModel(
-        toy.prior, toy.bands, toy.image_shape, default_architecture("small", 2, [1.0, 1.0])
+        toy.prior, toy.bands, toy.observation_shape, default_architecture("small", 2, [1.0, 1.0])
     ).eval()
     return toy, model
 

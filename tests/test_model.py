@@ -27,7 +27,7 @@ def toy():
 def model(toy):
     torch.manual_seed(0)
     return ClusterModel(
-        toy.prior, toy.bands, toy.image_shape, default_architecture("small", 2, [1.0, 1.0])
+        toy.prior, toy.bands, toy.observation_shape, default_architecture("small", 2, [1.0, 1.0])
     ).eval()
 
 
@@ -139,8 +139,8 @@ def test_conditional_affine_flow_is_normalised_and_sampled_by_its_inverse(toy):
     """The optional per-cutout affine layer keeps the density normalised over the prior box and
     the fast sampler equal to the flow's own inverse (layer weights perturbed off the identity)."""
     torch.manual_seed(1)
-    arch = default_architecture("small", 2, [1.0, 1.0], flow={"conditional_affine": True})
-    model = ClusterModel(toy.prior, toy.bands, toy.image_shape, arch).eval()
+    arch = default_architecture("small", 2, [1.0, 1.0], flow_overrides={"conditional_affine": True})
+    model = ClusterModel(toy.prior, toy.bands, toy.observation_shape, arch).eval()
     layers = list(model.flow.transform.transforms)
     assert len(layers) == 1 + 1 + arch["flow"]["num_transforms"]  # box, affine, splines
     with torch.no_grad():
@@ -163,7 +163,7 @@ def test_conditional_affine_flow_is_normalised_and_sampled_by_its_inverse(toy):
 def test_cards_without_the_affine_option_build_the_original_flow(toy):
     arch = default_architecture("small", 2, [1.0, 1.0])
     arch["flow"].pop("conditional_affine")
-    model = ClusterModel(toy.prior, toy.bands, toy.image_shape, arch)
+    model = ClusterModel(toy.prior, toy.bands, toy.observation_shape, arch)
     assert len(list(model.flow.transform.transforms)) == 1 + arch["flow"]["num_transforms"]
 
 
@@ -200,9 +200,9 @@ def test_zuko_nsf_flow_is_normalised_and_its_samples_follow_its_density(dim):
 
 
 def test_cluster_model_with_the_zuko_nsf_flow_samples_inside_the_prior(toy):
-    arch = default_architecture("small", 2, [1.0, 1.0], flow={"type": "zuko_nsf"})
+    arch = default_architecture("small", 2, [1.0, 1.0], flow_overrides={"type": "zuko_nsf"})
     torch.manual_seed(2)
-    model = ClusterModel(toy.prior, toy.bands, toy.image_shape, arch).eval()
+    model = ClusterModel(toy.prior, toy.bands, toy.observation_shape, arch).eval()
     x = toy.simulate(3, torch.Generator().manual_seed(4)).images
     with torch.no_grad():
         feats = model.embed(x)

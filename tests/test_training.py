@@ -15,15 +15,15 @@ from sbicluster.training import DatasetBatches, TrainingConfig, train, write_dat
 from simulators.toy import LinearGaussianToy
 
 TINY = {
-    "embedding": {"width": 8, "blocks": [1], "features": 32},
-    "flow": {"hidden_features": 64, "num_transforms": 6},
+    "embedding_overrides": {"width": 8, "blocks": [1], "features": 32},
+    "flow_overrides": {"hidden_features": 64, "num_transforms": 6},
 }
 
 
 def _fit(tmp, steps, seed=1):
     toy = LinearGaussianToy(noise=1.5)
     cfg = TrainingConfig(
-        preset="small",
+        embedding="small",
         **TINY,
         steps=steps,
         batch_size=128,
@@ -133,7 +133,7 @@ def test_card_records_training(trained, tmp_path):
 
 def _tiny_config(**kw):
     base = dict(
-        preset="small",
+        embedding="small",
         **TINY,
         steps=30,
         batch_size=32,

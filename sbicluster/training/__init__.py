@@ -1,0 +1,31 @@
+"""Training a :class:`~sbicluster.model.ClusterModel` from simulations.
+
+The package, one module per job:
+
+- :mod:`.config`: :class:`TrainingConfig`, :func:`default_config`, :data:`CPU_BUDGET_S`;
+- :mod:`.data`: the :class:`TrainingData` protocol, fresh simulations (:class:`OnlineSource`), the
+  HDF5 pool (:func:`write_dataset`, :class:`DatasetBatches`), :func:`estimate_softening`;
+- :mod:`.schedule`: warm-up + cosine learning rate;
+- :mod:`.tracking`: the CSV log, progress bar and TensorBoard events;
+- :mod:`.checkpoint`: the checkpoint format (safetensors + JSON);
+- :mod:`.card`: the trained model's card;
+- :mod:`.loop`: :func:`train`.
+
+This package must not define the network (:mod:`sbicluster.model`) or any simulator.
+"""
+
+from .config import CPU_BUDGET_S, TrainingConfig, default_config
+from .data import DatasetBatches, OnlineSource, TrainingData, estimate_softening, write_dataset
+from .loop import train
+
+__all__ = [
+    "TrainingConfig",
+    "train",
+    "default_config",
+    "estimate_softening",
+    "write_dataset",
+    "DatasetBatches",
+    "OnlineSource",
+    "TrainingData",
+    "CPU_BUDGET_S",
+]

@@ -1,0 +1,289 @@
+"""Where training batches come from: the :class:`TrainingData` protocol, fresh simulations
+(:class:`OnlineSource`), a pre-simulated HDF5 pool (:class:`DatasetBatches`, written by
+:func:`write_dataset`), and the per-band input softening estimated from the validation set
+(:func:`estimate_softening`).
+
+This module owns the order in which samples reach the optimiser, the fixed validation set, the
+state that a checkpoint needs to continue the same stream (generator state, epoch permutation and
+position), and the on-disk layout of a pool. It must not know the model, the loss or the loop.
+
+Randomness: an online source draws its training batches from a generator seeded with ``seed`` and
+its validation set from one seeded with ``seed + VALIDATION_SEED_OFFSET``, both on the
+simulator's device. A pool's epoch permutations come from a CPU generator seeded with ``seed``.
+
+Pool layout (HDF5): datasets ``theta`` (N, d) float32, ``images`` (N, C, H, W) float32 e⁻/s,
+``label`` (N,) int64 and ``visibility`` (N,) float32, all stored contiguously (not chunked), and
+the attribute ``simulator_card`` (JSON). A reader takes random rows of ``images`` one at a time;
+in contiguous storage each row is one byte range of the file, found without a chunk index or the
+chunk cache, so every reader (training, the baselines benchmark) uses the pool as written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from simulators.base import Simulator, iter_simulation_chunks
+from simulators.batch import SimulationBatch
+
+from ..errors import InputError
+from ..files import atomic_path
+
+__all__ = [
+    "TrainingData",
+    "OnlineSource",
+    "DatasetBatches",
+    "write_dataset",
+    "estimate_softening",
+    "VALIDATION_SEED_OFFSET",
+]
+
+VALIDATION_SEED_OFFSET = 7_919_999
+"""Offset of the online validation stream's seed from ``TrainingConfig.seed``."""
+
+POOL_COLUMNS = ("theta", "images", "label", "visibility")
+"""Datasets of a pool file, one row per sample."""
+
+
+@runtime_checkable
+class TrainingData(Protocol):
+    """A source of training batches and of the fixed validation set.
+
+    Implementations must be deterministic given their construction arguments and state: after
+    ``load_state(state())`` they yield the same batches as the source that was saved.
+    """
+
+    def next(self, n: int) -> SimulationBatch:
+        """The next ``n`` training samples."""
+        ...
+
+    def validation(self) -> SimulationBatch:
+        """The fixed validation set (the same batch on every call)."""
+        ...
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Tensors from which :meth:`load_state` continues the stream (checkpoint keys start with
+        ``rng.`` or ``disk.``)."""
+        ...
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Continue from a :meth:`state`."""
+        ...
+
+    def close(self) -> None:
+        """Release files or workers (the source is not used afterwards)."""
+        ...
+
+
+class OnlineSource:
+    """Fresh simulations for every batch.
+
+    Parameters
+    ----------
+    simulator : Simulator
+        The forward model; its generators live on ``simulator.device``.
+    seed : int
+        Seed of the training stream; the validation stream uses ``seed + VALIDATION_SEED_OFFSET``.
+    val_size : int
+        Size of the validation set, simulated in one call on first use.
+    """
+
+    def __init__(self, simulator: Simulator, seed: int, val_size: int) -> None:
+        self.simulator, self.val_size = simulator, val_size
+        self.generator = torch.Generator(device=simulator.device).manual_seed(seed)
+        self._val_generator = torch.Generator(device=simulator.device).manual_seed(
+            seed + VALIDATION_SEED_OFFSET
+        )
+        self._val: SimulationBatch | None = None
+
+    def next(self, n: int) -> SimulationBatch:
+        """``n`` new simulations (on the simulator's device)."""
+        return self.simulator.simulate(n, self.generator)
+
+    def validation(self) -> SimulationBatch:
+        """``val_size`` simulations from the validation stream, drawn once."""
+        if self._val is None:
+            self._val = self.simulator.simulate(self.val_size, self._val_generator)
+        return self._val
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The training generator's state (``rng.train``)."""
+        return {"rng.train": self.generator.get_state()}
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore the training generator."""
+        self.generator.set_state(tensors["rng.train"].cpu())
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class DatasetBatches:
+    """Shuffled epochs over a pool written by :func:`write_dataset`.
+
+    The last ``val_size`` rows are the validation set and are never trained on. Each epoch draws
+    a permutation of the training rows from ``generator``; :meth:`next` returns consecutive slices
+    of it. Built with the same path, seed and ``val_size``, two readers yield identical batches in
+    identical order (used to train competing models on exactly the same data).
+
+    Parameters
+    ----------
+    path : str
+        HDF5 pool (layout in this module's docstring).
+    generator : torch.Generator
+        Source of the epoch permutations (CPU).
+    val_size : int
+        Number of validation rows at the end of the file.
+
+    Raises
+    ------
+    InputError
+        If the file has no more than ``val_size`` rows.
+    """
+
+    def __init__(self, path: str, generator: torch.Generator, val_size: int) -> None:
+        import h5py
+
+        self.file = h5py.File(path, "r")
+        n = self.file["images"].shape[0]
+        if n <= val_size:
+            self.file.close()
+            raise InputError(f"dataset {path} has {n} samples; need more than val_size={val_size}")
+        self.n_train, self.val_size, self.generator = n - val_size, val_size, generator
+        self.order, self.pos = None, 0
+        # the small per-sample columns live in memory; images are read row by row (h5py's fancy
+        # indexing is far slower than plain row reads)
+        self._columns = {k: self.file[k][:] for k in ("theta", "label", "visibility")}
+
+    def _read(self, idx: np.ndarray) -> SimulationBatch:
+        idx = np.sort(idx)
+        images = self.file["images"]
+        return SimulationBatch(
+            torch.as_tensor(self._columns["theta"][idx]).float(),
+            torch.as_tensor(np.stack([images[int(i)] for i in idx])).float(),
+            torch.as_tensor(self._columns["label"][idx]).long(),
+            torch.as_tensor(self._columns["visibility"][idx]).float(),
+            {},
+        )
+
+    def validation(self) -> SimulationBatch:
+        """The validation rows (the file's last ``val_size``)."""
+        return self._read(np.arange(self.n_train, self.n_train + self.val_size))
+
+    def next(self, n: int) -> SimulationBatch:
+        """The next ``n`` training rows of the current epoch (a new permutation when it runs out),
+        in file order within the batch."""
+        if self.order is None or self.pos + n > self.n_train:
+            self.order = torch.randperm(self.n_train, generator=self.generator).numpy()
+            self.pos = 0
+        idx = self.order[self.pos : self.pos + n]
+        self.pos += n
+        return self._read(idx)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Generator state (``rng.train``), position (``disk.pos``) and permutation
+        (``disk.order``, once drawn)."""
+        out = {"rng.train": self.generator.get_state(), "disk.pos": torch.tensor([self.pos])}
+        if self.order is not None:
+            out["disk.order"] = torch.as_tensor(self.order)
+        return out
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Continue the epoch saved by :meth:`state`."""
+        self.generator.set_state(tensors["rng.train"].cpu())
+        self.pos = int(tensors["disk.pos"][0])
+        self.order = tensors["disk.order"].numpy() if "disk.order" in tensors else None
+
+    def close(self) -> None:
+        """Close the file."""
+        self.file.close()
+
+
+def write_dataset(
+    simulator: Simulator,
+    n: int,
+    path: str | Path,
+    generator: torch.Generator,
+    *,
+    chunk: int = 1024,
+    progress: bool = True,
+) -> Path:
+    """Pre-simulate ``n`` samples into an HDF5 pool usable as ``TrainingConfig.dataset``.
+
+    The samples are those of :func:`simulators.base.iter_simulation_chunks` with this ``chunk``,
+    in order; the file is written beside ``path`` and renamed onto it when complete.
+
+    Parameters
+    ----------
+    simulator : Simulator
+        The forward model.
+    n : int
+        Number of samples.
+    path : str or Path
+        Output file (layout in this module's docstring).
+    generator : torch.Generator
+        Randomness, on ``simulator.device``.
+    chunk : int
+        Samples simulated per call (bounds memory; changes the random stream).
+    progress : bool
+        Progress bar (only on a terminal).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    import h5py
+
+    path = Path(path)
+    shapes = {
+        "theta": ((n, simulator.prior.dim), "f4"),
+        "images": ((n, *simulator.observation_shape), "f4"),
+        "label": ((n,), "i8"),
+        "visibility": ((n,), "f4"),
+    }
+    with atomic_path(path, suffix=".tmp") as tmp, h5py.File(tmp, "w") as f:
+        # no ``chunks=``: contiguous storage, what the row-by-row reader wants
+        ds = {k: f.create_dataset(k, shape, dtype) for k, (shape, dtype) in shapes.items()}
+        f.attrs["simulator_card"] = json.dumps(simulator.card(), default=float)
+        start = 0
+        for batch in iter_simulation_chunks(
+            simulator,
+            n,
+            generator,
+            chunk=chunk,
+            progress=progress and sys.stderr.isatty(),
+            desc="simulate",
+        ):
+            rows = slice(start, start + len(batch))
+            for k in POOL_COLUMNS:
+                ds[k][rows] = getattr(batch, k).numpy()
+            start += len(batch)
+    return path
+
+
+def estimate_softening(images: torch.Tensor) -> list[float]:
+    """Per-band asinh softening (e⁻/s): the median over cutouts of the robust pixel noise.
+
+    ``1.4826 · MAD`` of each cutout's pixels per band, median over cutouts; floored at 1e-6.
+    Computed once from the (fixed) validation set and frozen into the model card.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        (N, C, H, W) cutouts in e⁻/s.
+
+    Returns
+    -------
+    list of float
+        C softenings in e⁻/s.
+    """
+    x = images.detach().float().reshape(images.shape[0], images.shape[1], -1)
+    med = x.median(dim=-1, keepdim=True).values
+    mad = (x - med).abs().median(dim=-1).values * 1.4826
+    return [max(float(v), 1e-6) for v in mad.median(dim=0).values.cpu()]
