@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from sbicluster.errors import InputError
-from sbicluster.toy import LinearGaussianToy
 from sbicluster.training import (
     DatasetBatches,
     OnlineSource,
@@ -23,6 +22,7 @@ from sbicluster.training.data import VALIDATION_SEED_OFFSET
 from sbicluster.training.schedule import lr_at
 from sbicluster.training.tracking import Tracker, logged_terms
 from simulators.base import iter_simulation_chunks
+from simulators.toy import LinearGaussianToy
 
 TINY = {
     "embedding": "small",
