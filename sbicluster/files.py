@@ -10,12 +10,13 @@ what is written.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "default_file_mode"]
+__all__ = ["atomic_path", "check_writable_dir", "default_file_mode"]
 
 
 def default_file_mode() -> int:
@@ -65,3 +66,57 @@ def atomic_path(path: str | Path, *, suffix: str = ".part") -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_writable_dir(path: str | Path, *, what: str = "--out") -> Path:
+    """Check, before any work, that ``path`` is (or can become) a folder this process can write.
+
+    Nothing is created. A path that does not exist yet is checked through its nearest existing
+    ancestor, which must be a writable folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        The output folder.
+    what : str
+        How the user named it, for the message (e.g. ``--out``).
+
+    Returns
+    -------
+    Path
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises
+    ------
+    InputError
+        If ``path`` is a file, lies under a file, or in a folder without write permission.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> base = Path(tempfile.mkdtemp())
+    >>> check_writable_dir(base / "new" / "results") == base / "new" / "results"
+    True
+    >>> (base / "file.txt").write_text("x")
+    1
+    >>> check_writable_dir(base / "file.txt" / "results")
+    Traceback (most recent call last):
+    ...
+    sbicluster.errors.InputError: --out .../file.txt/results: .../file.txt is a file, not a folder
+    """
+    from .errors import InputError
+
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{what} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(
+            f"{what} {path}: {probe} is not writable ({os.strerror(errno.EACCES).lower()}); "
+            "choose a folder you can write to"
+        )
+    return path
