@@ -1,7 +1,7 @@
 """Point-spread functions as the renderer needs them: sub-pixel phase kernels per band.
 
 This module owns :class:`EffectivePSF` (an oversampled, pixel-integrated PSF of one band), the
-loading of the shipped kernels (``tables/psf_*.npz``, built by :mod:`simulators.build_psf`) and
+loading of the shipped kernels (``tables/psf_*.npz``, built by :mod:`simulators.build_psf` from the model of :mod:`simulators.psf_optics`) and
 of user-supplied FITS PSFs, and the derivation of the ``P × P`` sub-pixel phase kernels used by
 :mod:`simulators.render`. It must not render images or know about instruments beyond a band
 name and a pixel scale.
@@ -77,7 +77,7 @@ class EffectivePSF:
 
     def fwhm_arcsec(self) -> float:
         """Full width at half maximum (arcsec), from the oversampled profile through the centre."""
-        from .build_psf import measure_fwhm
+        from .psf_optics import measure_fwhm
 
         return measure_fwhm(self.data, self.oversampling, self.pixel_scale)
 
@@ -136,7 +136,7 @@ def load_builtin_psf(
     SimulatorError
         If no kernel is shipped and the band has no optics entry or the build inputs are missing.
     """
-    from .build_psf import BAND_OPTICS, OVERSAMPLING, psf_table_path, tune_sigma
+    from .psf_optics import BAND_OPTICS, OVERSAMPLING, psf_table_path, tune_sigma
 
     path = psf_table_path(band, pixel_scale)
     if path.is_file():

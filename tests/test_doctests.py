@@ -19,7 +19,6 @@ import sbicluster
 import simulators
 
 BUILD_TIME_MODULES = {
-    "simulators.build_psf": ("galsim",),
     "simulators.tables.build": ("astrolachesis", "sedpy"),
     "simulators.tables.sedfit": ("astrolachesis", "sedpy"),
 }
