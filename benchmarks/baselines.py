@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks._meta import RESULTS_DIR, environment, write_results
+from benchmarks.records import RESULTS_DIR, environment, write_results
 
 __all__ = [
     "APERTURE_RADIUS_PX",

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._meta import RESULTS_DIR, environment, write_results
+from benchmarks.records import RESULTS_DIR, environment, write_results
 
 __all__ = ["main"]
 

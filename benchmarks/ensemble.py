@@ -31,7 +31,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks._meta import environment, write_results
+from benchmarks.records import environment, write_results
 
 __all__ = ["main", "member_log_prob", "mixture_draws", "mixture_log_prob"]
 

@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks._meta import RESULTS_DIR  # noqa: E402
+from benchmarks.records import RESULTS_DIR  # noqa: E402
 from simulators.cluster import ClusterSimulator  # noqa: E402
 
 __all__ = ["main", "rgb", "aperture_colour", "make_gallery", "SWEEPS"]

@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks._meta import environment, write_results
+from benchmarks.records import environment, write_results
 
 __all__ = ["main"]
 

@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks._meta import environment, write_results
+from benchmarks.records import environment, write_results
 from simulators.extinction import available_laws, extinction
 from simulators.isochrones import get_isochrone_grid
 from simulators.photometry import SUPPORTED_BANDS, absolute_magnitudes, get_photometry_table

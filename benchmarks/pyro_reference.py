@@ -40,7 +40,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import torch
 
-from benchmarks._meta import environment, write_results
+from benchmarks.records import environment, write_results
 
 __all__ = ["main", "compare", "GridReference", "reference_for_object"]
 

@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks._meta import environment, write_results
+from benchmarks.records import environment, write_results
 from simulators.background import StarList
 from simulators.cluster import ClusterSimulator, SimulatorOptions
 from simulators.render import render_stars_reference

@@ -23,7 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from benchmarks._meta import RESULTS_DIR, environment, write_results  # noqa: E402
+from benchmarks.records import RESULTS_DIR, environment, write_results  # noqa: E402
 from sbicluster.training.config import upgrade_config_dict  # noqa: E402
 
 __all__ = ["read_log", "plot_curves", "main"]

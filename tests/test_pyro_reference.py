@@ -122,10 +122,10 @@ def test_npe_agrees_with_nuts_on_the_tractable_model():
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_pyro_reference_benchmark_runs(tmp_path, monkeypatch, workers):
-    import benchmarks._meta
+    import benchmarks.records
     from benchmarks import pyro_reference
 
-    monkeypatch.setattr(benchmarks._meta, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(benchmarks.records, "RESULTS_DIR", tmp_path)
     res = pyro_reference.main(
         [
             "--objects",

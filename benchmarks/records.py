@@ -1,4 +1,5 @@
-"""Machine, device and software facts recorded beside every benchmark result."""
+"""Machine, device and software facts recorded beside every benchmark result, and the writer of
+the results files (``benchmarks/results/<name>.json`` and ``.md``)."""
 
 from __future__ import annotations
 
