@@ -80,7 +80,7 @@ def closure() -> dict | None:
     except ImportError:
         return None
     try:
-        with fits.open(sedfit._site("sedpy") / "data" / "sun_kurucz93.fits") as h:
+        with fits.open(sedfit.package_dir("sedpy") / "data" / "sun_kurucz93.fits") as h:
             sun = np.asarray(h[1].data["WAVELENGTH"], float), np.asarray(h[1].data["FLUX"], float)
         vega = sedfit.vega_spectrum()
     except Exception:  # noqa: BLE001 - build packages absent

@@ -187,7 +187,7 @@ def test_reconstruction_closure_on_real_spectra(star):
     from simulators.tables import sedfit
 
     if star == "sun":
-        with fits.open(sedfit._site("sedpy") / "data" / "sun_kurucz93.fits") as h:
+        with fits.open(sedfit.package_dir("sedpy") / "data" / "sun_kurucz93.fits") as h:
             w, f, teff = (
                 np.asarray(h[1].data["WAVELENGTH"], float),
                 np.asarray(h[1].data["FLUX"], float),

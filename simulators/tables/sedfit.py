@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FIT_BANDS", "HST_BANDS", "build", "load_bc_grid", "SEDFitter"]
+__all__ = ["FIT_BANDS", "HST_BANDS", "build", "load_bc_grid", "package_dir", "SEDFitter"]
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,8 @@ WAVE = np.logspace(np.log10(900.0), np.log10(60000.0), 1200)  # Å
 KNOTS = np.arange(3.0, 4.7801, 0.05)  # log10 Å
 
 
-def _site(pkg: str) -> Path:
+def package_dir(pkg: str) -> Path:
+    """Folder of an installed package, found without importing it (its data files live there)."""
     import importlib.util
 
     return Path(list(importlib.util.find_spec(pkg).submodule_search_locations)[0])
@@ -100,19 +101,19 @@ def _site(pkg: str) -> Path:
 
 def bc_file() -> Path:
     """Path of astrolachesis' MIST C3K BC tables (the package is never imported)."""
-    return _site("lachesis") / "Datafiles" / "BC_tables" / "bc_tables.h5"
+    return package_dir("lachesis") / "Datafiles" / "BC_tables" / "bc_tables.h5"
 
 
 def load_curve(spec: str) -> tuple[np.ndarray, np.ndarray]:
     """Filter curve (wavelength Å, photon-counting throughput) from ``sedpy:<name>`` or ``pyphot:<name>``."""
     src, name = spec.split(":")
     if src == "sedpy":
-        d = np.loadtxt(_site("sedpy") / "data" / "filters" / f"{name}.par", comments="#")
+        d = np.loadtxt(package_dir("sedpy") / "data" / "filters" / f"{name}.par", comments="#")
         wl, tr = d[:, 0], d[:, 1]
     else:
         import h5py
 
-        with h5py.File(_site("pyphot") / "libs" / "new_filters.hd5", "r") as f:
+        with h5py.File(package_dir("pyphot") / "libs" / "new_filters.hd5", "r") as f:
             d = f["filters"][name]
             wl, tr = d["WAVELENGTH"][:], d["THROUGHPUT"][:]
             unit = d.attrs.get("WAVELENGTH_UNIT", b"AA")
@@ -131,7 +132,7 @@ def vega_spectrum() -> tuple[np.ndarray, np.ndarray]:
     """CALSPEC Vega (alpha_lyr_stis_011, shipped by astro-sedpy): wavelength Å, f_λ erg s⁻¹ cm⁻² Å⁻¹."""
     from astropy.io import fits
 
-    with fits.open(_site("sedpy") / "data" / "alpha_lyr_stis_011.fits") as h:
+    with fits.open(package_dir("sedpy") / "data" / "alpha_lyr_stis_011.fits") as h:
         d = h[1].data
         return np.asarray(d["WAVELENGTH"], float), np.asarray(d["FLUX"], float)
 
