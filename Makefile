@@ -1,5 +1,6 @@
 # Two commands for a fresh machine (Python >= 3.11, no GPU needed):
 #   make demo   – set up .venv if needed, then run the main job on the shipped default model
+#                 (replacing demo-output/ of an earlier make demo)
 #   make test   – set up .venv if needed, then run the default test suite
 # torch is pinned to the CPU build first so that no multi-GB CUDA build is pulled;
 # on a GPU machine use `make install TORCH="torch"` (or install your CUDA torch first).
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/sbicluster demo --out demo-output
+	$(VENV)/bin/sbicluster demo --out demo-output --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest

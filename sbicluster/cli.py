@@ -1,8 +1,12 @@
 """The ``sbicluster`` command line: simulate, train, infer, corner, diagnose, demo.
 
 Each subcommand is a thin layer over the Python API; this module owns argument parsing, the
-mapping of errors to one-line messages with exit code 2, and logging set-up. It holds no
-science of its own.
+mapping of errors to one-line messages and exit codes, and logging set-up. It holds no science
+of its own.
+
+Exit codes: 0 success; 2 bad input or an output that exists without ``--overwrite`` (one line
+``sbicluster: error: ...`` on stderr, nothing written); 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) when
+interrupted: ``train`` first writes a checkpoint and says how to resume.
 """
 
 from __future__ import annotations
@@ -136,7 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, help="stop after this many minutes")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint (same options; a run that stopped on "
+        "its time budget gets a fresh one)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an --out that holds a previous run, replacing it",
+    )
     p.add_argument(
         "--pool",
         type=int,
@@ -178,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_views_argument(p)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--out", required=True, type=Path, help="report folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
 
     p = sub.add_parser("demo", help="the whole workflow on a mock field with the shipped model")
     p.add_argument(
@@ -193,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2020, help="random seed (default: 2020)")
     p.add_argument("--quick", action="store_true", help="a small, fast run (40 cutouts, 300 draws)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's results")
     return parser
 
 
@@ -249,7 +265,9 @@ def _corner(args) -> None:
     from .demo import corner_plots
 
     paths = corner_plots(args.outdir, ids=args.ids, max_plots=args.max, truth=args.truth)
-    print(f"{len(paths)} corner plots in {args.outdir / 'corner'}")
+    n = len({p.with_suffix("") for p in paths})
+    formats = "/".join(sorted({p.suffix[1:].upper() for p in paths}))
+    print(f"{n} cutout{'' if n == 1 else 's'} plotted ({formats}) in {args.outdir / 'corner'}")
 
 
 def _train(args) -> None:
@@ -259,14 +277,13 @@ def _train(args) -> None:
 
     from .devices import resolve_device
     from .errors import InputError
-    from .training import TrainingConfig, default_config, train, write_dataset
+    from .training import TrainingConfig, check_run_dir, default_config, train, write_dataset
 
     weight_options = {"classifier": args.classifier_weight, "balance": args.balance_weight}
     for term, weight in weight_options.items():
         if weight is not None and not (math.isfinite(weight) and weight >= 0):
             raise InputError(f"--{term}-weight {weight}: must be a finite number ≥ 0")
     device = resolve_device(args.device)
-    simulator = simulator_for_preset(args.preset, device=device)
     pool = None if args.pool is None else args.out / "pool.h5"
     overrides = {
         "embedding": args.embedding,
@@ -281,6 +298,8 @@ def _train(args) -> None:
     if chosen_weights:
         overrides["loss_weights"] = {**TrainingConfig().loss_weights, **chosen_weights}
     config = default_config(str(device), **{k: v for k, v in overrides.items() if v is not None})
+    check_run_dir(args.out, config=config, resume=args.resume, overwrite=args.overwrite)
+    simulator = simulator_for_preset(args.preset, device=device)
     if pool is not None and not (args.resume and pool.is_file()):
         if args.pool <= config.val_size:
             raise InputError(
@@ -292,8 +311,19 @@ def _train(args) -> None:
         write_dataset(
             simulator, args.pool, pool, generator.manual_seed(args.pool_seed), progress=_progress()
         )
-    train(simulator, config, args.out, resume=args.resume, progress=_progress())
-    print(f"model written to {args.out / 'model'}; training log in {args.out / 'log.csv'}")
+    model = train(
+        simulator,
+        config,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=_progress(),
+    )
+    training = model.card["training"]
+    print(
+        f"training stopped ({training['stop_reason']}) after {training['steps_done']} steps; "
+        f"model written to {args.out / 'model'}; training log in {args.out / 'log.csv'}"
+    )
 
 
 def _diagnose(args) -> None:
@@ -302,7 +332,9 @@ def _diagnose(args) -> None:
     from .artifact import load_model
     from .devices import resolve_device
     from .diagnostics import run_diagnostics
+    from .diagnostics.run import check_report_dir
 
+    check_report_dir(args.out, args.overwrite)
     device = resolve_device(args.device)
     model = load_model(args.model, device=str(device))
     simulator = simulator_from_card(model.card.get("simulator"), device=device)
@@ -314,6 +346,7 @@ def _diagnose(args) -> None:
         seed=args.seed,
         views=args.views,
         out_dir=args.out,
+        overwrite=args.overwrite,
         progress=_progress(),
     )
     print(f"diagnostics report: {args.out / 'report.md'}")
@@ -330,6 +363,7 @@ def _demo(args) -> None:
         num_samples=samples,
         seed=args.seed,
         device=args.device,
+        overwrite=args.overwrite,
         progress=_progress(),
     )
     print(report)
@@ -346,10 +380,15 @@ _COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``sbicluster`` command line; returns the process exit code."""
+    """Run the ``sbicluster`` command line; returns the process exit code.
+
+    0 on success; 2 after a user-facing error (one line ``sbicluster: error: ...`` on stderr);
+    130 after SIGINT (Ctrl-C) and 143 after SIGTERM that ``train`` caught and checkpointed, or
+    130 after Ctrl-C elsewhere.
+    """
     from simulators.errors import SimulatorError
 
-    from .errors import SbiclusterError
+    from .errors import SbiclusterError, TrainingInterrupted
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -358,6 +397,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         _COMMANDS[args.command](args)
+    except TrainingInterrupted as err:
+        print(
+            f"sbicluster: training interrupted by {err.signal} at step {err.step}; checkpoint "
+            f"written to {err.checkpoint}; continue with the same command plus --resume",
+            file=sys.stderr,
+        )
+        return err.exit_code
     except (SbiclusterError, SimulatorError) as err:
         print(f"sbicluster: error: {err}", file=sys.stderr)
         return 2

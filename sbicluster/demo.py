@@ -19,12 +19,22 @@ import numpy as np
 import torch
 from astropy.table import Table
 
-from .errors import InputError
+from .errors import InputError, OutputExistsError
 from .outputs import check_outputs, write_cutouts_fits, write_table
 
 __all__ = ["simulate_to_fits", "truth_table", "corner_plots", "run_demo"]
 
 log = logging.getLogger(__name__)
+
+DEMO_OUTPUTS = (
+    "summary.ecsv",
+    "posterior.nc",
+    "summary.png",
+    "corner",
+    "mock/cutouts.fits",
+    "mock/truth.ecsv",
+)
+"""What :func:`run_demo` writes into its folder; any of them there already is an earlier run."""
 
 
 def truth_table(batch, prior, ids: Sequence[str]) -> Table:
@@ -138,6 +148,31 @@ def _load_outputs(outdir: Path):
     return summary, idata
 
 
+def _read_truth(path: str | Path, names: Sequence[str]) -> dict:
+    """``{id: (label, [θ])}`` from a ``truth.ecsv``; :class:`InputError` (one line) when the file is
+    missing, unreadable or lacks the ``id``, ``label`` or parameter columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(
+            f"--truth {path}: not found; give the truth.ecsv written by `sbicluster simulate`"
+        )
+    try:
+        t = Table.read(path, format="ascii.ecsv")
+    except Exception as err:  # noqa: BLE001 - any parse failure is the same user error
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(
+            f"--truth {path}: not a readable ECSV table ({reason}); give the truth.ecsv written "
+            "by `sbicluster simulate`"
+        ) from None
+    missing = [c for c in ("id", "label", *names) if c not in t.colnames]
+    if missing:
+        raise InputError(
+            f"--truth {path}: lacks the column(s) {', '.join(missing)}; give the truth.ecsv "
+            "written by `sbicluster simulate`"
+        )
+    return {str(r["id"]): (int(r["label"]), [float(r[name]) for name in names]) for r in t}
+
+
 def corner_plots(
     outdir: str | Path,
     *,
@@ -164,7 +199,13 @@ def corner_plots(
     Returns
     -------
     list of Path
-        Written files, in ``outdir/corner/``.
+        Written files, in ``outdir/corner/`` (one per cutout and format).
+
+    Raises
+    ------
+    InputError
+        ``outdir`` lacks the ``infer`` outputs, an id is unknown, or ``truth`` is missing or not a
+        truth table; checked before anything is plotted.
     """
     from simulators.priors import ClusterPrior
 
@@ -179,6 +220,7 @@ def corner_plots(
     missing = [i for i in wanted if i not in all_ids]
     if missing:
         raise InputError(f"{outdir / 'summary.ecsv'}: no cutout with id {missing[0]!r}")
+    truths = None if truth is None else _read_truth(truth, prior.names)
     images = None
     meta = summary.meta
     try:
@@ -190,12 +232,6 @@ def corner_plots(
         images = dict(zip(cut.ids, cut.images, strict=True))
     except (KeyError, InputError) as err:
         log.warning("cutout thumbnails unavailable (%s)", err)
-    truths = None
-    if truth is not None:
-        t = Table.read(truth, format="ascii.ecsv")
-        truths = {
-            str(r["id"]): (int(r["label"]), [float(r[name]) for name in prior.names]) for r in t
-        }
     draws = np.stack(
         [idata.posterior[name].values[0] for name in prior.names], axis=-1
     )  # (draw, cutout, 4)
@@ -233,6 +269,7 @@ def run_demo(
     seed: int = 2020,
     device: str = "auto",
     cluster_fraction: float = 0.7,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> str:
     """The README's main job: a mock field through the whole workflow with the shipped model.
@@ -240,13 +277,41 @@ def run_demo(
     Simulates ``n`` cutouts (clusters and background-only) with the simulator recorded in the
     model card, writes them as FITS, runs :func:`sbicluster.infer` on the file, and writes
     ``summary.ecsv``, ``posterior.nc``, corner plots of a few cutouts and ``summary.png``
-    (recovered vs true, P(cluster) histograms). The demo folder is its own: re-running it
-    replaces its files.
+    (recovered vs true, P(cluster) histograms).
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Output folder.
+    model : str, Path or ClusterModel, optional
+        Model directory or loaded model (default: the shipped default model).
+    n : int
+        Mock cutouts.
+    num_samples : int
+        Posterior draws per cutout.
+    seed : int
+        Random seed of the mock field and the draws.
+    device : str
+        ``auto``, ``cpu`` or ``cuda``.
+    cluster_fraction : float
+        Fraction of mock cutouts that hold a cluster.
+    overwrite : bool
+        Replace the results of an earlier demo in ``out_dir``; without it such a folder is
+        refused before any work.
+    progress : bool
+        Show progress bars.
 
     Returns
     -------
     str
         A short text report (where things are, how well the mock field was recovered).
+
+    Raises
+    ------
+    InputError
+        ``out_dir`` is a file, lies under a file or cannot be written.
+    OutputExistsError
+        ``out_dir`` holds demo results and ``overwrite`` is false.
     """
     from simulators.registry import simulator_from_card
 
@@ -254,9 +319,16 @@ def run_demo(
     from .artifact import load_model
     from .corner import save_figure, summary_figure
     from .devices import resolve_device
+    from .files import check_writable_dir
 
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir = check_writable_dir(out_dir, what="--out")
+    existing = [name for name in DEMO_OUTPUTS if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"--out {out_dir}: holds the results of an earlier run ({', '.join(existing)}); "
+            "pass --overwrite to replace them or choose another --out"
+        )
     dev = resolve_device(device)
     loaded = (
         load_model(model, device=str(dev))

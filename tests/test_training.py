@@ -173,18 +173,61 @@ def test_resume_with_other_config_is_refused(tmp_path):
         train(toy, _tiny_config(lr=0.5), tmp_path, resume=True, progress=False)
 
 
-def test_sigint_writes_checkpoint_and_stops(tmp_path):
+def test_sigint_writes_checkpoint_and_model_then_raises(tmp_path):
+    from sbicluster.errors import TrainingInterrupted
+
     toy = LinearGaussianToy()
     cfg = _tiny_config(steps=100_000, val_every=1000, checkpoint_every=100_000)
     timer = threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     try:
-        model = train(toy, cfg, tmp_path, progress=False)
+        with pytest.raises(TrainingInterrupted) as caught:
+            train(toy, cfg, tmp_path, progress=False)
     finally:
         timer.cancel()
-    assert model.card["training"]["stop_reason"] == "signal SIGINT"
-    assert 0 < model.card["training"]["steps_done"] < 100_000
+    err = caught.value
+    assert (err.signal, err.exit_code) == ("SIGINT", 130)
+    assert err.checkpoint == tmp_path / "checkpoint"
+    assert err.model.card["training"]["stop_reason"] == "signal SIGINT"
+    assert 0 < err.step == err.model.card["training"]["steps_done"] < 100_000
     assert (tmp_path / "checkpoint" / "state.safetensors").is_file()
+    assert (tmp_path / "model" / "card.json").is_file()
+
+
+def test_every_stop_writes_a_checkpoint_and_complete_runs_are_not_resumed(tmp_path):
+    """Step limit and early stopping checkpoint too; their runs are complete, so resuming says so
+    (one line, nothing changed); a time-budget stop resumes with a fresh budget."""
+    import time
+
+    from sbicluster.errors import InputError, OutputExistsError
+    from sbicluster.training.checkpoint import read_checkpoint_meta
+
+    toy = LinearGaussianToy()
+    train(toy, _tiny_config(steps=20), tmp_path / "steps", progress=False)
+    assert read_checkpoint_meta(tmp_path / "steps" / "checkpoint")["stop_reason"] == "steps"
+    before = (tmp_path / "steps" / "checkpoint" / "state.json").read_bytes()
+    with pytest.raises(InputError, match="is complete .*step limit after 20 steps"):
+        train(toy, _tiny_config(steps=20), tmp_path / "steps", resume=True, progress=False)
+    with pytest.raises(OutputExistsError, match="--resume .*--overwrite"):
+        train(toy, _tiny_config(steps=20), tmp_path / "steps", progress=False)
+    assert (tmp_path / "steps" / "checkpoint" / "state.json").read_bytes() == before
+
+    # a budget of 0 s stops before the first step; each resume gets a fresh budget of 1 s
+    cfg = _tiny_config(steps=100_000, max_time_s=0.0, val_every=10**6, checkpoint_every=10**6)
+    train(toy, cfg, tmp_path / "budget", progress=False)
+    meta = read_checkpoint_meta(tmp_path / "budget" / "checkpoint")
+    assert (meta["stop_reason"], meta["step"]) == ("time budget", 0)
+    cfg = _tiny_config(steps=100_000, max_time_s=1.0, val_every=10**6, checkpoint_every=10**6)
+    train(toy, cfg, tmp_path / "budget", overwrite=True, progress=False)
+    first = read_checkpoint_meta(tmp_path / "budget" / "checkpoint")
+    assert first["stop_reason"] == "time budget" and first["step"] > 0
+    t0 = time.perf_counter()
+    model = train(toy, cfg, tmp_path / "budget", resume=True, progress=False)
+    assert time.perf_counter() - t0 > 1.0
+    again = read_checkpoint_meta(tmp_path / "budget" / "checkpoint")
+    assert again["stop_reason"] == "time budget" and again["step"] > first["step"]
+    assert again["elapsed_s"] > first["elapsed_s"] + 1.0
+    assert model.card["training"]["steps_done"] == again["step"]
 
 
 def test_training_from_hdf5_dataset(tmp_path):

@@ -491,6 +491,47 @@ def _classification(
     return cls
 
 
+REPORT_FILES = ("report.md", "metrics.json")
+"""The files that mark a folder as holding a diagnostics report."""
+
+
+def check_report_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Check, before any work, that a diagnostics report may be written to ``out_dir``.
+
+    Nothing is created.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Report folder.
+    overwrite : bool
+        Allow replacing an existing report.
+
+    Returns
+    -------
+    Path
+        ``out_dir`` as a :class:`~pathlib.Path`.
+
+    Raises
+    ------
+    sbicluster.errors.InputError
+        ``out_dir`` is a file, lies under a file or cannot be written.
+    sbicluster.errors.OutputExistsError
+        ``out_dir`` holds a report (``report.md`` or ``metrics.json``) and ``overwrite`` is false.
+    """
+    from ..errors import OutputExistsError
+    from ..files import check_writable_dir
+
+    out_dir = check_writable_dir(out_dir, what="--out")
+    existing = [name for name in REPORT_FILES if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"--out {out_dir}: holds a diagnostics report ({', '.join(existing)}); pass "
+            "--overwrite to replace it or choose another --out"
+        )
+    return out_dir
+
+
 def run_diagnostics(
     model,
     simulator,
@@ -500,6 +541,7 @@ def run_diagnostics(
     seed: int = 12345,
     views: int = 8,
     out_dir: str | Path,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
     """Calibration, accuracy and classification diagnostics of a model on held-out simulations.
@@ -522,6 +564,9 @@ def run_diagnostics(
         single-view AUC, so the gain is measured in every report.
     out_dir : str or Path
         Report directory: ``report.md``, PNG figures and ``metrics.json`` are written there.
+    overwrite : bool
+        Replace a report already in ``out_dir``; without it such a folder is refused before any
+        work.
     progress : bool
         Show progress bars (only on a terminal).
 
@@ -539,7 +584,10 @@ def run_diagnostics(
     Raises
     ------
     sbicluster.errors.InputError
-        If ``n`` or ``num_samples`` is too small to be meaningful.
+        If ``n`` or ``num_samples`` is too small to be meaningful, or ``out_dir`` cannot be
+        written.
+    sbicluster.errors.OutputExistsError
+        If ``out_dir`` holds a report and ``overwrite`` is false.
     """
     from simulators.background import HARD_NEGATIVE_KINDS
 
@@ -551,6 +599,7 @@ def run_diagnostics(
             f"diagnostics need n >= 20 objects and num_samples >= 20 draws, got n={n}, "
             f"num_samples={num_samples}; use e.g. --n 2000 for the calibration goals"
         )
+    check_report_dir(out_dir, overwrite)
     train_seed = (
         (model.card.get("training", {}) or {}).get("config", {}).get("seed")
         if isinstance(getattr(model, "card", None), dict)

@@ -9,7 +9,10 @@ moments and step), the data source's state (``rng.*``, ``disk.*``, see
 :class:`sbicluster.training.data.TrainingData`) and ``best.<name>`` (the weights of the best
 validation so far, when there is one). ``state.json``: the run's progress record (``step``,
 ``best_val``, ``best_step``, ``bad_evals``, ``elapsed_s``, ``config``, ``softening``,
-``history``, ``best_metrics``).
+``history``, ``best_metrics``, and since checkpoints are written at every stop: ``stop_reason``,
+null while the run goes on or was checkpointed periodically, and ``time_limit_s``, the elapsed
+time in s at which the run stops on its time budget; older checkpoints lack both and read as an
+unfinished run).
 """
 
 from __future__ import annotations

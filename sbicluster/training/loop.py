@@ -3,8 +3,9 @@
 This module owns the order of events in a run: build the data source, model and optimizer; resume
 from a checkpoint; take steps; validate every ``val_every`` steps and keep the best weights; decide
 when to stop (step limit, time budget, early stopping, ``stop_after_steps``, SIGINT/SIGTERM);
-checkpoint every ``checkpoint_every`` steps and on every stop but the step limit and the time
-budget; and write the final artifact (:func:`sbicluster.artifact.save_model`). It must not define
+checkpoint every ``checkpoint_every`` steps and on every stop; and write the final artifact
+(:func:`sbicluster.artifact.save_model`). Which run folders may be written and resumed is decided
+by :func:`check_run_dir` before any work. It must not define
 the network (:mod:`sbicluster.model`), the simulator, the data layout (:mod:`.data`), the
 checkpoint format (:mod:`.checkpoint`) or what is logged (:mod:`.tracking`).
 
@@ -24,12 +25,26 @@ Reproducibility: all randomness comes from seeded ``torch.Generator`` streams (t
 validation data, :mod:`.data`) and a seeded model initialisation. A checkpoint stores weights,
 optimizer moments, the data stream's state, step counter and early-stopping state, so
 ``train(..., resume=True)`` continues exactly as an uninterrupted run (on the same device).
+
+Stops and resuming: every stop writes a checkpoint whose ``state.json`` records ``stop_reason``.
+
+- ``signal SIGINT`` / ``signal SIGTERM``: the model so far is written too, then
+  :class:`~sbicluster.errors.TrainingInterrupted` is raised (the command line exits 130 / 143).
+  Resuming continues the run with what is left of its time budget (wall time counts across
+  resumes, as ``elapsed_s`` in ``log.csv``), on the same learning-rate schedule.
+- ``stop_after_steps``: resumes the same way.
+- ``time budget``: resuming gives the run a fresh budget of ``max_time_s`` seconds from the
+  resume; the schedule's time fraction is already 1, so it trains on at the final learning rate
+  ``lr · min_lr_ratio`` (the step limit still applies).
+- ``steps`` (the step limit) and ``early stopping``: the run is complete; resuming is refused with
+  an :class:`~sbicluster.errors.InputError` (start a new run folder, or ``overwrite=True``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -41,7 +56,8 @@ from simulators.base import Simulator
 from simulators.batch import SimulationBatch
 
 from ..devices import resolve_device
-from ..errors import InputError
+from ..errors import InputError, OutputExistsError, TrainingInterrupted
+from ..files import check_writable_dir
 from ..model import ClusterModel, default_architecture, weighted_loss
 from .card import training_card
 from .checkpoint import has_checkpoint, load_checkpoint, read_checkpoint_meta, save_checkpoint
@@ -50,12 +66,18 @@ from .data import DatasetBatches, OnlineSource, TrainingData, estimate_softening
 from .schedule import lr_at
 from .tracking import Tracker, logged_terms
 
-__all__ = ["train", "validate"]
+__all__ = ["train", "validate", "check_run_dir"]
 
 logger = logging.getLogger(__name__)
 
 VALIDATION_CHUNK = 512
 """Validation samples per forward pass."""
+
+RUN_FILES = ("model", "log.csv", "checkpoint", "tensorboard")
+"""What a training run writes into its folder (``pool.h5``, training data, is not counted)."""
+
+COMPLETE_STOPS = ("steps", "early stopping")
+"""Stop reasons after which a run is complete and cannot be resumed."""
 
 
 class _SignalFlag:
@@ -92,6 +114,82 @@ class _RunningMean:
 
     def mean(self) -> dict[str, float]:
         return {k: s / max(1, self.n) for k, s in self.sums.items()}
+
+
+def check_run_dir(
+    out_dir: str | Path,
+    *,
+    config: TrainingConfig | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Check, before any work, that a training run may write to (or resume from) ``out_dir``.
+
+    Nothing is created or removed.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The run folder.
+    config : TrainingConfig, optional
+        With ``resume``: the checkpoint must have been written with this configuration.
+    resume : bool
+        Continue the run whose checkpoint is in ``out_dir/checkpoint``.
+    overwrite : bool
+        Start afresh even though ``out_dir`` holds a previous run (its files are replaced).
+
+    Returns
+    -------
+    Path
+        ``out_dir`` as a :class:`~pathlib.Path`.
+
+    Raises
+    ------
+    InputError
+        ``out_dir`` is not a writable folder; ``resume`` together with ``overwrite``; ``resume``
+        without a checkpoint, with a checkpoint of another configuration, or of a complete run.
+    OutputExistsError
+        ``out_dir`` holds a previous run (``model/``, ``log.csv``, ``checkpoint/``) and neither
+        ``resume`` nor ``overwrite`` was given.
+    """
+    out_dir = check_writable_dir(out_dir, what="--out")
+    if resume and overwrite:
+        raise InputError(
+            "--resume and --overwrite exclude each other: --resume continues the run in "
+            f"{out_dir}, --overwrite starts it afresh"
+        )
+    if not resume:
+        previous = [name for name in RUN_FILES if (out_dir / name).exists()]
+        if previous and not overwrite:
+            raise OutputExistsError(
+                f"--out {out_dir}: holds a previous training run ({', '.join(previous)}); pass "
+                "--resume to continue it or --overwrite to start afresh (or choose another --out)"
+            )
+        return out_dir
+    ckpt_dir = out_dir / "checkpoint"
+    if not has_checkpoint(ckpt_dir):
+        raise InputError(
+            f"cannot resume: no checkpoint in {ckpt_dir}; run without --resume to start afresh"
+        )
+    saved_meta = read_checkpoint_meta(ckpt_dir)
+    if config is not None:
+        saved = upgrade_config_dict(saved_meta["config"])
+        current = config.to_dict()
+        if saved != current:  # checked before loading: another architecture's tensors do not fit
+            diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+            raise InputError(
+                f"checkpoint in {ckpt_dir} was written with a different configuration "
+                f"(fields {diff}); resume with the same settings or start a new out_dir"
+            )
+    reason = saved_meta.get("stop_reason")
+    if reason in COMPLETE_STOPS:
+        why = "its step limit" if reason == "steps" else "early stopping"
+        raise InputError(
+            f"cannot resume: the run in {out_dir} is complete (stopped on {why} after "
+            f"{saved_meta['step']} steps; model in {out_dir / 'model'}); to train longer start a "
+            "new run with more --steps in another --out, or pass --overwrite to start afresh"
+        )
+    return out_dir
 
 
 def _data_source(simulator: Simulator, config: TrainingConfig) -> TrainingData:
@@ -133,6 +231,8 @@ def _fresh_meta(config: TrainingConfig, softening: list[float]) -> dict:
         "softening": softening,
         "best_state": None,
         "history": [],
+        "time_limit_s": config.max_time_s,
+        "stop_reason": None,
     }
 
 
@@ -143,22 +243,16 @@ def _resume(
     opt: torch.optim.Optimizer,
     data: TrainingData,
 ) -> dict:
-    """Load the checkpoint and check that it was written with ``config`` (old field names read
-    with :func:`~sbicluster.training.config.upgrade_config_dict`)."""
-    if not has_checkpoint(ckpt_dir):
-        raise InputError(
-            f"cannot resume: no checkpoint in {ckpt_dir}; run without --resume to start afresh"
-        )
-    saved = upgrade_config_dict(read_checkpoint_meta(ckpt_dir)["config"])
-    current = config.to_dict()
-    if saved != current:  # checked before loading: another architecture's tensors do not fit
-        diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-        raise InputError(
-            f"checkpoint in {ckpt_dir} was written with a different configuration "
-            f"(fields {diff}); resume with the same settings or start a new out_dir"
-        )
+    """Load the checkpoint (already checked by :func:`check_run_dir`) and set the run's time limit:
+    a run that stopped on its time budget gets a fresh one from now."""
     loaded = load_checkpoint(ckpt_dir, model, opt, data)
-    loaded["config"] = current
+    loaded["config"] = config.to_dict()
+    if config.max_time_s is not None:
+        if loaded.get("stop_reason") == "time budget":
+            loaded["time_limit_s"] = loaded["elapsed_s"] + config.max_time_s
+        else:
+            loaded.setdefault("time_limit_s", config.max_time_s)
+    loaded["stop_reason"] = None
     return loaded
 
 
@@ -270,6 +364,7 @@ def train(
     out_dir: str | Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     stop_after_steps: int | None = None,
 ) -> ClusterModel:
@@ -286,6 +381,13 @@ def train(
         Run directory: ``log.csv``, ``checkpoint/``, ``model/`` (the artifact), ``tensorboard/``.
     resume : bool
         Continue from ``out_dir/checkpoint`` (identical continuation for the same config/seed).
+        A run that stopped on its time budget gets a fresh budget; a complete run (step limit,
+        early stopping) is refused (see the module docstring).
+    overwrite : bool
+        Start afresh in an ``out_dir`` that holds a previous run: its ``checkpoint/``,
+        ``tensorboard/``, ``model/`` and ``log.csv`` are removed before the first step, so no
+        stale checkpoint can be resumed later. Without it (and without ``resume``) such an
+        ``out_dir`` is refused.
     progress : bool
         Progress bar (only on a terminal).
     stop_after_steps : int, optional
@@ -300,11 +402,17 @@ def train(
     Raises
     ------
     InputError
-        ``resume`` without a checkpoint, or a checkpoint from a different configuration.
+        ``out_dir`` not a writable folder; ``resume`` with ``overwrite``; ``resume`` without a
+        checkpoint, with a checkpoint from a different configuration, or of a complete run.
+    OutputExistsError
+        ``out_dir`` holds a previous run and neither ``resume`` nor ``overwrite`` was given.
+    TrainingInterrupted
+        After SIGINT or SIGTERM, once the checkpoint and the model so far are written; carries
+        the signal, the checkpoint folder and the process exit code (130 / 143).
     """
     from ..artifact import save_model
 
-    out_dir = Path(out_dir)
+    out_dir = check_run_dir(out_dir, config=config, resume=resume, overwrite=overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoint"
     device = resolve_device(config.device)
@@ -318,6 +426,13 @@ def train(
     meta = _fresh_meta(config, softening)
     if resume:
         meta.update(_resume(ckpt_dir, config, model, opt, data))
+    elif overwrite:  # start afresh: nothing of the previous run may be resumed or mixed in
+        for name in RUN_FILES:
+            path = out_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
 
     def checkpoint() -> None:
         meta["elapsed_s"] = time.perf_counter() - t0
@@ -344,7 +459,7 @@ def train(
     ):
         while meta["step"] < config.steps:
             elapsed = time.perf_counter() - t0
-            if config.max_time_s is not None and elapsed > config.max_time_s:
+            if meta["time_limit_s"] is not None and elapsed > meta["time_limit_s"]:
                 stop_reason = "time budget"
                 break
             step = meta["step"]
@@ -368,17 +483,13 @@ def train(
                 stop_after_steps=stop_after_steps,
                 signal_raised=flag.raised,
             )
-            if reason is not None or meta["step"] % config.checkpoint_every == 0:
-                checkpoint()
             if reason is not None:
                 stop_reason = reason
-                if reason.startswith("signal"):
-                    logger.warning(
-                        "received %s: checkpoint written to %s; resume with resume=True",
-                        flag.raised,
-                        ckpt_dir,
-                    )
                 break
+            if meta["step"] % config.checkpoint_every == 0:
+                checkpoint()
+        meta["stop_reason"] = stop_reason
+        checkpoint()  # at every stop, so that any run can be resumed (or known to be complete)
 
     meta["elapsed_s"] = time.perf_counter() - t0
     final_val = validate(model, val, config.loss_weights, amp)
@@ -404,4 +515,6 @@ def train(
         meta["step"],
         out_dir / "model",
     )
+    if stop_reason.startswith("signal "):
+        raise TrainingInterrupted(stop_reason.split()[1], ckpt_dir, meta["step"], model)
     return model
