@@ -37,6 +37,10 @@ Masked pixels: non-finite pixels are replaced by the median of the finite pixels
 band of the same cutout, and the cutout is flagged :data:`FLAG_MASKED` in the output table. A
 cutout band with no finite pixel, or with a constant value, cannot be analysed and raises
 :class:`~sbicluster.errors.InputError`.
+
+Pixel values far outside the model's training data (mostly negative, or brighter than any
+cluster of the prior) are checked after reading, by :mod:`sbicluster.validation`, which sets
+:data:`FLAG_OUT_OF_RANGE`.
 """
 
 from __future__ import annotations
