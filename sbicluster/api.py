@@ -145,7 +145,7 @@ def infer(
     bands : sequence of str, optional
         Band of each image HDU (or image file), overriding the FITS ``FILTER`` keywords.
     num_samples : int
-        Posterior draws per cutout.
+        Posterior draws per cutout, ≥ 2.
     device : str
         ``auto`` (CUDA if available), ``cpu``, ``cuda``...
     seed : int
@@ -182,10 +182,15 @@ def infer(
     from simulators.priors import ClusterPrior
 
     from .artifact import load_model
-    from .inference import check_views, predict
+    from .inference import check_batch_size, check_views, predict
+    from .validation import blank_out_of_range, check_pixel_range
 
-    if num_samples < 1:
-        raise InputError(f"num_samples must be a positive integer, got {num_samples}")
+    if num_samples < 2:
+        raise InputError(
+            f"num_samples must be an integer >= 2 (the summary's percentiles and 94% HDI need two "
+            f"draws per cutout), got {num_samples!r}; use e.g. --samples 1000"
+        )
+    check_batch_size(batch_size)
     check_views(views)
     if out is not None:
         names = list(OUTPUT_FILES) + (["samples.npz"] if save_samples else [])
@@ -222,6 +227,7 @@ def infer(
             bands=bands,
             zero_points=zps,
         )
+    check_pixel_range(cutouts, card)  # flags out-of-range cutouts; refuses all-out-of-range input
     log.info("inferring %d cutouts with %d draws each on %s", len(cutouts), num_samples, dev)
     generator = torch.Generator(device=dev).manual_seed(seed)
     pred = predict(
@@ -233,6 +239,7 @@ def infer(
         views=views,
         progress=progress,
     )
+    blank_out_of_range(pred, cutouts.flags)
     prior = ClusterPrior.from_dict(card["prior"])
     summary = summary_table(
         pred.samples,

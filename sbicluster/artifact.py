@@ -152,7 +152,17 @@ def save_model(model: ClusterModel, directory: str | Path, *, overwrite: bool = 
 
 def _check_versions(card: dict) -> None:
     """Raise :class:`ModelError` for a newer card format or an incompatible sbi or zuko."""
-    if int(card["format_version"]) > FORMAT_VERSION:
+    version = card["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int | float | str):
+        version = None
+    try:
+        version = int(version)
+    except (TypeError, ValueError):
+        raise ModelError(
+            f"card format_version {card['format_version']!r} is not an integer; the card was not "
+            f"written by save_model (this sbicluster writes format_version {FORMAT_VERSION})"
+        ) from None
+    if version > FORMAT_VERSION:
         raise ModelError(
             f"model format version {card['format_version']} is newer than this sbicluster "
             f"understands ({FORMAT_VERSION}); upgrade sbicluster to load it"
@@ -201,6 +211,12 @@ def load_model(directory: str | Path | None = None, *, device: str = "cpu") -> C
     from safetensors.torch import load_file
 
     directory = DEFAULT_MODEL_DIR if directory is None else Path(directory)
+    if directory != DEFAULT_MODEL_DIR and not directory.is_dir():
+        what = "is not a folder" if directory.exists() else "does not exist"
+        raise ModelError(
+            f"model directory {directory} {what}; give the folder holding card.json and "
+            "weights.safetensors (e.g. the model/ folder written by `sbicluster train`)"
+        )
     card_path, weights_path = directory / "card.json", directory / "weights.safetensors"
     for path in (card_path, weights_path):
         if not path.is_file():
@@ -219,6 +235,11 @@ def load_model(directory: str | Path | None = None, *, device: str = "cpu") -> C
         raise ModelError(
             f"cannot read {card_path}: {err}; the card must be the JSON written by save_model"
         ) from err
+    if not isinstance(card, dict):
+        raise ModelError(
+            f"{card_path} holds a JSON {type(card).__name__}, not an object with keys "
+            f"{list(_REQUIRED)}; it was not written by save_model"
+        )
     missing = [k for k in _REQUIRED if k not in card]
     if missing:
         raise ModelError(

@@ -33,6 +33,7 @@ from .model import ClusterModel
 __all__ = [
     "SYMMETRY_VIEWS",
     "Prediction",
+    "check_batch_size",
     "check_views",
     "classifier_logits",
     "predict",
@@ -86,6 +87,19 @@ def _check_finite(chunk: torch.Tensor, start: int) -> None:
         raise InputError(
             f"images contain NaN or infinite pixels (first bad cutouts: {idx}); "
             "mask or replace them (e.g. with the local sky level) before inference"
+        )
+
+
+def check_batch_size(batch_size: int) -> None:
+    """Raise :class:`InputError` unless ``batch_size`` (cutouts per network pass) is an integer ≥ 1."""
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or batch_size < 1
+    ):
+        raise InputError(
+            f"batch size must be a positive integer (cutouts per network pass), got {batch_size!r}; "
+            "use e.g. --batch-size 256"
         )
 
 
@@ -271,12 +285,14 @@ def predict(
     Raises
     ------
     InputError
-        Wrong shape, NaN/inf pixels, a non-positive ``num_samples`` or an unknown ``views``.
+        Wrong shape, NaN/inf pixels, a non-positive ``num_samples`` or ``batch_size``, or an
+        unknown ``views``.
     """
     from tqdm.auto import tqdm
 
     if num_samples < 1:
         raise InputError(f"num_samples must be >= 1, got {num_samples}")
+    check_batch_size(batch_size)
     validate_images(model, images)
     check_views(views, tuple(model.image_shape))
     model.eval()

@@ -25,10 +25,22 @@ converted with a Vega zero point keyword (``MAGZERO``, ``ZEROPNT`` or ``MAGZPT``
 pixel unit) and the model's zero point of the band. Anything else is refused with a message
 saying how to convert.
 
+Cutout ids: a file holding one cutout gives it the file's name without the FITS suffix
+(``.fits``, ``.fit``, ``.fts``, optionally ``.gz``): ``cut.1.fits`` → ``cut.1``; a file holding N > 1
+cutouts gives ``<name>:0`` … ``<name>:N-1`` (``cut.1:0``). Catalogue-driven cutouts take the
+catalogue's ``id`` column or ``<catalogue name>:<row>``. Ids must be unique in a run (they name
+rows of the outputs and corner plots): two files of a folder whose ids collide (``cut.fits`` and
+``cut.fits.gz``) or a catalogue ``id`` column with repeated values raise
+:class:`~sbicluster.errors.InputError`.
+
 Masked pixels: non-finite pixels are replaced by the median of the finite pixels of the same
 band of the same cutout, and the cutout is flagged :data:`FLAG_MASKED` in the output table. A
 cutout band with no finite pixel, or with a constant value, cannot be analysed and raises
 :class:`~sbicluster.errors.InputError`.
+
+Pixel values far outside the model's training data (mostly negative, or brighter than any
+cluster of the prior) are checked after reading, by :mod:`sbicluster.validation`, which sets
+:data:`FLAG_OUT_OF_RANGE`.
 """
 
 from __future__ import annotations
@@ -53,6 +65,7 @@ __all__ = [
     "match_band",
     "FLAG_MASKED",
     "FLAG_PRIOR_EDGE",
+    "FLAG_OUT_OF_RANGE",
     "FLAG_NAMES",
     "FLAG_DESCRIPTIONS",
     "PIXEL_SCALE_TOLERANCE",
@@ -65,10 +78,20 @@ FLAG_MASKED = 1
 FLAG_PRIOR_EDGE = 2
 """Bit set (by :func:`sbicluster.outputs.summary_table`) when a parameter's posterior median lies
 within 2 % of the prior range of a prior bound: the estimate is limited by the prior."""
-FLAG_NAMES = {FLAG_MASKED: "masked_pixels", FLAG_PRIOR_EDGE: "prior_edge"}
+FLAG_OUT_OF_RANGE = 4
+"""Bit set (by :func:`sbicluster.validation.check_pixel_range`) when the cutout's pixel values lie
+far outside anything the model was trained on (mostly negative, or brighter than any cluster of
+the prior); its P(cluster), visibility and posterior draws and summaries are NaN."""
+FLAG_NAMES = {
+    FLAG_MASKED: "masked_pixels",
+    FLAG_PRIOR_EDGE: "prior_edge",
+    FLAG_OUT_OF_RANGE: "out_of_range",
+}
 FLAG_DESCRIPTIONS = {
     FLAG_MASKED: "masked_pixels: non-finite pixels replaced by the band median of the cutout",
     FLAG_PRIOR_EDGE: "prior_edge: a posterior median lies within 2% of the prior range of a prior bound",
+    FLAG_OUT_OF_RANGE: "out_of_range: pixel values far outside the training data (mostly negative, "
+    "or brighter than any cluster of the prior); p_cluster, visibility and posterior summaries are NaN",
 }
 PIXEL_SCALE_TOLERANCE = 0.03
 """Largest accepted relative difference between the image and model pixel scales."""
@@ -159,22 +182,50 @@ def match_band(header: fits.Header, model_bands: Sequence[str], where: str = "")
     Raises
     ------
     InputError
-        If the header names no filter, or one the model does not use.
+        If the header names no filter, or one the model does not use, or if ``EXTNAME`` names a
+        model band and the filter keywords name a different one (the file contradicts itself;
+        ``--bands`` says which is right).
     """
     by_upper = {b.upper(): b for b in model_bands}
     extname = str(header.get("EXTNAME", "")).strip().upper()  # FITS upper-cases EXTNAME
     if extname in by_upper:
+        by_filter = _band_from_filters(header, model_bands, by_upper)
+        if by_filter is not None and by_filter != by_upper[extname]:
+            raise InputError(
+                f"{where}: EXTNAME says band {by_upper[extname]} but the filter keywords say "
+                f"{by_filter}; fix the header or say which is right with --bands"
+            )
         return by_upper[extname]
-    filters = [
-        str(header[k]).strip().upper()
-        for k in ("FILTER", "FILTER1", "FILTER2")
-        if k in header and not str(header[k]).upper().startswith("CLEAR")
-    ]
+    found = _band_from_filters(header, model_bands, by_upper)
+    if found is not None:
+        return found
+    filters = _filters(header)
     if not filters:
         raise InputError(
             f"{where}: no FILTER keyword (or EXTNAME naming a band) in the header; "
             f"add FILTER or pass the bands explicitly (--bands {','.join(model_bands)})"
         )
+    instrument = str(header.get("INSTRUME", "")).strip().upper()
+    raise InputError(
+        f"{where}: filter {'/'.join(filters)} ({instrument or 'unknown instrument'}) is not one of "
+        f"the model's bands {list(model_bands)}; pass --bands to map HDUs to bands explicitly"
+    )
+
+
+def _filters(header: fits.Header) -> list[str]:
+    """Upper-cased values of FILTER/FILTER1/FILTER2, CLEAR positions left out."""
+    return [
+        str(header[k]).strip().upper()
+        for k in ("FILTER", "FILTER1", "FILTER2")
+        if k in header and not str(header[k]).upper().startswith("CLEAR")
+    ]
+
+
+def _band_from_filters(
+    header: fits.Header, model_bands: Sequence[str], by_upper: Mapping[str, str]
+) -> str | None:
+    """The model band the filter keywords (with INSTRUME/DETECTOR) name, or None."""
+    filters = _filters(header)
     instrument = str(header.get("INSTRUME", "")).strip().upper()
     detector = str(header.get("DETECTOR", "")).strip().upper()
     for filt in filters:
@@ -186,10 +237,15 @@ def match_band(header: fits.Header, model_bands: Sequence[str], where: str = "")
         by_filter = [b for b in model_bands if b.upper().endswith("_" + filt)]
         if len(by_filter) == 1 and (not instrument or by_filter[0].startswith(instrument)):
             return by_filter[0]
-    raise InputError(
-        f"{where}: filter {'/'.join(filters)} ({instrument or 'unknown instrument'}) is not one of "
-        f"the model's bands {list(model_bands)}; pass --bands to map HDUs to bands explicitly"
-    )
+    return None
+
+
+def _number(value) -> float:
+    """A header value as a float; NaN when it is not a number (e.g. ``EXPTIME = 'abc'``)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _to_rate(
@@ -209,25 +265,33 @@ def _to_rate(
         exptime = header.get("EXPTIME")
         if exptime is None:
             raise InputError(f"{where}: BUNIT is {unit} but there is no EXPTIME to convert to e-/s")
-        if not float(exptime) > 0:
+        seconds = _number(exptime)
+        if not seconds > 0:
             raise InputError(
-                f"{where}: EXPTIME must be positive to convert {unit} to e-/s, got {exptime}"
+                f"{where}: EXPTIME must be positive (a number of seconds) to convert {unit} to "
+                f"e-/s, got {exptime!r}; fix the EXPTIME keyword"
             )
-        return data / float(exptime)
+        return data / seconds
     compact = unit.replace(" ", "").replace("**", "").replace("^", "")
     for key, units in (("PHOTFLAM", _FLAM_UNITS), ("PHOTFNU", _FNU_UNITS)):
         if compact in units:
             value = header.get(key)
-            if value is None or not float(value) > 0:
+            if value is None or not _number(value) > 0:
                 raise InputError(
                     f"{where}: BUNIT is {unit} but {key} is missing or not positive ({value}); "
                     f"add {key} (flux density per e-/s) or give the images in electrons/s"
                 )
-            return data / float(value)
+            return data / _number(value)
     header_zp = next((header[k] for k in _ZP_KEYS if k in header), None)
     if header_zp is not None and zero_point is not None:
+        zp = _number(header_zp)
+        if not np.isfinite(zp):
+            raise InputError(
+                f"{where}: the zero point keyword holds {header_zp!r}, not a number (Vega magnitude "
+                "of one pixel unit); fix the keyword"
+            )
         # a pixel value f has magnitude zp_image - 2.5 log10 f; in e-/s it is 10**(-0.4 (m - zp_model))
-        return data * 10 ** (0.4 * (zero_point - float(header_zp)))
+        return data * 10 ** (0.4 * (zero_point - zp))
     raise InputError(
         f"{where}: unsupported BUNIT {unit!r}; the model needs electrons/s per pixel "
         "(BUNIT = 'ELECTRONS/S'; 'ELECTRONS'/'COUNTS' with EXPTIME; 'ERG/S/CM2/A' with PHOTFLAM; "
@@ -289,7 +353,8 @@ def _clean(
     if np.any(spread == 0):
         i, c = np.argwhere(spread == 0)[0]
         raise InputError(
-            f"{wheres[c]}: cutout {names[i]} is constant ({cube[i, c, 0, 0]!r}); "
+            f"{wheres[c]}: cutout {names[i]} is constant ({float(cube[i, c, 0, 0]):g} in every "
+            "pixel); "
             "this is not sky-noise-limited image data (empty or saturated?); remove it"
         )
     return cube.astype(np.float32, copy=False), flags
@@ -400,7 +465,7 @@ def _read_file(
             _check_pixel_scale(header, pixel_scale, where)
             stack.append(_to_rate(data, header, where, (zero_points or {}).get(b)))
     n = stack[0].shape[0]
-    stem = path.name.split(".")[0]
+    stem = _file_stem(path)
     ids = [stem] if n == 1 else [f"{stem}:{i}" for i in range(n)]
     cube, flags = _clean(
         np.stack(stack, axis=1), [_where(path, per_band[b][2]) for b in model_bands], ids
@@ -409,6 +474,30 @@ def _read_file(
     return Cutouts(
         cube, ids, nan.copy(), nan.copy(), nan.copy(), nan.copy(), flags, [str(path)] * n
     )
+
+
+def _file_stem(path: Path) -> str:
+    """The file name without its FITS suffix (``cut.1.fits.gz`` → ``cut.1``)."""
+    name = path.name
+    for suffix in sorted(_FITS_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _check_unique_ids(ids: Sequence[str], sources: Sequence[str]) -> None:
+    """Refuse repeated cutout ids, naming the files (or catalogue rows) that give them."""
+    first: dict[str, int] = {}
+    for i, cid in enumerate(ids):
+        if cid in first:
+            j = first[cid]
+            a, b = sources[j], sources[i]
+            where = f"{a} and {b}" if a != b else f"{a} (rows {j} and {i})"
+            raise InputError(
+                f"{where} both give the cutout id {cid!r}; ids must be unique in a run: rename "
+                "one file (or make the catalogue's id column unique)"
+            )
+        first[cid] = i
 
 
 def read_cutouts(
@@ -454,9 +543,11 @@ def read_cutouts(
         files = sorted(p for p in path.iterdir() if p.name.lower().endswith(_FITS_SUFFIXES))
         if not files:
             raise InputError(f"{path}: folder holds no FITS files ({', '.join(_FITS_SUFFIXES)})")
-        return Cutouts.concatenate(
+        cutouts = Cutouts.concatenate(
             [_read_file(f, model_bands, image_size, pixel_scale, bands, zero_points) for f in files]
         )
+        _check_unique_ids(cutouts.ids, cutouts.sources)
+        return cutouts
     return _read_file(path, model_bands, image_size, pixel_scale, bands, zero_points)
 
 
@@ -469,6 +560,34 @@ def _read_catalog(path: Path) -> Table:
         return Table.read(path)
     except Exception as err:  # noqa: BLE001 - astropy raises many kinds
         raise InputError(f"{path}: cannot read the catalogue ({err})") from err
+
+
+def _numeric_column(table: Table, name: str, catalog: Path, unit: str) -> np.ndarray:
+    """Column ``name`` as float64; refuse text that is not numbers, and missing values."""
+    column = table[name]
+    try:
+        values = np.asarray(column, dtype=float)
+    except (TypeError, ValueError):
+        sample = next((str(v) for v in column if not _is_number(v)), str(column[0]))
+        raise InputError(
+            f"catalogue {catalog}: column {name} must hold numbers ({unit}), found text such as "
+            f"{sample!r}; fix the column"
+        ) from None
+    if np.ma.is_masked(column) or not np.all(np.isfinite(values)):
+        row = int(np.flatnonzero(np.ma.getmaskarray(column) | ~np.isfinite(values))[0])
+        raise InputError(
+            f"catalogue {catalog}: column {name} has a missing or non-finite value in row {row}; "
+            "give every row a position"
+        )
+    return values
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def read_catalog_cutouts(
@@ -516,6 +635,10 @@ def read_catalog_cutouts(
 
     catalog = Path(catalog)
     table = _read_catalog(catalog)
+    if len(table) == 0:
+        raise InputError(
+            f"catalogue {catalog} has no rows; give at least one position (x/y or ra/dec)"
+        )
     cols = {c.lower(): c for c in table.colnames}
     if bands is not None and len(bands) != len(images):
         raise InputError(f"{len(images)} images but {len(bands)} bands given with --bands")
@@ -556,8 +679,8 @@ def read_catalog_cutouts(
         warnings.simplefilter("ignore", FITSFixedWarning)
         wcs = WCS(ref_header, naxis=2)
     if "x" in cols and "y" in cols:
-        x = np.asarray(table[cols["x"]], dtype=float)
-        y = np.asarray(table[cols["y"]], dtype=float)
+        x = _numeric_column(table, cols["x"], catalog, "0-based pixels")
+        y = _numeric_column(table, cols["y"], catalog, "0-based pixels")
         if wcs.has_celestial:
             sky = wcs.pixel_to_world(x, y)
             ra, dec = sky.ra.deg, sky.dec.deg
@@ -568,8 +691,8 @@ def read_catalog_cutouts(
             raise InputError(
                 f"{ref_where}: the catalogue gives RA/Dec but the image has no celestial WCS"
             )
-        ra = np.asarray(table[cols["ra"]], dtype=float)
-        dec = np.asarray(table[cols["dec"]], dtype=float)
+        ra = _numeric_column(table, cols["ra"], catalog, "degrees")
+        dec = _numeric_column(table, cols["dec"], catalog, "degrees")
         x, y = wcs.world_to_pixel(SkyCoord(ra, dec, unit="deg"))
         # round-off of the sky→pixel transform must not move a cutout by a whole pixel
         x, y = np.round(x, 6), np.round(y, 6)
@@ -582,6 +705,8 @@ def read_catalog_cutouts(
         if "id" in cols
         else [f"{catalog.stem}:{i}" for i in range(len(table))]
     )
+    sources = [str(catalog)] * len(table)
+    _check_unique_ids(ids, sources)
     cube = np.empty((len(table), len(model_bands), image_size, image_size))
     for i in range(len(table)):
         for c, b in enumerate(model_bands):
@@ -602,5 +727,5 @@ def read_catalog_cutouts(
         np.asarray(ra, float),
         np.asarray(dec, float),
         flags,
-        [str(catalog)] * len(table),
+        sources,
     )

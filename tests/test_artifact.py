@@ -92,8 +92,11 @@ def test_other_sbi_version_or_newer_format_is_refused(saved):
 
 def test_missing_or_corrupt_files(saved, tmp_path):
     _, model, path = saved
-    with pytest.raises(ModelError, match="lacks"):
+    with pytest.raises(ModelError, match="nowhere does not exist"):
         load_model(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="lacks card.json"):
+        load_model(tmp_path / "empty")
     (path / "weights.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(ModelError, match="corrupt"):
         load_model(path)
@@ -140,3 +143,21 @@ def test_model_directory_and_files_get_the_umask_permissions(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o755
     assert (path / "card.json").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+@pytest.mark.parametrize(
+    "card, message",
+    [
+        (42, "holds a JSON int, not an object"),
+        ("use-the-card-of-the-saved-model", "format_version 'one' is not an integer"),
+    ],
+    ids=["not-an-object", "text-format-version"],
+)
+def test_card_of_the_wrong_shape_is_refused(saved, card, message):
+    _, _, path = saved
+    if isinstance(card, str):
+        card = {**json.loads((path / "card.json").read_text()), "format_version": "one"}
+    (path / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=message) as err:
+        load_model(path)
+    assert "\n" not in str(err.value)

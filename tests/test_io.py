@@ -265,3 +265,25 @@ def test_catalogue_errors_name_the_catalogue(tmp_path):
         read_catalog_cutouts(
             [tmp_path / "f336w.fits"], tmp_path / "off.ecsv", BANDS[:1], image_size=SIZE
         )
+
+
+def test_ids_drop_only_the_fits_suffix_and_collisions_are_refused(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_cutouts_fits(folder / "cut.1.fits", _images(2), BANDS, pixel_scale=SCALE)
+    write_cutouts_fits(folder / "cut.2.fits", _images(1), BANDS, pixel_scale=SCALE)
+    assert read(folder).ids == ["cut.1:0", "cut.1:1", "cut.2"]
+    write_cutouts_fits(folder / "cut.2.fit", _images(1), BANDS, pixel_scale=SCALE)
+    with pytest.raises(InputError, match="cut.2.fit and .*cut.2.fits both give the cutout id"):
+        read(folder)
+
+
+def test_extname_and_filter_must_agree(tmp_path):
+    path = write_cutouts_fits(tmp_path / "c.fits", _images(1), BANDS, pixel_scale=SCALE)
+    with fits.open(path, mode="update") as hdul:
+        hdul[1].header["FILTER"] = "F814W"  # EXTNAME says WFC3_UVIS_F336W
+    with pytest.raises(InputError, match="EXTNAME says band WFC3_UVIS_F336W .* WFC3_UVIS_F814W"):
+        read(path)
+    with fits.open(path, mode="update") as hdul:
+        hdul[1].header["FILTER"] = "CLEAR1L"  # no filter named: EXTNAME decides
+    assert read(path).images.shape == (1, 3, SIZE, SIZE)
