@@ -8,12 +8,19 @@ Both run the same model (the shipped default if present, otherwise a freshly ini
 the ``cpu`` preset on the default instrument's cutout shape, 3 × 64 × 64: speed does not depend
 on the weights) on the same cutouts with S posterior draws each, in the same process, so the
 ratio is meaningful even on a noisy shared machine. It also records the peak resident memory of a
-large-N run with few draws, to show that working memory does not grow with N.
+large-N run with few draws, to show that working memory does not grow with N, and the peak
+resident memory of the whole ``sbicluster infer`` command at the default S = 1000 on N = 10,000
+mock cutouts from the simulator (``--infer-memory-n``; the draws stream to disk, so it should not
+grow with N). That run goes through a separate Python process, whose peak is read with
+``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``.
 
 Usage::
 
     python -m benchmarks.inference                 # CPU, N = 256, S = 1000
     python -m benchmarks.inference --device cuda --n 8192
+    python -m benchmarks.inference --infer-memory-n 0   # skip the infer memory run
+
+Goal of the memory run: peak RSS < 2.5 GB for 10,000 cutouts at S = 1000.
 
 Goals: ≥ 50 cutouts/s at S = 1000 on the 2-core CPU; ≥ 2,000 cutouts/s on one H100.
 """
@@ -21,9 +28,15 @@ Goals: ≥ 50 cutouts/s at S = 1000 on the 2-core CPU; ≥ 2,000 cutouts/s on on
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import resource
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -69,6 +82,65 @@ def _rate(fn, n: int, repeats: int) -> float:
     return best
 
 
+_PEAK_OF_CHILD = """
+import json, resource, subprocess, sys, time
+t0 = time.perf_counter()
+run = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+print(json.dumps({
+    "returncode": run.returncode,
+    "stderr": run.stderr[-2000:],
+    "seconds": time.perf_counter() - t0,
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+}))
+"""
+
+
+def _peak_rss_of(args: list[str]) -> dict:
+    """Run ``args`` in a child of a fresh Python; its peak RSS (MiB), seconds and exit code."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path.cwd()), *sys.path]))
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_OF_CHILD, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return json.loads(out.stdout)
+
+
+def infer_memory(n: int, *, num_samples: int = 1000, views: int = 8, device: str = "cpu") -> dict:
+    """Peak RSS of ``sbicluster infer`` (shipped model) on ``n`` simulated mock cutouts.
+
+    The cutouts come from ``sbicluster simulate`` (the default preset) in a temporary folder;
+    ``infer`` then runs with ``num_samples`` draws in its own process.
+    """
+    cmd = [sys.executable, "-m", "sbicluster.cli"]
+    with tempfile.TemporaryDirectory(prefix="sbicluster-bench-") as tmp:
+        mock = Path(tmp) / "mock"
+        sim = _peak_rss_of([*cmd, "simulate", "--n", str(n), "--seed", "4", "--out", str(mock)])
+        if sim["returncode"]:
+            raise RuntimeError(f"simulate failed: {sim['stderr']}")
+        args = ["--samples", str(num_samples), "--views", str(views), "--device", device]
+        run = _peak_rss_of(
+            [*cmd, "infer", str(mock / "cutouts.fits"), "--out", str(Path(tmp) / "out"), *args]
+        )
+        if run["returncode"]:
+            raise RuntimeError(f"infer failed: {run['stderr']}")
+        size = sum(p.stat().st_size for p in (Path(tmp) / "out").iterdir()) / 2**20
+    draws_mb = n * num_samples * 4 * 4 / 2**20
+    return {
+        "n": n,
+        "num_samples": num_samples,
+        "views": views,
+        "seconds": run["seconds"],
+        "peak_rss_mb": run["peak_rss_mb"],
+        "draws_float32_mb": draws_mb,
+        "output_mb": size,
+        "goal_peak_rss_mb": 2500 * 1e6 / 2**20,
+        "goal_met": run["peak_rss_mb"] * 2**20 < 2.5e9,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Command-line entry point; returns the results written to ``results/inference.json``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -84,6 +156,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument(
         "--memory-n", type=int, default=20_000, help="cutouts of the memory run (S = 10)"
+    )
+    parser.add_argument(
+        "--infer-memory-n",
+        type=int,
+        default=10_000,
+        help="mock cutouts of the `sbicluster infer` memory run at S = --num-samples (0: skip)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -139,6 +217,13 @@ def main(argv: list[str] | None = None) -> dict:
     low, high = model.prior.low().numpy(), model.prior.high().numpy()
     inside = bool(np.all((pred.samples >= low) & (pred.samples <= high)))
 
+    del pred
+    infer_run = (
+        infer_memory(args.infer_memory_n, num_samples=s, device=device)
+        if args.infer_memory_n
+        else None
+    )
+
     goal = 2000.0 if device.startswith("cuda") else 50.0
     results = {
         "environment": environment(device),
@@ -165,6 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
             "output_mb": out_mb,
             "all_draws_inside_prior": inside,
         },
+        "infer_memory_run": infer_run,
     }
     env = results["environment"]
     md = f"""# Inference speed
@@ -193,6 +279,15 @@ Memory: predict on N = {args.memory_n} cutouts (S = 10) took {t_mem:.1f} s; peak
 {rss0:.0f} → {rss1:.0f} MiB for {in_mb:.0f} MiB of input and {out_mb:.0f} MiB of output (chunks of
 {args.batch_size} cutouts; working memory does not grow with N). All draws inside the prior box:
 {inside}.
+"""
+    if infer_run is not None:
+        md += f"""
+Memory of the whole command: `sbicluster infer` on N = {infer_run["n"]} mock cutouts (from
+`sbicluster simulate`) with S = {infer_run["num_samples"]} draws and {infer_run["views"]} views,
+in its own process: peak RSS **{infer_run["peak_rss_mb"]:.0f} MiB** in {infer_run["seconds"]:.0f} s
+({infer_run["draws_float32_mb"]:.0f} MiB of float32 draws, streamed to
+{infer_run["output_mb"]:.0f} MiB of output files). Goal < 2.5 GB:
+**{"met" if infer_run["goal_met"] else "NOT met"}**.
 """
     write_results(NAME, results, md)
     return results

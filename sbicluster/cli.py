@@ -257,6 +257,7 @@ def _infer(args) -> None:
         overwrite=args.overwrite,
         save_samples=args.save_samples,
         progress=_progress(),
+        keep_samples=False,  # draws stream to disk; memory does not grow with N × S
     )
     print(f"{len(result.summary)} cutouts → {args.out}/summary.ecsv, {args.out}/posterior.nc")
 

@@ -99,15 +99,25 @@ def simulate_to_fits(
     -------
     tuple of Path
         ``cutouts.fits`` and ``truth.ecsv``.
+
+    Raises
+    ------
+    InputError
+        Bad ``n`` or ``cluster_fraction``; ``out_dir`` is a file, lies under a file or cannot
+        be written (checked before simulating).
+    OutputExistsError
+        An output exists and ``overwrite`` is false.
     """
     from simulators.base import simulate_in_chunks
     from simulators.registry import simulator_for_preset
+
+    from .files import check_writable_dir
 
     if n < 1:
         raise InputError(f"--n must be a positive number of cutouts, got {n}")
     if not 0.0 <= cluster_fraction <= 1.0:
         raise InputError(f"--cluster-fraction must lie in [0, 1], got {cluster_fraction}")
-    out_dir = Path(out_dir)
+    out_dir = check_writable_dir(out_dir)  # a file or read-only --out fails before any work
     fits_path, truth_path = out_dir / "cutouts.fits", out_dir / "truth.ecsv"
     check_outputs([fits_path, truth_path], overwrite)
     if simulator is None:

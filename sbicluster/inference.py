@@ -3,7 +3,9 @@
 This module owns :func:`predict`, the fast path used by the command line and the diagnostics: each
 cutout is embedded once, then ``S`` draws are pushed through the flow for a chunk of cutouts at a
 time, so memory is bounded by ``batch_size × S`` draws whatever ``N`` is (results are written into
-preallocated numpy arrays). It must not read files or train.
+preallocated numpy arrays, or handed chunk by chunk to a ``sink`` such as
+:class:`sbicluster.outputs.DrawWriter`, so that the N × S draws need never be in memory at once).
+It must not read files or train.
 
 Compared with sbi's stock ``DirectPosterior.sample_batched`` on the same model, :func:`predict`
 skips the rejection loop (the flow's support is the prior box by construction, see
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +34,7 @@ from .errors import InputError
 from .model import ClusterModel
 
 __all__ = [
+    "FLOW_ROWS",
     "SYMMETRY_VIEWS",
     "Prediction",
     "check_batch_size",
@@ -49,6 +53,14 @@ SYMMETRY_VIEWS = (1, 2, 4, 8)
 
 logger = logging.getLogger(__name__)
 
+FLOW_ROWS = 1 << 16
+"""Draws pushed through the flow per call in :func:`predict` (working memory ~100 MB; the
+draws themselves do not depend on it)."""
+
+SAMPLE_ROWS = 1 << 18
+"""Draws generated per sub-chunk of cutouts in :func:`predict`: ``max(1, SAMPLE_ROWS // S)``
+cutouts at a time. Changing it changes the draws for a given seed."""
+
 
 @dataclass
 class Prediction:
@@ -56,16 +68,16 @@ class Prediction:
 
     Attributes
     ----------
-    samples : numpy.ndarray
+    samples : numpy.ndarray or None
         float32 (N, S, D) posterior draws of θ = (log age, log mass, log r_h, A_V), prior units
-        (D = ``model.prior.dim``).
+        (D = ``model.prior.dim``); ``None`` when :func:`predict` handed them to a ``sink``.
     p_cluster : numpy.ndarray
         float32 (N,) probability that the cutout holds a cluster.
     visibility : numpy.ndarray
         float32 (N,) predicted visibility (signal-to-noise measure, ≥ 0).
     """
 
-    samples: np.ndarray
+    samples: np.ndarray | None
     p_cluster: np.ndarray
     visibility: np.ndarray
 
@@ -255,6 +267,7 @@ def predict(
     batch_size: int = 256,
     views: int = 8,
     progress: bool = True,
+    sink: Callable[[int, np.ndarray], None] | None = None,
 ) -> Prediction:
     """Posterior samples, P(cluster) and visibility for a stack of cutouts.
 
@@ -269,14 +282,19 @@ def predict(
     generator : torch.Generator, optional
         Source of randomness on the model's device; the same seed gives the same draws.
     batch_size : int
-        Cutouts embedded per chunk. Draws are generated for at most
-        ``max(1, 65536 // S)``-ish cutouts at a time, bounding memory.
+        Cutouts embedded per chunk. Draws are generated for at most ``max(1, 2**18 // S)``
+        cutouts at a time and pushed through the flow :data:`FLOW_ROWS` draws at a time,
+        bounding memory.
     views : int
         Symmetric views (:func:`symmetric_views`: 1, 2, 4 or 8) over which the classifier's logit
         and the predicted log(1 + visibility) are averaged. Each extra view costs one more pass
         of the embedding network; the posterior draws always come from the cutout as given.
     progress : bool
         Show a progress bar (only on a terminal).
+    sink : callable, optional
+        Called as ``sink(start, draws)`` with the float32 (n, S, D) draws of cutouts ``start`` …
+        ``start + n − 1``, in order, instead of collecting all draws: the returned
+        ``samples`` is then ``None`` and memory does not grow with N × S.
 
     Returns
     -------
@@ -298,11 +316,13 @@ def predict(
     model.eval()
     device = model.device
     n = images.shape[0]
-    samples = np.empty((n, num_samples, model.prior.dim), dtype=np.float32)
+    samples = None if sink else np.empty((n, num_samples, model.prior.dim), dtype=np.float32)
     p_cluster = np.empty(n, dtype=np.float32)
     visibility = np.empty(n, dtype=np.float32)
-    # draws per flow call bounded to ~2**18 rows
-    sample_chunk = max(1, min(batch_size, (1 << 18) // num_samples))
+    # draws generated per sub-chunk bounded to ~2**18 rows, pushed through the flow in smaller parts
+    sample_chunk = max(1, min(batch_size, SAMPLE_ROWS // num_samples))
+    # stand-in models of the tests and diagnostics take no max_rows
+    flow_rows = {"max_rows": FLOW_ROWS} if isinstance(model, ClusterModel) else {}
     bar = tqdm(
         total=n, desc="inference", unit="cutout", disable=not (progress and sys.stderr.isatty())
     )
@@ -316,8 +336,15 @@ def predict(
         visibility[start:stop] = torch.expm1(log_vis).clamp(min=0.0).cpu().numpy()
         for s0 in range(0, stop - start, sample_chunk):
             s1 = min(stop - start, s0 + sample_chunk)
-            draws = model.sample_from_features(features[s0:s1], num_samples, generator)  # (S, b, D)
-            samples[start + s0 : start + s1] = draws.transpose(0, 1).cpu().numpy()
+            draws = model.sample_from_features(
+                features[s0:s1], num_samples, generator, **flow_rows
+            )  # (S, b, D)
+            draws = draws.transpose(0, 1).cpu().numpy()
+            if sink is None:
+                samples[start + s0 : start + s1] = draws
+            else:
+                sink(start + s0, np.ascontiguousarray(draws, dtype=np.float32))
+            del draws
         bar.update(stop - start)
     bar.close()
     return Prediction(samples, p_cluster, visibility)

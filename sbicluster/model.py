@@ -431,7 +431,12 @@ class ClusterModel(nn.Module):
         return self.flow(features.float()).log_prob(theta)
 
     def sample_from_features(
-        self, features: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
+        self,
+        features: torch.Tensor,
+        num_samples: int,
+        generator: torch.Generator | None = None,
+        *,
+        max_rows: int | None = None,
     ) -> torch.Tensor:
         """Posterior draws for embedded cutouts.
 
@@ -443,6 +448,10 @@ class ClusterModel(nn.Module):
             Draws per cutout, S.
         generator : torch.Generator, optional
             Source of the base-distribution noise (on the model's device).
+        max_rows : int, optional
+            Push at most this many of the S × B draws through the flow at once (bounds the
+            flow's working memory, ~1.5 kB per row for the default flow). The noise is drawn as
+            one (S, B, D) tensor first, so the draws do not depend on ``max_rows``.
 
         Returns
         -------
@@ -455,8 +464,14 @@ class ClusterModel(nn.Module):
             (num_samples, features.shape[0], self.prior.dim), generator=generator, device=gdev
         ).to(features.device)
         if self.architecture["flow"]["type"] == "coupling_nsf":
-            return self._coupling_inverse(z, features)
-        return self.flow(features).transform.inv(z)
+            inverse = self._coupling_inverse
+        else:
+            transform = self.flow(features).transform
+            inverse = lambda z_, _features: transform.inv(z_)  # noqa: E731
+        step = num_samples if max_rows is None else max(1, max_rows // max(1, features.shape[0]))
+        if step >= num_samples:
+            return inverse(z, features)
+        return torch.cat([inverse(z[i : i + step], features) for i in range(0, num_samples, step)])
 
     def _coupling_inverse(self, z: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Inverse of the coupling flow for (S, B, D) base draws, with the context term of every

@@ -1,8 +1,12 @@
 """Writing results: summary tables, posterior InferenceData, sample files and mock cutouts.
 
 This module owns the on-disk formats sbicluster produces. Every file is written through
-:func:`sbicluster.files.atomic_path`, so an interrupted run never leaves a half-written file in
-place of a good one. Parameter names, units, labels and positions come from the prior
+:func:`sbicluster.files.atomic_path` (or into the temporary folder of
+:func:`sbicluster.files.atomic_folder`), so an interrupted run never leaves a half-written file in
+place of a good one. :class:`DrawWriter` streams posterior draws, a chunk of cutouts at a time,
+into ``posterior.nc`` and ``samples.npz`` and keeps only their per-cutout summaries, so writing
+N cutouts never holds all N × S draws in memory; the files are the same as those written from an
+in-memory array by :func:`write_inference_data` and :func:`write_samples`. Parameter names, units, labels and positions come from the prior
 (:class:`simulators.priors.ClusterPrior`); none are repeated here. It must not read user images
 or run a model.
 """
@@ -25,6 +29,8 @@ from .files import atomic_path
 from .io import FLAG_DESCRIPTIONS, FLAG_PRIOR_EDGE
 
 __all__ = [
+    "DrawWriter",
+    "posterior_stats",
     "summary_table",
     "write_table",
     "inference_data",
@@ -80,8 +86,34 @@ def _hdi(samples: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:
     return sorted_[rows, start], sorted_[rows, start + k]
 
 
+_STATS_VALUES = 1 << 22
+"""Draws summarised per call inside :func:`summary_table` (bounds its sorting copies to ~64 MB)."""
+
+
+def posterior_stats(samples: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-cutout percentiles and HDI of (n, S, D) draws; rows are independent.
+
+    Returns
+    -------
+    dict
+        ``pct`` (3, n, D): 16th, 50th, 84th percentiles; ``hdi_lo``, ``hdi_hi`` (n, D): the
+        :data:`HDI_PROB` highest-density interval. Same units as ``samples``.
+    """
+    pct = np.percentile(samples, [16, 50, 84], axis=1)
+    lo, hi = zip(*(_hdi(samples[:, :, j], HDI_PROB) for j in range(samples.shape[2])), strict=True)
+    return {"pct": pct, "hdi_lo": np.stack(lo, axis=1), "hdi_hi": np.stack(hi, axis=1)}
+
+
+def _concat_stats(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {
+        "pct": np.concatenate([p["pct"] for p in parts], axis=1),
+        "hdi_lo": np.concatenate([p["hdi_lo"] for p in parts], axis=0),
+        "hdi_hi": np.concatenate([p["hdi_hi"] for p in parts], axis=0),
+    }
+
+
 def summary_table(
-    samples: np.ndarray,
+    samples: np.ndarray | None,
     prior: ClusterPrior,
     *,
     ids: Sequence[str],
@@ -93,13 +125,15 @@ def summary_table(
     ra: np.ndarray | None = None,
     dec: np.ndarray | None = None,
     meta: dict | None = None,
+    stats: dict[str, np.ndarray] | None = None,
 ) -> Table:
     """One row per cutout: identity, P(cluster), visibility and posterior summaries.
 
     Parameters
     ----------
-    samples : numpy.ndarray
-        (N, S, D) posterior draws in prior units, D = ``prior.dim``.
+    samples : numpy.ndarray or None
+        (N, S, D) posterior draws in prior units, D = ``prior.dim``; ``None`` when ``stats``
+        are given.
     prior : ClusterPrior
         Gives parameter names, units (:attr:`ClusterPrior.astropy_units`) and bounds.
     ids : sequence of str
@@ -112,6 +146,9 @@ def summary_table(
         (N,) positions: pixels (0-based) and degrees.
     meta : dict, optional
         Extra table metadata (e.g. model name).
+    stats : dict, optional
+        :func:`posterior_stats` of the draws, already computed (e.g. by :class:`DrawWriter`
+        while streaming them to disk).
 
     Returns
     -------
@@ -125,8 +162,14 @@ def summary_table(
     InputError
         ``samples`` is not (N, S, ``prior.dim``).
     """
-    _check_samples(samples, prior)
-    n = samples.shape[0]
+    if stats is None:
+        _check_samples(samples, prior)
+        step = max(1, _STATS_VALUES // max(1, samples.shape[1] * samples.shape[2]))
+        stats = _concat_stats(
+            [posterior_stats(samples[i : i + step]) for i in range(0, len(samples), step)]
+        )
+    pct = stats["pct"]  # (3, N, D)
+    n = pct.shape[1]
     nan = np.full(n, np.nan)
     table = Table()
     table["id"] = np.asarray(ids, dtype=str)
@@ -139,7 +182,6 @@ def summary_table(
         table[name] = (nan if values is None else np.asarray(values, float)) * unit
     table["p_cluster"] = np.asarray(p_cluster, dtype=float)
     table["visibility"] = np.asarray(visibility, dtype=float)
-    pct = np.percentile(samples, [16, 50, 84], axis=1)  # (3, N, D)
     low, high = prior.low().numpy(), prior.high().numpy()
     margin = PRIOR_EDGE_FRACTION * (high - low)
     at_edge = ((pct[1] < low + margin) | (pct[1] > high - margin)).any(axis=1)
@@ -150,7 +192,7 @@ def summary_table(
         f"{k} = {v}" for k, v in FLAG_DESCRIPTIONS.items()
     )
     for j, (name, unit) in enumerate(zip(prior.names, prior.astropy_units, strict=True)):
-        lo, hi = _hdi(samples[:, :, j], HDI_PROB)
+        lo, hi = stats["hdi_lo"][:, j], stats["hdi_hi"][:, j]
         table[f"{name}_median"] = pct[1, :, j] * unit
         table[f"{name}_p16"] = pct[0, :, j] * unit
         table[f"{name}_p84"] = pct[2, :, j] * unit
@@ -216,13 +258,7 @@ def inference_data(
         coords={"cutout": np.asarray(ids, dtype=str)},
         dims={name: ["cutout"] for name in prior.names},
     )
-    idata.posterior.attrs.update(
-        {
-            "model_card": json.dumps(card or {}),
-            "prior": json.dumps(prior.to_dict()),
-            "created_by": "sbicluster",
-        }
-    )
+    idata.posterior.attrs.update(_posterior_attrs(prior, card))
     for p in prior.parameters:
         idata.posterior[p.name].attrs.update(
             {"unit": p.unit, "label": p.label, "description": p.description}
@@ -236,6 +272,144 @@ def write_inference_data(idata, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         idata.to_netcdf(str(tmp), engine="h5netcdf")
     return path
+
+
+def _posterior_attrs(prior: ClusterPrior, card: dict | None) -> dict:
+    return {
+        "model_card": json.dumps(card or {}),
+        "prior": json.dumps(prior.to_dict()),
+        "created_by": "sbicluster",
+    }
+
+
+class DrawWriter:
+    """Stream posterior draws, a chunk of cutouts at a time, into ``posterior.nc`` (and ``samples.npz``).
+
+    Only the per-cutout summaries (:func:`posterior_stats`) stay in memory, so the memory of
+    writing N cutouts does not grow with N × S. ``posterior.nc`` gets the layout
+    :func:`inference_data` + :func:`write_inference_data` give (read back by
+    :func:`arviz.from_netcdf` with the same group, dims, coordinates, attributes and values);
+    ``samples.npz`` holds the arrays of :func:`write_samples`. The files are written in place:
+    give paths inside a temporary folder (:func:`sbicluster.files.atomic_folder`).
+
+    Parameters
+    ----------
+    prior : ClusterPrior
+        Parameter names, units and labels.
+    ids : sequence of str
+        Cutout identifiers, N of them.
+    num_samples : int
+        Draws per cutout, S.
+    posterior_path : str or Path
+        Where to write the NetCDF file.
+    samples_path : str or Path, optional
+        Where to write the ``.npz`` file (none when omitted).
+    card : dict, optional
+        Model card, stored as JSON in the posterior group's attributes.
+
+    Examples
+    --------
+    >>> with DrawWriter(prior, ids, 1000, "out/posterior.nc") as writer:  # doctest: +SKIP
+    ...     writer.write(0, draws)  # (n, S, D) float32 for cutouts 0 .. n - 1
+    >>> writer.stats  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        prior: ClusterPrior,
+        ids: Sequence[str],
+        num_samples: int,
+        posterior_path: str | Path,
+        *,
+        samples_path: str | Path | None = None,
+        card: dict | None = None,
+    ):
+        import arviz as az
+        import h5netcdf
+        import h5py
+
+        self.prior, self.num_samples = prior, int(num_samples)
+        self.ids = np.asarray(ids, dtype=str)
+        n, s = len(self.ids), self.num_samples
+        self._parts: list[dict[str, np.ndarray]] = []
+        self._next = 0
+        self._nc = h5netcdf.File(str(posterior_path), "w")
+        group = self._nc.create_group("posterior")
+        group.dimensions = {"chain": 1, "draw": s, "cutout": n}
+        # the attributes and coordinates arviz.from_dict + to_netcdf give
+        for key, value in {**az.data.base.make_attrs(), **_posterior_attrs(prior, card)}.items():
+            group.attrs[key] = value
+        group.create_variable("chain", ("chain",), data=np.arange(1, dtype=np.int64))
+        group.create_variable("draw", ("draw",), data=np.arange(s, dtype=np.int64))
+        group.create_variable(
+            "cutout", ("cutout",), data=self.ids.astype(object), dtype=h5py.string_dtype()
+        )
+        chunks = (1, max(1, min(s, 128)), max(1, min(n, 256)))
+        self._vars = []
+        for p in prior.parameters:
+            var = group.create_variable(
+                p.name,
+                ("chain", "draw", "cutout"),
+                dtype=np.float32,
+                fillvalue=np.float32(np.nan),
+                chunks=chunks,
+                compression="gzip",
+            )
+            var.attrs.update({"unit": p.unit, "label": p.label, "description": p.description})
+            self._vars.append(var)
+        self._zip = self._npy = None
+        if samples_path is not None:
+            import zipfile
+
+            self._zip = zipfile.ZipFile(samples_path, "w", compression=zipfile.ZIP_DEFLATED)
+            for key, value in (("ids", self.ids), ("names", np.asarray(prior.names, str))):
+                with self._zip.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, value, allow_pickle=False)
+            self._npy = self._zip.open("samples.npy", "w", force_zip64=True)
+            header = {"descr": "<f4", "fortran_order": False, "shape": (n, s, prior.dim)}
+            np.lib.format.write_array_header_2_0(self._npy, header)
+
+    def write(self, start: int, draws: np.ndarray) -> None:
+        """Write the (n, S, D) draws of cutouts ``start`` … ``start + n − 1`` (in order)."""
+        _check_samples(draws, self.prior)
+        if start != self._next or draws.shape[1] != self.num_samples:
+            raise ValueError(
+                f"expected draws of cutout {self._next} with S = {self.num_samples}, got cutout "
+                f"{start} with S = {draws.shape[1]}"
+            )
+        draws = np.asarray(draws, dtype=np.float32)
+        stop = start + len(draws)
+        for j, var in enumerate(self._vars):
+            var[0, :, start:stop] = draws[:, :, j].T
+        if self._npy is not None:
+            self._npy.write(np.ascontiguousarray(draws, dtype="<f4").tobytes())
+        self._parts.append(posterior_stats(draws))
+        self._next = stop
+
+    @property
+    def stats(self) -> dict[str, np.ndarray]:
+        """:func:`posterior_stats` of all draws written so far (for :func:`summary_table`)."""
+        return _concat_stats(self._parts)
+
+    def close(self) -> None:
+        """Finish the files (they are complete only once every cutout has been written)."""
+        if self._npy is not None:
+            self._npy.close()
+            self._npy = None
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+        if self._nc is not None:
+            self._nc.close()
+            self._nc = None
+
+    def __enter__(self) -> DrawWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+        if exc[0] is None and self._next != len(self.ids):
+            raise ValueError(f"draws of {self._next} of {len(self.ids)} cutouts were written")
 
 
 def write_samples(

@@ -54,7 +54,9 @@ __all__ = [
     "FLUX_BOUND_FACTOR",
     "NEGATIVE_MEDIAN_SIGMA",
     "PixelRange",
+    "blank_draws_out_of_range",
     "blank_out_of_range",
+    "out_of_range_rows",
     "check_pixel_range",
     "out_of_range",
     "pixel_range",
@@ -230,18 +232,53 @@ def check_pixel_range(cutouts: Cutouts, card: dict) -> Cutouts:
     )
 
 
+def out_of_range_rows(flags: np.ndarray) -> np.ndarray:
+    """(N,) bool: the cutouts whose ``flags`` carry :data:`~sbicluster.io.FLAG_OUT_OF_RANGE`."""
+    return (np.asarray(flags) & FLAG_OUT_OF_RANGE) != 0
+
+
 def blank_out_of_range(prediction, flags: np.ndarray) -> None:
-    """Set P(cluster), visibility and draws of out-of-range cutouts to NaN, in place.
+    """Set P(cluster), visibility and any kept draws of out-of-range cutouts to NaN, in place.
 
     Parameters
     ----------
     prediction : sbicluster.inference.Prediction
-        Output of :func:`sbicluster.inference.predict` for the cutouts.
+        Output of :func:`sbicluster.inference.predict` for the cutouts (its ``samples`` may be
+        ``None`` when the draws were streamed; see :func:`blank_draws_out_of_range`).
     flags : numpy.ndarray
         (N,) flags of the cutouts (:attr:`Cutouts.flags`).
     """
-    bad = (np.asarray(flags) & FLAG_OUT_OF_RANGE) != 0
+    bad = out_of_range_rows(flags)
     if bad.any():
         prediction.p_cluster[bad] = np.nan
         prediction.visibility[bad] = np.nan
-        prediction.samples[bad] = np.nan
+        if prediction.samples is not None:
+            prediction.samples[bad] = np.nan
+
+
+def blank_draws_out_of_range(sink, flags: np.ndarray):
+    """Wrap a draw sink of :func:`sbicluster.inference.predict` so that the draws of
+    out-of-range cutouts reach it as NaN.
+
+    Parameters
+    ----------
+    sink : callable
+        ``sink(start, draws)`` with ``draws`` (n, S, D) for cutouts ``start .. start + n``.
+    flags : numpy.ndarray
+        (N,) flags of all the cutouts.
+
+    Returns
+    -------
+    callable
+        The wrapped sink.
+    """
+    bad = out_of_range_rows(flags)
+
+    def blanked(start: int, draws: np.ndarray) -> None:
+        rows = bad[start : start + len(draws)]
+        if rows.any():
+            draws = draws.copy()
+            draws[rows] = np.nan
+        sink(start, draws)
+
+    return blanked

@@ -78,8 +78,10 @@ def test_write_is_refused_without_overwrite_and_leaves_old_files(
     with pytest.raises(OutputExistsError, match="--overwrite"):
         sbicluster.infer(path, model=toy_model_dir, num_samples=50, seed=1, out=out, progress=False)
     assert (out / "summary.ecsv").read_bytes() == before
-    result.write(out, overwrite=True)
+    result.write(out, overwrite=True, save_samples=True)
     np.testing.assert_allclose(np.load(out / "samples.npz")["samples"], result.samples, rtol=1e-6)
+    result.write(out, overwrite=True)  # one run's files: the earlier samples.npz goes
+    assert sorted(p.name for p in out.iterdir()) == ["posterior.nc", "summary.ecsv"]
 
 
 def test_masked_pixels_are_filled_and_flagged_through_the_api(toy_model_dir, toy_cutouts, tmp_path):
