@@ -137,6 +137,11 @@ def test_some_out_of_range_cutouts_are_flagged_with_no_answer(
         values = np.asarray(table[column], float)
         assert np.isnan(values[bad]).all() and np.isfinite(values[~bad]).all(), column
     assert "out_of_range" in table["flag"].description
+    import arviz as az
+
+    draws = az.from_netcdf(out / "posterior.nc").posterior["log_age"]
+    draws = draws.transpose("cutout", ...).values  # (cutout, chain, draw)
+    assert np.isnan(draws[bad]).all() and np.isfinite(draws[~bad]).all()
 
 
 @pytest.mark.parametrize(
