@@ -214,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _simulate(args) -> None:
     from .demo import simulate_to_fits
+    from .files import check_writable_dir
 
+    check_writable_dir(args.out)  # before loading a model or building a simulator
     simulator = None
     if args.model is not None:
         from simulators.registry import simulator_from_card

@@ -203,6 +203,8 @@ def test_item8_bad_out_is_refused_before_reading_models_or_data(
         _one_line_error(run.returncode, run.stderr, "--out", "is a file, not a folder")
         code, err = _run_main(capsys, "simulate", "--preset", "toy", "--n", 3, "--out", out)
         _one_line_error(code, err, "--out", "is a file, not a folder")
+        code, err = _run_main(capsys, "simulate", "--model", missing_model, "--out", out)
+        _one_line_error(code, err, "--out", "is a file, not a folder")  # before the model
     assert note.read_text() == "not a folder"
 
     # a read-only folder (root ignores permissions, so os.access is patched)
