@@ -347,7 +347,7 @@ def _clean(
             for c in range(cube.shape[1]):
                 mask = ~finite[i, c]
                 if mask.any():
-                    cube[i, c][mask] = np.median(cube[i, c][~mask])
+                    cube[i, c][mask] = np.median(cube[i, c][~mask].astype(np.float64))
         flags[bad] |= FLAG_MASKED
     spread = cube.max(axis=(2, 3)) - cube.min(axis=(2, 3))
     if np.any(spread == 0):
@@ -395,7 +395,7 @@ def _read_file(
         if len(indices) == 1 and hdul[indices[0]].data.ndim == 4:
             k = indices[0]
             header = hdul[k].header
-            cube = np.asarray(hdul[k].data, dtype=np.float64)
+            cube = hdul[k].data  # converted band by band below, to bound memory
             names = bands or [header.get(f"BAND{c + 1}") for c in range(cube.shape[1])]
             if any(n is None for n in names):
                 raise InputError(
@@ -434,7 +434,7 @@ def _read_file(
                     raise InputError(
                         f"{_where(path, k)}: band {name} appears twice (also in HDU {per_band[name][2]})"
                     )
-                data = np.asarray(hdul[k].data, dtype=np.float64)
+                data = hdul[k].data  # converted below, one band at a time
                 per_band[name] = (data[None] if data.ndim == 2 else data, header, k)
         unknown = [n for n in per_band if n not in model_bands]
         if unknown:
@@ -449,7 +449,6 @@ def _read_file(
         shapes = {b: per_band[b][0].shape for b in model_bands}
         if len(set(shapes.values())) != 1:
             raise InputError(f"{path}: the bands' image shapes differ: {shapes}")
-        stack = []
         for b in model_bands:
             data, header, k = per_band[b]
             where = _where(path, k)
@@ -463,13 +462,22 @@ def _read_file(
                     f"{image_size}x{image_size}; cut them to that size (or give a large image and a catalogue)"
                 )
             _check_pixel_scale(header, pixel_scale, where)
-            stack.append(_to_rate(data, header, where, (zero_points or {}).get(b)))
-    n = stack[0].shape[0]
+        # e-/s computed in float64 one band at a time and stored as float32, the images' dtype
+        # from here on: memory holds the float32 cube plus one band in float64, not the file
+        # in float64 several times over
+        n = per_band[model_bands[0]][0].shape[0]
+        rates = np.empty((n, len(model_bands), image_size, image_size), dtype=np.float32)
+        for c, b in enumerate(model_bands):
+            data, header, k = per_band[b]
+            rates[:, c] = _to_rate(
+                np.asarray(data, dtype=np.float64),
+                header,
+                _where(path, k),
+                (zero_points or {}).get(b),
+            )
     stem = _file_stem(path)
     ids = [stem] if n == 1 else [f"{stem}:{i}" for i in range(n)]
-    cube, flags = _clean(
-        np.stack(stack, axis=1), [_where(path, per_band[b][2]) for b in model_bands], ids
-    )
+    cube, flags = _clean(rates, [_where(path, per_band[b][2]) for b in model_bands], ids)
     nan = np.full(n, np.nan)
     return Cutouts(
         cube, ids, nan.copy(), nan.copy(), nan.copy(), nan.copy(), flags, [str(path)] * n

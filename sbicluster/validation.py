@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 
 NEGATIVE_MEDIAN_SIGMA = 0.5
 """A cutout whose band-averaged median pixel is below −this × the training noise is 'mostly negative'."""
+VALIDATION_CHUNK = 1024
+"""Cutouts whose statistics are computed at once (bounds the float64 working copy)."""
+
 FLUX_BOUND_FACTOR = 100.0
 """Total flux per band above this many times the brightest cluster of the prior is out of range."""
 BRIGHTEST_MAG_PER_SOLAR_MASS = -3.0
@@ -160,9 +163,13 @@ def out_of_range(images: np.ndarray, card: dict) -> tuple[np.ndarray, np.ndarray
         float64 (N,): the band-averaged median pixel in noise units.
     """
     limits = pixel_range(card)
-    x = np.asarray(images, dtype=np.float64)
-    median_sigma = (np.median(x, axis=(2, 3)) / limits.noise).mean(axis=1)
-    total = x.sum(axis=(2, 3))
+    n = len(images)
+    medians, total = np.empty((n, len(limits.noise))), np.empty((n, len(limits.noise)))
+    for start in range(0, n, VALIDATION_CHUNK):  # float64 copies of one chunk at a time
+        x = np.asarray(images[start : start + VALIDATION_CHUNK], dtype=np.float64)
+        medians[start : start + len(x)] = np.median(x, axis=(2, 3))
+        total[start : start + len(x)] = x.sum(axis=(2, 3))
+    median_sigma = (medians / limits.noise).mean(axis=1)
     negative = median_sigma < -NEGATIVE_MEDIAN_SIGMA
     too_bright = (total > limits.max_flux).any(axis=1)
     return negative, too_bright, median_sigma
