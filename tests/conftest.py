@@ -12,7 +12,7 @@ import torch
 from sbicluster.outputs import write_cutouts_fits
 from simulators.toy import LinearGaussianToy
 
-__all__ = ["toy_model_dir", "toy_cutouts", "cli"]
+__all__ = ["toy_model_dir", "toy_cutouts", "cli", "run_main", "assert_one_line_error"]
 
 TOY_CLUSTERS = 6
 
@@ -70,3 +70,30 @@ def cli(*args, timeout: float = 300):
         text=True,
         timeout=timeout,
     )
+
+
+class CommandRun:
+    """Exit code and captured output of one command, as :func:`cli` returns them."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_main(capsys, *args) -> CommandRun:
+    """``sbicluster ARGS`` in this process (faster than a new Python); output captured like
+    a subprocess's."""
+    from sbicluster.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return CommandRun(code, captured.out, captured.err)
+
+
+def assert_one_line_error(run, *fragments) -> None:
+    """``run`` exited 2 with exactly one ``sbicluster: error:`` line containing ``fragments``."""
+    assert run.returncode == 2, (run.returncode, run.stderr)
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sbicluster: error:"), run.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sbicluster.cli import main
 from sbicluster.training import TrainingConfig, train
 from sbicluster.training.checkpoint import read_checkpoint_meta
 from simulators.toy import LinearGaussianToy
+from tests.conftest import assert_one_line_error as _one_line_error
+from tests.conftest import run_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,27 +33,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-class _Run:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-def run_main(capsys, *args):
-    """``sbicluster ARGS`` in this process (faster than a new Python for refusals)."""
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return _Run(code, captured.out, captured.err)
-
-
-def _one_line_error(run, *fragments):
-    assert run.returncode == 2, (run.returncode, run.stderr)
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("sbicluster: error:"), run.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 def _hashes(folder: Path) -> dict[str, str]:

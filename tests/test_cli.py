@@ -9,31 +9,9 @@ from astropy.table import Table
 
 import sbicluster
 import sbicluster.io
-from sbicluster.cli import build_parser, main
-from tests.conftest import cli
-
-
-class _Run:
-    """What a subprocess run returns, for :func:`main` called in this process (faster than a new Python)."""
-
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-def run_main(capsys, *args):
-    """``sbicluster ARGS`` in this process; stderr/stdout captured like a subprocess's."""
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return _Run(code, captured.out, captured.err)
-
-
-def _one_line_error(run, *fragments):
-    assert run.returncode == 2, run.stderr
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("sbicluster: error:"), run.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
+from sbicluster.cli import build_parser
+from tests.conftest import assert_one_line_error as _one_line_error
+from tests.conftest import cli, run_main
 
 
 def test_parser_defaults_follow_the_documented_interface():
