@@ -1,4 +1,4 @@
-"""The ``sbicluster`` command line: simulate, train, infer, corner, diagnose, demo.
+"""The ``sbicluster`` command line: simulate, train, infer, corner, diagnose, demo, population.
 
 Each subcommand is a thin layer over the Python API; this module owns argument parsing, the
 mapping of errors to one-line messages and exit codes, and logging set-up. It holds no science
@@ -194,6 +194,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="report folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
 
+    p = sub.add_parser(
+        "population",
+        help="hyper-parameters of the cluster population (mass function, ages, A_V) with NUTS",
+    )
+    p.add_argument("results", type=Path, help="folder written by `sbicluster infer`")
+    p.add_argument("--out", required=True, type=Path, help="report folder")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="least P(cluster) of a catalogue member (default: 0.5)",
+    )
+    p.add_argument(
+        "--visibility-cut",
+        type=float,
+        default=0.0,
+        help="least visibility (S/N measure) of a catalogue member (default: 0, no cut)",
+    )
+    p.add_argument(
+        "--mass-function",
+        choices=("powerlaw", "schechter"),
+        default="powerlaw",
+        help="dN/dM ∝ M^β, or × exp(−M/M_c) (default: powerlaw)",
+    )
+    p.add_argument(
+        "--selection",
+        default="auto",
+        help="auto (shipped function for these cuts, else estimated by simulation), none "
+        "(ignore selection) or a selection.json (default: auto)",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="model folder used to estimate a selection function (default: the shipped model)",
+    )
+    p.add_argument(
+        "--selection-sims",
+        type=int,
+        default=4000,
+        help="simulated clusters when a selection function is estimated (default: 4000)",
+    )
+    p.add_argument("--samples", type=int, default=500, help="NUTS draws per chain (default: 500)")
+    p.add_argument("--warmup", type=int, default=300, help="NUTS warm-up steps (default: 300)")
+    p.add_argument("--chains", type=int, default=2, help="NUTS chains (default: 2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+
     p = sub.add_parser("demo", help="the whole workflow on a mock field with the shipped model")
     p.add_argument(
         "--model", type=Path, help="model directory (default: the shipped default model)"
@@ -372,6 +419,29 @@ def _demo(args) -> None:
     print(report)
 
 
+def _population(args) -> None:
+    from .population.fit import NutsConfig
+    from .population.report import run_population
+
+    metrics = run_population(
+        args.results,
+        args.out,
+        threshold=args.threshold,
+        visibility_cut=args.visibility_cut,
+        mass_function=args.mass_function,
+        selection=args.selection,
+        model=args.model,
+        selection_sims=args.selection_sims,
+        nuts=NutsConfig(
+            num_samples=args.samples, warmup=args.warmup, chains=args.chains, seed=args.seed
+        ),
+        overwrite=args.overwrite,
+        progress=_progress(),
+    )
+    hyper = ", ".join(f"{k} = {v['mean']:.2f} ± {v['sd']:.2f}" for k, v in metrics["hyper"].items())
+    print(f"{metrics['catalogue']['selected']} clusters: {hyper}; report: {args.out / 'report.md'}")
+
+
 _COMMANDS = {
     "simulate": _simulate,
     "infer": _infer,
@@ -379,6 +449,7 @@ _COMMANDS = {
     "train": _train,
     "diagnose": _diagnose,
     "demo": _demo,
+    "population": _population,
 }
 
 
