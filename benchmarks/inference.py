@@ -16,7 +16,7 @@ grow with N). That run goes through a separate Python process, whose peak is rea
 
 Usage::
 
-    python -m benchmarks.inference                 # CPU, N = 256, S = 1000
+    python -m benchmarks.inference --n 1024        # CPU, N = 1024 (4 chunks), S = 1000
     python -m benchmarks.inference --device cuda --n 8192
     python -m benchmarks.inference --infer-memory-n 0   # skip the infer memory run
 
@@ -284,8 +284,9 @@ Memory: predict on N = {args.memory_n} cutouts (S = 10) took {t_mem:.1f} s; peak
         md += f"""
 Memory of the whole command: `sbicluster infer` on N = {infer_run["n"]} mock cutouts (from
 `sbicluster simulate`) with S = {infer_run["num_samples"]} draws and {infer_run["views"]} views,
-in its own process: peak RSS **{infer_run["peak_rss_mb"]:.0f} MiB** in {infer_run["seconds"]:.0f} s
-({infer_run["draws_float32_mb"]:.0f} MiB of float32 draws, streamed to
+in its own process: peak RSS **{infer_run["peak_rss_mb"]:.0f} MiB** in {infer_run["seconds"]:.0f} s, i.e.
+{infer_run["n"] / infer_run["seconds"]:.1f} cutouts/s for the whole command (start-up, reading, pixel
+checks, inference and writing) ({infer_run["draws_float32_mb"]:.0f} MiB of float32 draws, streamed to
 {infer_run["output_mb"]:.0f} MiB of output files). Goal < 2.5 GB:
 **{"met" if infer_run["goal_met"] else "NOT met"}**.
 """
