@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.records import environment, write_results
+from benchmarks.records import environment, results_name, write_results
+from sbicluster.devices import resolve_device
 
 __all__ = ["main"]
 
@@ -152,6 +153,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument(
+        "--results-dir", default=None, help="where to write (default: benchmarks/results)"
+    )
+    parser.add_argument(
         "--repeats", type=int, default=3, help="alternating timed runs of each sampler"
     )
     parser.add_argument(
@@ -168,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from sbicluster.inference import predict
 
-    device, s = args.device, args.num_samples
+    device, s = str(resolve_device(args.device)), args.num_samples
     model, model_name = _model(device)
     gen = torch.Generator().manual_seed(0)
     x = _images(args.n, model.image_shape, gen)
@@ -290,7 +294,7 @@ checks, inference and writing) ({infer_run["draws_float32_mb"]:.0f} MiB of float
 {infer_run["output_mb"]:.0f} MiB of output files). Goal < 2.5 GB:
 **{"met" if infer_run["goal_met"] else "NOT met"}**.
 """
-    write_results(NAME, results, md)
+    write_results(results_name(NAME, device), results, md, args.results_dir)
     return results
 
 
