@@ -116,7 +116,7 @@ class PoolStream:
         return self.source.validation()
 
     def close(self) -> None:
-        self.source.file.close()
+        self.source.close()
 
 
 def _simulate_clusters(simulator, n: int, seed: int, chunk: int = 256):
@@ -705,7 +705,7 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
     t_pool = time.perf_counter() - t0
     stream = PoolStream(pool, args.seed, val_size)
     softening = estimate_softening(stream.validation().images)
-    cluster_fraction = float(stream.source.file["label"][:].mean())
+    cluster_fraction = float(stream.source.label_fraction())
     stream.close()
     n_ap = aperture_pixel_count(simulator.observation_shape[1:], APERTURE_RADIUS_PX)
     ap_softening = torch.tensor(softening) * math.sqrt(n_ap)

@@ -16,7 +16,7 @@ grow with N). That run goes through a separate Python process, whose peak is rea
 
 Usage::
 
-    python -m benchmarks.inference                 # CPU, N = 256, S = 1000
+    python -m benchmarks.inference --n 1024        # CPU, N = 1024 (4 chunks), S = 1000
     python -m benchmarks.inference --device cuda --n 8192
     python -m benchmarks.inference --infer-memory-n 0   # skip the infer memory run
 
@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.records import environment, write_results
+from benchmarks.records import environment, results_name, write_results
+from sbicluster.devices import resolve_device
 
 __all__ = ["main"]
 
@@ -152,6 +153,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument(
+        "--results-dir", default=None, help="where to write (default: benchmarks/results)"
+    )
+    parser.add_argument(
         "--repeats", type=int, default=3, help="alternating timed runs of each sampler"
     )
     parser.add_argument(
@@ -168,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from sbicluster.inference import predict
 
-    device, s = args.device, args.num_samples
+    device, s = str(resolve_device(args.device)), args.num_samples
     model, model_name = _model(device)
     gen = torch.Generator().manual_seed(0)
     x = _images(args.n, model.image_shape, gen)
@@ -284,12 +288,13 @@ Memory: predict on N = {args.memory_n} cutouts (S = 10) took {t_mem:.1f} s; peak
         md += f"""
 Memory of the whole command: `sbicluster infer` on N = {infer_run["n"]} mock cutouts (from
 `sbicluster simulate`) with S = {infer_run["num_samples"]} draws and {infer_run["views"]} views,
-in its own process: peak RSS **{infer_run["peak_rss_mb"]:.0f} MiB** in {infer_run["seconds"]:.0f} s
-({infer_run["draws_float32_mb"]:.0f} MiB of float32 draws, streamed to
+in its own process: peak RSS **{infer_run["peak_rss_mb"]:.0f} MiB** in {infer_run["seconds"]:.0f} s, i.e.
+{infer_run["n"] / infer_run["seconds"]:.1f} cutouts/s for the whole command (start-up, reading, pixel
+checks, inference and writing) ({infer_run["draws_float32_mb"]:.0f} MiB of float32 draws, streamed to
 {infer_run["output_mb"]:.0f} MiB of output files). Goal < 2.5 GB:
 **{"met" if infer_run["goal_met"] else "NOT met"}**.
 """
-    write_results(NAME, results, md)
+    write_results(results_name(NAME, device), results, md, args.results_dir)
     return results
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sbicluster.devices import cpu_name, device_name
 
-__all__ = ["environment", "write_results", "RESULTS_DIR"]
+__all__ = ["environment", "results_name", "write_results", "RESULTS_DIR"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -71,8 +71,17 @@ def environment(device: str | None = None) -> dict:
     return info
 
 
-def write_results(name: str, results: dict, markdown: str) -> tuple[Path, Path]:
-    """Write ``results/<name>.json`` and ``results/<name>.md``.
+def results_name(name: str, device: str | None) -> str:
+    """``name`` on the CPU, ``name_<device type>`` elsewhere (``inference_cuda``), so that a GPU
+    run does not replace the CPU results."""
+    kind = str(device or "cpu").split(":")[0]
+    return name if kind == "cpu" else f"{name}_{kind}"
+
+
+def write_results(
+    name: str, results: dict, markdown: str, directory: str | Path | None = None
+) -> tuple[Path, Path]:
+    """Write ``<directory>/<name>.json`` and ``<directory>/<name>.md``.
 
     Parameters
     ----------
@@ -82,14 +91,18 @@ def write_results(name: str, results: dict, markdown: str) -> tuple[Path, Path]:
         JSON-serialisable results (should include ``environment()``).
     markdown : str
         Human-readable report.
+    directory : str or Path, optional
+        Where to write (default :data:`RESULTS_DIR`, the committed results; a quick check run
+        writes elsewhere).
 
     Returns
     -------
     tuple of Path
         Paths of the JSON and Markdown files.
     """
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = RESULTS_DIR / f"{name}.json", RESULTS_DIR / f"{name}.md"
+    folder = Path(directory) if directory is not None else RESULTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = folder / f"{name}.json", folder / f"{name}.md"
     json_path.write_text(json.dumps(results, indent=2, default=float) + "\n")
     md_path.write_text(markdown.rstrip() + "\n")
     return json_path, md_path

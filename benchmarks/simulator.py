@@ -25,7 +25,8 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.records import environment, write_results
+from benchmarks.records import environment, results_name, write_results
+from sbicluster.devices import resolve_device
 from simulators.background import StarList
 from simulators.cluster import ClusterSimulator, SimulatorOptions
 from simulators.render import render_stars_reference
@@ -131,6 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--results-dir", default=None, help="where to write (default: benchmarks/results)"
+    )
+    parser.add_argument(
         "--chunk",
         type=int,
         default=None,
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(args.threads)
-    dev = torch.device(args.device)
+    dev = resolve_device(args.device)
     chunk = args.chunk or (1024 if dev.type == "cuda" else SimulatorOptions().chunk_size)
     t0 = time.perf_counter()
     sim = ClusterSimulator(args.preset, device=dev, chunk_size=chunk)
@@ -231,8 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cutouts per CPU-second (process time of all threads) is the contention-robust figure.",
         f"Load average at the end of the run: {res['load_average']}.",
     ]
-    name = "simulator" if dev.type == "cpu" else f"simulator_{dev.type}"
-    write_results(name, res, "\n".join(lines))
+    write_results(results_name("simulator", str(dev)), res, "\n".join(lines), args.results_dir)
     return res
 
 

@@ -1,4 +1,5 @@
-"""The ``sbicluster`` command line: simulate, train, infer, corner, diagnose, demo, population.
+"""The ``sbicluster`` command line: simulate, simulate-pool, train, infer, corner, diagnose, demo,
+population.
 
 Each subcommand is a thin layer over the Python API; this module owns argument parsing, the
 mapping of errors to one-line messages and exit codes, and logging set-up. It holds no science
@@ -79,6 +80,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
 
     p = sub.add_parser(
+        "simulate-pool",
+        help="simulate a sharded training pool as Dask tasks (local processes or a scheduler)",
+    )
+    p.add_argument(
+        "--preset", default="m83-wfc3", help="instrument preset, or 'toy' (default: m83-wfc3)"
+    )
+    p.add_argument("--n", type=int, required=True, help="samples in the pool")
+    p.add_argument(
+        "--shard-size", type=int, default=10_000, help="samples per shard file (default: 10000)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="the pool's seed (default: 0)")
+    p.add_argument("--out", required=True, type=Path, help="pool folder: pool.json and shard-*.h5")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="processes of a local Dask cluster (default: 1)")
+    where.add_argument(
+        "--scheduler",
+        help="address of a running Dask scheduler (tcp://host:8786) whose workers see --out",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a different pool already in --out"
+    )
+
+    p = sub.add_parser(
         "infer", help="posterior samples, P(cluster) and visibility for FITS cutouts"
     )
     p.add_argument(
@@ -125,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on simulations generated on the fly")
     p.add_argument(
         "--preset",
-        default="m83-wfc3",
-        help="instrument preset, or 'toy' for the seconds-fast linear-Gaussian toy (default: m83-wfc3)",
+        help="instrument preset, or 'toy' for the seconds-fast linear-Gaussian toy (default: "
+        "m83-wfc3; with --pool-dir, the pool's simulator)",
     )
     p.add_argument(
         "--out", required=True, type=Path, help="run folder: log.csv, checkpoint/, model/"
@@ -159,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--pool-seed", type=int, default=0, help="seed of the pre-simulated pool (default: 0)"
+    )
+    p.add_argument(
+        "--pool-dir",
+        type=Path,
+        help="train on shuffled epochs of a pool from `sbicluster simulate-pool` (its simulator, "
+        "not --preset; the last validation-size rows validate)",
     )
     p.add_argument(
         "--classifier-weight",
@@ -334,22 +364,43 @@ def _train(args) -> None:
         if weight is not None and not (math.isfinite(weight) and weight >= 0):
             raise InputError(f"--{term}-weight {weight}: must be a finite number ≥ 0")
     device = resolve_device(args.device)
+    if args.pool_dir is not None and (args.pool is not None or args.preset is not None):
+        raise InputError(
+            "--pool-dir trains on that pool with its own simulator: drop --pool and --preset"
+        )
+    pool_index = None
+    if args.pool_dir is not None:
+        from .pool import pool_shard_paths, read_index
+
+        pool_shard_paths(args.pool_dir)  # a complete pool, before any work
+        pool_index = read_index(args.pool_dir)
     pool = None if args.pool is None else args.out / "pool.h5"
+    dataset = args.pool_dir if args.pool_dir is not None else pool
     overrides = {
         "embedding": args.embedding,
         "steps": args.steps,
         "batch_size": args.batch_size,
         "seed": args.seed,
         "max_time_s": None if args.time_budget is None else 60.0 * args.time_budget,
-        "dataset": None if pool is None else str(pool),
+        "dataset": None if dataset is None else str(dataset),
         "tensorboard": args.tensorboard or None,
     }
     chosen_weights = {k: w for k, w in weight_options.items() if w is not None}
     if chosen_weights:
         overrides["loss_weights"] = {**TrainingConfig().loss_weights, **chosen_weights}
     config = default_config(str(device), **{k: v for k, v in overrides.items() if v is not None})
+    if pool_index is not None and pool_index["n"] <= config.val_size:
+        raise InputError(
+            f"--pool-dir {args.pool_dir}: the pool's {pool_index['n']} samples must exceed "
+            f"val_size={config.val_size} (its last rows validate)"
+        )
     check_run_dir(args.out, config=config, resume=args.resume, overwrite=args.overwrite)
-    simulator = simulator_for_preset(args.preset, device=device)
+    if pool_index is not None:
+        from simulators.registry import simulator_from_card
+
+        simulator = simulator_from_card(pool_index["simulator_card"], device=device)
+    else:
+        simulator = simulator_for_preset(args.preset or "m83-wfc3", device=device)
     if pool is not None and not (args.resume and pool.is_file()):
         if args.pool <= config.val_size:
             raise InputError(
@@ -373,6 +424,29 @@ def _train(args) -> None:
     print(
         f"training stopped ({training['stop_reason']}) after {training['steps_done']} steps; "
         f"model written to {args.out / 'model'}; training log in {args.out / 'log.csv'}"
+    )
+
+
+def _simulate_pool(args) -> None:
+    from simulators.registry import simulator_for_preset
+
+    from .pool import simulate_pool
+
+    simulator = simulator_for_preset(args.preset)
+    status = simulate_pool(
+        simulator,
+        args.n,
+        args.shard_size,
+        args.out,
+        seed=args.seed,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        overwrite=args.overwrite,
+        progress=_progress(),
+    )
+    print(
+        f"pool of {sum(status.sizes)} samples in {len(status.sizes)} shards → {args.out}; "
+        f"train on it with `sbicluster train --pool-dir {args.out} --out RUN`"
     )
 
 
@@ -444,6 +518,7 @@ def _population(args) -> None:
 
 _COMMANDS = {
     "simulate": _simulate,
+    "simulate-pool": _simulate_pool,
     "infer": _infer,
     "corner": _corner,
     "train": _train,

@@ -34,12 +34,14 @@ from .errors import InputError
 from .model import ClusterModel
 
 __all__ = [
+    "EMBED_ROWS",
     "FLOW_ROWS",
     "SYMMETRY_VIEWS",
     "Prediction",
     "check_batch_size",
     "check_views",
     "classifier_logits",
+    "embed_in_parts",
     "predict",
     "symmetric_view",
     "symmetric_views",
@@ -53,9 +55,17 @@ SYMMETRY_VIEWS = (1, 2, 4, 8)
 
 logger = logging.getLogger(__name__)
 
-FLOW_ROWS = 1 << 16
-"""Draws pushed through the flow per call in :func:`predict` (working memory ~100 MB; the
-draws themselves do not depend on it)."""
+FLOW_ROWS = 1 << 12
+"""Draws pushed through the flow per call in :func:`predict`; the draws do not depend on it.
+On 2 CPU cores 4,096 rows was both the fastest and the leanest setting measured: 65,536 rows
+made the process's peak memory creep up by ~0.5 GB per call (the allocator keeps the freed
+large blocks) and ran 30 % slower (``benchmarks/results/inference.md``)."""
+
+EMBED_ROWS = 32
+"""Cutouts per pass of the embedding network in :func:`predict` and :func:`view_averaged_heads`
+(the features do not depend on it). On 2 CPU cores 16–64 cutouts per pass ran the 8-view
+embedding 1.3–1.7× faster than 256 (whose 64 MB activations are fresh pages on every pass) and
+keep its working memory near 100 MB."""
 
 SAMPLE_ROWS = 1 << 18
 """Draws generated per sub-chunk of cutouts in :func:`predict`: ``max(1, SAMPLE_ROWS // S)``
@@ -189,6 +199,16 @@ def symmetric_view(images: torch.Tensor, index: int) -> torch.Tensor:
     return torch.flip(view, dims=(-1,)) if index >= 4 else view
 
 
+def embed_in_parts(model: ClusterModel, images: torch.Tensor) -> torch.Tensor:
+    """float32 (N, F) features of (N, C, H, W) cutouts, :data:`EMBED_ROWS` cutouts per pass."""
+    if len(images) <= EMBED_ROWS:
+        return model.embed(images).float()
+    parts = [
+        model.embed(images[i : i + EMBED_ROWS]).float() for i in range(0, len(images), EMBED_ROWS)
+    ]
+    return torch.cat(parts)
+
+
 @torch.no_grad()
 def view_averaged_heads(
     model: ClusterModel,
@@ -218,10 +238,10 @@ def view_averaged_heads(
         (N,) mean over the views of the predicted log(1 + visibility).
     """
     if features is None:
-        features = model.embed(images).float()
+        features = embed_in_parts(model, images)
     logit, log_vis = model.heads(features)
     for view in symmetric_views(images, views)[1:]:
-        view_logit, view_log_vis = model.heads(model.embed(view).float())
+        view_logit, view_log_vis = model.heads(embed_in_parts(model, view))
         logit, log_vis = logit + view_logit, log_vis + view_log_vis
     return logit / views, log_vis / views
 
@@ -282,9 +302,9 @@ def predict(
     generator : torch.Generator, optional
         Source of randomness on the model's device; the same seed gives the same draws.
     batch_size : int
-        Cutouts embedded per chunk. Draws are generated for at most ``max(1, 2**18 // S)``
-        cutouts at a time and pushed through the flow :data:`FLOW_ROWS` draws at a time,
-        bounding memory.
+        Cutouts read per chunk (embedded :data:`EMBED_ROWS` at a time). Draws are generated
+        for at most ``min(batch_size, 2**18 // S)`` cutouts at a time and pushed through the
+        flow :data:`FLOW_ROWS` draws at a time, bounding memory.
     views : int
         Symmetric views (:func:`symmetric_views`: 1, 2, 4 or 8) over which the classifier's logit
         and the predicted log(1 + visibility) are averaged. Each extra view costs one more pass
@@ -330,7 +350,7 @@ def predict(
         stop = min(n, start + batch_size)
         chunk = torch.as_tensor(images[start:stop], dtype=torch.float32).to(device)
         _check_finite(chunk, start)
-        features = model.embed(chunk).float()
+        features = embed_in_parts(model, chunk)
         logit, log_vis = view_averaged_heads(model, chunk, views, features=features)
         p_cluster[start:stop] = torch.sigmoid(logit).cpu().numpy()
         visibility[start:stop] = torch.expm1(log_vis).clamp(min=0.0).cpu().numpy()

@@ -450,7 +450,7 @@ class ClusterModel(nn.Module):
             Source of the base-distribution noise (on the model's device).
         max_rows : int, optional
             Push at most this many of the S × B draws through the flow at once (bounds the
-            flow's working memory, ~1.5 kB per row for the default flow). The noise is drawn as
+            flow's working memory, a few kB per row for the default flow). The noise is drawn as
             one (S, B, D) tensor first, so the draws do not depend on ``max_rows``.
 
         Returns

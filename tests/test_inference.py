@@ -6,7 +6,9 @@ import torch
 
 from sbicluster.errors import InputError
 from sbicluster.inference import (
+    EMBED_ROWS,
     classifier_logits,
+    embed_in_parts,
     predict,
     symmetric_view,
     symmetric_views,
@@ -65,6 +67,16 @@ def test_same_seed_same_draws_and_chunking_does_not_change_heads(setup):
     assert not np.array_equal(a.samples, c.samples)
     np.testing.assert_allclose(a.p_cluster, c.p_cluster, atol=1e-6)
     np.testing.assert_allclose(a.visibility, c.visibility, rtol=1e-5, atol=1e-6)
+
+
+def test_embedding_in_parts_gives_the_features_of_one_pass(setup):
+    toy, model = setup
+    x = toy.simulate(2 * EMBED_ROWS + 5, torch.Generator().manual_seed(9)).images
+    with torch.no_grad():
+        whole = model.embed(x).float()
+        parts = embed_in_parts(model, x)
+    assert parts.shape == whole.shape
+    torch.testing.assert_close(parts, whole, rtol=1e-5, atol=1e-6)
 
 
 def test_draws_follow_the_flow_density(setup):

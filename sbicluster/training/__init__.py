@@ -9,18 +9,19 @@ The package, one module per job:
 - :mod:`.tracking`: the CSV log, progress bar and TensorBoard events;
 - :mod:`.checkpoint`: the checkpoint format (safetensors + JSON);
 - :mod:`.card`: the trained model's card;
-- :mod:`.loop`: :func:`train`, :func:`check_run_dir`.
+- :mod:`.loop`: :func:`train`, :func:`train_step`, :func:`check_run_dir`.
 
 This package must not define the network (:mod:`sbicluster.model`) or any simulator.
 """
 
 from .config import CPU_BUDGET_S, TrainingConfig, default_config
 from .data import DatasetBatches, OnlineSource, TrainingData, estimate_softening, write_dataset
-from .loop import check_run_dir, train
+from .loop import check_run_dir, train, train_step
 
 __all__ = [
     "TrainingConfig",
     "train",
+    "train_step",
     "check_run_dir",
     "default_config",
     "estimate_softening",

@@ -11,7 +11,8 @@ Randomness: an online source draws its training batches from a generator seeded 
 its validation set from one seeded with ``seed + VALIDATION_SEED_OFFSET``, both on the
 simulator's device. A pool's epoch permutations come from a CPU generator seeded with ``seed``.
 
-Pool layout (HDF5): datasets ``theta`` (N, d) float32, ``images`` (N, C, H, W) float32 e⁻/s,
+Pool layout (HDF5; a sharded pool folder of :mod:`sbicluster.pool` holds several such files):
+datasets ``theta`` (N, d) float32, ``images`` (N, C, H, W) float32 e⁻/s,
 ``label`` (N,) int64 and ``visibility`` (N,) float32, all stored contiguously (not chunked), and
 the attribute ``simulator_card`` (JSON). A reader takes random rows of ``images`` one at a time;
 in contiguous storage each row is one byte range of the file, found without a chunk index or the
@@ -124,60 +125,77 @@ class OnlineSource:
 
 
 class DatasetBatches:
-    """Shuffled epochs over a pool written by :func:`write_dataset`.
+    """Shuffled epochs over a pool written by :func:`write_dataset`, or a sharded pool folder
+    (:mod:`sbicluster.pool`) read as the concatenation of its shards.
 
     The last ``val_size`` rows are the validation set and are never trained on. Each epoch draws
     a permutation of the training rows from ``generator``; :meth:`next` returns consecutive slices
     of it. Built with the same path, seed and ``val_size``, two readers yield identical batches in
-    identical order (used to train competing models on exactly the same data).
+    identical order (used to train competing models on exactly the same data). Memory does not
+    grow with the images of the pool: only the small per-sample columns (θ, label, visibility:
+    24 bytes a sample) are held; images are read from disk batch by batch.
 
     Parameters
     ----------
     path : str
-        HDF5 pool (layout in this module's docstring).
+        HDF5 pool file (layout in this module's docstring) or sharded pool folder.
     generator : torch.Generator
         Source of the epoch permutations (CPU).
     val_size : int
-        Number of validation rows at the end of the file.
+        Number of validation rows at the end of the pool.
 
     Raises
     ------
     InputError
-        If the file has no more than ``val_size`` rows.
+        If the pool has no more than ``val_size`` rows, or is a folder with missing shards.
     """
 
     def __init__(self, path: str, generator: torch.Generator, val_size: int) -> None:
         import h5py
 
-        self.file = h5py.File(path, "r")
-        n = self.file["images"].shape[0]
+        from ..pool import is_pool_dir, pool_shard_paths
+
+        paths = pool_shard_paths(path) if is_pool_dir(path) else [Path(path)]
+        self.files = [h5py.File(p, "r") for p in paths]
+        sizes = [f["images"].shape[0] for f in self.files]
+        n = sum(sizes)
         if n <= val_size:
-            self.file.close()
+            self.close()
             raise InputError(f"dataset {path} has {n} samples; need more than val_size={val_size}")
+        self._starts = np.cumsum([0, *sizes])
         self.n_train, self.val_size, self.generator = n - val_size, val_size, generator
         self.order, self.pos = None, 0
         # the small per-sample columns live in memory; images are read row by row (h5py's fancy
         # indexing is far slower than plain row reads)
-        self._columns = {k: self.file[k][:] for k in ("theta", "label", "visibility")}
+        self._columns = {
+            k: np.concatenate([f[k][:] for f in self.files])
+            for k in ("theta", "label", "visibility")
+        }
 
     def _read(self, idx: np.ndarray) -> SimulationBatch:
         idx = np.sort(idx)
-        images = self.file["images"]
+        shard = np.searchsorted(self._starts, idx, side="right") - 1
+        rows = idx - self._starts[shard]
+        images = [self.files[s]["images"][int(r)] for s, r in zip(shard, rows, strict=True)]
         return SimulationBatch(
             torch.as_tensor(self._columns["theta"][idx]).float(),
-            torch.as_tensor(np.stack([images[int(i)] for i in idx])).float(),
+            torch.as_tensor(np.stack(images)).float(),
             torch.as_tensor(self._columns["label"][idx]).long(),
             torch.as_tensor(self._columns["visibility"][idx]).float(),
             {},
         )
 
+    def label_fraction(self) -> float:
+        """Fraction of the pool's samples (training and validation) that hold a cluster."""
+        return float(self._columns["label"].mean())
+
     def validation(self) -> SimulationBatch:
-        """The validation rows (the file's last ``val_size``)."""
+        """The validation rows (the pool's last ``val_size``)."""
         return self._read(np.arange(self.n_train, self.n_train + self.val_size))
 
     def next(self, n: int) -> SimulationBatch:
         """The next ``n`` training rows of the current epoch (a new permutation when it runs out),
-        in file order within the batch."""
+        in pool order within the batch."""
         if self.order is None or self.pos + n > self.n_train:
             self.order = torch.randperm(self.n_train, generator=self.generator).numpy()
             self.pos = 0
@@ -200,8 +218,9 @@ class DatasetBatches:
         self.order = tensors["disk.order"].numpy() if "disk.order" in tensors else None
 
     def close(self) -> None:
-        """Close the file."""
-        self.file.close()
+        """Close the files."""
+        for f in self.files:
+            f.close()
 
 
 def write_dataset(

@@ -66,7 +66,7 @@ from .data import DatasetBatches, OnlineSource, TrainingData, estimate_softening
 from .schedule import lr_at
 from .tracking import Tracker, logged_terms
 
-__all__ = ["train", "validate", "check_run_dir"]
+__all__ = ["train", "train_step", "validate", "check_run_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def _resume(
     return loaded
 
 
-def _train_step(
+def train_step(
     model: ClusterModel,
     opt: torch.optim.Optimizer,
     batch: SimulationBatch,
@@ -465,7 +465,7 @@ def train(
             step = meta["step"]
             lr = lr_at(step, config, elapsed / config.max_time_s if config.max_time_s else 0.0)
             batch = data.next(config.batch_size).to(device)
-            running.add(_train_step(model, opt, batch, config, lr, amp))
+            running.add(train_step(model, opt, batch, config, lr, amp))
             meta["step"] = step + 1
             tracker.step()
             validated = meta["step"] % config.val_every == 0 or meta["step"] == config.steps
