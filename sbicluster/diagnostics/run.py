@@ -26,13 +26,14 @@ import torch
 
 from .accuracy import binned_by, point_accuracy, posterior_width, reliable_range_mask
 from .classification import brier_score, precision_recall, reliability_diagram, roc_auc
+from .conditional import conditional_coverage, region_masks
 from .coverage import (
     CREDIBILITY_LEVELS,
     calibrated_max_deviation,
     coverage_from_credibility,
     hpd_credibility_joint,
     hpd_credibility_ties,
-    marginal_coverage,
+    marginal_credibility,
 )
 from .plots import diagnostic_figures
 from .report import write_report
@@ -344,7 +345,8 @@ def evaluate(
     }
 
     # coverage
-    marg = marginal_coverage(samples, theta, levels)
+    marg_cred = marginal_credibility(samples, theta)
+    marg = [coverage_from_credibility(marg_cred[:, j], levels) for j in range(len(names))]
     cov_results = {}
     joint_cred = None
     if log_prob_true is not None and log_prob_samples is not None:
@@ -368,6 +370,16 @@ def evaluate(
             for lo, hi, sel in _bins(COVERAGE_VISIBILITY_EDGES, vis)
             if sel.sum() >= MIN_COVERAGE_BIN
         ]
+
+    if visibility is not None:
+        credibility = {} if joint_cred is None else {"joint": joint_cred}
+        credibility.update({name: marg_cred[:, j] for j, name in enumerate(names)})
+        metrics["coverage"]["conditional"] = conditional_coverage(
+            credibility,
+            region_masks(visibility, theta, names),
+            levels,
+            tolerance=COVERAGE_TOLERANCE,
+        )
 
     # SBC
     sbc = run_sbc_checks(samples, theta, names)
