@@ -33,6 +33,7 @@ __all__ = [
     "plot_roc",
     "plot_reliability",
     "plot_conditional_coverage",
+    "plot_lc2st_pp",
 ]
 
 
@@ -342,6 +343,26 @@ def plot_conditional_coverage(conditional: Mapping) -> Figure:
     ax.set_xticklabels([f"{r['by']}\n{r['label']}" for r in rows], rotation=90, fontsize=7)
     ax.set_ylabel("max |empirical − nominal| coverage")
     ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def plot_lc2st_pp(pp: Sequence[Mapping], alpha: float = 0.05) -> Figure:
+    """PP-plots of L-C2ST at a few probes: the empirical CDF of the classifier's predicted
+    probabilities on base-distribution points at the probe, against the band (1 − ``alpha``
+    central) of the classifiers trained under the null; a calibrated posterior stays inside it.
+    ``pp`` entries as :func:`~sbicluster.diagnostics.local.local_c2st` returns them."""
+    fig, axes = _grid(len(pp))
+    grid = np.linspace(0.0, 1.0, 201)
+    for ax, probe in zip(axes.flat, pp, strict=False):
+        observed = (np.asarray(probe["probs"])[:, None] <= grid).mean(axis=0)
+        null = (np.asarray(probe["probs_null"])[:, :, None] <= grid).mean(axis=1)
+        low, high = np.quantile(null, [alpha / 2, 1 - alpha / 2], axis=0)
+        ax.fill_between(grid, low, high, color="0.8", label=f"null, {1 - alpha:.0%} band")
+        ax.plot(grid, observed, color="C3", label="observed")
+        ax.set_title(f"visibility {probe['visibility']:.3g}", fontsize=9)
+        ax.set_xlabel("predicted probability")
+        ax.set_ylabel("empirical CDF")
+    axes.flat[0].legend(fontsize=7)
     return fig
 
 

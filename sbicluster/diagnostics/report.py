@@ -150,6 +150,7 @@ def render_markdown(metrics: dict, figures: Mapping[str, str]) -> str:
             )
     lines += ["", f"![coverage]({figures.get('coverage', '')})", ""]
     lines += _conditional_lines(cov.get("conditional"), figures)
+    lines += _local_lines(m.get("local"), figures)
     lines += [
         "## Simulation-based calibration",
         "",
@@ -360,4 +361,37 @@ def _conditional_lines(cond: dict | None, figures: dict) -> list[str]:
     ]
     if figures.get("conditional_coverage"):
         lines += [f"![conditional coverage]({figures['conditional_coverage']})", ""]
+    return lines
+
+
+def _local_lines(local: dict | None, figures: dict) -> list[str]:
+    """The report section on the local test (L-C2ST) at individual observations."""
+    if not local:
+        return []
+    probes = local["probes"]
+    vis = np.array([p["visibility"] for p in probes])
+    rejected = np.array([p["rejected"] for p in probes])
+    lines = [
+        "## Calibration at individual clusters (L-C2ST)",
+        "",
+        f"The local classifier two-sample test, in the flow's base space, at {local['n_probes']} "
+        f"held-out clusters spread over visibility (classifiers trained on the other "
+        f"{local['n_calibration']}; {local['num_null']} null classifiers; level "
+        f"{local['alpha']} per probe): calibration **not rejected at "
+        f"{local['fraction_not_rejected']:.0%}** of the probes (an exact posterior: "
+        f"{1 - local['alpha']:.0%} on average; goal ≥ {local['goal']:.0%}: "
+        f"{_yes(local['goal_met'])}).",
+        "",
+        "| visibility | probes | not rejected |",
+        "|---|---|---|",
+    ]
+    for lo, hi in ((0, 20), (20, 100), (100, np.inf)):
+        sel = (vis >= lo) & (vis < hi)
+        if sel.any():
+            lines.append(
+                f"| {_edge(lo)}–{_edge(hi)} | {int(sel.sum())} | {np.mean(~rejected[sel]):.0%} |"
+            )
+    lines.append("")
+    if figures.get("lc2st_pp"):
+        lines += [f"![L-C2ST PP-plots]({figures['lc2st_pp']})", ""]
     return lines
