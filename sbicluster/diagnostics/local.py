@@ -21,10 +21,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["LOCAL_GOAL", "probe_indices", "local_c2st"]
+__all__ = ["LOCAL_GOAL", "MIN_CALIBRATION", "probe_indices", "local_c2st"]
 
 LOCAL_GOAL = 0.9
 """Goal: calibration not rejected (at α = 0.05) at this fraction of the probes or more."""
+
+MIN_CALIBRATION = 50
+"""Fewest held-out clusters that train the test's classifiers."""
 
 
 def probe_indices(visibility: np.ndarray, n_probes: int) -> np.ndarray:
@@ -109,11 +112,12 @@ def local_c2st(
 
     probe = np.asarray(probe, dtype=bool)
     cal = ~probe
-    if cal.sum() < 50 or probe.sum() < 1:
+    if cal.sum() < MIN_CALIBRATION or probe.sum() < 1:
         raise ValueError(
-            f"L-C2ST needs ≥ 50 calibration objects and a probe, got {int(cal.sum())} and "
-            f"{int(probe.sum())}"
+            f"L-C2ST needs ≥ {MIN_CALIBRATION} calibration objects and a probe, got "
+            f"{int(cal.sum())} and {int(probe.sum())}"
         )
+    clf_seed = int(seed) % 2**32  # scikit-learn takes 32-bit seeds
     features = _features(model, images)
     dim = int(theta.shape[1])
     device = next(model.parameters()).device
@@ -138,11 +142,11 @@ def local_c2st(
             flow_base_dist=base,
             num_eval=num_eval,
             num_trials_null=num_null,
-            seed=seed,
+            seed=clf_seed,
             classifier_kwargs={"hidden_layer_sizes": (64, 64), "max_iter": 300},
         )
         test.train_under_null_hypothesis(verbosity=0)
-        test.train_on_observed_data(seed=seed, verbosity=0)
+        test.train_on_observed_data(seed=clf_seed, verbosity=0)
     probes = []
     idx = np.flatnonzero(probe)
     keep_pp = set(np.round(np.linspace(0, len(idx) - 1, min(pp_probes, len(idx)))).astype(int))
@@ -161,8 +165,8 @@ def local_c2st(
             }
         )
         if k in keep_pp:
-            probs, _ = test.get_scores(x_o=x_o, trained_clfs=test.trained_clfs, return_probs=True)
-            probs_null, _ = test.get_statistics_under_null_hypothesis(x_o=x_o, return_probs=True)
+            probs = test.get_scores(x_o=x_o, trained_clfs=test.trained_clfs).probabilities
+            probs_null = test.get_statistics_under_null_hypothesis(x_o=x_o).probabilities
             pp.append(
                 {
                     "visibility": float(visibility[i]),

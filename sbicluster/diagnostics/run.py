@@ -513,24 +513,26 @@ def _local_test(
     model, theta, images, visibility, n_probes, seed, notes
 ) -> tuple[dict | None, list]:
     """L-C2ST at ``n_probes`` clusters spread over visibility (the others train it); ``(None,
-    [])`` with a note when the model has no invertible flow or too few clusters."""
-    from .local import local_c2st, probe_indices
+    [])`` with a note when the model has no flow to invert or too few clusters are left."""
+    from .local import MIN_CALIBRATION, local_c2st, probe_indices
 
+    n_cal = len(theta) - min(n_probes, len(theta))
+    reason = (
+        "the model has no normalizing flow to invert"
+        if not callable(getattr(model, "flow", None))
+        else f"{n_cal} clusters left to train it, fewer than {MIN_CALIBRATION} (raise --n)"
+        if n_cal < MIN_CALIBRATION
+        else None
+    )
+    if reason:
+        logger.warning("L-C2ST skipped: %s", reason)
+        notes.append(f"L-C2ST skipped: {reason}.")
+        return None, []
     probe = np.zeros(len(theta), bool)
     probe[probe_indices(visibility, n_probes)] = True
-    try:
-        result = local_c2st(
-            model,
-            theta,
-            images,
-            probe,
-            visibility,
-            seed=held_out_seed(seed, LOCAL_TEST_STREAM),
-        )
-    except (AttributeError, NotImplementedError, ValueError) as err:
-        logger.warning("L-C2ST skipped: %s", err)
-        notes.append(f"L-C2ST skipped: {err}.")
-        return None, []
+    result = local_c2st(
+        model, theta, images, probe, visibility, seed=held_out_seed(seed, LOCAL_TEST_STREAM)
+    )
     return {k: v for k, v in result.items() if k != "pp"}, result["pp"]
 
 
