@@ -220,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=12345, help="test-set seed (default: 12345)")
     _add_views_argument(p)
+    p.add_argument(
+        "--lc2st-probes",
+        type=int,
+        default=50,
+        help="held-out clusters, spread over visibility, at which the local test L-C2ST runs "
+        "(0 skips it; default: 50)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--out", required=True, type=Path, help="report folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
@@ -457,7 +464,10 @@ def _diagnose(args) -> None:
     from .devices import resolve_device
     from .diagnostics import run_diagnostics
     from .diagnostics.run import check_report_dir
+    from .errors import InputError
 
+    if args.lc2st_probes < 0:
+        raise InputError(f"--lc2st-probes {args.lc2st_probes}: must be ≥ 0 (0 skips the test)")
     check_report_dir(args.out, args.overwrite)
     device = resolve_device(args.device)
     model = load_model(args.model, device=str(device))
@@ -472,6 +482,7 @@ def _diagnose(args) -> None:
         out_dir=args.out,
         overwrite=args.overwrite,
         progress=_progress(),
+        lc2st_probes=args.lc2st_probes,
     )
     print(f"diagnostics report: {args.out / 'report.md'}")
 

@@ -285,3 +285,11 @@ def test_corner_reports_cutouts_plotted_and_the_folder(infer_out, capsys):
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == f"2 cutouts plotted (PDF/PNG) in {infer_out / 'corner'}"
     assert len(list((infer_out / "corner").iterdir())) == 4  # a PNG and a PDF per cutout
+
+
+def test_diagnose_refuses_a_negative_number_of_local_test_probes(capsys, toy_model_dir, tmp_path):
+    run = run_main(
+        capsys, "diagnose", "--model", toy_model_dir, "--lc2st-probes", -3, "--out", tmp_path / "r"
+    )
+    _one_line_error(run, "--lc2st-probes -3", "≥ 0")
+    assert not (tmp_path / "r").exists()

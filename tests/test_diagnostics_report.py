@@ -133,9 +133,23 @@ def test_joint_coverage_by_visibility_finds_the_miscalibrated_bin(tmp_path):
     assert rows[0]["range"] == [0.0, 20.0] and rows[0]["verdict"] == "calibrated"
     assert all(r["verdict"] == "overconfident" for r in rows[1:])
     assert rows[1]["empirical"][9] < 0.3  # nominal 0.5; a χ²₄ at a quarter of its scale: ≈ 0.06
+    # the conditional table says the same, for the joint region and for every marginal
+    cond = metrics["coverage"]["conditional"]
+    by_vis = [r for r in cond["regions"] if r["by"] == "visibility"]
+    faint, bright = by_vis[0], by_vis[1:]
+    assert faint["n"] + sum(r["n"] for r in bright) == N
+    assert bright[0]["n"] >= 30 and bright[1]["n"] == 0  # visibility < 100 by construction
+    for column in ("joint", *DEFAULT_PRIOR.names):
+        assert not bright[0]["meets"][column] and "columns" not in bright[1]
+        deviation = faint["columns"][column]["max_abs_deviation"]
+        assert deviation < 1.5 * faint["noise_floor"]["quantiles"]["0.95"]
+    assert not cond["all_meet"] and cond["worst"]["by"] == "visibility"
     write_report(tmp_path, metrics, _figures(metrics, data))
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert [r["range"] for r in saved["coverage"]["joint_by_visibility"]][0] == [0.0, 20.0]
+    report = (tmp_path / "report.md").read_text()
+    assert "## Coverage for the cluster in hand" in report and "tercile 3" in report
+    assert (tmp_path / "conditional_coverage.png").stat().st_size > 10_000
 
 
 def test_classification_by_kind_of_background_locates_the_confusable_kind(tmp_path):
@@ -247,6 +261,7 @@ def test_run_diagnostics_on_exact_and_narrow_toy_posteriors(tmp_path, scale, ver
         f"{key}.png"
         for key in (
             "coverage",
+            "conditional_coverage",
             "sbc_ranks",
             "sbc_ecdf",
             "tarp",

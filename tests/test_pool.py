@@ -20,8 +20,7 @@ from sbicluster.pool import (
 )
 from sbicluster.training import DatasetBatches
 from simulators.toy import LinearGaussianToy
-
-from .conftest import assert_one_line_error, run_main
+from tests.conftest import assert_one_line_error, run_main
 
 SIZES = (16, 16, 8)
 

@@ -32,6 +32,8 @@ __all__ = [
     "plot_width_vs_visibility",
     "plot_roc",
     "plot_reliability",
+    "plot_conditional_coverage",
+    "plot_lc2st_pp",
 ]
 
 
@@ -316,6 +318,54 @@ def _coverage_result(d: Mapping) -> CoverageResult:
     )
 
 
+def plot_conditional_coverage(conditional: Mapping) -> Figure:
+    """max |empirical − nominal| HPD coverage per region (x) and column (markers), against the
+    95th percentile of an exact posterior's at each region's count (grey bars) and the tolerance
+    (dashed line); from :func:`~sbicluster.diagnostics.conditional.conditional_coverage`."""
+    rows = [r for r in conditional["regions"] if "columns" in r]
+    columns = list(conditional["columns"])
+    fig = Figure(figsize=(max(6.0, 0.45 * len(rows) + 2.0), 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(rows))
+    floors = [r["noise_floor"]["quantiles"]["0.95"] for r in rows]
+    ax.bar(x, floors, color="0.85", width=0.8, label="exact posterior, 95th percentile")
+    markers = "osD^v<>p*"
+    for k, column in enumerate(columns):
+        ax.plot(
+            x + (k - (len(columns) - 1) / 2) * 0.12,
+            [r["columns"][column]["max_abs_deviation"] for r in rows],
+            markers[k % len(markers)],
+            ms=4,
+            label=column,
+        )
+    ax.axhline(conditional["tolerance"], color="k", ls="--", lw=1, label="tolerance")
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{r['by']}\n{r['label']}" for r in rows], rotation=90, fontsize=7)
+    ax.set_ylabel("max |empirical − nominal| coverage")
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def plot_lc2st_pp(pp: Sequence[Mapping], alpha: float = 0.05) -> Figure:
+    """PP-plots of L-C2ST at a few probes: the empirical CDF of the classifier's predicted
+    probabilities on base-distribution points at the probe, against the band (1 − ``alpha``
+    central) of the classifiers trained under the null; a calibrated posterior stays inside it.
+    ``pp`` entries as :func:`~sbicluster.diagnostics.local.local_c2st` returns them."""
+    fig, axes = _grid(len(pp))
+    grid = np.linspace(0.0, 1.0, 201)
+    for ax, probe in zip(axes.flat, pp, strict=False):
+        observed = (np.asarray(probe["probs"])[:, None] <= grid).mean(axis=0)
+        null = (np.asarray(probe["probs_null"])[:, :, None] <= grid).mean(axis=1)
+        low, high = np.quantile(null, [alpha / 2, 1 - alpha / 2], axis=0)
+        ax.fill_between(grid, low, high, color="0.8", label=f"null, {1 - alpha:.0%} band")
+        ax.plot(grid, observed, color="C3", label="observed")
+        ax.set_title(f"visibility {probe['visibility']:.3g}", fontsize=9)
+        ax.set_xlabel("predicted probability")
+        ax.set_ylabel("empirical CDF")
+    axes.flat[0].legend(fontsize=7)
+    return fig
+
+
 def diagnostic_figures(
     metrics: Mapping,
     theta: np.ndarray,
@@ -355,7 +405,7 @@ def diagnostic_figures(
     Returns
     -------
     dict of str to matplotlib.figure.Figure
-        Keys ``coverage``, ``sbc_ranks``, ``sbc_ecdf``, ``tarp`` (when the metrics have TARP),
+        Keys ``coverage``, ``conditional_coverage`` (with conditional coverage), ``sbc_ranks``, ``sbc_ecdf``, ``tarp`` (when the metrics have TARP),
         ``width_vs_visibility`` (with a positive visibility), ``truth_vs_median``, ``roc`` and
         ``reliability`` (with classification); each is written as ``<key>.png``.
     """
@@ -368,6 +418,8 @@ def diagnostic_figures(
     figures["coverage"] = plot_coverage(
         {k: _coverage_result(v) for k, v in regions.items()}, cov["tolerance"]
     )
+    if cov.get("conditional") and any("columns" in r for r in cov["conditional"]["regions"]):
+        figures["conditional_coverage"] = plot_conditional_coverage(cov["conditional"])
 
     sbc = run_sbc_checks(samples, theta, names)
     figures["sbc_ranks"] = plot_sbc_ranks(sbc, labels)

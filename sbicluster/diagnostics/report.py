@@ -149,6 +149,8 @@ def render_markdown(metrics: dict, figures: Mapping[str, str]) -> str:
                 + " |"
             )
     lines += ["", f"![coverage]({figures.get('coverage', '')})", ""]
+    lines += _conditional_lines(cov.get("conditional"), figures)
+    lines += _local_lines(m.get("local"), figures)
     lines += [
         "## Simulation-based calibration",
         "",
@@ -307,3 +309,89 @@ def write_report(
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(text + "\n")
     return out / "report.md"
+
+
+def _conditional_lines(cond: dict | None, figures: dict) -> list[str]:
+    """The report section on coverage conditional on visibility and on each true parameter."""
+    if not cond or not cond["regions"]:
+        return []
+    columns = cond["columns"]
+    lines = [
+        "## Coverage for the cluster in hand",
+        "",
+        "max \\|empirical − nominal\\| of the HPD coverage in each region of visibility and of each "
+        "true parameter (terciles), per region (joint and each marginal), against the noise floor "
+        "of an exact posterior tested on the same number of clusters (median and 95th percentile "
+        f"of its max \\|Δ\\|); **bold**: above the {cond['tolerance']} tolerance.",
+        "",
+        "| region | clusters | " + " | ".join(columns) + " | noise floor (median / 95 %) |",
+        "|---|---|" + "---|" * len(columns) + "---|",
+    ]
+    for r in cond["regions"]:
+        name = f"{r['by']} {r['label']}" + (
+            f" ({r['range'][0]:.3g}–{r['range'][1]:.3g})" if r["by"] != "visibility" else ""
+        )
+        if "columns" not in r:
+            lines.append(f"| {name} | {r['n']} | " + " | ".join("–" for _ in columns) + " | – |")
+            continue
+        cells = []
+        for c in columns:
+            value = _f(r["columns"][c]["max_abs_deviation"])
+            cells.append(value if r["meets"][c] else f"**{value}**")
+        floor = r["noise_floor"]["quantiles"]
+        lines.append(
+            f"| {name} | {r['n']} | "
+            + " | ".join(cells)
+            + f" | {_f(floor['0.5'])} / {_f(floor['0.95'])} |"
+        )
+    worst = cond["worst"]
+    lines += [
+        "",
+        f"Every region within the tolerance: {_yes(cond['all_meet'])}"
+        + (
+            f" (worst: {worst['column']} in {worst['by']} {worst['label']}, "
+            f"{_f(worst['max_abs_deviation'])})."
+            if "column" in worst
+            else "."
+        )
+        + " An exact posterior would meet the tolerance in every region and column at once with "
+        f"probability ≥ {_f(cond['exact_meets_all_at_least'], '.2f')} at these counts (union bound); "
+        "below 0.9 the test set is too small for this goal to separate a good posterior from a bad one.",
+        "",
+    ]
+    if figures.get("conditional_coverage"):
+        lines += [f"![conditional coverage]({figures['conditional_coverage']})", ""]
+    return lines
+
+
+def _local_lines(local: dict | None, figures: dict) -> list[str]:
+    """The report section on the local test (L-C2ST) at individual observations."""
+    if not local:
+        return []
+    probes = local["probes"]
+    vis = np.array([p["visibility"] for p in probes])
+    rejected = np.array([p["rejected"] for p in probes])
+    lines = [
+        "## Calibration at individual clusters (L-C2ST)",
+        "",
+        f"The local classifier two-sample test, in the flow's base space, at {local['n_probes']} "
+        f"held-out clusters spread over visibility (classifiers trained on the other "
+        f"{local['n_calibration']}; {local['num_null']} null classifiers; level "
+        f"{local['alpha']} per probe): calibration **not rejected at "
+        f"{local['fraction_not_rejected']:.0%}** of the probes (an exact posterior: "
+        f"{1 - local['alpha']:.0%} on average; goal ≥ {local['goal']:.0%}: "
+        f"{_yes(local['goal_met'])}).",
+        "",
+        "| visibility | probes | not rejected |",
+        "|---|---|---|",
+    ]
+    for lo, hi in ((0, 20), (20, 100), (100, np.inf)):
+        sel = (vis >= lo) & (vis < hi)
+        if sel.any():
+            lines.append(
+                f"| {_edge(lo)}–{_edge(hi)} | {int(sel.sum())} | {np.mean(~rejected[sel]):.0%} |"
+            )
+    lines.append("")
+    if figures.get("lc2st_pp"):
+        lines += [f"![L-C2ST PP-plots]({figures['lc2st_pp']})", ""]
+    return lines

@@ -26,15 +26,16 @@ import torch
 
 from .accuracy import binned_by, point_accuracy, posterior_width, reliable_range_mask
 from .classification import brier_score, precision_recall, reliability_diagram, roc_auc
+from .conditional import conditional_coverage, region_masks
 from .coverage import (
     CREDIBILITY_LEVELS,
     calibrated_max_deviation,
     coverage_from_credibility,
     hpd_credibility_joint,
     hpd_credibility_ties,
-    marginal_coverage,
+    marginal_credibility,
 )
-from .plots import diagnostic_figures
+from .plots import diagnostic_figures, plot_lc2st_pp
 from .report import write_report
 from .sbc import run_sbc_checks
 
@@ -81,6 +82,8 @@ TARP_REFERENCE_STREAM = 1
 """Stream of :func:`held_out_seed` that draws the TARP reference points."""
 POSTERIOR_DRAW_STREAM = 2
 """Stream of :func:`held_out_seed` that draws the posterior samples of the test objects."""
+LOCAL_TEST_STREAM = 3
+"""Stream of :func:`held_out_seed` of the L-C2ST draws, evaluation points and classifiers."""
 
 
 def held_out_seed(seed: int, stream: int = SIMULATION_STREAM) -> int:
@@ -344,7 +347,8 @@ def evaluate(
     }
 
     # coverage
-    marg = marginal_coverage(samples, theta, levels)
+    marg_cred = marginal_credibility(samples, theta)
+    marg = [coverage_from_credibility(marg_cred[:, j], levels) for j in range(len(names))]
     cov_results = {}
     joint_cred = None
     if log_prob_true is not None and log_prob_samples is not None:
@@ -368,6 +372,16 @@ def evaluate(
             for lo, hi, sel in _bins(COVERAGE_VISIBILITY_EDGES, vis)
             if sel.sum() >= MIN_COVERAGE_BIN
         ]
+
+    if visibility is not None:
+        credibility = {} if joint_cred is None else {"joint": joint_cred}
+        credibility.update({name: marg_cred[:, j] for j, name in enumerate(names)})
+        metrics["coverage"]["conditional"] = conditional_coverage(
+            credibility,
+            region_masks(visibility, theta, names),
+            levels,
+            tolerance=COVERAGE_TOLERANCE,
+        )
 
     # SBC
     sbc = run_sbc_checks(samples, theta, names)
@@ -495,6 +509,33 @@ REPORT_FILES = ("report.md", "metrics.json")
 """The files that mark a folder as holding a diagnostics report."""
 
 
+def _local_test(
+    model, theta, images, visibility, n_probes, seed, notes
+) -> tuple[dict | None, list]:
+    """L-C2ST at ``n_probes`` clusters spread over visibility (the others train it); ``(None,
+    [])`` with a note when the model has no flow to invert or too few clusters are left."""
+    from .local import MIN_CALIBRATION, local_c2st, probe_indices
+
+    n_cal = len(theta) - min(n_probes, len(theta))
+    reason = (
+        "the model has no normalizing flow to invert"
+        if not callable(getattr(model, "flow", None))
+        else f"{n_cal} clusters left to train it, fewer than {MIN_CALIBRATION} (raise --n)"
+        if n_cal < MIN_CALIBRATION
+        else None
+    )
+    if reason:
+        logger.warning("L-C2ST skipped: %s", reason)
+        notes.append(f"L-C2ST skipped: {reason}.")
+        return None, []
+    probe = np.zeros(len(theta), bool)
+    probe[probe_indices(visibility, n_probes)] = True
+    result = local_c2st(
+        model, theta, images, probe, visibility, seed=held_out_seed(seed, LOCAL_TEST_STREAM)
+    )
+    return {k: v for k, v in result.items() if k != "pp"}, result["pp"]
+
+
 def check_report_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
     """Check, before any work, that a diagnostics report may be written to ``out_dir``.
 
@@ -543,6 +584,7 @@ def run_diagnostics(
     out_dir: str | Path,
     overwrite: bool = False,
     progress: bool = True,
+    lc2st_probes: int = 50,
 ) -> dict:
     """Calibration, accuracy and classification diagnostics of a model on held-out simulations.
 
@@ -569,13 +611,18 @@ def run_diagnostics(
         work.
     progress : bool
         Show progress bars (only on a terminal).
+    lc2st_probes : int
+        Held-out clusters, spread over visibility, at which the local test L-C2ST
+        (:func:`~sbicluster.diagnostics.local.local_c2st`) is run; the other clusters train its
+        classifiers. 0 skips it.
 
     Returns
     -------
     dict
         The metrics (as written to ``metrics.json``): ``coverage`` (joint and per-parameter HPD
         coverage curves with binomial bands and verdicts; the joint one also per visibility bin of
-        :data:`COVERAGE_VISIBILITY_EDGES`), ``sbc`` (KS and χ² p-values), ``tarp``, ``accuracy``
+        :data:`COVERAGE_VISIBILITY_EDGES`; ``conditional``: by visibility and by tercile of each
+        true parameter), ``local`` (L-C2ST at the probes), ``sbc`` (KS and χ² p-values), ``tarp``, ``accuracy``
         (bias, robust σ, RMSE overall, in the paper's reliable range and by visibility),
         ``width_vs_visibility``, ``classification`` (AUC, precision/recall, reliability, by
         visibility and, when the simulator records its hard negatives, by kind of background),
@@ -599,6 +646,8 @@ def run_diagnostics(
             f"diagnostics need n >= 20 objects and num_samples >= 20 draws, got n={n}, "
             f"num_samples={num_samples}; use e.g. --n 2000 for the calibration goals"
         )
+    if isinstance(lc2st_probes, bool) or not isinstance(lc2st_probes, int) or lc2st_probes < 0:
+        raise InputError(f"--lc2st-probes must be an integer ≥ 0, got {lc2st_probes!r}")
     check_report_dir(out_dir, overwrite)
     train_seed = (
         (model.card.get("training", {}) or {}).get("config", {}).get("seed")
@@ -670,6 +719,13 @@ def run_diagnostics(
         metrics["classification"]["auc_detectable_single_view"] = _single_view_auc(
             model, batch.images, label, vis_all
         )
+    pp = None
+    if lc2st_probes:
+        t1 = time.perf_counter()
+        metrics["local"], pp = _local_test(
+            model, theta, batch.images[label], vis_all[label], lc2st_probes, seed, notes
+        )
+        timing["local_test"] = time.perf_counter() - t1
     figures = diagnostic_figures(
         metrics,
         theta,
@@ -680,6 +736,8 @@ def run_diagnostics(
         is_cluster=label,
         visibility_all=vis_all,
     )
+    if pp:
+        figures["lc2st_pp"] = plot_lc2st_pp(pp, metrics["local"]["alpha"])
     timing["statistics"] = time.perf_counter() - t0  # metrics and figures
     card = model.card if isinstance(getattr(model, "card", None), dict) else {}
     metrics.update(

@@ -1,0 +1,188 @@
+"""Calibration at individual observations: the local classifier two-sample test (L-C2ST).
+
+Coverage, SBC and TARP average over observations; a posterior can pass them and still be wrong
+for the cluster in hand. L-C2ST (Linhart et al. 2023, arXiv:2306.03580) tests, at one observation
+x_o, whether q(θ | x_o) equals the true posterior. This module runs sbi's normalizing-flow variant
+(:class:`sbi.diagnostics.lc2st.LC2ST_NF`) on the model's own flow: held-out truths θ_i are mapped
+to the flow's base space, z_i = T⁻¹(θ_i; x_i), which for a correct posterior are standard normal
+whatever x_i; a classifier learns to tell [z_i, x_i] from [ε, x_i] with ε ~ N(0, I); at a probe
+x_o its predicted probabilities on [ε, x_o] should then stay at chance (0.5). The statistic's null
+distribution comes from classifiers trained with both classes standard normal, which need no
+simulations. The observation x is the embedding network's feature vector of the cutout (what the
+flow conditions on).
+
+The report gives the fraction of probes, spread over visibility, at which calibration is not
+rejected (for an exact posterior: 1 − α on average), the per-probe statistics and p-values, and
+PP-plots of a few probes. This module must not simulate or plot (it returns what the plots need).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["LOCAL_GOAL", "MIN_CALIBRATION", "probe_indices", "local_c2st"]
+
+LOCAL_GOAL = 0.9
+"""Goal: calibration not rejected (at α = 0.05) at this fraction of the probes or more."""
+
+MIN_CALIBRATION = 50
+"""Fewest held-out clusters that train the test's classifiers."""
+
+
+def probe_indices(visibility: np.ndarray, n_probes: int) -> np.ndarray:
+    """Indices of ``n_probes`` objects spread evenly over the ranks of ``visibility``.
+
+    Parameters
+    ----------
+    visibility : numpy.ndarray
+        Shape (N,), the objects' true visibility.
+    n_probes : int
+        Probes wanted (at most N).
+
+    Returns
+    -------
+    numpy.ndarray
+        int (min(n_probes, N),), sorted by visibility.
+    """
+    order = np.argsort(np.asarray(visibility, dtype=float), kind="stable")
+    k = min(int(n_probes), len(order))
+    return order[np.round(np.linspace(0, len(order) - 1, k)).astype(int)]
+
+
+@torch.no_grad()
+def _features(model, images: torch.Tensor) -> torch.Tensor:
+    from ..inference import embed_in_parts
+
+    device = next(model.parameters()).device
+    parts = [
+        embed_in_parts(model, images[i : i + 1024].to(device)).cpu()
+        for i in range(0, len(images), 1024)
+    ]
+    return torch.cat(parts)
+
+
+def local_c2st(
+    model,
+    theta: np.ndarray,
+    images: torch.Tensor,
+    probe: np.ndarray,
+    visibility: np.ndarray,
+    *,
+    seed: int = 0,
+    alpha: float = 0.05,
+    num_null: int = 20,
+    num_eval: int = 2000,
+    pp_probes: int = 4,
+) -> dict:
+    """L-C2ST of the model's flow at probe observations.
+
+    Parameters
+    ----------
+    model : ClusterModel
+        The trained model (its ``flow`` must map θ to base space with ``transform``).
+    theta : numpy.ndarray
+        True parameters of held-out clusters, shape (N, D), prior units.
+    images : torch.Tensor
+        Their cutouts, (N, C, H, W) e⁻/s.
+    probe : numpy.ndarray
+        bool (N,): the probe observations; the others train the classifiers.
+    visibility : numpy.ndarray
+        True visibility, (N,), recorded for each probe.
+    seed : int
+        Seed of the posterior draws, the base samples and the classifiers.
+    alpha : float
+        Level of each probe's test.
+    num_null : int
+        Classifiers trained under the null (the p-value's resolution is 1 / num_null).
+    num_eval : int
+        Base-distribution points at which a probe is evaluated.
+    pp_probes : int
+        Probes whose predicted probabilities are kept for PP-plots (spread over the probes).
+
+    Returns
+    -------
+    dict
+        ``n_calibration``, ``n_probes``, ``alpha``, ``num_null``, ``fraction_not_rejected``,
+        ``goal``, ``goal_met``, ``probes`` (per probe: ``index``, ``visibility``, ``statistic``,
+        ``p_value``, ``rejected``) and ``pp`` (for a few probes: ``visibility``, ``probs``
+        (num_eval,), ``probs_null`` (num_null, num_eval)).
+    """
+    from sbi.diagnostics.lc2st import LC2ST_NF
+
+    probe = np.asarray(probe, dtype=bool)
+    cal = ~probe
+    if cal.sum() < MIN_CALIBRATION or probe.sum() < 1:
+        raise ValueError(
+            f"L-C2ST needs ≥ {MIN_CALIBRATION} calibration objects and a probe, got "
+            f"{int(cal.sum())} and {int(probe.sum())}"
+        )
+    clf_seed = int(seed) % 2**32  # scikit-learn takes 32-bit seeds
+    features = _features(model, images)
+    dim = int(theta.shape[1])
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        drawn = model.sample_from_features(features[cal].to(device), 1, generator)[
+            0
+        ].cpu()  # one posterior draw per calibration object
+
+    @torch.no_grad()
+    def to_base(th: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return model.flow(x.to(device).float()).transform(th.to(device).float()).cpu()
+
+    base = torch.distributions.MultivariateNormal(torch.zeros(dim), torch.eye(dim))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # LC2ST_NF draws its evaluation points from the global stream
+        test = LC2ST_NF(
+            prior_samples=torch.as_tensor(theta[cal], dtype=torch.float32),
+            xs=features[cal],
+            posterior_samples=drawn,
+            flow_inverse_transform=to_base,
+            flow_base_dist=base,
+            num_eval=num_eval,
+            num_trials_null=num_null,
+            seed=clf_seed,
+            classifier_kwargs={"hidden_layer_sizes": (64, 64), "max_iter": 300},
+        )
+        test.train_under_null_hypothesis(verbosity=0)
+        test.train_on_observed_data(seed=clf_seed, verbosity=0)
+    probes = []
+    idx = np.flatnonzero(probe)
+    keep_pp = set(np.round(np.linspace(0, len(idx) - 1, min(pp_probes, len(idx)))).astype(int))
+    pp = []
+    for k, i in enumerate(idx):
+        x_o = features[i]
+        statistic = float(test.get_statistic_on_observed_data(x_o=x_o))
+        p_value = float(test.p_value(x_o=x_o))
+        probes.append(
+            {
+                "index": int(i),
+                "visibility": float(visibility[i]),
+                "statistic": statistic,
+                "p_value": p_value,
+                "rejected": bool(p_value < alpha),
+            }
+        )
+        if k in keep_pp:
+            probs = test.get_scores(x_o=x_o, trained_clfs=test.trained_clfs).probabilities
+            probs_null = test.get_statistics_under_null_hypothesis(x_o=x_o).probabilities
+            pp.append(
+                {
+                    "visibility": float(visibility[i]),
+                    "probs": np.asarray(probs, dtype=float).reshape(-1),
+                    "probs_null": np.asarray(probs_null, dtype=float).reshape(num_null, -1),
+                }
+            )
+    fraction = float(np.mean([not p["rejected"] for p in probes]))
+    return {
+        "n_calibration": int(cal.sum()),
+        "n_probes": len(probes),
+        "alpha": alpha,
+        "num_null": num_null,
+        "fraction_not_rejected": fraction,
+        "goal": LOCAL_GOAL,
+        "goal_met": bool(fraction >= LOCAL_GOAL),
+        "probes": probes,
+        "pp": pp,
+    }

@@ -1,0 +1,81 @@
+"""L-C2ST at individual observations, on a conjugate Gaussian problem with a known posterior."""
+
+import numpy as np
+import pytest
+import torch
+
+from sbicluster.diagnostics.local import local_c2st, probe_indices
+
+NOISE = 0.5
+D = 2
+
+
+class _GaussianPosteriorModel(torch.nn.Module):
+    """x = θ + NOISE·ε, θ ~ N(0, I): posterior N(x / (1 + NOISE²), NOISE² / (1 + NOISE²)),
+    its width multiplied by ``scale`` (1: exact). Features are the observation itself."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the model a device
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1)
+
+    def _moments(self, x):
+        return x / (1 + NOISE**2), self.scale * NOISE / np.sqrt(1 + NOISE**2)
+
+    def sample_from_features(self, x, num_samples, generator=None):
+        mean, sd = self._moments(x)
+        eps = torch.randn((num_samples, *x.shape), generator=generator)
+        return mean + sd * eps
+
+    def flow(self, x):
+        mean, sd = self._moments(x)
+
+        class _Flow:
+            @staticmethod
+            def transform(theta):
+                return (theta - mean) / sd
+
+        return _Flow()
+
+
+def _data(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    theta = rng.standard_normal((n, D)).astype(np.float32)
+    x = theta + NOISE * rng.standard_normal((n, D)).astype(np.float32)
+    visibility = 10 ** rng.uniform(0, 3, n)
+    return theta, torch.as_tensor(x).reshape(n, D, 1, 1), visibility
+
+
+def test_probes_are_spread_over_visibility():
+    vis = np.array([5.0, 1.0, 300.0, 20.0, 2.0, 90.0])
+    idx = probe_indices(vis, 3)
+    assert list(vis[idx]) == [1.0, 5.0, 300.0] or list(vis[idx]) == [1.0, 20.0, 300.0]
+    assert np.all(np.diff(vis[idx]) > 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale, exact", [(1.0, True), (0.5, False)])
+def test_exact_posterior_is_not_rejected_and_a_too_narrow_one_is(scale, exact):
+    theta, images, visibility = _data(1200, seed=3)
+    probe = np.zeros(len(theta), bool)
+    probe[probe_indices(visibility, 20)] = True
+    result = local_c2st(
+        _GaussianPosteriorModel(scale),
+        theta,
+        images,
+        probe,
+        visibility,
+        seed=1,
+        num_null=20,
+        num_eval=500,
+        pp_probes=2,
+    )
+    assert result["n_probes"] == 20 and result["n_calibration"] == 1180
+    if exact:
+        assert result["fraction_not_rejected"] >= 0.8  # 0.95 expected at α = 0.05
+    else:
+        assert result["fraction_not_rejected"] <= 0.2
+    assert len(result["pp"]) == 2 and result["pp"][0]["probs_null"].shape == (20, 500)
