@@ -12,7 +12,14 @@ import torch
 from sbicluster.outputs import write_cutouts_fits
 from simulators.toy import LinearGaussianToy
 
-__all__ = ["toy_model_dir", "toy_cutouts", "cli", "run_main", "assert_one_line_error"]
+__all__ = [
+    "toy_model_dir",
+    "toy_cutouts",
+    "one_torch_thread",
+    "cli",
+    "run_main",
+    "assert_one_line_error",
+]
 
 TOY_CLUSTERS = 6
 
@@ -57,6 +64,16 @@ def toy_cutouts(tmp_path_factory) -> tuple[Path, torch.Tensor]:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_cutouts_fits(path, batch.images.numpy(), toy.bands, pixel_scale=0.04)
     return path, batch.theta
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (restored after): small vectorised work and the commands'
+    subprocesses only contend with two threads on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def cli(*args, timeout: float = 300):

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from sbicluster.training import TrainingConfig, train
 from sbicluster.training.checkpoint import read_checkpoint_meta
@@ -26,13 +25,7 @@ from tests.conftest import run_main
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread in this process as in the subprocesses (see :func:`_env`)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _hashes(folder: Path) -> dict[str, str]:

@@ -58,13 +58,7 @@ def _pl_log_density(k, lo, hi):
     return lambda x: k * x - math.log(z)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these small vectorised sums only contend with two on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _hyper(values):
