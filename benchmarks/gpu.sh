@@ -4,7 +4,7 @@
 # then the CUDA-against-CPU agreement tests. Written to benchmarks/results/*_cuda.{json,md}.
 #
 # Usage (from anywhere; runs in the repository root):
-#   bash benchmarks/gpu.sh                              # one GPU: about 5 minutes on an H100
+#   bash benchmarks/gpu.sh                              # one GPU: sized for under 8 minutes on an H100
 #   bash benchmarks/gpu.sh --device cpu --quick         # the same steps in a check-sized form
 #   bash benchmarks/gpu.sh --quick --results-dir /tmp/r # any run can write elsewhere
 #
