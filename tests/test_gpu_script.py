@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -47,9 +48,7 @@ def test_quick_cpu_form_measures_every_step_and_writes_elsewhere(tmp_path):
     assert simulator["prior_draws"]["cutouts_per_s_median"] > 0
     for embedding in ("cpu", "paper"):
         step = training["bank"][embedding]["float32"]
-        assert step["samples_per_s"] > 0 and step["total_loss"] == pytest.approx(
-            step["total_loss"]
-        )  # finite: NaN is not approx-equal to itself
+        assert step["samples_per_s"] > 0 and math.isfinite(step["total_loss"])
     assert training["online"]["samples_per_s"] > 0
     assert inference["predict_8_views_cutouts_per_s"] > 0
     assert inference["memory_run"]["all_draws_inside_prior"]
