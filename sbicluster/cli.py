@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -365,12 +366,20 @@ def _train(args) -> None:
     from .devices import resolve_device
     from .errors import InputError
     from .training import TrainingConfig, check_run_dir, default_config, train, write_dataset
+    from .training.distributed import launched_world_size, select_rank_device
 
     weight_options = {"classifier": args.classifier_weight, "balance": args.balance_weight}
     for term, weight in weight_options.items():
         if weight is not None and not (math.isfinite(weight) and weight >= 0):
             raise InputError(f"--{term}-weight {weight}: must be a finite number ≥ 0")
+    select_rank_device()
     device = resolve_device(args.device)
+    processes = launched_world_size()
+    if processes > 1 and args.pool is not None:
+        raise InputError(
+            f"--pool would be simulated by each of the {processes} processes: simulate it once "
+            "with `sbicluster simulate-pool` and train on it with --pool-dir"
+        )
     if args.pool_dir is not None and (args.pool is not None or args.preset is not None):
         raise InputError(
             "--pool-dir trains on that pool with its own simulator: drop --pool and --preset"
@@ -428,6 +437,8 @@ def _train(args) -> None:
         progress=_progress(),
     )
     training = model.card["training"]
+    if os.environ.get("RANK", "0") != "0":  # one report for a run of several processes
+        return
     print(
         f"training stopped ({training['stop_reason']}) after {training['steps_done']} steps; "
         f"model written to {args.out / 'model'}; training log in {args.out / 'log.csv'}"

@@ -550,6 +550,7 @@ class ClusterModel(nn.Module):
         *,
         weights: dict[str, float],
         autocast: bool = False,
+        global_counts: tuple[int, int] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training losses on one batch.
 
@@ -571,7 +572,14 @@ class ClusterModel(nn.Module):
             ``classifier``, ``visibility`` and (optional, default 0) ``balance`` loss weights.
         autocast : bool
             Run the embedding under CUDA mixed precision (the flow always runs in float32).
+        global_counts : (int, int), optional
+            ``(clusters, samples)`` of the global batch of which this batch is one process's share
+            in data-parallel training (:mod:`sbicluster.training.distributed`): each term is then
+            this share's sum divided by the global count, so that the processes' terms add up to
+            the global batch's means. The balancing penalty is not available this way.
         """
+        if global_counts is not None and weights.get("balance", 0.0) > 0:
+            raise ValueError("the balancing penalty does not split over processes")
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             features = self.embed(images)
         features = features.float()
@@ -582,10 +590,17 @@ class ClusterModel(nn.Module):
         if bool(is_cl.any()):
             theta_cl, features_cl = theta[is_cl], features[is_cl]
             log_q = self.flow_log_prob(theta_cl, features_cl)
-            nll = -log_q.mean()
+            nll = -log_q.mean() if global_counts is None else -log_q.sum() / global_counts[0]
             if weights.get("balance", 0.0) > 0 and len(theta_cl) >= 4:
                 balance = self._balance(theta_cl, features_cl, log_q)
-        bce = nn.functional.binary_cross_entropy_with_logits(logit, label.float())
-        mse = nn.functional.mse_loss(vis, torch.log1p(visibility.clamp(min=0.0)))
+        reduction = "mean" if global_counts is None else "sum"
+        bce = nn.functional.binary_cross_entropy_with_logits(
+            logit, label.float(), reduction=reduction
+        )
+        mse = nn.functional.mse_loss(
+            vis, torch.log1p(visibility.clamp(min=0.0)), reduction=reduction
+        )
+        if global_counts is not None:
+            bce, mse = bce / global_counts[1], mse / global_counts[1]
         terms = {"nll": nll, "bce": bce, "mse": mse, "balance": balance}
         return {"total": weighted_loss(terms, weights), **terms}

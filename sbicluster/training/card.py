@@ -26,6 +26,7 @@ def training_card(
     amp: bool,
     terms: tuple[str, ...],
     metrics: dict[str, float],
+    processes: int = 1,
 ) -> dict:
     """The card of a model trained by :func:`sbicluster.training.train`.
 
@@ -50,6 +51,8 @@ def training_card(
         Logged loss terms (:func:`sbicluster.training.tracking.logged_terms`).
     metrics : dict
         Validation loss terms of the returned model.
+    processes : int
+        Data-parallel processes that trained it (each with ``threads`` torch threads).
 
     Returns
     -------
@@ -71,6 +74,7 @@ def training_card(
             "device": str(device),
             "device_name": device_name(device),
             "threads": torch.get_num_threads(),
+            "processes": processes,
             "amp": amp,
             "loss": "NLL_flow(clusters) + w_classifier * BCE + w_visibility * MSE(log1p visibility)"
             + (" + w_balance * balancing penalty (BNPE)" if "balance" in terms else ""),

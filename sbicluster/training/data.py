@@ -135,6 +135,12 @@ class DatasetBatches:
     grow with the images of the pool: only the small per-sample columns (θ, label, visibility:
     24 bytes a sample) are held; images are read from disk batch by batch.
 
+    In data-parallel training (:mod:`.distributed`) every process builds the reader with the same
+    path, seed and ``val_size`` and its own ``rank``: all draw the same permutations, and each
+    reads only its share of every global batch (``rank``, ``rank + world_size``, … of the batch's
+    rows in pool order), so the shares partition the batch a single process would train on, and
+    the stream state (identical in every process) is checkpointed once.
+
     Parameters
     ----------
     path : str
@@ -143,6 +149,8 @@ class DatasetBatches:
         Source of the epoch permutations (CPU).
     val_size : int
         Number of validation rows at the end of the pool.
+    rank, world_size : int
+        This process's index among ``world_size`` data-parallel processes (default: one process).
 
     Raises
     ------
@@ -150,9 +158,18 @@ class DatasetBatches:
         If the pool has no more than ``val_size`` rows, or is a folder with missing shards.
     """
 
-    def __init__(self, path: str, generator: torch.Generator, val_size: int) -> None:
+    def __init__(
+        self,
+        path: str,
+        generator: torch.Generator,
+        val_size: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         import h5py
 
+        self.rank, self.world_size = rank, world_size
         from ..pool import is_pool_dir, pool_shard_paths
 
         paths = pool_shard_paths(path) if is_pool_dir(path) else [Path(path)]
@@ -195,13 +212,13 @@ class DatasetBatches:
 
     def next(self, n: int) -> SimulationBatch:
         """The next ``n`` training rows of the current epoch (a new permutation when it runs out),
-        in pool order within the batch."""
+        in pool order within the batch; in data-parallel training, this process's share of them."""
         if self.order is None or self.pos + n > self.n_train:
             self.order = torch.randperm(self.n_train, generator=self.generator).numpy()
             self.pos = 0
         idx = self.order[self.pos : self.pos + n]
         self.pos += n
-        return self._read(idx)
+        return self._read(np.sort(idx)[self.rank :: self.world_size])
 
     def state(self) -> dict[str, torch.Tensor]:
         """Generator state (``rng.train``), position (``disk.pos``) and permutation

@@ -26,6 +26,13 @@ validation data, :mod:`.data`) and a seeded model initialisation. A checkpoint s
 optimizer moments, the data stream's state, step counter and early-stopping state, so
 ``train(..., resume=True)`` continues exactly as an uninterrupted run (on the same device).
 
+Several processes (``torchrun --nproc_per_node P -m sbicluster train ...``): each takes its share
+of every global batch of a pool (:mod:`.distributed`); DDP averages the gradients, so the run
+follows the one-process run of the same global batch to float32 rounding. Rank 0 alone logs,
+checkpoints and writes the model; every process agrees on each stop. A checkpoint holds the one
+data stream all processes share, so a run resumes exactly with any number of processes.
+Fresh simulations (no pool) and the balancing penalty are refused with more than one process.
+
 Stops and resuming: every stop writes a checkpoint whose ``state.json`` records ``stop_reason``.
 
 - ``signal SIGINT`` / ``signal SIGTERM``: the model so far is written too, then
@@ -63,8 +70,14 @@ from .card import training_card
 from .checkpoint import has_checkpoint, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .config import TrainingConfig, upgrade_config_dict
 from .data import DatasetBatches, OnlineSource, TrainingData, estimate_softening
+from .distributed import (
+    ProcessGroup,
+    join_process_group,
+    select_rank_device,
+    use_global_batchnorm,
+)
 from .schedule import lr_at
-from .tracking import Tracker, logged_terms
+from .tracking import SilentTracker, Tracker, logged_terms
 
 __all__ = ["train", "train_step", "validate", "check_run_dir"]
 
@@ -192,13 +205,85 @@ def check_run_dir(
     return out_dir
 
 
-def _data_source(simulator: Simulator, config: TrainingConfig) -> TrainingData:
-    """The pool reader when ``config.dataset`` is set, else fresh simulations."""
+def _data_source(simulator: Simulator, config: TrainingConfig, group: ProcessGroup) -> TrainingData:
+    """The pool reader when ``config.dataset`` is set (this process's share of each batch), else
+    fresh simulations."""
     if config.dataset:
         return DatasetBatches(
-            config.dataset, torch.Generator().manual_seed(config.seed), config.val_size
+            config.dataset,
+            torch.Generator().manual_seed(config.seed),
+            config.val_size,
+            rank=group.rank,
+            world_size=group.world_size,
         )
     return OnlineSource(simulator, config.seed, config.val_size)
+
+
+def _check_parallel_config(config: TrainingConfig, group: ProcessGroup) -> None:
+    """Refuse, before any work, what a data-parallel run cannot do."""
+    if not group.parallel:
+        return
+    if not config.dataset:
+        raise InputError(
+            f"training in {group.world_size} processes needs a simulation pool: simulate one with "
+            "`sbicluster simulate-pool` and pass --pool-dir (fresh simulations are drawn by one "
+            "process only)"
+        )
+    if config.loss_weights.get("balance", 0.0) > 0:
+        raise InputError(
+            "the balancing penalty (--balance-weight) does not split over processes: train it "
+            "in one process"
+        )
+    if config.batch_size < group.world_size:
+        raise InputError(
+            f"--batch-size {config.batch_size} is smaller than the {group.world_size} processes "
+            "that share each batch"
+        )
+
+
+class _BatchLosses(torch.nn.Module):
+    """The model's training losses as a module's forward, the call that DDP synchronises."""
+
+    def __init__(self, model: ClusterModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: SimulationBatch, weights: dict, amp: bool, counts: tuple[int, int]):
+        return self.model.losses(
+            batch.theta,
+            batch.images,
+            batch.label,
+            batch.visibility,
+            weights=weights,
+            autocast=amp,
+            global_counts=counts,
+        )
+
+
+class DataParallel:
+    """A model's data-parallel training across the processes of ``group``: global-batch batch
+    normalisation and a DDP-wrapped loss (see :mod:`.distributed`).
+
+    Parameters
+    ----------
+    model : ClusterModel
+        Converted in place to global-batch batch normalisation.
+    group : ProcessGroup
+        The processes (more than one).
+    """
+
+    def __init__(self, model: ClusterModel, group: ProcessGroup) -> None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.group = group
+        use_global_batchnorm(model)
+        device = model.device
+        self.losses = DistributedDataParallel(
+            _BatchLosses(model),
+            device_ids=[device.index] if device.type == "cuda" else None,
+            # a share of a batch may hold no cluster, leaving the flow unused in that process
+            find_unused_parameters=True,
+        )
 
 
 def _build_model(
@@ -263,34 +348,54 @@ def train_step(
     config: TrainingConfig,
     lr: float,
     amp: bool,
+    *,
+    parallel: DataParallel | None = None,
 ) -> dict[str, float]:
     """One AdamW step at learning rate ``lr`` with global gradient-norm clipping; returns the
-    batch's loss terms (before the step)."""
-    for group in opt.param_groups:
-        group["lr"] = lr
-    parts = model.losses(
-        batch.theta,
-        batch.images,
-        batch.label,
-        batch.visibility,
-        weights=config.loss_weights,
-        autocast=amp,
-    )
+    batch's loss terms (before the step).
+
+    With ``parallel``, ``batch`` is this process's share of the global batch, the gradient is
+    that of the global batch's loss (averaged by DDP) and the returned terms are the global
+    batch's, the same in every process.
+    """
+    for param_group in opt.param_groups:
+        param_group["lr"] = lr
     opt.zero_grad(set_to_none=True)
-    parts["total"].backward()
+    if parallel is None:
+        parts = model.losses(
+            batch.theta,
+            batch.images,
+            batch.label,
+            batch.visibility,
+            weights=config.loss_weights,
+            autocast=amp,
+        )
+        parts["total"].backward()
+    else:
+        counts = parallel.group.global_counts(batch.label)
+        parts = parallel.losses(batch, config.loss_weights, amp, counts)
+        # DDP averages the gradients of the P partial losses: P × partial sums to the global mean
+        (parts["total"] * parallel.group.world_size).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     opt.step()
-    return {k: float(v.detach()) for k, v in parts.items()}
+    terms = {k: float(v.detach()) for k, v in parts.items()}
+    return terms if parallel is None else parallel.group.sum(terms)
 
 
 @torch.no_grad()
 def validate(
-    model: ClusterModel, val: SimulationBatch, loss_weights: dict, amp: bool = False
+    model: ClusterModel,
+    val: SimulationBatch,
+    loss_weights: dict,
+    amp: bool = False,
+    group: ProcessGroup | None = None,
 ) -> dict[str, float]:
     """Loss terms on the validation set, in chunks of :data:`VALIDATION_CHUNK` samples.
 
     ``nll`` and ``balance`` are averaged over cluster samples, ``bce`` and ``mse`` over all
-    samples; ``total`` is their weighted sum. The model is left in training mode.
+    samples; ``total`` is their weighted sum. The model is left in training mode. With a
+    data-parallel ``group``, each process evaluates every ``world_size``-th chunk and the sums are
+    combined, so every process returns the same terms.
 
     Parameters
     ----------
@@ -301,15 +406,21 @@ def validate(
         ``TrainingConfig.loss_weights``.
     amp : bool
         bfloat16 autocast for the embedding.
+    group : ProcessGroup, optional
+        The processes sharing the work (default: this one alone).
 
     Returns
     -------
     dict
         ``total``, ``nll``, ``bce``, ``mse``, ``balance``.
     """
+    group = group or ProcessGroup()
     model.eval()
     sums, n = {}, len(val)
-    for start in range(0, n, VALIDATION_CHUNK):
+    for key in ("total", "nll", "bce", "mse", "balance"):  # the same keys, in order, everywhere
+        sums[key], sums[f"_{key}"] = 0.0, 0
+    stride = VALIDATION_CHUNK * group.world_size
+    for start in range(VALIDATION_CHUNK * group.rank, n, stride):
         b = val[start : start + VALIDATION_CHUNK]
         parts = model.losses(
             b.theta, b.images, b.label, b.visibility, weights=loss_weights, autocast=amp
@@ -319,6 +430,7 @@ def validate(
             w = n_cl if k in ("nll", "balance") else len(b)
             sums[k] = sums.get(k, 0.0) + float(v) * w
             sums[f"_{k}"] = sums.get(f"_{k}", 0) + w
+    sums = group.sum(sums)
     out = {k: sums[k] / max(1, sums[f"_{k}"]) for k in ("nll", "bce", "mse", "balance")}
     out["total"] = weighted_loss(out, loss_weights)
     model.train()
@@ -332,6 +444,17 @@ def _record_validation(meta: dict, model: ClusterModel, val: dict[str, float]) -
         meta["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     else:
         meta["bad_evals"] += 1
+
+
+_SIGNAL_CODES = {"SIGINT": 2.0, "SIGTERM": 15.0}
+
+
+def _agreed_signal(raised: str | None, group: ProcessGroup) -> str | None:
+    """The signal caught by any process (SIGTERM over SIGINT), the same in every process."""
+    if not group.parallel:
+        return raised
+    code = group.max(_SIGNAL_CODES.get(raised, 0.0) if raised else 0.0)
+    return next((name for name, c in _SIGNAL_CODES.items() if c == code), None)
 
 
 def _stop_reason(
@@ -410,15 +533,39 @@ def train(
         After SIGINT or SIGTERM, once the checkpoint and the model so far are written; carries
         the signal, the checkpoint folder and the process exit code (130 / 143).
     """
+    select_rank_device()
+    device = resolve_device(config.device)
+    group = join_process_group(device)
+    try:
+        return _train(
+            simulator, config, out_dir, device, group, resume, overwrite, progress, stop_after_steps
+        )
+    finally:
+        group.close()
+
+
+def _train(
+    simulator: Simulator,
+    config: TrainingConfig,
+    out_dir: str | Path,
+    device: torch.device,
+    group: ProcessGroup,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    stop_after_steps: int | None,
+) -> ClusterModel:
+    """:func:`train` within the process group ``group`` (one process or several)."""
     from ..artifact import save_model
 
+    _check_parallel_config(config, group)
     out_dir = check_run_dir(out_dir, config=config, resume=resume, overwrite=overwrite)
+    group.barrier()  # every process has checked the folder before rank 0 changes it
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoint"
-    device = resolve_device(config.device)
     amp = bool(config.amp and device.type == "cuda")
 
-    data = _data_source(simulator, config)
+    data = _data_source(simulator, config, group)
     val = data.validation().to(device)
     softening = config.softening or estimate_softening(val.images)
     model = _build_model(simulator, config, softening, device)
@@ -426,17 +573,20 @@ def train(
     meta = _fresh_meta(config, softening)
     if resume:
         meta.update(_resume(ckpt_dir, config, model, opt, data))
-    elif overwrite:  # start afresh: nothing of the previous run may be resumed or mixed in
+    elif overwrite and group.is_main:  # start afresh: nothing of the previous run may remain
         for name in RUN_FILES:
             path = out_dir / name
             if path.is_dir():
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
+    group.barrier()
+    parallel = DataParallel(model, group) if group.parallel else None
 
     def checkpoint() -> None:
         meta["elapsed_s"] = time.perf_counter() - t0
-        save_checkpoint(ckpt_dir, model, opt, data, meta)
+        if group.is_main:
+            save_checkpoint(ckpt_dir, model, opt, data, meta)
 
     terms = logged_terms(config.loss_weights)
     model.train()
@@ -444,8 +594,7 @@ def train(
     stop_reason = "steps"
     first_step = meta["step"]
     running = _RunningMean()
-    with (
-        contextlib.closing(data),
+    tracker = (
         Tracker(
             out_dir,
             terms,
@@ -454,23 +603,26 @@ def train(
             append=resume,
             progress=progress,
             tensorboard=config.tensorboard,
-        ) as tracker,
-        _SignalFlag() as flag,
-    ):
+        )
+        if group.is_main
+        else SilentTracker()
+    )
+    with contextlib.closing(data), tracker, _SignalFlag() as flag:
         while meta["step"] < config.steps:
             elapsed = time.perf_counter() - t0
-            if meta["time_limit_s"] is not None and elapsed > meta["time_limit_s"]:
+            over_time = meta["time_limit_s"] is not None and elapsed > meta["time_limit_s"]
+            if group.any(over_time):  # rank 0's clock and the others' may differ by a step
                 stop_reason = "time budget"
                 break
             step = meta["step"]
             lr = lr_at(step, config, elapsed / config.max_time_s if config.max_time_s else 0.0)
             batch = data.next(config.batch_size).to(device)
-            running.add(train_step(model, opt, batch, config, lr, amp))
+            running.add(train_step(model, opt, batch, config, lr, amp, parallel=parallel))
             meta["step"] = step + 1
             tracker.step()
             validated = meta["step"] % config.val_every == 0 or meta["step"] == config.steps
             if validated:
-                vl = validate(model, val, config.loss_weights, amp)
+                vl = validate(model, val, config.loss_weights, amp, group)
                 meta["elapsed_s"] = time.perf_counter() - t0
                 tracker.log(meta["step"], meta["elapsed_s"], lr, running.mean(), vl)
                 running = _RunningMean()
@@ -481,7 +633,7 @@ def train(
                 validated=validated,
                 steps_this_call=meta["step"] - first_step,
                 stop_after_steps=stop_after_steps,
-                signal_raised=flag.raised,
+                signal_raised=_agreed_signal(flag.raised, group),
             )
             if reason is not None:
                 stop_reason = reason
@@ -492,7 +644,7 @@ def train(
         checkpoint()  # at every stop, so that any run can be resumed (or known to be complete)
 
     meta["elapsed_s"] = time.perf_counter() - t0
-    final_val = validate(model, val, config.loss_weights, amp)
+    final_val = validate(model, val, config.loss_weights, amp, group)
     if meta.get("best_state") is not None and final_val["total"] > meta["best_val"]:
         model.load_state_dict(meta["best_state"])
         final_val = meta.get("best_metrics", final_val)
@@ -507,8 +659,11 @@ def train(
         amp=amp,
         terms=terms,
         metrics=final_val,
+        processes=group.world_size,
     )
-    save_model(model, out_dir / "model", overwrite=True)
+    if group.is_main:
+        save_model(model, out_dir / "model", overwrite=True)
+    group.barrier()  # the model is on disk before any process returns
     logger.info(
         "training stopped (%s) after %d steps; model written to %s",
         stop_reason,

@@ -16,7 +16,7 @@ import csv
 import sys
 from pathlib import Path
 
-__all__ = ["Tracker", "logged_terms"]
+__all__ = ["Tracker", "SilentTracker", "logged_terms"]
 
 
 def logged_terms(loss_weights: dict) -> tuple[str, ...]:
@@ -153,3 +153,21 @@ class Tracker:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+class SilentTracker:
+    """A :class:`Tracker` that records nothing: what the processes other than rank 0 of a
+    data-parallel run use, so that one process writes the log and shows the bar."""
+
+    def __enter__(self) -> SilentTracker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Nothing to close."""
+
+    def step(self) -> None:
+        """Nothing to count."""
+
+    def log(self, step, elapsed_s, lr, train, val) -> dict:  # noqa: ARG002
+        """Nothing to write; returns an empty row."""
+        return {}

@@ -1,0 +1,8 @@
+"""``python -m sbicluster``: the command line (also what ``torchrun -m sbicluster train`` runs)."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
