@@ -239,6 +239,13 @@ def _extinction_md(out_dir: Path) -> list[str]:
         + f"{max(max(v.values()) for v in prov['band_weight_fraction_outside_law_range'].values()):.3g} "
         "(all shipped curves lie within 1980 Å–1.7 µm; the laws cover ≥ 1000 Å–3.3 µm).",
         "",
+        'The MIST grid axis (the default, `law="mist"`) is CCM89 at R_V = 3.1 in MIST\'s own bands (CCM89 on the '
+        "reconstructed SEDs reproduces the GALEX, SDSS, Bessell and 2MASS A_V axis to <= 0.006 mag median per band, "
+        "rms 0.014 mag; the next best dust_extinction law, O94, 0.016; F99 0.037; G23 0.047), but not in the HST "
+        "near-UV: the grid axis reaches F275W and F336W through a smooth SED fitted to each reddened node, which "
+        "cannot follow the 2175 A bump, hence the CCM89 row's -0.19 (F275W) and -0.04 (F336W) below "
+        "(`simulators.photometry.LAW_DESCRIPTIONS`).",
+        "",
         f"Law − MIST grid axis, A_band at A_V = 1 (mag): median over the {prov['n_stellar_nodes']} stellar nodes "
         "(solar [Fe/H]) / largest |difference|:",
         "",
@@ -252,6 +259,51 @@ def _extinction_md(out_dir: Path) -> list[str]:
             + " | ".join(f"{v['median']:+.3f} / {v['max_abs']:.3f}" for v in r.values())
             + " |"
         )
+    return out + [""]
+
+
+def _phase_coverage_md(out_dir: Path) -> list[str]:
+    """PROVENANCE.md section: where each shipped isochrone family ends, per run of log-age nodes ([Fe/H] = 0)."""
+    out = [
+        "## Isochrone phase coverage ([Fe/H] = 0)",
+        "",
+        "Last EEP, last phase label and the largest live initial mass of the shipped node isochrones "
+        "(runs of nodes with the same last label). PARSEC labels: 1 MS, 2 Hertzsprung gap, 3 RGB / red-supergiant "
+        "ascent, 4-6 core-He burning, 7 E-AGB, 8 TP-AGB; MIST: 0 MS, 2 RGB, 3 CHeB, 4 E-AGB, 5 TP-AGB, 9 WR. "
+        "The PARSEC grid of lachesis-grids never reaches label 7: it has no E-AGB, TP-AGB or post-AGB at any "
+        "age, no core-He burning of massive stars at log age 6.5-7.15 and no red clump at log age >= 9.25 "
+        "(see `simulators/isochrones.py`); no installable package ships PARSEC isochrones that have them.",
+        "",
+        "| family | log age | last EEP | last phase label | max live initial mass (M☉), first-last node | "
+        "max log L, first-last node |",
+        "|---|---|---|---|---|---|",
+    ]
+    for fam in ("mist", "parsec"):
+        with np.load(out_dir / f"isochrones_{fam}.npz", allow_pickle=False) as d:
+            i0 = int(np.flatnonzero(np.isclose(d["feh_values"], 0.0))[0])
+            n_age = len(d["age_values"])
+            runs: list[list] = []
+            for i, age in enumerate(d["age_values"]):
+                k = i0 * n_age + i
+                s, n = int(d["start"][k]), int(d["length"][k])
+                last = float(d["phase"][s : s + n].max()) / 100.0
+                row = [
+                    float(age),
+                    int(d["eep"][s + n - 1]),
+                    last,
+                    float(d["max_live_mass"][k]),
+                    float(d["log_L"][s : s + n].max()),
+                ]
+                if runs and runs[-1][0][2] == last:
+                    runs[-1][1] = row
+                else:
+                    runs.append([row, row])
+            for a, b in runs:
+                eep = f"{a[1]}" if a[1] == b[1] else f"{a[1]}-{b[1]}"
+                out.append(
+                    f"| {fam} | {a[0]:.2f}-{b[0]:.2f} | {eep} | {a[2]:g} | {a[3]:.3g}-{b[3]:.3g} | "
+                    f"{a[4]:.2f}-{b[4]:.2f} |"
+                )
     return out + [""]
 
 
@@ -308,6 +360,7 @@ def write_provenance_md(out_dir: Path = TABLE_DIR) -> Path:
                 + " |"
             )
         lines.append("")
+    lines += _phase_coverage_md(out_dir)
     lines += _extinction_md(out_dir)
     lines.append(
         "Full validation: `benchmarks/results/photometry.md` (`python -m benchmarks.photometry`)."
