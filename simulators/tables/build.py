@@ -5,6 +5,7 @@ Usage::
     python -m simulators.tables.build            # isochrones + photometry
     python -m simulators.tables.build --only isochrones
     python -m simulators.tables.build --only extinction   # dust_extinction laws on the shipped BC table
+    python -m simulators.tables.build --only law-identity # which law the MIST grid's A_V axis is
 
 This module owns the *derivation* of the shipped tables; the simulator must never import it at run
 time (it needs ``lachesis-grids``, ``astrolachesis`` (installed ``--no-deps``; read with h5py, never
@@ -28,8 +29,9 @@ Outputs (in this folder)
     laws (F99 and G23 at R_V 2.5, 3.1, 4.0; CCM89 at R_V 3.1), on the same nodes and A_V axis, built by
     :mod:`.reddening`; selectable at run time with ``law=``/``rv=`` (the default stays the grid's own axis).
 ``bc_hst_provenance.json``, ``extinction_laws_provenance.json`` and ``PROVENANCE.md``
-    Source versions, method, fit residuals, leave-one-band-out transfer errors, and each extinction
-    law's difference to the MIST grid axis.
+    Source versions, method, fit residuals, leave-one-band-out transfer errors, each extinction
+    law's difference to the MIST grid axis, the measured identity of that axis (``grid_axis_identity``)
+    and, from the isochrone files, where each family's isochrones end.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ __all__ = [
     "build_isochrones",
     "build_photometry",
     "build_extinction_laws",
+    "build_law_identity",
     "main",
     "ISOCHRONE_FEH",
     "BC_FEH",
@@ -220,6 +223,40 @@ def build_extinction_laws(out_dir: Path = TABLE_DIR) -> Path:
     return reddening.build(out_dir=out_dir, bc_path=out_dir / "bc_hst.npz")
 
 
+def build_law_identity(out_dir: Path = TABLE_DIR) -> Path:
+    """Measure which law the MIST grid's A_V axis is (:func:`.reddening.grid_axis_identity`) and store it as
+    ``grid_axis_identity`` in ``extinction_laws_provenance.json`` (the tables themselves are unchanged)."""
+    from . import reddening
+
+    path = out_dir / "extinction_laws_provenance.json"
+    prov = json.loads(path.read_text())
+    prov["grid_axis_identity"] = reddening.grid_axis_identity()
+    path.write_text(json.dumps(prov, indent=1))
+    return path
+
+
+def _identity_md(ident: dict) -> list[str]:
+    """PROVENANCE.md lines of the measured identity of the MIST grid's A_V axis."""
+    rms = ", ".join(f"{k} {v['rms']:.4f}" for k, v in ident["law_minus_grid"].items())
+    best = ident["law_minus_grid"][ident["best_law"]]
+    worst = max(abs(v) for k, v in best.items() if k != "rms")
+    cells = "; ".join(
+        f"{b.split('_')[-1]} {v['grid_axis']:.3f} / {v['CCM89_direct']:.3f} / {v['CCM89_reconstructed']:.3f}"
+        for b, v in ident["hst"].items()
+        if b.startswith("WFC3_UVIS")
+    )
+    return [
+        f'Identity of the MIST grid axis (the default, `law="mist"`), measured over {ident["n_nodes"]} stellar '
+        f"nodes at A_V = {ident['a_v']:g} (`reddening.grid_axis_identity`): rms of law − grid axis over the MIST "
+        f"bands {', '.join(ident['fit_bands'])}: {rms} mag; best {ident['best_law']} (largest |median| per band "
+        f"{worst:.3f} mag). WFC3/UVIS A_band of the grid axis / CCM89 on the SED / CCM89 through the same "
+        f"per-node reconstruction: {cells}. So the axis is CCM89 (R_V = 3.1) in MIST's bands, and its near-UV "
+        "excess in F275W/F336W comes from the reconstruction, which cannot follow the 2175 A bump "
+        "(`simulators.photometry.LAW_DESCRIPTIONS`).",
+        "",
+    ]
+
+
 def _extinction_md(out_dir: Path) -> list[str]:
     """PROVENANCE.md section of the extinction-law table (empty if it was not built)."""
     path = out_dir / "extinction_laws_provenance.json"
@@ -239,17 +276,12 @@ def _extinction_md(out_dir: Path) -> list[str]:
         + f"{max(max(v.values()) for v in prov['band_weight_fraction_outside_law_range'].values()):.3g} "
         "(all shipped curves lie within 1980 Å–1.7 µm; the laws cover ≥ 1000 Å–3.3 µm).",
         "",
-        'The MIST grid axis (the default, `law="mist"`) is CCM89 at R_V = 3.1 in MIST\'s own bands (CCM89 on the '
-        "reconstructed SEDs reproduces the GALEX, SDSS, Bessell and 2MASS A_V axis to <= 0.006 mag median per band, "
-        "rms 0.014 mag; the next best dust_extinction law, O94, 0.016; F99 0.037; G23 0.047), but not in the HST "
-        "near-UV: the grid axis reaches F275W and F336W through a smooth SED fitted to each reddened node, which "
-        "cannot follow the 2175 A bump, hence the CCM89 row's -0.19 (F275W) and -0.04 (F336W) below "
-        "(`simulators.photometry.LAW_DESCRIPTIONS`).",
-        "",
         f"Law − MIST grid axis, A_band at A_V = 1 (mag): median over the {prov['n_stellar_nodes']} stellar nodes "
         "(solar [Fe/H]) / largest |difference|:",
         "",
     ]
+    if "grid_axis_identity" in prov:
+        out[-2:-2] = _identity_md(prov["grid_axis_identity"])
     first = next(iter(prov["law_minus_mist_axis"].values()))["A_V=1"]
     out += ["| law | " + " | ".join(first) + " |", "|---" * (len(first) + 1) + "|"]
     for law, rows in prov["law_minus_mist_axis"].items():
@@ -375,7 +407,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m simulators.tables.build", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--only", choices=["isochrones", "photometry", "extinction"], default=None)
+    p.add_argument(
+        "--only", choices=["isochrones", "photometry", "extinction", "law-identity"], default=None
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.only in (None, "isochrones"):
@@ -385,6 +419,8 @@ def main(argv=None) -> None:
         build_photometry()
     if args.only in (None, "extinction"):
         build_extinction_laws()
+    if args.only in (None, "extinction", "law-identity"):
+        build_law_identity()
     (out := TABLE_DIR / "build_versions.json").write_text(
         json.dumps(
             {
