@@ -25,15 +25,17 @@ end points) are removed at build time; the PARSEC v1.2S grid here contains no re
 Evolutionary phases present
 ---------------------------
 MIST v2.5 isochrones carry every phase of live stars (PMS, MS, RGB, core-He burning, E-AGB, TP-AGB,
-and massive stars to the end of carbon burning, WR included). The PARSEC v1.2S grid of
+WR); the build's strict-monotonicity filter only drops rows that share one float32 initial mass with
+their neighbour (no IMF weight, so no light; up to 0.11 dex of the maximum log L at log age ≥ 9.0, on
+CHeB and TP-AGB rows). The PARSEC v1.2S grid of
 ``lachesis-grids`` 0.0.9 (``parsec_v1.25.h5``, the only PARSEC source among the installable packages)
 does **not**: its isochrones stop early. The build drops no PARSEC phase: it keeps every source row
 except those whose initial mass does not increase (the source's constant-mass filler across the helium
 flash, EEP 606–631 (550–631 at log age 9.95–10.05) at log age ≥ 9.15, log L ≤ 3.40 and below each
 isochrone's maximum; and at log age 7.15 the source rows EEP 500–669, whose initial mass runs back
 from 14.73 to 14.00 M☉, log L ≤ 5.07), so the shipped maximum log L equals the source's at every
-node. Measured on the source at [Fe/H] = 0 (PARSEC phase labels: 1 MS, 2 Hertzsprung gap, 3 RGB / red-supergiant ascent, 4–6 core-He
-burning, 7 E-AGB, 8 TP-AGB, 9 post-AGB; the grid never exceeds 6):
+node. Measured on the source at [Fe/H] = 0 (PARSEC phase labels: 1 MS, 2 Hertzsprung gap, 3 RGB /
+red-supergiant ascent, 4–6 core-He burning, 7 E-AGB, 8 TP-AGB, 9 post-AGB; the grid never exceeds 6):
 
 =============  ===========================  ======================================================
 log age (yr)   last EEP / last phase label   missing
