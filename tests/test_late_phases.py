@@ -137,3 +137,12 @@ def test_the_build_loses_no_phase(family):
         assert abs(node["log_L"].max() - src["log_L"][keep].max()) <= tol, (family, age)
         if not (family == "parsec" and age == 7.15):
             assert node["phase"].max() == pytest.approx(src["phase"][keep].max(), abs=0.01)
+
+
+def test_cluster_simulator_with_parsec_warns(one_torch_thread):
+    """A cluster simulator on PARSEC isochrones names the gaps over its prior's ages (6.5–10) once."""
+    from simulators.cluster import ClusterSimulator
+
+    with pytest.warns(IncompletePhasesWarning, match="6.50–7.15.*TP-AGB.*red clump") as record:
+        ClusterSimulator("m83-wfc3", family="parsec", background="none")
+    assert sum(issubclass(w.category, IncompletePhasesWarning) for w in record) == 1
