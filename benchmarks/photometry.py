@@ -475,7 +475,9 @@ def _laws_markdown(e: dict) -> list[str]:
     out = [
         "## 8. Selectable extinction laws (A_band at A_V = 1 mag)",
         "",
-        '`law="mist"` (default) is the BC grid\'s own A_V axis (MIST C3K, CCM89, R_V = 3.1); F99 (Fitzpatrick 1999), '
+        "`law=\"mist\"` (default) is the BC grid's own A_V axis (MIST C3K, R_V = 3.1: CCM89 in MIST's own bands, but "
+        "not in F275W/F336W, where the per-node SED reconstruction raises A/A_V above CCM89's; see "
+        "`simulators.photometry.LAW_DESCRIPTIONS`); F99 (Fitzpatrick 1999), "
         "G23 (Gordon et al. 2023) and CCM89 come from `simulators/tables/extinction_laws.npz`: each BC node's reconstructed "
         "A_V = 0 SED reddened by the `dust_extinction` law and integrated through the same curves "
         + (

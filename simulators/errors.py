@@ -4,7 +4,13 @@ Every user-facing failure in :mod:`simulators` raises a subclass of :class:`Simu
 with a message that says what was wrong, what was expected and how to fix it.
 """
 
-__all__ = ["SimulatorError", "OutOfGridError", "UnknownBandError"]
+__all__ = [
+    "SimulatorError",
+    "OutOfGridError",
+    "UnknownBandError",
+    "IncompletePhasesError",
+    "IncompletePhasesWarning",
+]
 
 
 class SimulatorError(ValueError):
@@ -20,3 +26,13 @@ class UnknownBandError(SimulatorError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class IncompletePhasesError(SimulatorError):
+    """An isochrone family lacks evolutionary phases that carry much of the light at the requested ages
+    (e.g. the PARSEC tables here have no AGB); the message names the phases and the ages."""
+
+
+class IncompletePhasesWarning(UserWarning):
+    """Issued when isochrones that lack late evolutionary phases are used (see
+    :meth:`simulators.isochrones.IsochroneGrid.missing_phases`)."""

@@ -7,7 +7,11 @@ It must not know about ages, IMFs or images.
 Laws (``law=``, ``rv=``; see :meth:`simulators.photometry.PhotometryTable.extinction_laws`):
 
 - ``"mist"`` (default, R_V = 3.1 only): the A_V axis of the shipped BC table — each A_V node of the
-  MIST C3K grid was reddened by MIST (Cardelli et al. 1989 law) and reconstructed separately.
+  MIST C3K grid, reddened by MIST, reconstructed separately. In MIST's own bands that law is Cardelli
+  et al. (1989) at R_V = 3.1 (CCM89 on the reconstructed SEDs reproduces it to ≤ 0.006 mag median per
+  band); in the HST near-UV it is *not* CCM89: the per-node reconstruction gives A_F275W/A_V = 2.24 and
+  A_F336W/A_V = 1.67 where CCM89 gives 2.03 and 1.63 (F438W–F160W within 0.01 mag). Use ``"CCM89"``
+  for the law itself; :data:`simulators.photometry.LAW_DESCRIPTIONS` has the evidence.
 - ``"F99"`` (Fitzpatrick 1999, PASP 111, 63; R_V 2.5, 3.1, 4.0), ``"G23"`` (Gordon et al. 2023, ApJ 950,
   86, arXiv:2304.01991; R_V 2.5, 3.1, 4.0) and ``"CCM89"`` (Cardelli, Clayton & Mathis 1989, ApJ 345, 245;
   R_V 3.1): the ``dust_extinction`` law applied to each node's reconstructed A_V = 0 SED and integrated

@@ -20,23 +20,69 @@ last evolutionary stages whose coverage changes between nodes) are dropped. [Fe/
 interpolated: the requested value must be a grid node.
 
 Live stars vs remnants: MIST phases 6 (post-AGB and the white-dwarf cooling sequence) and −9 (white-dwarf
-end points) are removed at build time; the PARSEC v1.2S grid here contains no remnants (and no TP-AGB/post-AGB phases).
+end points) are removed at build time; the PARSEC v1.2S grid here contains no remnants.
+
+Evolutionary phases present
+---------------------------
+MIST v2.5 isochrones carry every phase of live stars (PMS, MS, RGB, core-He burning, E-AGB, TP-AGB,
+WR); the build's strict-monotonicity filter only drops rows that share one float32 initial mass with
+their neighbour (no IMF weight, so no light; up to 0.11 dex of the maximum log L at log age ≥ 9.0, on
+CHeB and TP-AGB rows). The PARSEC v1.2S grid of
+``lachesis-grids`` 0.0.9 (``parsec_v1.25.h5``, the only PARSEC source among the installable packages)
+does **not**: its isochrones stop early. The build drops no PARSEC phase: it keeps every source row
+except those whose initial mass does not increase (the source's constant-mass filler across the helium
+flash, EEP 606–631 (550–631 at log age 9.95–10.05) at log age ≥ 9.15, log L ≤ 3.40 and below each
+isochrone's maximum; and at log age 7.15 the source rows EEP 500–669, whose initial mass runs back
+from 14.73 to 14.00 M☉, log L ≤ 5.07), so the shipped maximum log L equals the source's at every
+node. Measured on the source at [Fe/H] = 0 (PARSEC phase labels: 1 MS, 2 Hertzsprung gap, 3 RGB /
+red-supergiant ascent, 4–6 core-He burning, 7 E-AGB, 8 TP-AGB, 9 post-AGB; the grid never exceeds 6):
+
+=============  ===========================  ======================================================
+log age (yr)   last EEP / last phase label   missing
+=============  ===========================  ======================================================
+6.00–6.40      324–500 / 1–2                 phases after the MS of stars ≥ 263 M☉ (above the IMFs' 120 M☉)
+6.45–7.10      605 / 3                       core-He burning and later of stars ≥ 205 … 16 M☉
+                                             (red and blue supergiants)
+7.15           669 / 4 (shipped: 605 / 3)    the same above 14.7 M☉
+7.20–9.20      1200 / 6                      E-AGB, TP-AGB, post-AGB
+9.25–10.10     707 / 4                       core-He burning (red clump) and AGB of stars ≥ 1.80 … 0.97 M☉
+=============  ===========================  ======================================================
+
+Consequences, measured with the shipped BC table and a Kroupa IMF (F814W, A_V = 0): the maximum log L/L☉
+of the PARSEC isochrones at log age 8.0 / 8.5 / 9.0 is 3.52 / 2.89 / 2.49 (MIST here 4.53 / 4.22 / 4.01;
+PARSEC v1.2S from its authors' web service reaches 4.35 / 4.06 / 3.29 up to the end of the E-AGB alone,
+as reported in issue #20); red supergiants (Teff < 4500 K, log L > 4) carry 7 % of the F814W light at
+log age 7.0 in PARSEC against 77 % in MIST; the PARSEC F814W light per unit mass is 0.48–0.96 of MIST's
+at log age 7.0–9.0. :meth:`IsochroneGrid.missing_phases` reports the gap at any age, every isochrone
+that has one issues an :class:`~simulators.errors.IncompletePhasesWarning`, and
+:class:`simulators.population.StellarPopulation` warns or refuses (``on_incomplete_phases``).
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import OutOfGridError, SimulatorError
+from .errors import IncompletePhasesError, IncompletePhasesWarning, OutOfGridError, SimulatorError
 from .tables import table_path
 
-__all__ = ["Isochrone", "IsochroneGrid", "get_isochrone_grid", "FAMILIES", "LOG_AGE_RANGE"]
+__all__ = [
+    "Isochrone",
+    "IsochroneGrid",
+    "get_isochrone_grid",
+    "check_phase_coverage",
+    "FAMILIES",
+    "COMPLETE_FAMILIES",
+    "LOG_AGE_RANGE",
+]
 
 #: Supported isochrone families: name → shipped file.
 FAMILIES = {"mist": "isochrones_mist.npz", "parsec": "isochrones_parsec.npz"}
+#: Families whose isochrones carry every phase of live stars (no late phase missing at any age).
+COMPLETE_FAMILIES = frozenset({"mist"})
 #: Log-age range (log10 yr) of the shipped tables.
 LOG_AGE_RANGE = (6.0, 10.1)
 
@@ -174,6 +220,46 @@ class IsochroneGrid:
                 f"log age {la.min():.3f}–{la.max():.3f} outside the {self.family} grid range {lo}–{hi} (log10 yr)"
             )
 
+    def _bracket(self, log_age: float) -> tuple[int, float]:
+        """Index ``j`` of the node at or below ``log_age`` and the weight ``t`` of node ``j + 1``."""
+        self.check_log_age(log_age)
+        ages = self.age_values
+        j = int(np.clip(np.searchsorted(ages, log_age, side="right") - 1, 0, len(ages) - 2))
+        return j, float(np.clip((log_age - ages[j]) / (ages[j + 1] - ages[j]), 0.0, 1.0))
+
+    def missing_phases(
+        self, log_age: float, feh: float = 0.0, max_mass: float = np.inf
+    ) -> str | None:
+        """The evolutionary phases the isochrone at ``log_age`` lacks, or ``None`` if it is complete.
+
+        Judged from the last phase label of the bracketing node isochrones (an interpolated isochrone
+        keeps only the EEPs both nodes have, so it ends where the shorter one ends). Families in
+        :data:`COMPLETE_FAMILIES` are complete at every age.
+
+        Parameters
+        ----------
+        log_age : float
+            log10 age / yr.
+        feh : float
+            [Fe/H] (dex).
+        max_mass : float
+            Initial mass (M☉) above which no star is drawn (an IMF's upper limit): an isochrone that ends
+            at or above it lacks nothing that matters.
+
+        Returns
+        -------
+        str or None
+            E.g. ``"E-AGB, TP-AGB and post-AGB (the isochrone ends at the end of core-He burning,
+            phase label 6.0, initial mass 5.30 M☉)"``.
+        """
+        if self.family in COMPLETE_FAMILIES:
+            return None
+        j, t = self._bracket(log_age)
+        nodes = [self.node(i, feh) for i, w in ((j, 1 - t), (j + 1, t)) if w > 1e-9]
+        last = min(nodes, key=lambda n: (float(n["phase"].max()), n["max_live_mass"]))
+        gap = _parsec_gap(float(last["phase"].max()), last["max_live_mass"], max_mass)
+        return None if gap is None else f"{gap[0]} ({gap[1]})"
+
     def isochrone(self, log_age: float, feh: float = 0.0) -> Isochrone:
         """Live stars at ``log_age`` (log10 yr), interpolated at equal EEP between the bracketing nodes.
 
@@ -193,11 +279,15 @@ class IsochroneGrid:
         OutOfGridError
             Age or metallicity outside the available grid (the message names the valid range).
         """
-        self.check_log_age(log_age)
-        ages = self.age_values
-        j = int(np.clip(np.searchsorted(ages, log_age, side="right") - 1, 0, len(ages) - 2))
-        t = float(np.clip((log_age - ages[j]) / (ages[j + 1] - ages[j]), 0.0, 1.0))
+        j, t = self._bracket(log_age)
         a, b = self.node(j, feh), self.node(j + 1, feh)
+        missing = self.missing_phases(log_age, feh)
+        if missing is not None:
+            warnings.warn(
+                f"{self.family} isochrone at log age {float(log_age):.2f} lacks {missing}",
+                IncompletePhasesWarning,
+                stacklevel=2,
+            )
         if t < 1e-9 or t > 1 - 1e-9:
             c = a if t < 0.5 else b
             return Isochrone(
@@ -213,6 +303,103 @@ class IsochroneGrid:
                 c["max_live_mass"],
             )
         return interpolate_nodes(a, b, t, float(log_age), float(feh), self.family)
+
+
+def _parsec_gap(
+    last_label: float, end_mass: float, max_mass: float = np.inf
+) -> tuple[str, str] | None:
+    """What a PARSEC isochrone that ends at phase label ``last_label`` and initial mass ``end_mass`` (M☉)
+    lacks, as ``(missing phases, where the isochrone ends)``; ``None`` when it ends at or above
+    ``max_mass`` (M☉)."""
+    if end_mass >= max_mass:
+        return None
+    where = f"phase label {last_label:.1f}, initial mass {end_mass:.2f} M☉"
+    if last_label >= 6.0 - 1e-6:
+        return (
+            "E-AGB, TP-AGB and post-AGB",
+            f"the isochrone ends at the end of core-He burning, {where}",
+        )
+    if last_label >= 4.0 - 1e-6:
+        return (
+            "core-He burning (red clump) and the AGB of low-mass stars",
+            f"the isochrone ends at helium ignition, {where}",
+        )
+    if last_label >= 3.0 - 1e-6:
+        return (
+            "core-He burning (red and blue supergiants) and every later phase of massive stars",
+            f"the isochrone ends at helium ignition, {where}",
+        )
+    return "every phase after the main sequence of the most massive stars", where
+
+
+def check_phase_coverage(
+    family: str,
+    log_age_range: tuple[float, float],
+    *,
+    feh: float = 0.0,
+    max_mass: float = np.inf,
+    action: str = "warn",
+) -> list[tuple[float, float, str]]:
+    """Find the log ages in a range whose isochrones lack evolutionary phases; warn or refuse.
+
+    Parameters
+    ----------
+    family : {"mist", "parsec"}
+    log_age_range : (float, float)
+        log10 age / yr range (inclusive).
+    feh : float
+        [Fe/H] (dex).
+    max_mass : float
+        Upper initial mass of the IMF (M☉); see :meth:`IsochroneGrid.missing_phases`.
+    action : {"warn", "error", "ignore"}
+        Issue one :class:`~simulators.errors.IncompletePhasesWarning` naming every gap, raise
+        :class:`~simulators.errors.IncompletePhasesError`, or do nothing.
+
+    Returns
+    -------
+    list of (float, float, str)
+        Log-age intervals (first and last affected shipped node inside the range) and what they lack.
+
+    Raises
+    ------
+    IncompletePhasesError
+        With ``action="error"``, if any age in the range lacks phases.
+    SimulatorError
+        Unknown ``action``.
+    """
+    if action not in ("warn", "error", "ignore"):
+        raise SimulatorError(
+            f"on_incomplete_phases must be 'warn', 'error' or 'ignore', not {action!r}"
+        )
+    grid = get_isochrone_grid(family)
+    ages = grid.age_values
+    # ages outside the grid are the caller's to refuse (with its own message): look inside only
+    lo, hi = (float(np.clip(x, ages[0], ages[-1])) for x in log_age_range)
+    if not hi >= lo:
+        return []
+    inside = ages[(ages > lo + 1e-9) & (ages < hi - 1e-9)]
+    gaps: list[tuple[float, float, str]] = []
+    for a in np.concatenate([[lo], inside, [hi]]):
+        miss = grid.missing_phases(float(a), feh, max_mass)
+        if miss is None:
+            continue
+        kind = miss[: miss.rindex(" (")]
+        if gaps and gaps[-1][2] == kind:
+            gaps[-1] = (gaps[-1][0], float(a), kind)
+        else:
+            gaps.append((float(a), float(a), kind))
+    if gaps and action != "ignore":
+        text = "; ".join(f"log age {a:.2f}–{b:.2f}: {k}" for a, b, k in gaps)
+        msg = (
+            f"{family} isochrones ([Fe/H] = {feh:+.2f}) lack evolutionary phases that carry much of the red "
+            f"and near-IR light: {text}. Red supergiants carry 77 % of the F814W light of a MIST "
+            "population at log age 7.0 (7 % in PARSEC here); E-AGB + TP-AGB 8–19 % at log age 8.0–9.0. "
+            "Use family='mist' (complete), or accept the gap explicitly (on_incomplete_phases='ignore')."
+        )
+        if action == "error":
+            raise IncompletePhasesError(msg)
+        warnings.warn(msg, IncompletePhasesWarning, stacklevel=3)
+    return gaps
 
 
 def interpolate_nodes(

@@ -17,7 +17,10 @@ shipped isochrones except the very coolest pre-main-sequence/TP-AGB points below
 [Fe/H] between the shipped nodes, and linear in A_V between the grid's A_V nodes (0–6 mag, R_V = 3.1).
 
 Extinction law (``law=``, ``rv=``): the default ``"mist"`` is the BC grid's own A_V axis (MIST C3K,
-R_V = 3.1). The other laws (``"F99"``, ``"G23"`` at R_V 2.5, 3.1, 4.0; ``"CCM89"`` at 3.1) come from
+R_V = 3.1). It is Cardelli, Clayton & Mathis (1989) only in the bands MIST tabulates: in the HST bands it
+is that law as carried through the per-node SED reconstruction, which overestimates the near-UV
+extinction (A_F275W/A_V 2.24, A_F336W/A_V 1.67 against CCM89's 2.03, 1.63); see :data:`LAW_DESCRIPTIONS`.
+The other laws (``"F99"``, ``"G23"`` at R_V 2.5, 3.1, 4.0; ``"CCM89"`` at 3.1) come from
 ``extinction_laws.npz`` (built by :mod:`simulators.tables.reddening`: each node's reconstructed SED
 reddened by the ``dust_extinction`` law and integrated through the same curves) on the same nodes and
 A_V axis, as BC(A_V) = BC_mist(A_V = 0) − A_band^law(A_V); it is loaded only when such a law is asked for.
@@ -37,6 +40,7 @@ __all__ = [
     "SUPPORTED_BANDS",
     "MBOL_SUN",
     "DEFAULT_LAW",
+    "LAW_DESCRIPTIONS",
     "RV_DEFAULT",
     "check_bands",
     "PhotometryTable",
@@ -68,8 +72,26 @@ SUPPORTED_BANDS: tuple[str, ...] = (
 MBOL_SUN = 4.74
 PHOTOMETRY_TABLE = "bc_hst.npz"
 EXTINCTION_TABLE = "extinction_laws.npz"
-#: Default extinction law: the BC grid's own A_V axis (MIST C3K, R_V = 3.1).
+#: Default extinction law: the BC grid's own A_V axis (MIST C3K, R_V = 3.1; see :data:`LAW_DESCRIPTIONS`).
 DEFAULT_LAW = "mist"
+#: What each extinction law is, with the evidence for the default's identity. Figures: A_band/A_V at
+#: A_V = 1, median over the 411 (Teff, log g) nodes of the BC grid that solar MIST isochrones visit.
+LAW_DESCRIPTIONS: dict[str, str] = {
+    "mist": (
+        "MIST C3K BC-grid A_V axis (R_V = 3.1), not exactly CCM89 in the HST UV bands. In MIST's own bands "
+        "(GALEX FUV/NUV, SDSS ugriz, Bessell UBVRI, 2MASS JHKs) it is CCM89 at R_V = 3.1: CCM89 applied to "
+        "the reconstructed A_V = 0 SEDs reproduces it to a median 0.006 mag or less per band and an rms "
+        "0.014 mag over the nodes (O94 0.016, F19 0.025, F99 0.037, G23 0.047 mag). The HST bands "
+        "come from a smooth SED fitted to each reddened node separately, which cannot follow the 2175 A "
+        "bump between GALEX NUV and u: A_F275W/A_V = 2.24 and A_F336W/A_V = 1.67 against 2.03 and 1.63 "
+        "for CCM89 on the same SEDs (law='CCM89'); CCM89 sent through the same reconstruction gives "
+        "2.22 and 1.68, so the excess is the reconstruction's, not a different law. F438W to F160W agree "
+        "with CCM89 within 0.01 mag (median)."
+    ),
+    "CCM89": "Cardelli, Clayton & Mathis 1989 (dust_extinction CCM89) applied to the reconstructed SEDs",
+    "F99": "Fitzpatrick 1999 (dust_extinction F99) applied to the reconstructed SEDs",
+    "G23": "Gordon et al. 2023 (dust_extinction G23) applied to the reconstructed SEDs",
+}
 #: Default ratio of total to selective extinction.
 RV_DEFAULT = 3.1
 

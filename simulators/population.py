@@ -16,7 +16,8 @@ Build (once, a few seconds; numpy)
 3. Extinction per row and band as a cubic without constant term, A(A_V) = c1 A_V + c2 A_V² + c3 A_V³,
    fitted on the A_V nodes (0–6 mag) of the selected law by
    :func:`simulators.extinction.extinction_polynomial` — by default the BC grid's own A_V axis
-   (MIST, R_V = 3.1); ``extinction_law="F99" | "G23" | "CCM89"`` with ``rv`` selects a
+   (MIST C3K, R_V = 3.1: CCM89 in MIST's bands, but A_F275W/A_V 2.24 instead of CCM89's 2.03 after the
+   SED reconstruction; see :data:`simulators.photometry.LAW_DESCRIPTIONS`); ``extinction_law="F99" | "G23" | "CCM89"`` with ``rv`` selects a
    ``dust_extinction`` law applied to each node's reconstructed SED — so each star's extinction
    follows its own SED. The largest fit error over all rows is kept in
    :attr:`StellarPopulation.extinction_fit_error`.
@@ -43,15 +44,16 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from .errors import OutOfGridError, SimulatorError
+from .errors import IncompletePhasesWarning, OutOfGridError, SimulatorError
 from .extinction import extinction_polynomial
 from .imf import IMF, get_imf
-from .isochrones import get_isochrone_grid
+from .isochrones import check_phase_coverage, get_isochrone_grid
 from .photometry import (
     DEFAULT_LAW,
     MBOL_SUN,
@@ -137,7 +139,9 @@ def _build_uncached(
     n_age = int(round((hi - lo) / age_step)) + 1
     ages = np.round(lo + age_step * np.arange(n_age), 6)
     ages[-1] = min(ages[-1], hi)
-    isos = [grid.isochrone(float(a), feh=feh) for a in ages]
+    with warnings.catch_warnings():  # gaps are reported once, by StellarPopulation
+        warnings.simplefilter("ignore", IncompletePhasesWarning)
+        isos = [grid.isochrone(float(a), feh=feh) for a in ages]
 
     # --- photometry of every row (shipped BC table; SED-consistent extinction cubic) --------
     table = get_photometry_table()
@@ -271,10 +275,17 @@ class StellarPopulation:
     age_step : float
         Fine log-age grid step, dex (default 0.01).
     extinction_law : str
-        ``"mist"`` (default: the BC grid's own A_V axis, R_V = 3.1), ``"F99"``, ``"G23"`` or ``"CCM89"``
+        ``"mist"`` (default: the BC grid's own A_V axis, R_V = 3.1; not CCM89 in F275W/F336W, see
+        :data:`simulators.photometry.LAW_DESCRIPTIONS`), ``"F99"``, ``"G23"`` or ``"CCM89"``
         (see :func:`simulators.extinction.available_laws`).
     rv : float
         R_V of the law (default 3.1; F99 and G23 also 2.5 and 4.0).
+    on_incomplete_phases : {"warn", "error", "ignore"}
+        What to do when the isochrone family lacks evolutionary phases at ages in ``log_age_range``
+        (PARSEC here: no AGB at any age, no core-He burning for massive stars at log age 6.5–7.15 or
+        for low-mass stars at ≥ 9.25; see :mod:`simulators.isochrones`): one
+        :class:`~simulators.errors.IncompletePhasesWarning` naming the gaps (default), an
+        :class:`~simulators.errors.IncompletePhasesError`, or nothing. MIST is complete.
 
     Attributes
     ----------
@@ -301,6 +312,8 @@ class StellarPopulation:
     OutOfGridError
         Ages or metallicity outside the tables (the message names the valid range), or an
         unavailable extinction law / R_V (the message names the available ones).
+    IncompletePhasesError
+        With ``on_incomplete_phases="error"``, if the family lacks phases at the requested ages.
 
     Examples
     --------
@@ -322,12 +335,21 @@ class StellarPopulation:
         age_step: float = 0.01,
         extinction_law: str = DEFAULT_LAW,
         rv: float = RV_DEFAULT,
+        on_incomplete_phases: str = "warn",
     ):
         self.imf = get_imf(imf)
         self.extinction_law = get_photometry_table().check_law(extinction_law, rv)
         self.rv = float(rv)
         self.family, self.feh = family.lower(), float(feh)
         lo, hi = (float(x) for x in log_age_range)
+        #: Log-age intervals (log10 yr) whose isochrones lack phases, and what they lack (empty for MIST).
+        self.phase_gaps = check_phase_coverage(
+            self.family,
+            (lo, hi),
+            feh=self.feh,
+            max_mass=float(self.imf.m_max),
+            action=on_incomplete_phases,
+        )
         self.age_step = float(age_step)
         built = _build(
             tuple([bands] if isinstance(bands, str) else bands),

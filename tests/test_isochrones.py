@@ -19,6 +19,8 @@ def test_shipped_nodes(mist):
     assert 0.0 in get_isochrone_grid("parsec").feh_values
 
 
+# the PARSEC late-phase warning is tested in test_late_phases.py
+@pytest.mark.filterwarnings("ignore::simulators.errors.IncompletePhasesWarning")
 @pytest.mark.parametrize("family", ["mist", "parsec"])
 def test_monotone_in_initial_mass(family):
     grid = get_isochrone_grid(family)

@@ -5,6 +5,7 @@ Usage::
     python -m simulators.tables.build            # isochrones + photometry
     python -m simulators.tables.build --only isochrones
     python -m simulators.tables.build --only extinction   # dust_extinction laws on the shipped BC table
+    python -m simulators.tables.build --only law-identity # which law the MIST grid's A_V axis is
 
 This module owns the *derivation* of the shipped tables; the simulator must never import it at run
 time (it needs ``lachesis-grids``, ``astrolachesis`` (installed ``--no-deps``; read with h5py, never
@@ -28,8 +29,9 @@ Outputs (in this folder)
     laws (F99 and G23 at R_V 2.5, 3.1, 4.0; CCM89 at R_V 3.1), on the same nodes and A_V axis, built by
     :mod:`.reddening`; selectable at run time with ``law=``/``rv=`` (the default stays the grid's own axis).
 ``bc_hst_provenance.json``, ``extinction_laws_provenance.json`` and ``PROVENANCE.md``
-    Source versions, method, fit residuals, leave-one-band-out transfer errors, and each extinction
-    law's difference to the MIST grid axis.
+    Source versions, method, fit residuals, leave-one-band-out transfer errors, each extinction
+    law's difference to the MIST grid axis, the measured identity of that axis (``grid_axis_identity``)
+    and, from the isochrone files, where each family's isochrones end.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ __all__ = [
     "build_isochrones",
     "build_photometry",
     "build_extinction_laws",
+    "build_law_identity",
     "main",
     "ISOCHRONE_FEH",
     "BC_FEH",
@@ -220,6 +223,40 @@ def build_extinction_laws(out_dir: Path = TABLE_DIR) -> Path:
     return reddening.build(out_dir=out_dir, bc_path=out_dir / "bc_hst.npz")
 
 
+def build_law_identity(out_dir: Path = TABLE_DIR) -> Path:
+    """Measure which law the MIST grid's A_V axis is (:func:`.reddening.grid_axis_identity`) and store it as
+    ``grid_axis_identity`` in ``extinction_laws_provenance.json`` (the tables themselves are unchanged)."""
+    from . import reddening
+
+    path = out_dir / "extinction_laws_provenance.json"
+    prov = json.loads(path.read_text())
+    prov["grid_axis_identity"] = reddening.grid_axis_identity()
+    path.write_text(json.dumps(prov, indent=1))
+    return path
+
+
+def _identity_md(ident: dict) -> list[str]:
+    """PROVENANCE.md lines of the measured identity of the MIST grid's A_V axis."""
+    rms = ", ".join(f"{k} {v['rms']:.4f}" for k, v in ident["law_minus_grid"].items())
+    best = ident["law_minus_grid"][ident["best_law"]]
+    worst = max(abs(v) for k, v in best.items() if k != "rms")
+    cells = "; ".join(
+        f"{b.split('_')[-1]} {v['grid_axis']:.3f} / {v['CCM89_direct']:.3f} / {v['CCM89_reconstructed']:.3f}"
+        for b, v in ident["hst"].items()
+        if b.startswith("WFC3_UVIS")
+    )
+    return [
+        f'Identity of the MIST grid axis (the default, `law="mist"`), measured over {ident["n_nodes"]} stellar '
+        f"nodes at A_V = {ident['a_v']:g} (`reddening.grid_axis_identity`): rms of law − grid axis over the MIST "
+        f"bands {', '.join(ident['fit_bands'])}: {rms} mag; best {ident['best_law']} (largest |median| per band "
+        f"{worst:.3f} mag). WFC3/UVIS A_band of the grid axis / CCM89 on the SED / CCM89 through the same "
+        f"per-node reconstruction: {cells}. So the axis is CCM89 (R_V = 3.1) in MIST's bands, and its near-UV "
+        "excess in F275W/F336W comes from the reconstruction, which cannot follow the 2175 A bump "
+        "(`simulators.photometry.LAW_DESCRIPTIONS`).",
+        "",
+    ]
+
+
 def _extinction_md(out_dir: Path) -> list[str]:
     """PROVENANCE.md section of the extinction-law table (empty if it was not built)."""
     path = out_dir / "extinction_laws_provenance.json"
@@ -243,6 +280,8 @@ def _extinction_md(out_dir: Path) -> list[str]:
         "(solar [Fe/H]) / largest |difference|:",
         "",
     ]
+    if "grid_axis_identity" in prov:
+        out[-2:-2] = _identity_md(prov["grid_axis_identity"])
     first = next(iter(prov["law_minus_mist_axis"].values()))["A_V=1"]
     out += ["| law | " + " | ".join(first) + " |", "|---" * (len(first) + 1) + "|"]
     for law, rows in prov["law_minus_mist_axis"].items():
@@ -252,6 +291,51 @@ def _extinction_md(out_dir: Path) -> list[str]:
             + " | ".join(f"{v['median']:+.3f} / {v['max_abs']:.3f}" for v in r.values())
             + " |"
         )
+    return out + [""]
+
+
+def _phase_coverage_md(out_dir: Path) -> list[str]:
+    """PROVENANCE.md section: where each shipped isochrone family ends, per run of log-age nodes ([Fe/H] = 0)."""
+    out = [
+        "## Isochrone phase coverage ([Fe/H] = 0)",
+        "",
+        "Last EEP, last phase label and the largest live initial mass of the shipped node isochrones "
+        "(runs of nodes with the same last label). PARSEC labels: 1 MS, 2 Hertzsprung gap, 3 RGB / red-supergiant "
+        "ascent, 4-6 core-He burning, 7 E-AGB, 8 TP-AGB; MIST: 0 MS, 2 RGB, 3 CHeB, 4 E-AGB, 5 TP-AGB, 9 WR. "
+        "The PARSEC grid of lachesis-grids never reaches label 7: it has no E-AGB, TP-AGB or post-AGB at any "
+        "age, no core-He burning of massive stars at log age 6.5-7.15 and no red clump at log age >= 9.25 "
+        "(see `simulators/isochrones.py`); no installable package ships PARSEC isochrones that have them.",
+        "",
+        "| family | log age | last EEP | last phase label | max live initial mass (M☉), first-last node | "
+        "max log L, first-last node |",
+        "|---|---|---|---|---|---|",
+    ]
+    for fam in ("mist", "parsec"):
+        with np.load(out_dir / f"isochrones_{fam}.npz", allow_pickle=False) as d:
+            i0 = int(np.flatnonzero(np.isclose(d["feh_values"], 0.0))[0])
+            n_age = len(d["age_values"])
+            runs: list[list] = []
+            for i, age in enumerate(d["age_values"]):
+                k = i0 * n_age + i
+                s, n = int(d["start"][k]), int(d["length"][k])
+                last = float(d["phase"][s : s + n].max()) / 100.0
+                row = [
+                    float(age),
+                    int(d["eep"][s + n - 1]),
+                    last,
+                    float(d["max_live_mass"][k]),
+                    float(d["log_L"][s : s + n].max()),
+                ]
+                if runs and runs[-1][0][2] == last:
+                    runs[-1][1] = row
+                else:
+                    runs.append([row, row])
+            for a, b in runs:
+                eep = f"{a[1]}" if a[1] == b[1] else f"{a[1]}-{b[1]}"
+                out.append(
+                    f"| {fam} | {a[0]:.2f}-{b[0]:.2f} | {eep} | {a[2]:g} | {a[3]:.3g}-{b[3]:.3g} | "
+                    f"{a[4]:.2f}-{b[4]:.2f} |"
+                )
     return out + [""]
 
 
@@ -308,6 +392,7 @@ def write_provenance_md(out_dir: Path = TABLE_DIR) -> Path:
                 + " |"
             )
         lines.append("")
+    lines += _phase_coverage_md(out_dir)
     lines += _extinction_md(out_dir)
     lines.append(
         "Full validation: `benchmarks/results/photometry.md` (`python -m benchmarks.photometry`)."
@@ -322,7 +407,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m simulators.tables.build", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--only", choices=["isochrones", "photometry", "extinction"], default=None)
+    p.add_argument(
+        "--only", choices=["isochrones", "photometry", "extinction", "law-identity"], default=None
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.only in (None, "isochrones"):
@@ -332,6 +419,8 @@ def main(argv=None) -> None:
         build_photometry()
     if args.only in (None, "extinction"):
         build_extinction_laws()
+    if args.only in (None, "extinction", "law-identity"):
+        build_law_identity()
     (out := TABLE_DIR / "build_versions.json").write_text(
         json.dumps(
             {

@@ -36,7 +36,16 @@ import numpy as np
 
 from . import sedfit
 
-__all__ = ["LAWS", "OUT_BANDS", "FILE_AXES", "law_curve", "reddened_extinction", "build"]
+__all__ = [
+    "LAWS",
+    "OUT_BANDS",
+    "FILE_AXES",
+    "IDENTITY_CANDIDATES",
+    "law_curve",
+    "reddened_extinction",
+    "grid_axis_identity",
+    "build",
+]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +123,98 @@ def reddened_extinction(
     base = sed @ W.T  # (node, band)
     nl, na, nb = k.shape[0], len(av), W.shape[0]
     return -2.5 * np.log10(red.reshape(-1, nl, na, nb) / base[:, None, None, :])
+
+
+#: ``dust_extinction`` laws (R_V 3.1) tested as the law behind the MIST C3K grid's A_V axis: those defined over
+#: the whole GALEX FUV–2MASS Ks range of the fitted bands.
+IDENTITY_CANDIDATES = ("CCM89", "O94", "F99", "F04", "F19", "G23")
+
+
+def grid_axis_identity(
+    feh: float = 0.0, av: float = 1.0, alpha: float = 0.01, candidates=IDENTITY_CANDIDATES
+) -> dict:
+    """Which law the MIST C3K grid's own A_V axis is, and what the SED reconstruction makes of it in HST bands.
+
+    For every (Teff, log g) node visited by the solar MIST isochrones: (1) MIST's own extinction
+    A_b = BC_b(0) − BC_b(A_V) in the fitted bands (GALEX to 2MASS; WISE left out: < 0.06 mag per mag)
+    is compared with each candidate law applied to the reconstructed A_V = 0 SED through the same
+    curves; (2) the HST-band extinction of the grid axis (SED fitted separately at A_V = 0 and at
+    A_V) is compared with CCM89 applied to the SED directly and with CCM89 sent through the same
+    reconstruction (synthetic fitted-band BCs of the CCM89-reddened SED, refitted).
+
+    Parameters
+    ----------
+    feh : float
+        [Fe/H] node (dex).
+    av : float
+        A_V node of the grid (mag).
+    alpha : float
+        SED-fit smoothing (as for ``bc_hst.npz``).
+    candidates : sequence of str
+        ``dust_extinction.parameter_averages`` class names, each at R_V = 3.1.
+
+    Returns
+    -------
+    dict
+        ``{"n_nodes", "fit_bands", "law_minus_grid": {law: {"rms", band: median difference}},
+        "best_law", "hst": {band: {"grid_axis", "CCM89_direct", "CCM89_reconstructed"}}}``; all
+        extinctions in mag at A_V = ``av`` (medians over the nodes).
+    """
+    grid = sedfit.load_bc_grid([feh])
+    names = grid["bands"]
+    i0 = int(np.flatnonzero(grid["av"] == 0.0)[0])
+    i1 = int(np.flatnonzero(np.isclose(grid["av"], av))[0])
+    use = [j for j, b in enumerate(names) if not b.startswith("WISE")]
+    fitter = sedfit.SEDFitter(
+        [b[1] for b in sedfit.FIT_BANDS], [b[2] for b in sedfit.FIT_BANDS], alpha=alpha
+    )
+    hW = sedfit.band_weights([b[1] for b in sedfit.HST_BANDS])
+    href = sedfit.ref_integrals([b[1] for b in sedfit.HST_BANDS], ["Vega"] * len(sedfit.HST_BANDS))
+    k = np.stack([law_curve(n, 3.1)[0] for n in candidates])
+    j_ccm = list(candidates).index("CCM89")
+    stars = sedfit.stellar_nodes(grid)
+    native, laws, axis, direct, trip = [], [], [], [], []
+    for it, teff in enumerate(grid["teff"]):
+        bc0, bc1 = grid["bc"][0, it, stars[it], i0], grid["bc"][0, it, stars[it], i1]
+        ok = np.all(np.isfinite(bc0), 1) & np.all(np.isfinite(bc1), 1)
+        if not ok.any():
+            continue
+        bc0, bc1 = bc0[ok], bc1[ok]
+        c0, c1 = fitter.fit(teff, bc0), fitter.fit(teff, bc1)
+        sed = 10 ** (-0.4 * (c0 @ fitter.phi.T)) * sedfit.bb_shape(np.array([teff]))[0][None, :]
+        native.append(bc0 - bc1)
+        laws.append(reddened_extinction(sed, fitter.W, k, np.array([av]))[:, :, 0, :])
+        h0 = fitter.predict(teff, c0, hW, href)
+        axis.append(h0 - fitter.predict(teff, c1, hW, href))
+        direct.append(reddened_extinction(sed, hW, k[j_ccm : j_ccm + 1], np.array([av]))[:, 0, 0])
+        a_fit = reddened_extinction(sed, fitter.W, k[j_ccm : j_ccm + 1], np.array([av]))[:, 0, 0]
+        trip.append(h0 - fitter.predict(teff, fitter.fit(teff, bc0 - a_fit), hW, href))
+    native, laws = np.concatenate(native), np.concatenate(laws)
+    diff = laws[:, :, use] - native[:, None, use]  # (node, law, band)
+    out = {
+        "n_nodes": int(len(native)),
+        "a_v": av,
+        "fit_bands": [names[j] for j in use],
+        "grid_axis": {names[j]: float(np.median(native[:, j])) for j in use},
+        "law_minus_grid": {
+            law: {
+                "rms": float(np.sqrt(np.mean(diff[:, i] ** 2))),
+                **{names[j]: float(np.median(diff[:, i, n])) for n, j in enumerate(use)},
+            }
+            for i, law in enumerate(candidates)
+        },
+    }
+    out["best_law"] = min(out["law_minus_grid"], key=lambda x: out["law_minus_grid"][x]["rms"])
+    axis, direct, trip = (np.concatenate(x) for x in (axis, direct, trip))
+    out["hst"] = {
+        b[0]: {
+            "grid_axis": float(np.median(axis[:, j])),
+            "CCM89_direct": float(np.median(direct[:, j])),
+            "CCM89_reconstructed": float(np.median(trip[:, j])),
+        }
+        for j, b in enumerate(sedfit.HST_BANDS)
+    }
+    return out
 
 
 def _stats(d: np.ndarray) -> dict:
