@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from astropy.table import Table
 
 from .devices import resolve_device
@@ -272,6 +271,9 @@ def infer(
     save_samples: bool = False,
     progress: bool = True,
     keep_samples: bool = True,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    chunk_size: int | None = None,
 ) -> InferenceResult:
     """Posterior samples, P(cluster) and visibility for every cutout in ``source``.
 
@@ -291,7 +293,9 @@ def infer(
     device : str
         ``auto`` (CUDA if available), ``cpu``, ``cuda``...
     seed : int
-        Seed of the posterior sampling; the same seed gives the same draws.
+        Seed of the posterior sampling: each cutout's draws come from its own generator seeded
+        from ``(seed, its position)`` (:func:`sbicluster.inference.cutout_noise`), so the same
+        seed gives the same draws, in one process or split over workers.
     batch_size : int
         Cutouts per network pass (bounds memory).
     views : int
@@ -313,6 +317,15 @@ def infer(
         ``keep_samples=False`` (the command line) the draws are streamed to disk a chunk at a
         time and memory does not grow with N × S; ``samples`` is then ``None`` and
         :meth:`InferenceResult.to_inference_data` reads ``posterior.nc``.
+    workers : int, optional
+        Split the cutouts into Dask tasks run by a new local cluster of this many single-threaded
+        processes (:mod:`sbicluster.parallel_inference`); the results are those of one process
+        with one torch thread.
+    scheduler : str, optional
+        Instead of ``workers``: the address of a running Dask scheduler (``tcp://host:8786``).
+    chunk_size : int, optional
+        Cutouts per task with ``workers`` or ``scheduler``: a multiple of ``batch_size``
+        (default 16 × ``batch_size``).
 
     Returns
     -------
@@ -343,6 +356,19 @@ def infer(
         )
     check_batch_size(batch_size)
     check_views(views)
+    split = workers is not None or scheduler is not None
+    if split:
+        from .dask_cluster import check_workers
+        from .parallel_inference import CHUNK_BATCHES, check_chunk_size
+
+        if workers is not None and scheduler is not None:
+            raise InputError("give --workers or --scheduler, not both")
+        check_workers(workers)
+        check_chunk_size(
+            CHUNK_BATCHES * batch_size if chunk_size is None else chunk_size, batch_size
+        )
+    elif chunk_size is not None:
+        raise InputError("--chunk-size splits work over --workers or a --scheduler: give one")
     if out is None:
         keep_samples = True
     else:
@@ -392,22 +418,36 @@ def infer(
         "seed": seed,
         "input": [str(s) for s in ([source] if isinstance(source, str | Path) else source)],
         "catalog": None if catalog is None else str(catalog),
+        "seeding": "cutout i: torch.Generator().manual_seed(cutout_seed(seed, i))",
         "bands": list(model_bands),
         "image_size": image_size,
     }
 
     def run(sink=None):
-        generator = torch.Generator(device=dev).manual_seed(seed)
-        prediction = predict(
-            model,
-            cutouts.images,
-            num_samples=num_samples,
-            generator=generator,
-            batch_size=batch_size,
-            views=views,
-            progress=progress,
-            sink=None if sink is None else blank_draws_out_of_range(sink, cutouts.flags),
-        )
+        options = {
+            "num_samples": num_samples,
+            "seed": seed,
+            "batch_size": batch_size,
+            "views": views,
+            "progress": progress,
+            "sink": None if sink is None else blank_draws_out_of_range(sink, cutouts.flags),
+        }
+        if split:
+            from .inference import validate_images
+            from .parallel_inference import predict_on_workers
+
+            validate_images(model, cutouts.images)  # here, not first on a worker
+            prediction = predict_on_workers(
+                model,
+                np.asarray(cutouts.images, dtype=np.float32),
+                chunk_size=chunk_size,
+                workers=workers,
+                scheduler=scheduler,
+                device=str(dev),
+                **options,
+            )
+        else:
+            prediction = predict(model, cutouts.images, **options)
         blank_out_of_range(prediction, cutouts.flags)
         return prediction
 

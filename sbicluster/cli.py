@@ -136,6 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_views_argument(p)
     p.add_argument("--save-samples", action="store_true", help="also write samples.npz")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="split the cutouts over this many local Dask worker processes (same results as "
+        "one process)",
+    )
+    p.add_argument("--scheduler", help="instead of --workers: address of a running Dask scheduler")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        help="cutouts per Dask task, a multiple of --batch-size (default: 16 batches)",
+    )
 
     p = sub.add_parser("corner", help="corner plots (PNG and PDF) from an infer output folder")
     p.add_argument("outdir", type=Path, help="folder written by `sbicluster infer`")
@@ -345,6 +357,9 @@ def _infer(args) -> None:
         save_samples=args.save_samples,
         progress=_progress(),
         keep_samples=False,  # draws stream to disk; memory does not grow with N × S
+        workers=args.workers,
+        scheduler=args.scheduler,
+        chunk_size=args.chunk_size,
     )
     print(f"{len(result.summary)} cutouts → {args.out}/summary.ecsv, {args.out}/posterior.nc")
 
@@ -566,6 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # Dask's scheduler reports its start and close at INFO
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     try:
         _COMMANDS[args.command](args)
     except TrainingInterrupted as err:

@@ -41,6 +41,8 @@ __all__ = [
     "check_batch_size",
     "check_views",
     "classifier_logits",
+    "cutout_noise",
+    "cutout_seed",
     "embed_in_parts",
     "predict",
     "symmetric_view",
@@ -277,6 +279,25 @@ def classifier_logits(
     return torch.cat(chunks).double().numpy()
 
 
+def cutout_seed(seed: int, index: int) -> int:
+    """The seed of cutout ``index``'s posterior draws in a run seeded with ``seed`` (a
+    :class:`numpy.random.SeedSequence` of the pair, so nearby pairs give unrelated streams)."""
+    low, high = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, np.uint32)
+    return int(low) | (int(high) << 32)
+
+
+def cutout_noise(seed: int, first_index: int, count: int, num_samples: int, dim: int):
+    """Standard-normal base draws (S, count, D) of cutouts ``first_index`` … ``+ count − 1``,
+    each from its own CPU generator seeded with :func:`cutout_seed`: a cutout's draws depend only
+    on the run's seed and its position, not on chunking, workers or device."""
+    noise = torch.empty((num_samples, count, dim))
+    generator = torch.Generator()
+    for j in range(count):
+        generator.manual_seed(cutout_seed(seed, first_index + j))
+        noise[:, j] = torch.randn((num_samples, dim), generator=generator)
+    return noise
+
+
 @torch.no_grad()
 def predict(
     model: ClusterModel,
@@ -284,6 +305,8 @@ def predict(
     *,
     num_samples: int = 1000,
     generator: torch.Generator | None = None,
+    seed: int | None = None,
+    first_index: int = 0,
     batch_size: int = 256,
     views: int = 8,
     progress: bool = True,
@@ -301,6 +324,13 @@ def predict(
         Posterior draws per cutout, S.
     generator : torch.Generator, optional
         Source of randomness on the model's device; the same seed gives the same draws.
+    seed : int, optional
+        Instead of ``generator``: each cutout's draws come from its own generator
+        (:func:`cutout_noise`), so they depend only on ``seed`` and the cutout's position
+        ``first_index + i``, not on ``batch_size``, on how a run is split or on the device. This
+        is what ``sbicluster infer`` uses, in one process or split over workers.
+    first_index : int
+        Position of ``images[0]`` in the whole run (with ``seed``).
     batch_size : int
         Cutouts read per chunk (embedded :data:`EMBED_ROWS` at a time). Draws are generated
         for at most ``min(batch_size, 2**18 // S)`` cutouts at a time and pushed through the
@@ -330,6 +360,8 @@ def predict(
 
     if num_samples < 1:
         raise InputError(f"num_samples must be >= 1, got {num_samples}")
+    if seed is not None and generator is not None:
+        raise ValueError("give a generator or a seed, not both")
     check_batch_size(batch_size)
     validate_images(model, images)
     check_views(views, tuple(model.image_shape))
@@ -356,8 +388,13 @@ def predict(
         visibility[start:stop] = torch.expm1(log_vis).clamp(min=0.0).cpu().numpy()
         for s0 in range(0, stop - start, sample_chunk):
             s1 = min(stop - start, s0 + sample_chunk)
+            given_noise = {}
+            if seed is not None:
+                first = first_index + start + s0
+                dim = model.prior.dim
+                given_noise["noise"] = cutout_noise(seed, first, s1 - s0, num_samples, dim)
             draws = model.sample_from_features(
-                features[s0:s1], num_samples, generator, **flow_rows
+                features[s0:s1], num_samples, generator, **given_noise, **flow_rows
             )  # (S, b, D)
             draws = draws.transpose(0, 1).cpu().numpy()
             if sink is None:

@@ -437,6 +437,7 @@ class ClusterModel(nn.Module):
         generator: torch.Generator | None = None,
         *,
         max_rows: int | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Posterior draws for embedded cutouts.
 
@@ -452,6 +453,9 @@ class ClusterModel(nn.Module):
             Push at most this many of the S × B draws through the flow at once (bounds the
             flow's working memory, a few kB per row for the default flow). The noise is drawn as
             one (S, B, D) tensor first, so the draws do not depend on ``max_rows``.
+        noise : torch.Tensor, optional
+            (S, B, D) standard-normal base draws to transform instead of drawing them from
+            ``generator`` (moved to the features' device).
 
         Returns
         -------
@@ -459,10 +463,17 @@ class ClusterModel(nn.Module):
             (S, B, D) draws in prior units (D = ``prior.dim``), always inside the prior box.
         """
         features = features.float()
-        gdev = generator.device if generator is not None else features.device
-        z = torch.randn(
-            (num_samples, features.shape[0], self.prior.dim), generator=generator, device=gdev
-        ).to(features.device)
+        if noise is None:
+            gdev = generator.device if generator is not None else features.device
+            noise = torch.randn(
+                (num_samples, features.shape[0], self.prior.dim), generator=generator, device=gdev
+            )
+        elif tuple(noise.shape) != (num_samples, features.shape[0], self.prior.dim):
+            raise ValueError(
+                f"noise of shape {tuple(noise.shape)}; expected "
+                f"{(num_samples, features.shape[0], self.prior.dim)}"
+            )
+        z = noise.to(features.device, torch.float32)
         if self.architecture["flow"]["type"] == "coupling_nsf":
             inverse = self._coupling_inverse
         else:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .dask_cluster import check_workers, dask_client
 from .errors import InputError, OutputExistsError
 from .files import atomic_path, check_writable_dir
 
@@ -203,10 +204,7 @@ def _check_request(n: int, shard_size: int, workers: int | None, chunk: int) -> 
     for name, value in (("--n", n), ("--shard-size", shard_size), ("--chunk", chunk)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
-    if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1
-    ):
-        raise InputError(f"--workers must be a positive integer, got {workers!r}")
+    check_workers(workers)
 
 
 def _prepare_folder(folder: Path, index: dict, overwrite: bool) -> None:
@@ -240,26 +238,6 @@ def _prepare_folder(folder: Path, index: dict, overwrite: bool) -> None:
 def _write_index(folder: Path, index: dict) -> None:
     with atomic_path(folder / INDEX_NAME) as tmp:
         tmp.write_text(json.dumps(index, indent=1, default=float) + "\n")
-
-
-def _client(workers: int | None, scheduler: str | None):
-    """A Dask client: to ``scheduler`` when given, else to a new LocalCluster of ``workers``
-    single-threaded processes (default 1). Returns ``(client, cluster or None)``."""
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        try:
-            return Client(scheduler, timeout="30s"), None
-        except (OSError, TimeoutError) as exc:
-            raise InputError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
-    cluster = LocalCluster(
-        n_workers=workers or 1,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",
-        silence_logs=logging.ERROR,
-    )
-    return Client(cluster), cluster
 
 
 def simulate_pool(
@@ -338,7 +316,7 @@ def simulate_pool(
     todo = status.missing
     if todo:
         log.info("simulating %d of %d shards into %s", len(todo), len(sizes), out)
-        client, cluster = _client(workers, scheduler)
+        client, cluster = dask_client(workers, scheduler)
         bar = tqdm(
             total=len(sizes),
             initial=len(sizes) - len(todo),
