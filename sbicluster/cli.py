@@ -581,8 +581,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:  # Dask's scheduler reports its start and close at INFO
-        logging.getLogger("distributed").setLevel(logging.WARNING)
     try:
         _COMMANDS[args.command](args)
     except TrainingInterrupted as err:

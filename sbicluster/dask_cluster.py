@@ -54,6 +54,9 @@ def dask_client(workers: int | None, scheduler: str | None):
     """
     from distributed import Client, LocalCluster
 
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        # Dask's own logging set-up reports every connection at INFO: quiet unless verbose
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     check_workers(workers)
     if scheduler:
         try:
