@@ -248,12 +248,12 @@ class _BatchLosses(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: SimulationBatch, weights: dict, amp: bool, counts: tuple[int, int]):
+    def forward(self, theta, images, label, visibility, weights: dict, amp: bool, counts):
         return self.model.losses(
-            batch.theta,
-            batch.images,
-            batch.label,
-            batch.visibility,
+            theta,
+            images,
+            label,
+            visibility,
             weights=weights,
             autocast=amp,
             global_counts=counts,
@@ -373,7 +373,15 @@ def train_step(
         parts["total"].backward()
     else:
         counts = parallel.group.global_counts(batch.label)
-        parts = parallel.losses(batch, config.loss_weights, amp, counts)
+        parts = parallel.losses(
+            batch.theta,
+            batch.images,
+            batch.label,
+            batch.visibility,
+            config.loss_weights,
+            amp,
+            counts,
+        )
         # DDP averages the gradients of the P partial losses: P × partial sums to the global mean
         (parts["total"] * parallel.group.world_size).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
