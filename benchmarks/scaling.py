@@ -57,9 +57,9 @@ NAME = "scaling"
 
 FLOAT16_DECISION = (
     "Pools stay float32. Training memory does not grow with the pool (above), so compact "
-    "storage would only save disk (a 4×10⁵-cutout pool of the default preset is 20 GB), while "
-    "float16 adds rounding noise comparable to the photon noise in the brightest cluster cores "
-    "and overflows above 65,504 e⁻/s, which a bright enough cluster in a long exposure reaches."
+    "storage would only save disk (a 4×10⁵-cutout pool of the default preset is 20 GB), and "
+    "float16 is not lossless here: in the brightest cluster cores its rounding reaches a "
+    "sizeable fraction of the photon noise (the largest extra variance above)."
 )
 log = logging.getLogger(__name__)
 
