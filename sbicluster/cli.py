@@ -204,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
         "not --preset; the last validation-size rows validate)",
     )
     p.add_argument(
+        "--cpu-bf16",
+        action="store_true",
+        help="bfloat16 autocast of the embedding on a CPU with native bfloat16 (AVX512-BF16 or "
+        "AMX); benchmarks/results/training_speed.md measures the gain (default: float32)",
+    )
+    p.add_argument(
         "--classifier-weight",
         type=float,
         help="weight of the classifier's cross entropy in the loss (default: 1; the flow's "
@@ -415,6 +421,7 @@ def _train(args) -> None:
         "max_time_s": None if args.time_budget is None else 60.0 * args.time_budget,
         "dataset": None if dataset is None else str(dataset),
         "tensorboard": args.tensorboard or None,
+        "cpu_amp": args.cpu_bf16 or None,
     }
     chosen_weights = {k: w for k, w in weight_options.items() if w is not None}
     if chosen_weights:

@@ -14,7 +14,10 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["resolve_device", "device_name", "cpu_name"]
+__all__ = ["resolve_device", "device_name", "cpu_name", "cpu_has_bf16"]
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+"""``/proc/cpuinfo`` flags of native bfloat16 arithmetic (oneDNN's fast bfloat16 kernels)."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -68,6 +71,19 @@ def cpu_name() -> str:
     except OSError:
         pass
     return "cpu"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (a flag of :data:`BF16_CPU_FLAGS` in
+    ``/proc/cpuinfo``; False where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return any(flag in flags for flag in BF16_CPU_FLAGS)
+    except OSError:
+        pass
+    return False
 
 
 def device_name(device: str | torch.device) -> str:

@@ -582,7 +582,8 @@ class ClusterModel(nn.Module):
         weights : dict
             ``classifier``, ``visibility`` and (optional, default 0) ``balance`` loss weights.
         autocast : bool
-            Run the embedding under CUDA mixed precision (the flow always runs in float32).
+            Run the embedding under bfloat16 autocast on the images' device, CUDA or CPU (the
+            flow always runs in float32).
         global_counts : (int, int), optional
             ``(clusters, samples)`` of the global batch of which this batch is one process's share
             in data-parallel training (:mod:`sbicluster.training.distributed`): each term is then
@@ -591,7 +592,7 @@ class ClusterModel(nn.Module):
         """
         if global_counts is not None and weights.get("balance", 0.0) > 0:
             raise ValueError("the balancing penalty does not split over processes")
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):
             features = self.embed(images)
         features = features.float()
         logit, vis = self.heads(features)

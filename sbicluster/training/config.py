@@ -66,7 +66,11 @@ class TrainingConfig:
     device : str
         ``auto`` (CUDA if available), ``cpu``, ``cuda``, ...
     amp : bool
-        bfloat16 autocast for the embedding on CUDA (ignored on CPU).
+        bfloat16 autocast for the embedding on CUDA.
+    cpu_amp : bool
+        bfloat16 autocast for the embedding on a CPU with native bfloat16 arithmetic
+        (AVX512-BF16 or AMX, :func:`sbicluster.devices.cpu_has_bf16`; refused on other CPUs).
+        Off by default: the shipped CPU model was trained in float32.
     loss_weights : dict
         ``classifier`` and ``visibility`` weights (the flow NLL has weight 1), and optionally
         ``balance``, the weight λ of the balanced-NPE penalty (default 0: plain NPE).
@@ -97,6 +101,7 @@ class TrainingConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    cpu_amp: bool = False
     loss_weights: dict = field(default_factory=lambda: {"classifier": 1.0, "visibility": 0.5})
     softening: list | None = None
     dataset: str | None = None
@@ -131,6 +136,10 @@ class TrainingConfig:
         return cls(**data)
 
 
+ADDED_FIELDS = {"cpu_amp": False}
+"""Fields added after the first checkpoints were written, with the value older runs had."""
+
+
 def upgrade_config_dict(data: dict) -> dict:
     """A recorded configuration with the field names of this version.
 
@@ -149,6 +158,8 @@ def upgrade_config_dict(data: dict) -> dict:
     dict
     """
     data = dict(data)
+    for name, default in ADDED_FIELDS.items():
+        data.setdefault(name, default)
     if "preset" not in data:
         return data
     old_embedding, old_flow = data.pop("embedding", None), data.pop("flow", None)

@@ -62,7 +62,7 @@ import torch
 from simulators.base import Simulator
 from simulators.batch import SimulationBatch
 
-from ..devices import resolve_device
+from ..devices import cpu_has_bf16, resolve_device
 from ..errors import InputError, OutputExistsError, TrainingInterrupted
 from ..files import check_writable_dir
 from ..model import ClusterModel, default_architecture, weighted_loss
@@ -217,6 +217,24 @@ def _data_source(simulator: Simulator, config: TrainingConfig, group: ProcessGro
             world_size=group.world_size,
         )
     return OnlineSource(simulator, config.seed, config.val_size)
+
+
+def _autocast(config: TrainingConfig, device: torch.device) -> bool:
+    """Whether the embedding trains under bfloat16 autocast on ``device``.
+
+    Raises
+    ------
+    InputError
+        ``cpu_amp`` on a CPU without native bfloat16 arithmetic.
+    """
+    if device.type == "cuda":
+        return bool(config.amp)
+    if config.cpu_amp and not cpu_has_bf16():
+        raise InputError(
+            "--cpu-bf16: this CPU has no native bfloat16 arithmetic (AVX512-BF16 or AMX), where "
+            "bfloat16 autocast would be slower than float32; train without it"
+        )
+    return bool(config.cpu_amp)
 
 
 def _check_parallel_config(config: TrainingConfig, group: ProcessGroup) -> None:
@@ -567,11 +585,11 @@ def _train(
     from ..artifact import save_model
 
     _check_parallel_config(config, group)
+    amp = _autocast(config, device)
     out_dir = check_run_dir(out_dir, config=config, resume=resume, overwrite=overwrite)
     group.barrier()  # every process has checked the folder before rank 0 changes it
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoint"
-    amp = bool(config.amp and device.type == "cuda")
 
     data = _data_source(simulator, config, group)
     val = data.validation().to(device)
