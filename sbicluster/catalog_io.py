@@ -298,6 +298,8 @@ def _finish(ids, bands, mag, err, pos, extra, source, layout) -> PhotometryCatal
 def _id_text(values) -> list[str]:
     out = []
     for v in values:
+        if isinstance(v, bytes | np.bytes_):
+            v = v.decode("utf-8", "replace").strip()
         f = float(v) if isinstance(v, int | float | np.number) else None
         out.append(str(int(f)) if f is not None and f == int(f) else str(v))
     return out
