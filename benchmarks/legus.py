@@ -79,7 +79,9 @@ def coverage_on_simulations(model, simulator, n: int, samples: int, seed: int) -
     return out
 
 
-def ppc_pvalues(result, simulator, mu: float, rows: np.ndarray, draws: int, seed: int) -> np.ndarray:
+def ppc_pvalues(
+    result, simulator, mu: float, rows: np.ndarray, draws: int, seed: int
+) -> np.ndarray:
     """Posterior predictive p-values (see the module docstring) for catalogue rows ``rows``."""
     cat, samples = result.catalog, result.samples
     proxies = simulator.preset.get("file_band_proxies", {})
@@ -149,7 +151,9 @@ def sed_comparison(result, sel: np.ndarray) -> dict:
                 bins[f"catalogue log age {a0:g}-{a1:g}"] = {
                     "n": int(b.sum()),
                     "median_offset": float(np.median(diff[b])),
-                    "robust_scatter": float(1.4826 * np.median(np.abs(diff[b] - np.median(diff[b])))),
+                    "robust_scatter": float(
+                        1.4826 * np.median(np.abs(diff[b] - np.median(diff[b])))
+                    ),
                     "inside68": float(inside68[b].mean()),
                     "inside95": float(inside95[b].mean()),
                 }
@@ -223,9 +227,7 @@ def markdown(res: dict) -> str:
         "|---|---|---|",
     ]
     cov = res["coverage"]
-    lines.append(
-        f"| joint | {cov['joint']['max_abs_deviation']:.3f} | {cov['joint']['verdict']} |"
-    )
+    lines.append(f"| joint | {cov['joint']['max_abs_deviation']:.3f} | {cov['joint']['verdict']} |")
     for name, c in cov["marginal"].items():
         lines.append(f"| {name} | {c['max_abs_deviation']:.3f} | {c['verdict']} |")
     lines += [
@@ -285,7 +287,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--ppc-draws", type=int, default=100)
     parser.add_argument("--coverage-n", type=int, default=1000)
-    parser.add_argument("--out", type=Path, default=None, help="results folder (default: committed)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results folder (default: committed)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     from sbicluster.artifact import load_model
@@ -300,7 +304,9 @@ def main(argv: list[str] | None = None) -> dict:
         "ppc_draws": args.ppc_draws,
     }
     t0 = time.perf_counter()
-    res["coverage"] = coverage_on_simulations(model, simulator, args.coverage_n, args.samples, 12345)
+    res["coverage"] = coverage_on_simulations(
+        model, simulator, args.coverage_n, args.samples, 12345
+    )
     res["coverage_s"] = round(time.perf_counter() - t0, 1)
     res["fields"] = [
         run_field(f, args.data, model, simulator, args.samples, args.ppc_draws) for f in FIELDS

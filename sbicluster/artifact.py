@@ -192,7 +192,9 @@ def _installed_version(package: str) -> str:
 
 def builtin_models() -> tuple[str, ...]:
     """Names of the models shipped in ``sbicluster/models`` (``default``, ``legus-uvis``)."""
-    return tuple(sorted(p.name for p in BUILTIN_MODELS_DIR.iterdir() if (p / "card.json").is_file()))
+    return tuple(
+        sorted(p.name for p in BUILTIN_MODELS_DIR.iterdir() if (p / "card.json").is_file())
+    )
 
 
 def resolve_model_dir(directory: str | Path | None) -> Path:

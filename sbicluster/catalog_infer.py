@@ -27,7 +27,12 @@ import torch
 
 from simulators.catalogue import CATALOGUE_KIND
 
-from .catalog_io import ROW_FLAG_DESCRIPTIONS, ROW_FLAG_NO_BANDS, PhotometryCatalog, read_photometry_catalog
+from .catalog_io import (
+    ROW_FLAG_DESCRIPTIONS,
+    ROW_FLAG_NO_BANDS,
+    PhotometryCatalog,
+    read_photometry_catalog,
+)
 from .devices import resolve_device
 from .errors import InputError
 from .files import atomic_folder, check_output_folder
@@ -91,7 +96,9 @@ def check_distance_modulus(value) -> float:
         raise InputError(f"--distance-modulus {value!r} is not a number") from None
     lo, hi = DISTANCE_MODULUS_RANGE
     if not (math.isfinite(mu) and lo <= mu <= hi):
-        raise InputError(f"--distance-modulus {value}: expected a distance modulus in {lo}-{hi} mag")
+        raise InputError(
+            f"--distance-modulus {value}: expected a distance modulus in {lo}-{hi} mag"
+        )
     return mu
 
 

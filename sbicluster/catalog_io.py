@@ -309,7 +309,9 @@ def _read_whitespace(path: Path) -> np.ndarray:
     try:
         data = np.loadtxt(path, ndmin=2)
     except (ValueError, OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read {path} as a whitespace-separated numeric table ({err})") from err
+        raise InputError(
+            f"cannot read {path} as a whitespace-separated numeric table ({err})"
+        ) from err
     if data.size == 0:
         raise InputError(f"{path} holds no rows")
     return data
@@ -352,7 +354,9 @@ def read_photometry_catalog(
         what = "is not a file" if path.exists() else "does not exist"
         raise InputError(f"catalogue {path} {what}")
     suffix = path.suffix.lower()
-    is_table = suffix in (".ecsv", ".fits", ".fit", ".fts") or path.name.lower().endswith(".fits.gz")
+    is_table = suffix in (".ecsv", ".fits", ".fit", ".fts") or path.name.lower().endswith(
+        ".fits.gz"
+    )
     if is_table:
         if columns is None:
             raise InputError(
@@ -418,7 +422,9 @@ def _read_table(path: Path, supported, columns: str) -> PhotometryCatalog:
     try:
         table = Table.read(path)
     except Exception as err:  # astropy raises many types for unreadable files
-        raise InputError(f"cannot read {path} as an ECSV/FITS table ({type(err).__name__}: {err})") from err
+        raise InputError(
+            f"cannot read {path} as an ECSV/FITS table ({type(err).__name__}: {err})"
+        ) from err
     positions, band_cols = parse_columns(columns, supported)
 
     def col(name: str, numeric: bool = True) -> np.ndarray:

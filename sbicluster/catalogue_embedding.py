@@ -73,7 +73,9 @@ class CatalogueEmbedding(nn.Module):
     config : CatalogueEmbeddingConfig
     """
 
-    def __init__(self, n_bands: int, config: CatalogueEmbeddingConfig = CATALOGUE_EMBEDDING) -> None:
+    def __init__(
+        self, n_bands: int, config: CatalogueEmbeddingConfig = CATALOGUE_EMBEDDING
+    ) -> None:
         super().__init__()
         self.config = config
         self.n_bands = int(n_bands)

@@ -317,7 +317,9 @@ class CatalogueSimulator:
         smooth = mass[:, None] * self.population.unresolved_flux_per_mass(log_age, av, m_thr)
         return sidx, mags, smooth.double()
 
-    def integrated_magnitudes(self, theta: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def integrated_magnitudes(
+        self, theta: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
         """Total absolute Vega magnitudes (B, C) of stochastically sampled clusters.
 
         ``M = −2.5 log10(Σ_stars 10^(−0.4 M_i) + F_smooth)`` per band, with the stars and smooth
@@ -326,8 +328,10 @@ class CatalogueSimulator:
         sidx, mags, smooth = self.draw_stars(theta, generator)
         flux = torch.where(torch.isfinite(mags), 10 ** (-0.4 * mags.double()), 0.0)
         total = smooth.clone().index_add_(0, sidx, flux)
-        return (-2.5 * torch.log10(total.clamp(min=1e-300))).float().where(
-            total > 0, torch.full_like(total, float("inf"), dtype=torch.float32)
+        return (
+            (-2.5 * torch.log10(total.clamp(min=1e-300)))
+            .float()
+            .where(total > 0, torch.full_like(total, float("inf"), dtype=torch.float32))
         )
 
     # ------------------------------------------------------------------ contract
@@ -479,4 +483,3 @@ class CatalogueSimulator:
             raise SimulatorError(
                 f"incomplete {CATALOGUE_KIND} card ({type(err).__name__}: {err})"
             ) from err
-

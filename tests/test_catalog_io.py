@@ -37,7 +37,11 @@ def test_layouts_of_both_real_files_are_detected():
     a, b = read(NGC628), read(NGC1313)
     assert (a.layout, b.layout) == ("legus-35", "legus-37")
     # first rows of the files: id, RA, Dec as printed in the catalogues
-    assert a.ids[0] == "1" and a.ra[0] == pytest.approx(24.18103) and a.dec[0] == pytest.approx(15.81437)
+    assert (
+        a.ids[0] == "1"
+        and a.ra[0] == pytest.approx(24.18103)
+        and a.dec[0] == pytest.approx(15.81437)
+    )
     assert b.ids[0] == "1" and b.ra[0] == pytest.approx(49.570166)
     assert b.dec[0] == pytest.approx(-66.516867)
     assert a.bands[2:] == ("ACS_WFC_F435W", "ACS_WFC_F555W", "ACS_WFC_F814W")
@@ -116,9 +120,7 @@ def test_column_map_for_ecsv_fits_and_whitespace(tmp_path):
     with pytest.raises(InputError, match="lacks"):
         read(tmp_path / "cat.ecsv", columns="id=ID,WFC3_UVIS_F555W=nope:e555")
     numbered = read(NGC628, columns="id=1,ra=4,dec=5,F275W=6:7,F336W=8:9,F435W=10:11")
-    np.testing.assert_allclose(
-        np.nan_to_num(numbered.mag), np.nan_to_num(read(NGC628).mag[:, :3])
-    )
+    np.testing.assert_allclose(np.nan_to_num(numbered.mag), np.nan_to_num(read(NGC628).mag[:, :3]))
 
 
 def test_parse_columns_rejects_bad_maps():

@@ -37,7 +37,9 @@ def test_presets_and_contract(sim):
     torch.testing.assert_close(batch.images, again.images)
     rebuilt = simulator_from_card(sim.card())
     assert isinstance(rebuilt, CatalogueSimulator)
-    torch.testing.assert_close(rebuilt.simulate(64, torch.Generator().manual_seed(3)).images, batch.images)
+    torch.testing.assert_close(
+        rebuilt.simulate(64, torch.Generator().manual_seed(3)).images, batch.images
+    )
 
 
 def test_integrated_magnitude_is_the_sum_of_star_fluxes(sim):

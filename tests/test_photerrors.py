@@ -48,8 +48,12 @@ def test_draws_follow_the_relation_and_detect_below_snr_one():
     _, _, det = observe_magnitudes(torch.full((n, 1), m_snr1), [TRUE], g)
     assert 1 - float(det.float().mean()) == pytest.approx(norm.cdf(-1.0), abs=0.01)
     # a deeper field (depth shift +1 mag) has the error of a source 1 mag brighter
-    _, sig_deep, _ = observe_magnitudes(torch.full((n, 1), 25.0), [TRUE], g, depth_shift=torch.ones(n))
-    assert float(sig_deep.median()) == pytest.approx(float(TRUE.sigma(torch.tensor(24.0))), rel=0.05)
+    _, sig_deep, _ = observe_magnitudes(
+        torch.full((n, 1), 25.0), [TRUE], g, depth_shift=torch.ones(n)
+    )
+    assert float(sig_deep.median()) == pytest.approx(
+        float(TRUE.sigma(torch.tensor(24.0))), rel=0.05
+    )
 
 
 def test_shipped_fits_reproduce_the_real_catalogue_errors():
