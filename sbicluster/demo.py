@@ -122,6 +122,11 @@ def simulate_to_fits(
     check_outputs([fits_path, truth_path], overwrite)
     if simulator is None:
         simulator = simulator_for_preset(preset)
+    if len(simulator.observation_shape) != 3:
+        raise InputError(
+            f"the {preset!r} simulator makes catalogue rows, not image cutouts; `simulate` writes "
+            "FITS cutouts (simulate catalogue rows with simulators.catalogue.CatalogueSimulator)"
+        )
     generator = torch.Generator(device=simulator.device).manual_seed(seed)
     label_rng = torch.Generator().manual_seed(seed + 1)
     labels = (torch.rand(n, generator=label_rng) < cluster_fraction).long()

@@ -7,7 +7,9 @@ train (see :mod:`sbicluster.training`) or touch files (see :mod:`sbicluster.arti
 Design
 ------
 * One :class:`~sbicluster.embedding.ResNetEmbedding` reads the cutout; its features condition
-  three heads.
+  three heads. Catalogue models (network size ``catalogue``, observations (C, 4) catalogue rows
+  of :mod:`simulators.catalogue`) read the row with
+  :class:`~sbicluster.catalogue_embedding.CatalogueEmbedding`, an MLP, instead; the rest is the same.
 * The posterior head is a zuko neural spline flow (rational-quadratic splines, Durkan et al.
   2019, arXiv:1906.04032) wrapped in sbi's own
   :class:`sbi.neural_nets.estimators.ZukoFlow` with the ResNet as ``embedding_net``, so that

@@ -172,3 +172,9 @@ def test_existing_results_need_overwrite(capsys, tmp_path):
     assert (out / "summary.ecsv").read_bytes() == before
     assert run_main(capsys, *args[:-1], 60, "--overwrite").returncode == 0
     assert Table.read(out / "summary.ecsv").meta["num_samples"] == 60
+
+
+def test_simulate_refuses_catalogue_presets(capsys, tmp_path):
+    run = run_main(capsys, "simulate", "--preset", "legus-uvis", "--n", 3, "--out", tmp_path / "m")
+    assert_one_line_error(run, "catalogue rows")
+    assert not (tmp_path / "m" / "cutouts.fits").exists()
