@@ -178,3 +178,20 @@ def test_simulate_refuses_catalogue_presets(capsys, tmp_path):
     run = run_main(capsys, "simulate", "--preset", "legus-uvis", "--n", 3, "--out", tmp_path / "m")
     assert_one_line_error(run, "catalogue rows")
     assert not (tmp_path / "m" / "cutouts.fits").exists()
+
+
+def test_train_preset_legus_uvis_builds_a_catalogue_model(capsys, tmp_path, one_torch_thread):
+    out = tmp_path / "run"
+    run = run_main(
+        capsys, "train", "--preset", "legus-uvis", "--out", out, "--steps", 3, "--batch-size", 32
+    )
+    assert run.returncode == 0, run.stderr
+    trained = load_model(out / "model")
+    assert is_catalogue_card(trained.card)
+    assert trained.card["architecture"]["embedding"]["kind"] == "catalogue_mlp"
+    assert trained.card["training"]["config"]["embedding"] == "catalogue"
+    assert tuple(trained.image_shape) == (7, 4)
+    res = infer_catalog(
+        NGC628, model=trained, distance_modulus=29.98, num_samples=20, progress=False
+    )
+    assert len(res.summary) == len(np.loadtxt(NGC628))
