@@ -96,7 +96,6 @@ def build_legus_preset(uvis: Path, acs_uvis: Path, command: str) -> dict:
     return {
         "survey": "LEGUS (Calzetti et al. 2015; cluster catalogues Adamo et al. 2017)",
         "bands": list(BAND_COLUMNS),
-        "physical_bands": list(BAND_COLUMNS),
         "file_band_proxies": FILE_BAND_PROXIES,
         "reference_band": "WFC3_UVIS_F555W",
         "uv_bands": ["WFC3_UVIS_F275W", "WFC3_UVIS_F336W"],

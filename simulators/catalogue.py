@@ -202,7 +202,7 @@ class CatalogueSimulator:
     device : str or torch.device
         Where the simulation runs.
     population : StellarPopulation, optional
-        Use this population (must have the preset's physical bands).
+        Use this population (must have the preset's bands).
     **options
         Fields of :class:`CatalogueOptions`.
 
@@ -234,7 +234,6 @@ class CatalogueSimulator:
             ) from err
         self.device = torch.device(device)
         self.bands = tuple(self.preset["bands"])
-        self.physical_bands = tuple(self.preset.get("physical_bands", self.bands))
         self.observation_shape = (len(self.bands), N_FEATURES)
         self.reference_band = self.preset["reference_band"]
         self.layouts = self.preset["layouts"]
@@ -259,14 +258,14 @@ class CatalogueSimulator:
             from .population import StellarPopulation
 
             population = StellarPopulation(
-                self.physical_bands,
+                self.bands,
                 feh=self.options.feh,
                 family=self.options.family,
                 imf=self.options.imf,
             )
-        if tuple(population.bands) != self.physical_bands:
+        if tuple(population.bands) != self.bands:
             raise SimulatorError(
-                f"population bands {tuple(population.bands)} differ from {self.physical_bands}"
+                f"population bands {tuple(population.bands)} differ from the preset's {self.bands}"
             )
         self.population = population.to(self.device)
         self.imf = self.population.imf
@@ -293,7 +292,7 @@ class CatalogueSimulator:
         star_index : torch.Tensor
             (S,) cluster of each drawn star.
         star_mag : torch.Tensor
-            (S, C) absolute magnitudes of the drawn stars (+inf for remnants), physical bands.
+            (S, C) absolute magnitudes of the drawn stars (+inf for remnants).
         smooth_flux : torch.Tensor
             (B, C) IMF-expected flux of the stars below the drawn range, in units where an
             absolute magnitude of 0 has flux 1.
@@ -313,7 +312,7 @@ class CatalogueSimulator:
             m = self.imf.sample(u, m_thr[sidx, None], m_live[sidx, None]).float()[:, 0]
             mags = self.population.star_magnitudes_flat(log_age[sidx], m, av[sidx]).float()
         else:
-            mags = torch.zeros(0, len(self.physical_bands), device=self.device)
+            mags = torch.zeros(0, len(self.bands), device=self.device)
         smooth = mass[:, None] * self.population.unresolved_flux_per_mass(log_age, av, m_thr)
         return sidx, mags, smooth.double()
 
@@ -380,7 +379,6 @@ class CatalogueSimulator:
         g_stars, g_nuis, g_noise = (torch.Generator(device=dev).manual_seed(int(s)) for s in seeds)
         c = len(self.bands)
         abs_true = self.integrated_magnitudes(theta, g_stars)
-        abs_true = abs_true[:, self._physical_index()]
         opt = self.options
         rnd = torch.rand(n, 3 + 2 * c, generator=g_nuis, device=dev)
         lo, hi = opt.distance_modulus_range
@@ -435,11 +433,6 @@ class CatalogueSimulator:
             "abs_mag_true": abs_true,
         }
         return SimulationBatch(theta, x, label, vis.float(), nuis)
-
-    def _physical_index(self) -> list[int]:
-        """Column of :meth:`integrated_magnitudes` for each band column (proxies share one)."""
-        proxies = self.preset.get("proxies", {})
-        return [self.physical_bands.index(proxies.get(b, b)) for b in self.bands]
 
     def card(self) -> dict:
         """JSON-serialisable description of everything that defines the simulated data."""
