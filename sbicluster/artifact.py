@@ -38,6 +38,9 @@ from .model import ClusterModel
 __all__ = [
     "COMPATIBLE_VERSION_PARTS",
     "DEFAULT_MODEL_DIR",
+    "BUILTIN_MODELS_DIR",
+    "builtin_models",
+    "resolve_model_dir",
     "FORMAT_VERSION",
     "load_model",
     "save_model",
@@ -47,7 +50,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
+BUILTIN_MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL_DIR = BUILTIN_MODELS_DIR / "default"
 _REQUIRED = ("format_version", "bands", "image_shape", "prior", "architecture")
 COMPATIBLE_VERSION_PARTS = {"sbi": 2, "zuko": 1}
 """Leading version components that must agree between a card's ``software`` entry and the
@@ -186,13 +190,35 @@ def _installed_version(package: str) -> str:
     return str(__import__(package).__version__)
 
 
+def builtin_models() -> tuple[str, ...]:
+    """Names of the models shipped in ``sbicluster/models`` (``default``, ``legus-uvis``)."""
+    return tuple(
+        sorted(p.name for p in BUILTIN_MODELS_DIR.iterdir() if (p / "card.json").is_file())
+    )
+
+
+def resolve_model_dir(directory: str | Path | None) -> Path:
+    """The folder of a model given as a folder, a built-in model name, or ``None`` (the default).
+
+    A name that is not an existing path but is a built-in model (:func:`builtin_models`, e.g.
+    ``legus-uvis``) means that model's folder; anything else is returned as a path.
+    """
+    if directory is None:
+        return DEFAULT_MODEL_DIR
+    path = Path(directory)
+    if not path.exists() and len(path.parts) == 1 and (BUILTIN_MODELS_DIR / path.name).is_dir():
+        return BUILTIN_MODELS_DIR / path.name
+    return path
+
+
 def load_model(directory: str | Path | None = None, *, device: str = "cpu") -> ClusterModel:
     """Load a model directory written by :func:`save_model` (no unpickling).
 
     Parameters
     ----------
     directory : str, Path or None
-        Model directory; ``None`` loads the shipped default (``sbicluster/models/default``).
+        Model directory or built-in model name (``legus-uvis``); ``None`` loads the shipped
+        default (``sbicluster/models/default``).
     device : str
         Torch device for the loaded model.
 
@@ -210,7 +236,7 @@ def load_model(directory: str | Path | None = None, *, device: str = "cpu") -> C
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    directory = DEFAULT_MODEL_DIR if directory is None else Path(directory)
+    directory = resolve_model_dir(directory)
     if directory != DEFAULT_MODEL_DIR and not directory.is_dir():
         what = "is not a folder" if directory.exists() else "does not exist"
         raise ModelError(

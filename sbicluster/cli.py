@@ -104,13 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
-        "infer", help="posterior samples, P(cluster) and visibility for FITS cutouts"
+        "infer",
+        help="posterior samples, P(cluster) and visibility for FITS cutouts, or posteriors for "
+        "the rows of a photometric catalogue (with a catalogue model such as legus-uvis)",
     )
     p.add_argument(
         "input",
         type=Path,
         nargs="+",
-        help="FITS file or folder of cutouts; with --catalog, one large image per band",
+        help="FITS file or folder of cutouts; with --catalog, one large image per band; with a "
+        "catalogue model, one catalogue (LEGUS .tab, ECSV or FITS table)",
     )
     p.add_argument(
         "--catalog",
@@ -118,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="table of positions (x/y px or ra/dec deg) to cut from large images",
     )
     p.add_argument(
-        "--model", type=Path, help="model directory (default: the shipped default model)"
+        "--model",
+        type=Path,
+        help="model directory or built-in name (default, legus-uvis; default: the shipped "
+        "default model)",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument(
@@ -126,7 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--bands",
-        help="comma-separated band of each image HDU/file, overriding FITS FILTER keywords",
+        help="comma-separated band of each image HDU/file, overriding FITS FILTER keywords; for "
+        "a LEGUS catalogue, the bands of its five magnitude columns (default: from the file name)",
+    )
+    p.add_argument(
+        "--distance-modulus",
+        type=float,
+        help="m - M of the galaxy (mag); required with a catalogue model",
+    )
+    p.add_argument(
+        "--columns",
+        help="column map of a catalogue: id=..,ra=..,dec=..,BAND=MAG:ERR,.. (1-based numbers "
+        "for whitespace tables, names for ECSV/FITS; default: LEGUS layout detection)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
@@ -162,15 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on simulations generated on the fly")
     p.add_argument(
         "--preset",
-        help="instrument preset, or 'toy' for the seconds-fast linear-Gaussian toy (default: "
-        "m83-wfc3; with --pool-dir, the pool's simulator)",
+        help="instrument preset, a catalogue preset (legus-uvis, legus-acs-uvis), or 'toy' for "
+        "the seconds-fast linear-Gaussian toy (default: m83-wfc3; with --pool-dir, the pool's "
+        "simulator)",
     )
     p.add_argument(
         "--out", required=True, type=Path, help="run folder: log.csv, checkpoint/, model/"
     )
     p.add_argument(
         "--embedding",
-        help="size of the network: small, cpu or paper (default: cpu on CPU, paper on CUDA)",
+        help="size of the network: small, cpu or paper (default: cpu on CPU, paper on CUDA); "
+        "catalogue for catalogue presets (their default)",
     )
     p.add_argument("--steps", type=int, help="optimisation steps")
     p.add_argument("--batch-size", type=int, help="simulations per step")
@@ -340,9 +359,68 @@ def _simulate(args) -> None:
     print(f"{args.n} mock cutouts → {paths[0]}; truth → {paths[1]}")
 
 
+def _model_card(model) -> dict | None:
+    """The card of a model folder or built-in name, or ``None`` if it cannot be read (loading the
+    model then reports why)."""
+    import json
+
+    from .artifact import resolve_model_dir
+
+    try:
+        return json.loads((resolve_model_dir(model) / "card.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _infer_catalog(args) -> None:
+    from .catalog_infer import infer_catalog
+    from .errors import InputError
+
+    if args.catalog is not None:
+        raise InputError(
+            "--catalog cuts cutouts from images; a catalogue model reads the photometry table "
+            "itself: give the catalogue file as the input"
+        )
+    if len(args.input) != 1:
+        raise InputError("a catalogue model reads one catalogue file; give one input")
+    result = infer_catalog(
+        args.input[0],
+        model=args.model,
+        distance_modulus=args.distance_modulus,
+        bands=None if args.bands is None else tuple(_bands(args.bands)),
+        columns=args.columns,
+        num_samples=args.samples,
+        device=args.device,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        out=args.out,
+        overwrite=args.overwrite,
+        save_samples=args.save_samples,
+        progress=_progress(),
+        keep_samples=False,
+    )
+    flagged = int((result.summary["flag"] != 0).sum())
+    print(
+        f"{len(result.summary)} catalogue rows ({flagged} flagged) → {args.out}/summary.ecsv, "
+        f"{args.out}/posterior.nc"
+    )
+
+
 def _infer(args) -> None:
     from .api import infer
+    from .catalog_infer import is_catalogue_card
 
+    card = _model_card(args.model)
+    if card is not None and is_catalogue_card(card):
+        _infer_catalog(args)
+        return
+    if args.distance_modulus is not None or args.columns is not None:
+        from .errors import InputError
+
+        raise InputError(
+            "--distance-modulus and --columns are for catalogue models (e.g. --model legus-uvis); "
+            "this model reads FITS cutouts"
+        )
     inputs = args.input
     if args.catalog is None and len(inputs) != 1:
         from .errors import InputError
@@ -423,6 +501,12 @@ def _train(args) -> None:
         "tensorboard": args.tensorboard or None,
         "cpu_amp": args.cpu_bf16 or None,
     }
+    from simulators.registry import is_catalogue_preset
+
+    if is_catalogue_preset(args.preset):
+        # catalogue rows: the MLP embedding, and larger batches (a row costs far less than a cutout)
+        overrides["embedding"] = args.embedding or "catalogue"
+        overrides["batch_size"] = args.batch_size or 512
     chosen_weights = {k: w for k, w in weight_options.items() if w is not None}
     if chosen_weights:
         overrides["loss_weights"] = {**TrainingConfig().loss_weights, **chosen_weights}

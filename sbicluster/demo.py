@@ -122,6 +122,11 @@ def simulate_to_fits(
     check_outputs([fits_path, truth_path], overwrite)
     if simulator is None:
         simulator = simulator_for_preset(preset)
+    if len(simulator.observation_shape) != 3:
+        raise InputError(
+            f"the {preset!r} simulator makes catalogue rows, not image cutouts; `simulate` writes "
+            "FITS cutouts (simulate catalogue rows with simulators.catalogue.CatalogueSimulator)"
+        )
     generator = torch.Generator(device=simulator.device).manual_seed(seed)
     label_rng = torch.Generator().manual_seed(seed + 1)
     labels = (torch.rand(n, generator=label_rng) < cluster_fraction).long()
@@ -233,15 +238,16 @@ def corner_plots(
     truths = None if truth is None else _read_truth(truth, prior.names)
     images = None
     meta = summary.meta
-    try:
-        bands, size = meta["bands"], int(meta["image_size"])
-        if meta.get("catalog"):
-            cut = read_catalog_cutouts(meta["input"], meta["catalog"], bands, image_size=size)
-        else:
-            cut = read_cutouts(meta["input"][0], bands, image_size=size)
-        images = dict(zip(cut.ids, cut.images, strict=True))
-    except (KeyError, InputError) as err:
-        log.warning("cutout thumbnails unavailable (%s)", err)
+    if "distance_modulus" not in meta:  # results of a photometric catalogue have no cutouts
+        try:
+            bands, size = meta["bands"], int(meta["image_size"])
+            if meta.get("catalog"):
+                cut = read_catalog_cutouts(meta["input"], meta["catalog"], bands, image_size=size)
+            else:
+                cut = read_cutouts(meta["input"][0], bands, image_size=size)
+            images = dict(zip(cut.ids, cut.images, strict=True))
+        except (KeyError, InputError) as err:
+            log.warning("cutout thumbnails unavailable (%s)", err)
     draws = np.stack(
         [idata.posterior[name].values[0] for name in prior.names], axis=-1
     )  # (draw, cutout, 4)

@@ -97,7 +97,7 @@ class Prediction:
 def validate_images(model: ClusterModel, images: np.ndarray | torch.Tensor) -> None:
     """Check shape and finiteness of a cutout stack; raise :class:`InputError` otherwise."""
     shape = tuple(images.shape)
-    if len(shape) != 4 or shape[1:] != tuple(model.image_shape):
+    if len(shape) != 1 + len(model.image_shape) or shape[1:] != tuple(model.image_shape):
         raise InputError(
             f"images must have shape (N, {', '.join(map(str, model.image_shape))}) "
             f"(N, bands {model.bands}, y, x) in e-/s, got {shape}"

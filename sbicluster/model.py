@@ -7,7 +7,9 @@ train (see :mod:`sbicluster.training`) or touch files (see :mod:`sbicluster.arti
 Design
 ------
 * One :class:`~sbicluster.embedding.ResNetEmbedding` reads the cutout; its features condition
-  three heads.
+  three heads. Catalogue models (network size ``catalogue``, observations (C, 4) catalogue rows
+  of :mod:`simulators.catalogue`) read the row with
+  :class:`~sbicluster.catalogue_embedding.CatalogueEmbedding`, an MLP, instead; the rest is the same.
 * The posterior head is a zuko neural spline flow (rational-quadratic splines, Durkan et al.
   2019, arXiv:1906.04032) wrapped in sbi's own
   :class:`sbi.neural_nets.estimators.ZukoFlow` with the ResNet as ``embedding_net``, so that
@@ -82,6 +84,7 @@ DEFAULT_FLOW: dict = {
 the heads, :data:`~sbicluster.embedding.EMBEDDING_PRESETS` and :data:`HEAD_HIDDEN`)."""
 FLOW_PRESETS: dict[str, dict] = {
     "small": {**DEFAULT_FLOW, "hidden_features": 64, "num_transforms": 6, "bins": 8},
+    "catalogue": DEFAULT_FLOW,
     "cpu": DEFAULT_FLOW,
     "paper": DEFAULT_FLOW,
 }
@@ -97,7 +100,7 @@ COUPLING_MASKS: tuple[tuple[bool, ...], ...] = (
 )
 """Coupling masks of ``coupling_nsf`` layers for a θ of 4 parameters, cycled: every 2+2 split and
 its complement, so each parameter is conditioned on each other one."""
-HEAD_HIDDEN = {"small": 64, "cpu": 64, "paper": 128}
+HEAD_HIDDEN = {"small": 64, "catalogue": 64, "cpu": 64, "paper": 128}
 """Hidden width of the classifier and visibility heads per network size."""
 
 
@@ -198,20 +201,32 @@ def default_architecture(
     >>> arch["flow"]["type"]
     'zuko_nsf'
     """
-    if embedding not in EMBEDDING_PRESETS:
+    if embedding == "catalogue":
+        from .catalogue_embedding import CATALOGUE_EMBEDDING
+
+        embedding_dict = {**CATALOGUE_EMBEDDING.to_dict(), **(embedding_overrides or {})}
+        normalisation = {
+            "type": "affine",
+            "formula": "magnitude (M - mag_centre) / mag_scale, error (log10 sigma - "
+            "log_sigma_centre) / log_sigma_scale; zero where the band carries no value",
+        }
+    elif embedding in EMBEDDING_PRESETS:
+        embedding_dict = {**EMBEDDING_PRESETS[embedding].to_dict(), **(embedding_overrides or {})}
+        normalisation = {
+            "type": "asinh",
+            "softening_e_per_s": [float(s) for s in softening],
+            "formula": "asinh(x / softening[band]), x in e-/s per pixel",
+        }
+    else:
         raise ValueError(
             f"unknown network size (embedding) {embedding!r}; choose one of "
-            f"{sorted(EMBEDDING_PRESETS)}"
+            f"{sorted([*EMBEDDING_PRESETS, 'catalogue'])}"
         )
     return {
         "preset": embedding,
         "n_bands": int(n_bands),
-        "embedding": {**EMBEDDING_PRESETS[embedding].to_dict(), **(embedding_overrides or {})},
-        "normalisation": {
-            "type": "asinh",
-            "softening_e_per_s": [float(s) for s in softening],
-            "formula": "asinh(x / softening[band]), x in e-/s per pixel",
-        },
+        "embedding": embedding_dict,
+        "normalisation": normalisation,
         "flow": {
             **FLOW_PRESETS[embedding],
             **(flow_overrides or {}),
@@ -382,10 +397,17 @@ class ClusterModel(nn.Module):
         self.card = dict(card or {})
         if len(self.bands) != self.image_shape[0]:
             raise ValueError(f"{len(self.bands)} bands but image_shape {self.image_shape}")
-        soft = architecture["normalisation"]["softening_e_per_s"]
-        self.embedding = ResNetEmbedding(
-            len(self.bands), soft, EmbeddingConfig.from_dict(architecture["embedding"])
-        )
+        if architecture["embedding"].get("kind") == "catalogue_mlp":
+            from .catalogue_embedding import CatalogueEmbedding, CatalogueEmbeddingConfig
+
+            self.embedding = CatalogueEmbedding(
+                len(self.bands), CatalogueEmbeddingConfig.from_dict(architecture["embedding"])
+            )
+        else:
+            soft = architecture["normalisation"]["softening_e_per_s"]
+            self.embedding = ResNetEmbedding(
+                len(self.bands), soft, EmbeddingConfig.from_dict(architecture["embedding"])
+            )
         n_feat = self.embedding.features
         box = zuko.flows.UnconditionalTransform(
             BoxLogitTransform,

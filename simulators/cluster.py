@@ -60,7 +60,14 @@ from .profiles import eff_core_radius, eff_enclosed_fraction, eff_sample_radius,
 from .psf import EffectivePSF, load_builtin_psf, load_fits_psf
 from .render import PhaseRenderer
 
-__all__ = ["ClusterSimulator", "SimulatorOptions", "VISIBILITY_DEFINITION", "CLUSTER_KIND"]
+__all__ = [
+    "ClusterSimulator",
+    "SimulatorOptions",
+    "VISIBILITY_DEFINITION",
+    "CLUSTER_KIND",
+    "sbf_threshold_table",
+    "drawn_mass_range",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,98 @@ VISIBILITY_DEFINITION = (
     "pre-PSF positions) inside the aperture, Var = noise-model variance of the noiseless scene "
     "(cluster + field + galaxy light + sky Poisson + read noise); 0 for background-only samples"
 )
+
+
+def sbf_threshold_table(
+    population, imf, log_age_range: tuple[float, float], tolerance: float, device
+) -> dict[str, torch.Tensor]:
+    """Drawn-star mass threshold on a fine age grid (see the module docstring, step 1).
+
+    Parameters
+    ----------
+    population : simulators.population.StellarPopulation
+        Star magnitudes and live-mass limits.
+    imf : simulators.imf.IMF
+        Initial mass function.
+    log_age_range : (float, float)
+        log10 age / yr range to tabulate (widened by 0.05 dex on each side).
+    tolerance : float
+        Largest fraction of the fluctuation power Σ n L² (any band) left to stars below the
+        threshold.
+    device : torch.device
+        Where the table lives.
+
+    Returns
+    -------
+    dict
+        ``ages`` (A,), ``m_thr`` (A,) M☉, ``edges`` (A, G+1) M☉ mass-cell edges and
+        ``power_below`` (A, G, C): fraction of the fluctuation power of stars below each cell's
+        upper edge.
+    """
+    lo, hi = log_age_range
+    ages = torch.linspace(lo - 0.05, hi + 0.05, 143, device=device)
+    m_live = population.max_live_mass(ages).double().clamp(max=imf.m_max)
+    edges = mass_grid(torch.full_like(m_live, imf.m_min), m_live, 800)
+    mid = torch.sqrt(edges[:, 1:] * edges[:, :-1])
+    n = imf.number_per_mass(edges[:, :-1], edges[:, 1:]).double()
+    mags = population.star_magnitudes(ages, mid.float(), torch.zeros_like(ages)).double()
+    lum = torch.where(torch.isfinite(mags), 10 ** (-0.4 * mags), torch.zeros_like(mags))
+    power = torch.cumsum(n[..., None] * lum**2, dim=1)
+    power_below = power / power[:, -1:].clamp(min=1e-300)
+    worst = power_below.amax(-1)  # (A, G)
+    bad = worst > tolerance
+    first_bad = torch.where(
+        bad.any(1),
+        bad.long().argmax(1),
+        torch.full_like(bad[:, 0], bad.shape[1] - 1, dtype=torch.long),
+    )
+    m_thr = edges[
+        torch.arange(len(ages)), first_bad
+    ]  # lower edge of the first cell that breaks the tolerance
+    return {"ages": ages, "m_thr": m_thr.float(), "edges": edges, "power_below": power_below}
+
+
+def drawn_mass_range(
+    table: dict[str, torch.Tensor],
+    population,
+    imf,
+    log_age: torch.Tensor,
+    log_mass: torch.Tensor,
+    max_stars: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample range of individually drawn initial masses, ``(m_thr, m_live)`` in M☉.
+
+    ``m_thr`` is the fluctuation threshold of :func:`sbf_threshold_table` (interpolated in
+    log age, geometrically in mass), raised where needed so that the expected number of stars in
+    ``[m_thr, m_live]`` stays below ``max_stars``; ``m_live`` is the largest live initial mass.
+
+    Parameters
+    ----------
+    table : dict
+        Output of :func:`sbf_threshold_table`.
+    population : simulators.population.StellarPopulation
+    imf : simulators.imf.IMF
+    log_age, log_mass : torch.Tensor
+        (B,) log10 age / yr and log10 initial mass / M☉.
+    max_stars : int
+        Cap on the expected number of drawn stars per cluster.
+    """
+    ages, m_tab = table["ages"], table["m_thr"]
+    pos = ((log_age - ages[0]) / (ages[1] - ages[0])).clamp(0, len(ages) - 1.000001)
+    i0 = pos.floor().long()
+    w = pos - i0
+    m_sbf = torch.exp(
+        torch.log(m_tab[i0]) * (1 - w) + torch.log(m_tab[(i0 + 1).clamp(max=len(ages) - 1)]) * w
+    )
+    m_live = population.max_live_mass(log_age).float().clamp(max=imf.m_max)
+    mass = 10 ** log_mass.double()
+    n_all = imf.number_per_mass(torch.full_like(m_live, imf.m_min), m_live).double()
+    u = (1.0 - max_stars / (mass * n_all)).clamp(0.0, 1.0)
+    m_cap = imf.sample(u[:, None], torch.full_like(m_live, imf.m_min)[:, None], m_live[:, None])[
+        :, 0
+    ]
+    m_thr = torch.minimum(torch.maximum(m_sbf, m_cap.float()), m_live)
+    return m_thr, m_live
 
 
 @dataclass(frozen=True)
@@ -272,34 +371,11 @@ class ClusterSimulator:
         )
 
     def _sbf_threshold_table(self, population) -> dict[str, torch.Tensor]:
-        """Drawn-star mass threshold on a fine age grid (see the module docstring, step 1).
-
-        Returns a dict with ``ages`` (A,), ``m_thr`` (A,) M☉, ``edges`` (A, G+1) M☉ mass-cell edges
-        and ``power_below`` (A, G, C): fraction of the fluctuation power Σ n L² of stars below each
-        cell's upper edge.
-        """
-        imf = self.imf
-        lo, hi = self.prior.parameters[0].low, self.prior.parameters[0].high
-        ages = torch.linspace(lo - 0.05, hi + 0.05, 143, device=self.device)
-        m_live = population.max_live_mass(ages).double().clamp(max=imf.m_max)
-        edges = mass_grid(torch.full_like(m_live, imf.m_min), m_live, 800)
-        mid = torch.sqrt(edges[:, 1:] * edges[:, :-1])
-        n = imf.number_per_mass(edges[:, :-1], edges[:, 1:]).double()
-        mags = population.star_magnitudes(ages, mid.float(), torch.zeros_like(ages)).double()
-        lum = torch.where(torch.isfinite(mags), 10 ** (-0.4 * mags), torch.zeros_like(mags))
-        power = torch.cumsum(n[..., None] * lum**2, dim=1)
-        power_below = power / power[:, -1:].clamp(min=1e-300)
-        worst = power_below.amax(-1)  # (A, G)
-        bad = worst > self.options.sbf_tolerance
-        first_bad = torch.where(
-            bad.any(1),
-            bad.long().argmax(1),
-            torch.full_like(bad[:, 0], bad.shape[1] - 1, dtype=torch.long),
+        """Drawn-star mass threshold table of ``population`` (see :func:`sbf_threshold_table`)."""
+        p = self.prior.parameter("log_age")
+        return sbf_threshold_table(
+            population, self.imf, (p.low, p.high), self.options.sbf_tolerance, self.device
         )
-        m_thr = edges[
-            torch.arange(len(ages)), first_bad
-        ]  # lower edge of the first cell that breaks the tolerance
-        return {"ages": ages, "m_thr": m_thr.float(), "edges": edges, "power_below": power_below}
 
     # -- public API ---------------------------------------------------------------------------------
     def card(self) -> dict:
@@ -361,26 +437,17 @@ class ClusterSimulator:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample drawn-star mass threshold (M☉) and the live-mass limit (M☉).
 
-        Returns ``(m_thr, m_live)``; stars in [m_thr, m_live] are drawn individually.
+        Returns ``(m_thr, m_live)``; stars in [m_thr, m_live] are drawn individually (see
+        :func:`drawn_mass_range`).
         """
-        tab = self._threshold_tables[feh_index]
-        ages, table = tab["ages"], tab["m_thr"]
-        pos = ((log_age - ages[0]) / (ages[1] - ages[0])).clamp(0, len(ages) - 1.000001)
-        i0 = pos.floor().long()
-        w = pos - i0
-        m_sbf = torch.exp(
-            torch.log(table[i0]) * (1 - w) + torch.log(table[(i0 + 1).clamp(max=len(ages) - 1)]) * w
+        return drawn_mass_range(
+            self._threshold_tables[feh_index],
+            self.populations[feh_index],
+            self.imf,
+            log_age,
+            log_mass,
+            self.options.max_stars,
         )
-        pop = self.populations[feh_index]
-        m_live = pop.max_live_mass(log_age).float().clamp(max=self.imf.m_max)
-        mass = 10 ** log_mass.double()
-        n_all = self.imf.number_per_mass(torch.full_like(m_live, self.imf.m_min), m_live).double()
-        u = (1.0 - self.options.max_stars / (mass * n_all)).clamp(0.0, 1.0)
-        m_cap = self.imf.sample(
-            u[:, None], torch.full_like(m_live, self.imf.m_min)[:, None], m_live[:, None]
-        )[:, 0]
-        m_thr = torch.minimum(torch.maximum(m_sbf, m_cap.float()), m_live)
-        return m_thr, m_live
 
     def simulate(
         self,

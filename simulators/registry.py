@@ -25,17 +25,27 @@ __all__ = [
     "simulator_kind",
     "simulator_from_card",
     "simulator_for_preset",
+    "is_catalogue_preset",
 ]
 
 SIMULATOR_KINDS: dict[str, str] = {
     "simulators.cluster.ClusterSimulator": "simulators.cluster:ClusterSimulator",
     "linear-gaussian-toy": "simulators.toy:LinearGaussianToy",
+    "simulators.catalogue.CatalogueSimulator": "simulators.catalogue:CatalogueSimulator",
 }
 """Card kind → ``module:Class`` of the simulator that wrote it (read-only)."""
 
 TOY_PRESET = "toy"
-"""The preset name of :class:`simulators.toy.LinearGaussianToy`; every other name is an
-instrument preset of :class:`simulators.cluster.ClusterSimulator`."""
+"""The preset name of :class:`simulators.toy.LinearGaussianToy`; a catalogue preset name
+(:func:`is_catalogue_preset`) is one of :class:`simulators.catalogue.CatalogueSimulator`; every
+other name is an instrument preset of :class:`simulators.cluster.ClusterSimulator`."""
+
+
+def is_catalogue_preset(name) -> bool:
+    """Whether ``name`` is a shipped catalogue preset (``legus-uvis``, ``legus-acs-uvis``)."""
+    from .catalogue import available_catalogue_presets
+
+    return isinstance(name, str) and name in available_catalogue_presets()
 
 
 def simulator_kind(card: dict) -> str:
@@ -86,14 +96,16 @@ def simulator_from_card(card: dict, device: str | torch.device = "cpu") -> Simul
 
 
 def simulator_for_preset(name, device: str | torch.device = "cpu", **kwargs) -> Simulator:
-    """A new simulator for a preset name: the toy for ``"toy"``, else the cluster simulator.
+    """A new simulator for a preset name: the toy for ``"toy"``, the catalogue simulator for a
+    catalogue preset, else the cluster simulator.
 
     Parameters
     ----------
     name : str, Path or simulators.instruments.Instrument
         :data:`TOY_PRESET` for :class:`simulators.toy.LinearGaussianToy`; otherwise an instrument
         preset name (``"m83-wfc3"``, ``"m31-phat"``), a TOML path or an Instrument, for
-        :class:`simulators.cluster.ClusterSimulator`.
+        :class:`simulators.cluster.ClusterSimulator`; a catalogue preset (``"legus-uvis"``,
+        ``"legus-acs-uvis"``) for :class:`simulators.catalogue.CatalogueSimulator`.
     device : str or torch.device
         Where the simulator runs.
     **kwargs
@@ -115,6 +127,13 @@ def simulator_for_preset(name, device: str | torch.device = "cpu", **kwargs) -> 
             return LinearGaussianToy(device=device, **kwargs)
         except TypeError as err:
             raise SimulatorError(f"invalid option for the {TOY_PRESET!r} preset ({err})") from err
+    if is_catalogue_preset(name):
+        from .catalogue import CatalogueSimulator
+
+        try:
+            return CatalogueSimulator(name, device=device, **kwargs)
+        except TypeError as err:
+            raise SimulatorError(f"invalid option for the {name!r} preset ({err})") from err
     from .cluster import ClusterSimulator
 
     return ClusterSimulator(str(name) if isinstance(name, Path) else name, device=device, **kwargs)

@@ -33,7 +33,8 @@ class TrainingConfig:
     ----------
     embedding : str
         Size of the network (:data:`sbicluster.model.EMBEDDING_PRESETS`): ``small`` (tests),
-        ``cpu`` (default CPU model), ``paper`` (GPU). The command line's ``--embedding``.
+        ``cpu`` (default CPU model), ``paper`` (GPU), ``catalogue`` (an MLP for the catalogue
+        rows of :mod:`simulators.catalogue`). The command line's ``--embedding``.
     embedding_overrides, flow_overrides : dict or None
         Overrides of that size's embedding config (``width``, ``blocks``, ``features``, ``pool``)
         and flow hyper-parameters (``hidden_features``, ``num_transforms``, ``bins``).
