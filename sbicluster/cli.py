@@ -383,6 +383,11 @@ def _infer_catalog(args) -> None:
         )
     if len(args.input) != 1:
         raise InputError("a catalogue model reads one catalogue file; give one input")
+    if args.workers is not None or args.scheduler is not None or args.chunk_size is not None:
+        raise InputError(
+            "--workers, --scheduler and --chunk-size split cutout inference over Dask workers; "
+            "a catalogue model runs in one process: drop them"
+        )
     result = infer_catalog(
         args.input[0],
         model=args.model,

@@ -141,6 +141,7 @@ def test_bad_input_exits_2_and_writes_nothing(capsys, tmp_path):
     cases.append(
         ((tmp_path / "t.ecsv", "--distance-modulus", 29, "--columns", "F555W=x:y"), "ambiguous")
     )
+    cases.append(((NGC628, "--distance-modulus", 29, "--workers", 2), "one process"))
     for extra, fragment in cases:
         run = run_main(capsys, base[0], extra[0], *base[1:], *extra[1:])
         assert_one_line_error(run, fragment)
