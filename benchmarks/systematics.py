@@ -72,7 +72,11 @@ class Case:
 
 CASES: tuple[Case, ...] = (
     Case("nominal", "the training simulator (control)"),
-    Case("PARSEC", "PARSEC v1.2S isochrones at [Fe/H] = 0 (incomplete late phases)", {"family": "parsec"}),
+    Case(
+        "PARSEC",
+        "PARSEC v1.2S isochrones at [Fe/H] = 0 (incomplete late phases)",
+        {"family": "parsec"},
+    ),
     Case("[Fe/H] = -0.5", "MIST at [Fe/H] = -0.5", {"feh": -0.5}),
     Case("[Fe/H] = +0.25", "MIST at [Fe/H] = +0.25", {"feh": 0.25}),
     Case("Chabrier IMF", "Chabrier 2003 IMF", {"imf": "chabrier"}),
@@ -135,7 +139,9 @@ def simulate_clusters(simulator, theta: torch.Tensor, seed: int, chunk: int = 25
 
     generator = torch.Generator(device=simulator.device).manual_seed(seed)
     label = torch.ones(len(theta), dtype=torch.long)
-    return simulate_in_chunks(simulator, len(theta), generator, chunk=chunk, theta=theta, label=label)
+    return simulate_in_chunks(
+        simulator, len(theta), generator, chunk=chunk, theta=theta, label=label
+    )
 
 
 def coverage_summary(credibility: np.ndarray) -> dict:
@@ -209,12 +215,16 @@ def run_case(
     batch = simulate_clusters(simulator, theta, seed)
     timing["simulate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    pred = predict(model, batch.images, num_samples=num_samples, seed=seed, views=views, progress=False)
+    pred = predict(
+        model, batch.images, num_samples=num_samples, seed=seed, views=views, progress=False
+    )
     timing["predict_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     truth = batch.theta.numpy().astype(float)
     samples = np.asarray(pred.samples, dtype=float)
-    lp_true, lp_samples = log_prob_of_draws(model_log_prob(model), pred.samples, truth, batch.images)
+    lp_true, lp_samples = log_prob_of_draws(
+        model_log_prob(model), pred.samples, truth, batch.images
+    )
     joint = hpd_credibility_joint(lp_true, lp_samples)
     marginal = marginal_credibility(samples, truth)
     timing["coverage_s"] = time.perf_counter() - t0
@@ -274,7 +284,8 @@ def render_markdown(results: dict) -> str:
         f"For an exact posterior tested on {results['n']} clusters, the binomial standard deviation "
         "of an empirical coverage is "
         + ", ".join(
-            f"{sd:.3f} at {lv:.0%}" for lv, sd in zip(results["levels"], floor["binomial_sd"], strict=True)
+            f"{sd:.3f} at {lv:.0%}"
+            for lv, sd in zip(results["levels"], floor["binomial_sd"], strict=True)
         )
         + f"; its largest deviation over the 19 levels exceeds 0.03 with probability "
         f"{floor['p_exceed_one_region']:.3f} per region (median {floor['median']:.3f}, 95th "
@@ -345,10 +356,17 @@ def render_markdown(results: dict) -> str:
             m = res["mmd"][s]
             sbi_p = m.get("sbi_p_value")
             cells.append(
-                f"{m['mmd2']:.4f} | {m['p_value']:.3f} | " + (f"{sbi_p:.3f}" if sbi_p is not None else "—")
+                f"{m['mmd2']:.4f} | {m['p_value']:.3f} | "
+                + (f"{sbi_p:.3f}" if sbi_p is not None else "—")
             )
         lines.append(f"| {case} | " + " | ".join(cells) + " |")
-    lines += ["", "## Which choices matter most", "", results.get("summary", "(see the tables)"), ""]
+    lines += [
+        "",
+        "## Which choices matter most",
+        "",
+        results.get("summary", "(see the tables)"),
+        "",
+    ]
     lines += [
         "## Notes",
         "",
@@ -357,9 +375,12 @@ def render_markdown(results: dict) -> str:
         "warns); the PARSEC case therefore mixes a stellar-model difference with missing phases.",
         "- The field stars of the synthetic background are drawn with the case's population and "
         "distance too, as they would be in a galaxy whose physics differs.",
-        f"- Time per case (simulate / predict / coverage / MMD, s, contended): "
+        "- Time per case (simulate / predict / coverage / MMD, s, contended): "
         + "; ".join(
-            f"{c}: " + " / ".join(f"{r['timing'][k]:.0f}" for k in ("simulate_s", "predict_s", "coverage_s", "mmd_s"))
+            f"{c}: "
+            + " / ".join(
+                f"{r['timing'][k]:.0f}" for k in ("simulate_s", "predict_s", "coverage_s", "mmd_s")
+            )
             for c, r in cases.items()
         )
         + f". Whole run {results['wall_s'] / 60:.1f} min.",
@@ -390,9 +411,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n", type=int, default=2000, help="clusters per case")
     parser.add_argument("--num-samples", type=int, default=500, help="posterior draws per cluster")
     parser.add_argument("--views", type=int, default=1, help="symmetric views in predict")
-    parser.add_argument("--seed", type=int, default=2020, help="seed of θ and of each case's stream")
-    parser.add_argument("--n-reference", type=int, default=1500, help="reference clusters for the MMD")
-    parser.add_argument("--mmd-sizes", default="100,500,1000", help="observed-set sizes of the MMD test")
+    parser.add_argument(
+        "--seed", type=int, default=2020, help="seed of θ and of each case's stream"
+    )
+    parser.add_argument(
+        "--n-reference", type=int, default=1500, help="reference clusters for the MMD"
+    )
+    parser.add_argument(
+        "--mmd-sizes", default="100,500,1000", help="observed-set sizes of the MMD test"
+    )
     parser.add_argument("--permutations", type=int, default=500, help="MMD permutations")
     parser.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
     parser.add_argument("--out", default=None, help="results folder (default: benchmarks/results)")
@@ -476,7 +503,9 @@ def which_choices_matter(results: dict) -> str:
             d_cov = res["coverage"][name]["max_abs_deviation"]
             shifts.append((abs(d_bias), case, d_bias, d_cov))
         shifts.sort(reverse=True)
-        top = ", ".join(f"{c} (Δbias {db:+.3f}, max coverage dev. {dc:.3f})" for _, c, db, dc in shifts[:3])
+        top = ", ".join(
+            f"{c} (Δbias {db:+.3f}, max coverage dev. {dc:.3f})" for _, c, db, dc in shifts[:3]
+        )
         parts.append(
             f"- **{name}** (nominal bias {nominal['accuracy'][name]['bias']:+.3f}, "
             f"σ {nominal['accuracy'][name]['robust_sigma']:.3f}): largest shifts from {top}."

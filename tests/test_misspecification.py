@@ -12,9 +12,7 @@ def test_unbiased_mmd2_matches_the_direct_sums():
     z = np.concatenate([x, y])
     kernel = np.exp(-((z[:, None, :] - z[None, :, :]) ** 2).sum(-1) / 2.0)
     kxx, kyy, kxy = kernel[:7, :7], kernel[7:, 7:], kernel[:7, 7:]
-    direct = (
-        (kxx.sum() - 7) / (7 * 6) + (kyy.sum() - 11) / (11 * 10) - 2 * kxy.sum() / (7 * 11)
-    )
+    direct = (kxx.sum() - 7) / (7 * 6) + (kyy.sum() - 11) / (11 * 10) - 2 * kxy.sum() / (7 * 11)
     member = np.zeros((18, 1))
     member[:7] = 1
     assert _unbiased_mmd2(kernel, member, kernel.sum())[0] == pytest.approx(direct, rel=1e-12)
@@ -72,5 +70,10 @@ def test_toy_model_embedding_accepts_its_own_simulator_and_flags_a_brighter_one(
     reference = toy.simulate(300, torch.Generator().manual_seed(1), label=ones).images
     same = toy.simulate(300, torch.Generator().manual_seed(2), label=ones).images
     shifted = (same - toy.background) * 2.0 + toy.background
-    assert misspecification_test(model, same, reference, seed=0, num_permutations=199).p_value > 0.05
-    assert misspecification_test(model, shifted, reference, seed=0, num_permutations=199).p_value < 0.01
+    assert (
+        misspecification_test(model, same, reference, seed=0, num_permutations=199).p_value > 0.05
+    )
+    assert (
+        misspecification_test(model, shifted, reference, seed=0, num_permutations=199).p_value
+        < 0.01
+    )
