@@ -6,6 +6,8 @@ Subpackage layout (the data flow: draws → statistics → plots → report):
 - :mod:`.sbc` — simulation-based-calibration ranks and uniformity tests;
 - :mod:`.accuracy` — bias, robust scatter, RMSE, posterior width vs visibility;
 - :mod:`.classification` — ROC/AUC, precision/recall, reliability diagram of P(cluster);
+- :mod:`.misspecification` — MMD two-sample test, in the model's embedding space, of observed
+  cutouts against training simulations (do the data lie where the model was trained?);
 - :mod:`.plots` — matplotlib figures of all of the above (:func:`.plots.diagnostic_figures`: the
   report's set, from the metrics and the arrays behind them);
 - :mod:`.report` — ``report.md`` + PNGs + ``metrics.json``;
@@ -31,6 +33,7 @@ from .coverage import (
     joint_coverage,
     marginal_coverage,
 )
+from .misspecification import MMDTestResult, misspecification_test, mmd_permutation_test
 from .plots import diagnostic_figures
 from .run import evaluate, held_out_seed, run_diagnostics
 from .sbc import SBCResult, run_sbc_checks, sbc_ranks
@@ -42,12 +45,15 @@ __all__ = [
     "held_out_seed",
     "CREDIBILITY_LEVELS",
     "CoverageResult",
+    "MMDTestResult",
     "PAPER_RELIABLE_RANGE",
     "SBCResult",
     "binomial_band",
     "brier_score",
     "joint_coverage",
     "marginal_coverage",
+    "misspecification_test",
+    "mmd_permutation_test",
     "point_accuracy",
     "posterior_width",
     "precision_recall",

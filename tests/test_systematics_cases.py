@@ -1,0 +1,48 @@
+"""The misspecification benchmark's test cases change exactly one physics choice each."""
+
+import math
+
+import pytest
+
+from benchmarks.systematics import CASES, case_simulator
+from simulators.cluster import ClusterSimulator
+
+
+@pytest.fixture(scope="module")
+def nominal():
+    return ClusterSimulator("m83-wfc3", background="none")
+
+
+def _differences(a: dict, b: dict) -> set[str]:
+    keys = {f"options.{k}" for k in a["options"] if a["options"][k] != b["options"][k]}
+    keys |= {f"preset.{k}" for k in a["preset"] if a["preset"][k] != b["preset"][k]}
+    return keys
+
+
+@pytest.mark.slow
+def test_each_case_changes_one_choice(nominal):
+    base = nominal.card()
+    for case in CASES:
+        sim = case_simulator(nominal, case)
+        diff = _differences(base, sim.card())
+        if case.options:
+            assert diff == {f"options.{k}" for k in case.options}, case.name
+        elif case.distance_modulus is not None:
+            assert diff == {"preset.distance_modulus"}, case.name
+        else:
+            assert diff == set(), case.name
+        if case.law is not None:
+            assert (sim.populations[0].extinction_law, sim.populations[0].rv) == case.law
+        else:
+            assert sim.populations[0].extinction_law == nominal.populations[0].extinction_law
+
+
+def test_distance_case_scales_flux_and_pixel_size(nominal):
+    """0.2 mag nearer: every band 10^0.08 brighter, a pixel 10^−0.04 as many parsecs."""
+    case = next(c for c in CASES if c.distance_modulus == 28.1)
+    sim = case_simulator(nominal, case)
+    for ratio in (sim.flux_scale / nominal.flux_scale).tolist():
+        assert ratio == pytest.approx(10**0.08, rel=1e-5)
+    pc_ratio = sim.instrument.pc_per_pixel / nominal.instrument.pc_per_pixel
+    assert pc_ratio == pytest.approx(10 ** (-0.04), rel=1e-12)
+    assert math.isclose(sim.instrument.distance_modulus, 28.1)
