@@ -8,6 +8,9 @@ of its own.
 Exit codes: 0 success; 2 bad input or an output that exists without ``--overwrite`` (one line
 ``sbicluster: error: ...`` on stderr, nothing written); 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) when
 interrupted: ``train`` first writes a checkpoint and says how to resume.
+
+``train`` also runs as several data-parallel processes under ``torchrun -m sbicluster train``
+(:mod:`sbicluster.training.distributed`); rank 0 alone reports.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ The package, one module per job:
 - :mod:`.tracking`: the CSV log, progress bar and TensorBoard events;
 - :mod:`.checkpoint`: the checkpoint format (safetensors + JSON);
 - :mod:`.card`: the trained model's card;
-- :mod:`.loop`: :func:`train`, :func:`train_step`, :func:`check_run_dir`.
+- :mod:`.loop`: :func:`train`, :func:`train_step`, :func:`check_run_dir`;
+- :mod:`.distributed`: training in several processes (``torchrun``, DDP, global-batch batch
+  normalisation).
 
 This package must not define the network (:mod:`sbicluster.model`) or any simulator.
 """
