@@ -39,6 +39,7 @@ __all__ = [
     "model_zero_points",
     "OUTPUT_FILES",
     "OUTPUT_NAMES",
+    "stream_to_folder",
     "WORKING_COPIES",
 ]
 
@@ -255,6 +256,77 @@ def _write_outputs(folder: Path, summary, chunks, prior, ids, num_samples, card,
     write_table(summary, folder / "summary.ecsv")
 
 
+def stream_to_folder(
+    out: str | Path,
+    run,
+    table,
+    *,
+    prior,
+    ids,
+    num_samples: int,
+    card: dict,
+    overwrite: bool,
+    save_samples: bool,
+    keep_samples: bool,
+) -> tuple[Table, np.ndarray | None]:
+    """Run an inference whose draws stream into the output folder ``out``, written as one unit.
+
+    ``summary.ecsv``, ``posterior.nc`` (and ``samples.npz``) go into a temporary sibling folder
+    that replaces ``out`` when complete (:func:`sbicluster.files.atomic_folder`), so an
+    interrupted run leaves the previous outputs intact.
+
+    Parameters
+    ----------
+    out : str or Path
+        The output folder (already checked by :func:`sbicluster.files.check_output_folder`).
+    run : callable
+        ``run(sink)`` infers every object, handing each chunk's (n, S, D) draws to
+        ``sink(start, draws)`` in order, and returns the prediction (P(cluster), visibility).
+    table : callable
+        ``table(prediction, stats)`` → the summary table, from the prediction and the per-object
+        :func:`~sbicluster.outputs.posterior_stats` of the streamed draws.
+    prior : ClusterPrior
+        Parameter names, units and labels.
+    ids : sequence of str
+        Object identifiers, in order.
+    num_samples : int
+        Draws per object, S.
+    card : dict
+        Model card stored with the draws.
+    overwrite : bool
+        Replace the outputs of an earlier run (:data:`OUTPUT_NAMES`).
+    save_samples : bool
+        Also write ``samples.npz``.
+    keep_samples : bool
+        Also return all draws as an (N, S, D) array.
+
+    Returns
+    -------
+    (astropy.table.Table, numpy.ndarray or None)
+        The summary table and the draws (None unless ``keep_samples``).
+    """
+    kept = np.empty((len(ids), num_samples, prior.dim), np.float32) if keep_samples else None
+    with atomic_folder(out, overwrite=overwrite, owned=OUTPUT_NAMES) as tmp:
+        with DrawWriter(
+            prior,
+            ids,
+            num_samples,
+            tmp / "posterior.nc",
+            samples_path=tmp / "samples.npz" if save_samples else None,
+            card=card,
+        ) as writer:
+
+            def sink(start: int, draws: np.ndarray) -> None:
+                writer.write(start, draws)
+                if kept is not None:
+                    kept[start : start + len(draws)] = draws
+
+            prediction = run(sink)
+        summary = table(prediction, writer.stats)
+        write_table(summary, tmp / "summary.ecsv")
+    return summary, kept
+
+
 def infer(
     source: str | Path | Sequence[str | Path],
     *,
@@ -451,13 +523,13 @@ def infer(
         blank_out_of_range(prediction, cutouts.flags)
         return prediction
 
-    def table(samples, stats=None):
+    def table(prediction, stats=None):
         return summary_table(
-            samples,
+            prediction.samples,
             prior,
             ids=cutouts.ids,
-            p_cluster=pred.p_cluster,
-            visibility=pred.visibility,
+            p_cluster=prediction.p_cluster,
+            visibility=prediction.visibility,
             flags=cutouts.flags,
             x=cutouts.x,
             y=cutouts.y,
@@ -469,24 +541,17 @@ def infer(
 
     if out is None:
         pred = run()
-        return InferenceResult(table(pred.samples), pred.samples, cutouts, card)
-    kept = np.empty((len(cutouts), num_samples, prior.dim), np.float32) if keep_samples else None
-    with atomic_folder(out, overwrite=overwrite, owned=OUTPUT_NAMES) as tmp:
-        with DrawWriter(
-            prior,
-            cutouts.ids,
-            num_samples,
-            tmp / "posterior.nc",
-            samples_path=tmp / "samples.npz" if save_samples else None,
-            card=card,
-        ) as writer:
-
-            def sink(start: int, draws: np.ndarray) -> None:
-                writer.write(start, draws)
-                if kept is not None:
-                    kept[start : start + len(draws)] = draws
-
-            pred = run(sink)
-        summary = table(None, writer.stats)
-        write_table(summary, tmp / "summary.ecsv")
+        return InferenceResult(table(pred), pred.samples, cutouts, card)
+    summary, kept = stream_to_folder(
+        out,
+        run,
+        table,
+        prior=prior,
+        ids=cutouts.ids,
+        num_samples=num_samples,
+        card=card,
+        overwrite=overwrite,
+        save_samples=save_samples,
+        keep_samples=keep_samples,
+    )
     return InferenceResult(summary, kept, cutouts, card, Path(out) / "posterior.nc")

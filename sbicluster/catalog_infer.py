@@ -35,7 +35,7 @@ from .catalog_io import (
 )
 from .devices import resolve_device
 from .errors import InputError
-from .files import atomic_folder, check_output_folder
+from .files import check_output_folder
 from .io import FLAG_OUT_OF_RANGE
 
 __all__ = ["CatalogResult", "is_catalogue_card", "catalogue_rows", "infer_catalog"]
@@ -237,11 +237,11 @@ def infer_catalog(
     """
     from simulators.priors import ClusterPrior
 
-    from .api import OUTPUT_NAMES, check_run_size
+    from .api import check_run_size, stream_to_folder
     from .artifact import load_model
     from .inference import check_batch_size, predict
     from .io import FLAG_DESCRIPTIONS
-    from .outputs import DrawWriter, summary_table, write_table
+    from .outputs import summary_table
     from .validation import blank_draws_out_of_range, blank_out_of_range
 
     if num_samples < 2:
@@ -299,9 +299,9 @@ def infer_catalog(
         blank_out_of_range(pred, flags)
         return pred
 
-    def table(samples, stats=None):
+    def table(prediction, stats=None):
         t = summary_table(
-            samples,
+            prediction.samples,
             prior,
             ids=catalog.ids,
             p_cluster=np.full(len(catalog), np.nan),
@@ -326,24 +326,17 @@ def infer_catalog(
 
     if out is None:
         pred = run()
-        return CatalogResult(table(pred.samples), pred.samples, catalog, rows, card)
-    kept = np.empty((len(catalog), num_samples, prior.dim), np.float32) if keep_samples else None
-    with atomic_folder(out, overwrite=overwrite, owned=OUTPUT_NAMES) as tmp:
-        with DrawWriter(
-            prior,
-            catalog.ids,
-            num_samples,
-            tmp / "posterior.nc",
-            samples_path=tmp / "samples.npz" if save_samples else None,
-            card=card,
-        ) as writer:
-
-            def sink(start: int, draws: np.ndarray) -> None:
-                writer.write(start, draws)
-                if kept is not None:
-                    kept[start : start + len(draws)] = draws
-
-            run(sink)
-        summary = table(None, writer.stats)
-        write_table(summary, tmp / "summary.ecsv")
+        return CatalogResult(table(pred), pred.samples, catalog, rows, card)
+    summary, kept = stream_to_folder(
+        out,
+        run,
+        table,
+        prior=prior,
+        ids=catalog.ids,
+        num_samples=num_samples,
+        card=card,
+        overwrite=overwrite,
+        save_samples=save_samples,
+        keep_samples=keep_samples,
+    )
     return CatalogResult(summary, kept, catalog, rows, card)
