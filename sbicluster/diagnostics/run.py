@@ -12,6 +12,14 @@ Held-out data: every random stream of a diagnostics run (the test simulations, t
 points, the posterior draws) is seeded by :func:`held_out_seed` from the test-set seed through
 :class:`numpy.random.SeedSequence`, distinct from the ``torch.manual_seed(seed)`` stream a training
 run with the same integer seed would use, so the test set is never a training batch.
+
+Memory: :func:`run_diagnostics` simulates, samples and reduces the test set
+:data:`DEFAULT_CHUNK` objects at a time and keeps only per-object statistics
+(:mod:`sbicluster.diagnostics.objects`), so its memory grows by a few hundred bytes per object
+rather than with the cutouts and the N × S draws (``benchmarks/results/diagnose_memory.md``).
+Its results do not depend on the chunk size: the simulations run :data:`SIMULATION_BLOCK`
+objects per call on one stream, and each block of :data:`DRAW_BLOCK` objects draws its posterior
+samples from a generator seeded from (seed, block) (:func:`draw_generator`).
 """
 
 from __future__ import annotations
@@ -81,7 +89,8 @@ SIMULATION_STREAM = 0
 TARP_REFERENCE_STREAM = 1
 """Stream of :func:`held_out_seed` that draws the TARP reference points."""
 POSTERIOR_DRAW_STREAM = 2
-"""Stream of :func:`held_out_seed` that draws the posterior samples of the test objects."""
+"""Stream of :func:`held_out_seed` that seeds the posterior draws of the test objects (one
+generator per block of :data:`DRAW_BLOCK` objects, :func:`draw_generator`)."""
 LOCAL_TEST_STREAM = 3
 """Stream of :func:`held_out_seed` of the L-C2ST draws, evaluation points and classifiers."""
 
@@ -576,7 +585,7 @@ def _local_test(
     n_cal = len(theta) - min(n_probes, len(theta))
     reason = (
         "the model has no normalizing flow to invert"
-        if not callable(getattr(model, "flow", None))
+        if not callable(getattr(model, "flow", None)) or features is None
         else f"{n_cal} clusters left to train it, fewer than {MIN_CALIBRATION} (raise --n)"
         if n_cal < MIN_CALIBRATION
         else None
@@ -886,6 +895,34 @@ def run_diagnostics(
     return metrics
 
 
+def features_log_prob(model) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``log_prob(theta (S, B, D), features (B, F)) -> (S, B)`` of a model that embeds its cutouts
+    (``embed`` + ``flow_log_prob``), on features computed once."""
+    return lambda th, f: model.flow_log_prob(th, f.float())
+
+
+@torch.no_grad()
+def _chunk_features(model, images: torch.Tensor) -> torch.Tensor:
+    """float32 (n, F) features of a chunk's cutouts on the CPU, embedded
+    :data:`~sbicluster.inference.EMBED_ROWS` at a time from the chunk's first object (a block
+    boundary), so each object is embedded in the same group whatever the chunk size."""
+    from ..inference import embed_in_parts
+
+    model.eval()
+    return embed_in_parts(model, images.to(model.device)).cpu()
+
+
+@torch.no_grad()
+def _single_view_logits(model, images: torch.Tensor, features: torch.Tensor | None) -> np.ndarray:
+    """float64 (n,) classifier logits of the cutouts as given (one view), from their features
+    when the caller has them."""
+    from ..inference import classifier_logits
+
+    if features is None:
+        return classifier_logits(model, images, views=1)
+    return model.heads(features.to(model.device))[0].double().cpu().numpy()
+
+
 def _reduce_test_set(
     model,
     simulator,
@@ -914,10 +951,10 @@ def _reduce_test_set(
 
     from simulators.background import HARD_NEGATIVE_KINDS
 
-    from ..inference import classifier_logits
-    from .local import embedded_features
-
     device = next(model.parameters()).device
+    # embed every object once (on block boundaries, so the features do not depend on the chunk)
+    with_features = hasattr(model, "embed") and hasattr(model, "flow_log_prob")
+    keep_features = keep_features and with_features
     low, high = model.prior.low().numpy(), model.prior.high().numpy()
     tarp_rng = np.random.default_rng(held_out_seed(seed, TARP_REFERENCE_STREAM))
     timing = {"simulate": 0.0, "predict": 0.0, "log_prob": 0.0, "statistics": 0.0}
@@ -937,20 +974,25 @@ def _reduce_test_set(
             model, batch.images, start, num_samples=num_samples, seed=seed, views=views
         )
         label = batch.label.numpy().astype(bool)
-        theta, images = batch.theta.numpy()[label], batch.images[label]
-        samples = pred.samples[label]
+        theta, samples = batch.theta.numpy()[label], pred.samples[label]
+        features = _chunk_features(model, batch.images) if with_features else None
         if views > 1:
-            kept["single_view_logit"].append(classifier_logits(model, batch.images, views=1))
+            kept["single_view_logit"].append(_single_view_logits(model, batch.images, features))
         if keep_features:
-            kept["features"].append(embedded_features(model, images))
+            kept["features"].append(features[label])
         timing["predict"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
         lp_true = lp_samp = None
         if joint_ok:
+            log_prob, condition = (
+                (features_log_prob(model), features[label])
+                if with_features
+                else (model_log_prob(model), batch.images[label])
+            )
             try:
                 lp_true, lp_samp = log_prob_of_draws(
-                    model_log_prob(model), samples, theta, images, device=device
+                    log_prob, samples, theta, condition, device=device
                 )
             except Exception as err:  # noqa: BLE001 - the rest of the report is still worth writing
                 joint_ok = False
@@ -979,7 +1021,7 @@ def _reduce_test_set(
         kept["p_cluster"].append(pred.p_cluster)
         kept["theta"].append(theta)
         timing["statistics"] += time.perf_counter() - t0
-        del pred, samples, images, batch, lp_samp
+        del pred, samples, features, batch, lp_samp
         bar.update(len(label))
         logger.info("diagnose: %d of %d held-out objects reduced", start + len(label), n)
     bar.close()
