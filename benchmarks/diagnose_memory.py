@@ -144,8 +144,8 @@ def _markdown(results: dict) -> str:
             f"{run['peak_rss_mb']:,.0f} | {run['wall_s']:,.0f} | {run['reduced']:,} |"
         )
     lines += ["", "Command: `" + " ".join(results["command"]) + "`"]
-    if results.get("notes"):
-        lines += ["", *results["notes"]]
+    for note in results.get("notes", []):
+        lines += ["", note]
     return "\n".join(lines)
 
 
