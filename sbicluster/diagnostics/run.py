@@ -55,8 +55,12 @@ __all__ = [
     "SIMULATION_STREAM",
     "TARP_REFERENCE_STREAM",
     "POSTERIOR_DRAW_STREAM",
+    "SIMULATION_BLOCK",
+    "DRAW_BLOCK",
+    "DEFAULT_CHUNK",
     "log_prob_of_draws",
     "model_log_prob",
+    "features_log_prob",
     "tarp",
     "COVERAGE_TOLERANCE",
     "SBC_ALPHA",
@@ -180,7 +184,8 @@ def log_prob_of_draws(
     theta : numpy.ndarray
         Truths, shape (N, D).
     images : torch.Tensor
-        Observations, shape (N, ...).
+        What ``log_prob`` conditions on, shape (N, ...): the observations, or their embedding
+        features for :func:`features_log_prob`.
     chunk : int
         Objects per call.
     device : str or torch.device
