@@ -914,7 +914,7 @@ def _chunk_features(model, images: torch.Tensor) -> torch.Tensor:
     from ..inference import embed_in_parts
 
     model.eval()
-    return embed_in_parts(model, images.to(model.device)).cpu()
+    return embed_in_parts(model, images.to(next(model.parameters()).device)).cpu()
 
 
 @torch.no_grad()
@@ -925,7 +925,7 @@ def _single_view_logits(model, images: torch.Tensor, features: torch.Tensor | No
 
     if features is None:
         return classifier_logits(model, images, views=1)
-    return model.heads(features.to(model.device))[0].double().cpu().numpy()
+    return model.heads(features.to(next(model.parameters()).device))[0].double().cpu().numpy()
 
 
 def _reduce_test_set(
