@@ -8,11 +8,14 @@ Subpackage layout (the data flow: draws → statistics → plots → report):
 - :mod:`.classification` — ROC/AUC, precision/recall, reliability diagram of P(cluster);
 - :mod:`.misspecification` — MMD two-sample test, in the model's embedding space, of observed
   cutouts against training simulations (do the data lie where the model was trained?);
+- :mod:`.objects` — the per-object reduction of draws (HPD credibility, SBC rank, median, width,
+  TARP value: :class:`.objects.DrawStatistics`) that lets a test set be sampled chunk by chunk;
 - :mod:`.plots` — matplotlib figures of all of the above (:func:`.plots.diagnostic_figures`: the
-  report's set, from the metrics and the arrays behind them);
+  report's set, from the metrics and the per-object statistics behind them);
 - :mod:`.report` — ``report.md`` + PNGs + ``metrics.json``;
-- :mod:`.run` — :func:`evaluate` (arrays → metrics, for any posterior), :func:`run_diagnostics`,
-  the whole pipeline on a model and a simulator, and :func:`held_out_seed`, the seeds of its
+- :mod:`.run` — :func:`evaluate` (arrays → metrics, for any posterior),
+  :func:`evaluate_statistics` (per-object statistics → the same metrics), :func:`run_diagnostics`,
+  the whole pipeline on a model and a simulator in bounded memory, and :func:`held_out_seed`, the seeds of its
   random streams.
 
 The statistics modules work on numpy arrays only, so they apply to any posterior.
@@ -34,13 +37,17 @@ from .coverage import (
     marginal_coverage,
 )
 from .misspecification import MMDTestResult, misspecification_test, mmd_permutation_test
+from .objects import DrawStatistics, draw_statistics
 from .plots import diagnostic_figures
-from .run import evaluate, held_out_seed, run_diagnostics
+from .run import evaluate, evaluate_statistics, held_out_seed, run_diagnostics
 from .sbc import SBCResult, run_sbc_checks, sbc_ranks
 
 __all__ = [
     "run_diagnostics",
     "evaluate",
+    "evaluate_statistics",
+    "DrawStatistics",
+    "draw_statistics",
     "diagnostic_figures",
     "held_out_seed",
     "CREDIBILITY_LEVELS",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["LOCAL_GOAL", "MIN_CALIBRATION", "probe_indices", "local_c2st"]
+__all__ = ["LOCAL_GOAL", "MIN_CALIBRATION", "embedded_features", "probe_indices", "local_c2st"]
 
 LOCAL_GOAL = 0.9
 """Goal: calibration not rejected (at α = 0.05) at this fraction of the probes or more."""
@@ -51,7 +51,8 @@ def probe_indices(visibility: np.ndarray, n_probes: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def _features(model, images: torch.Tensor) -> torch.Tensor:
+def embedded_features(model, images: torch.Tensor) -> torch.Tensor:
+    """float32 (N, F) features of (N, C, H, W) cutouts, on the CPU, what the flow conditions on."""
     from ..inference import embed_in_parts
 
     device = next(model.parameters()).device
@@ -65,10 +66,11 @@ def _features(model, images: torch.Tensor) -> torch.Tensor:
 def local_c2st(
     model,
     theta: np.ndarray,
-    images: torch.Tensor,
+    images: torch.Tensor | None,
     probe: np.ndarray,
     visibility: np.ndarray,
     *,
+    features: torch.Tensor | None = None,
     seed: int = 0,
     alpha: float = 0.05,
     num_null: int = 20,
@@ -83,12 +85,15 @@ def local_c2st(
         The trained model (its ``flow`` must map θ to base space with ``transform``).
     theta : numpy.ndarray
         True parameters of held-out clusters, shape (N, D), prior units.
-    images : torch.Tensor
-        Their cutouts, (N, C, H, W) e⁻/s.
+    images : torch.Tensor or None
+        Their cutouts, (N, C, H, W) e⁻/s; ``None`` when ``features`` are given.
     probe : numpy.ndarray
         bool (N,): the probe observations; the others train the classifiers.
     visibility : numpy.ndarray
         True visibility, (N,), recorded for each probe.
+    features : torch.Tensor, optional
+        The embedding network's features of the cutouts, (N, F), instead of ``images`` (so a
+        caller that embeds a test set chunk by chunk need not keep its cutouts).
     seed : int
         Seed of the posterior draws, the base samples and the classifiers.
     alpha : float
@@ -118,7 +123,11 @@ def local_c2st(
             f"{int(cal.sum())} and {int(probe.sum())}"
         )
     clf_seed = int(seed) % 2**32  # scikit-learn takes 32-bit seeds
-    features = _features(model, images)
+    if features is None:
+        if images is None:
+            raise ValueError("local_c2st needs the cutouts (images) or their features")
+        features = embedded_features(model, images)
+    features = torch.as_tensor(features, dtype=torch.float32)
     dim = int(theta.shape[1])
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)

@@ -17,10 +17,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
-from .accuracy import posterior_width
 from .classification import reliability_diagram, roc_curve
 from .coverage import CoverageResult
-from .sbc import SBCResult, rank_ecdf_difference, run_sbc_checks
+from .objects import DrawStatistics, draw_statistics
+from .sbc import SBCResult, rank_ecdf_difference, sbc_from_ranks
 
 __all__ = [
     "diagnostic_figures",
@@ -369,8 +369,9 @@ def plot_lc2st_pp(pp: Sequence[Mapping], alpha: float = 0.05) -> Figure:
 def diagnostic_figures(
     metrics: Mapping,
     theta: np.ndarray,
-    samples: np.ndarray,
+    samples: np.ndarray | None = None,
     *,
+    statistics: DrawStatistics | None = None,
     labels: Sequence[str],
     visibility: np.ndarray | None = None,
     p_cluster: np.ndarray | None = None,
@@ -391,8 +392,12 @@ def diagnostic_figures(
         :func:`~sbicluster.diagnostics.report.to_jsonable`).
     theta : numpy.ndarray
         Truths of the cluster objects, shape (N, D), θ units.
-    samples : numpy.ndarray
-        Their posterior draws, shape (N, S, D), θ units.
+    samples : numpy.ndarray, optional
+        Their posterior draws, shape (N, S, D), θ units; or instead ``statistics``.
+    statistics : DrawStatistics, optional
+        Their per-object statistics (:func:`~sbicluster.diagnostics.objects.draw_statistics`:
+        SBC ranks, posterior medians and widths), what the figures read of the draws; give
+        these or ``samples``.
     labels : sequence of str
         Axis labels with units, one per parameter.
     visibility : numpy.ndarray, optional
@@ -410,7 +415,11 @@ def diagnostic_figures(
         ``reliability`` (with classification); each is written as ``<key>.png``.
     """
     names = list(metrics["parameters"])
-    theta, samples = np.asarray(theta, dtype=float), np.asarray(samples, dtype=float)
+    theta = np.asarray(theta, dtype=float)
+    if statistics is None:
+        if samples is None:
+            raise ValueError("diagnostic_figures needs the draws (samples) or their statistics")
+        statistics = draw_statistics(theta, samples)
     figures: dict[str, Figure] = {}
     cov = metrics["coverage"]
     regions = {"joint": cov["joint"]} if cov.get("joint") else {}
@@ -421,7 +430,7 @@ def diagnostic_figures(
     if cov.get("conditional") and any("columns" in r for r in cov["conditional"]["regions"]):
         figures["conditional_coverage"] = plot_conditional_coverage(cov["conditional"])
 
-    sbc = run_sbc_checks(samples, theta, names)
+    sbc = sbc_from_ranks(statistics.ranks, statistics.num_samples, names)
     figures["sbc_ranks"] = plot_sbc_ranks(sbc, labels)
     figures["sbc_ecdf"] = plot_sbc_ecdf(sbc, labels)
 
@@ -431,14 +440,14 @@ def diagnostic_figures(
             np.asarray(t["ecp"]), np.asarray(t["alpha"]), t["atc"], t["ks_pvalue"]
         )
 
-    median = np.median(samples, axis=1)
+    median = statistics.median
     color = None
     if visibility is not None:
         vis = np.asarray(visibility, dtype=float)
         pos = vis > 0
         if pos.any():
             figures["width_vs_visibility"] = plot_width_vs_visibility(
-                posterior_width(samples)[pos],
+                statistics.width[pos],
                 vis[pos],
                 labels,
                 np.geomspace(max(vis[pos].min(), 1e-3), vis[pos].max() * 1.0001, 9),

@@ -12,11 +12,21 @@ Held-out data: every random stream of a diagnostics run (the test simulations, t
 points, the posterior draws) is seeded by :func:`held_out_seed` from the test-set seed through
 :class:`numpy.random.SeedSequence`, distinct from the ``torch.manual_seed(seed)`` stream a training
 run with the same integer seed would use, so the test set is never a training batch.
+
+Memory: :func:`run_diagnostics` simulates, samples and reduces the test set
+:data:`DEFAULT_CHUNK` objects at a time and keeps only per-object statistics
+(:mod:`sbicluster.diagnostics.objects`), so its memory grows by a few hundred bytes per object
+rather than with the cutouts and the N × S draws (``benchmarks/results/diagnose_memory.md``).
+Its results do not depend on the chunk size: the simulations run :data:`SIMULATION_BLOCK`
+objects per call on one stream, and each block of :data:`DRAW_BLOCK` objects draws its posterior
+samples from a generator seeded from (seed, block) (:func:`draw_generator`).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,31 +34,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .accuracy import binned_by, point_accuracy, posterior_width, reliable_range_mask
+from .accuracy import binned_by, point_accuracy, reliable_range_mask
 from .classification import brier_score, precision_recall, reliability_diagram, roc_auc
 from .conditional import conditional_coverage, region_masks
-from .coverage import (
-    CREDIBILITY_LEVELS,
-    calibrated_max_deviation,
-    coverage_from_credibility,
-    hpd_credibility_joint,
-    hpd_credibility_ties,
-    marginal_credibility,
-)
+from .coverage import CREDIBILITY_LEVELS, calibrated_max_deviation, coverage_from_credibility
+from .objects import DrawStatistics, draw_statistics, tarp_coverage_values, tarp_from_values
 from .plots import diagnostic_figures, plot_lc2st_pp
 from .report import write_report
-from .sbc import run_sbc_checks
+from .sbc import sbc_from_ranks
 
 __all__ = [
     "run_diagnostics",
     "evaluate",
+    "evaluate_statistics",
     "simulate_held_out",
     "held_out_seed",
+    "draw_generator",
+    "check_chunk",
+    "truth_box_references",
     "SIMULATION_STREAM",
     "TARP_REFERENCE_STREAM",
     "POSTERIOR_DRAW_STREAM",
+    "SIMULATION_BLOCK",
+    "DRAW_BLOCK",
+    "DEFAULT_CHUNK",
     "log_prob_of_draws",
     "model_log_prob",
+    "features_log_prob",
     "tarp",
     "COVERAGE_TOLERANCE",
     "SBC_ALPHA",
@@ -81,9 +93,18 @@ SIMULATION_STREAM = 0
 TARP_REFERENCE_STREAM = 1
 """Stream of :func:`held_out_seed` that draws the TARP reference points."""
 POSTERIOR_DRAW_STREAM = 2
-"""Stream of :func:`held_out_seed` that draws the posterior samples of the test objects."""
+"""Stream of :func:`held_out_seed` that seeds the posterior draws of the test objects (one
+generator per block of :data:`DRAW_BLOCK` objects, :func:`draw_generator`)."""
 LOCAL_TEST_STREAM = 3
 """Stream of :func:`held_out_seed` of the L-C2ST draws, evaluation points and classifiers."""
+
+SIMULATION_BLOCK = 256
+"""Held-out objects simulated per call (:func:`simulate_held_out`); the test set of a seed
+depends on it, not on how many objects :func:`run_diagnostics` holds at once."""
+DRAW_BLOCK = 256
+"""Held-out objects whose posterior draws share one generator (:func:`draw_generator`)."""
+DEFAULT_CHUNK = 2048
+"""Held-out objects :func:`run_diagnostics` simulates, samples and reduces at a time."""
 
 
 def held_out_seed(seed: int, stream: int = SIMULATION_STREAM) -> int:
@@ -111,7 +132,9 @@ def held_out_seed(seed: int, stream: int = SIMULATION_STREAM) -> int:
     return base + int(stream)
 
 
-def simulate_held_out(simulator, n: int, seed: int, *, chunk: int = 256, progress: bool = False):
+def simulate_held_out(
+    simulator, n: int, seed: int, *, chunk: int = SIMULATION_BLOCK, progress: bool = False
+):
     """Fresh simulations for testing, on a random stream distinct from training's.
 
     Parameters
@@ -161,7 +184,8 @@ def log_prob_of_draws(
     theta : numpy.ndarray
         Truths, shape (N, D).
     images : torch.Tensor
-        Observations, shape (N, ...).
+        What ``log_prob`` conditions on, shape (N, ...): the observations, or their embedding
+        features for :func:`features_log_prob`.
     chunk : int
         Objects per call.
     device : str or torch.device
@@ -203,25 +227,35 @@ def model_log_prob(model) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     return lambda th, x: posterior.log_prob_batched(th, x=x, norm_posterior=False)
 
 
-def _sbi_tarp_on_draws(
-    posterior_samples: torch.Tensor, theta: torch.Tensor, references: torch.Tensor, num_bins: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """sbi's TARP expected coverage of precomputed draws (the one use of a private sbi function).
+def truth_box_references(theta: np.ndarray, seed: int) -> tuple[np.ndarray, tuple]:
+    """TARP reference points uniform in the bounding box of the truths, and that box.
 
-    sbi's public ``run_tarp`` takes a posterior object and observations and draws the samples
-    itself; it cannot score draws made elsewhere (our ``predict`` with its symmetric views and
-    seeded generator, the binned baseline, an ensemble mixture). The private ``_run_tarp`` that
-    ``run_tarp`` delegates to computes the same statistic from given draws. Checked against sbi
-    0.27 (``_run_tarp(posterior_samples (S, N, D), thetas (N, D), references (N, D), distance,
-    num_bins, z_score_theta)``), the range ``pyproject.toml`` pins; re-check it when that pin moves.
+    As sbi's ``get_tarp_references`` draws them, but reproducibly: from the test-set seed's
+    :data:`TARP_REFERENCE_STREAM`.
+
+    Parameters
+    ----------
+    theta : numpy.ndarray
+        Truths, shape (N, D), θ units.
+    seed : int
+        Test-set seed.
+
+    Returns
+    -------
+    references : numpy.ndarray
+        float32 (N, D), θ units.
+    box : tuple of numpy.ndarray
+        (low, high), float32 (D,) each: the truths' minimum and maximum per parameter.
     """
-    from sbi.diagnostics.tarp import _run_tarp
-
-    return _run_tarp(posterior_samples, theta, references, num_bins=num_bins, z_score_theta=True)
+    th = torch.as_tensor(np.asarray(theta), dtype=torch.float32)
+    lo, hi = th.min(0).values, th.max(0).values
+    gen = torch.Generator().manual_seed(held_out_seed(seed, TARP_REFERENCE_STREAM))
+    refs = lo + (hi - lo) * torch.rand(th.shape, generator=gen)
+    return refs.numpy(), (lo.numpy(), hi.numpy())
 
 
 def tarp(samples: np.ndarray, theta: np.ndarray, seed: int) -> dict:
-    """TARP expected coverage with sbi's implementation on precomputed draws.
+    """TARP expected coverage of precomputed draws, as sbi's implementation computes it.
 
     Parameters
     ----------
@@ -231,8 +265,8 @@ def tarp(samples: np.ndarray, theta: np.ndarray, seed: int) -> dict:
         Truths, shape (N, D).
     seed : int
         Test-set seed; the reference points are drawn from its :data:`TARP_REFERENCE_STREAM`
-        (uniform in the bounding box of ``theta``, as sbi's ``get_tarp_references`` draws them,
-        but reproducibly).
+        (:func:`truth_box_references`: uniform in the bounding box of ``theta``, which also
+        scales the parameters, as sbi's ``run_tarp`` does).
 
     Returns
     -------
@@ -240,16 +274,8 @@ def tarp(samples: np.ndarray, theta: np.ndarray, seed: int) -> dict:
         ``ecp``, ``alpha`` (arrays), ``atc`` (area to curve, > 0 underconfident) and
         ``ks_pvalue``.
     """
-    from sbi.diagnostics.tarp import check_tarp
-
-    th = torch.as_tensor(theta, dtype=torch.float32)
-    lo, hi = th.min(0).values, th.max(0).values
-    gen = torch.Generator().manual_seed(held_out_seed(seed, TARP_REFERENCE_STREAM))
-    refs = lo + (hi - lo) * torch.rand(th.shape, generator=gen)
-    post = torch.as_tensor(np.moveaxis(samples, 1, 0), dtype=torch.float32)  # (S, N, D)
-    ecp, alpha = _sbi_tarp_on_draws(post, th, refs, num_bins=max(th.shape[0] // 10, 2))
-    atc, ks = check_tarp(ecp, alpha)
-    return {"ecp": ecp.numpy(), "alpha": alpha.numpy(), "atc": float(atc), "ks_pvalue": float(ks)}
+    references, box = truth_box_references(theta, seed)
+    return tarp_from_values(tarp_coverage_values(samples, theta, references, *box))
 
 
 def _auc_above(p: np.ndarray, y: np.ndarray, visibility: np.ndarray, cut: float) -> float | None:
@@ -257,16 +283,6 @@ def _auc_above(p: np.ndarray, y: np.ndarray, visibility: np.ndarray, cut: float)
     cluster)."""
     subset = ~y | (visibility >= cut)
     return roc_auc(p[subset], y[subset]) if (y & subset).any() else None
-
-
-def _single_view_auc(
-    model, images: torch.Tensor, is_cluster: np.ndarray, visibility: np.ndarray
-) -> float | None:
-    """AUC above the detection threshold of P(cluster) from the cutouts as given (one view)."""
-    from ..inference import classifier_logits
-
-    logits = classifier_logits(model, images, views=1)
-    return _auc_above(logits, is_cluster, visibility, DETECTION_VISIBILITY)
 
 
 def _bins(edges: np.ndarray, key: np.ndarray) -> list[tuple[float, float, np.ndarray]]:
@@ -336,9 +352,69 @@ def evaluate(
         ``seed``, ``timing``...). Arrays (TARP's curve, the visibility edges) stay numpy arrays;
         :func:`sbicluster.diagnostics.report.to_jsonable` converts them.
     """
-    names = tuple(names)
     theta, samples = np.asarray(theta, dtype=float), np.asarray(samples, dtype=float)
-    n, s, _ = samples.shape
+    references = box = None
+    if len(theta) >= 20:
+        references, box = truth_box_references(theta, seed)
+    statistics = draw_statistics(
+        theta,
+        samples,
+        log_prob_true=log_prob_true,
+        log_prob_samples=log_prob_samples,
+        tie_rng=tie_rng,
+        tarp_references=references,
+        tarp_box=box,
+    )
+    return evaluate_statistics(
+        theta,
+        statistics,
+        names=names,
+        visibility=visibility,
+        p_cluster=p_cluster,
+        is_cluster=is_cluster,
+        visibility_all=visibility_all,
+        background_kind=background_kind,
+        levels=levels,
+    )
+
+
+def evaluate_statistics(
+    theta: np.ndarray,
+    statistics: DrawStatistics,
+    *,
+    names: Sequence[str],
+    visibility: np.ndarray | None = None,
+    p_cluster: np.ndarray | None = None,
+    is_cluster: np.ndarray | None = None,
+    visibility_all: np.ndarray | None = None,
+    background_kind: np.ndarray | None = None,
+    levels: np.ndarray = CREDIBILITY_LEVELS,
+) -> dict:
+    """All diagnostics of one posterior on one test set, from per-object statistics.
+
+    What :func:`evaluate` returns, computed from the few numbers per object of
+    :class:`~sbicluster.diagnostics.objects.DrawStatistics` instead of the draws, so that a test
+    set reduced chunk by chunk never needs its N × S draws in memory.
+
+    Parameters
+    ----------
+    theta : numpy.ndarray
+        Truths of the cluster objects, shape (N, D), θ units.
+    statistics : DrawStatistics
+        Their per-object statistics (:func:`~sbicluster.diagnostics.objects.draw_statistics`);
+        without ``joint_credibility`` the joint HPD coverage is skipped, without
+        ``tarp_coverage`` TARP.
+    names, visibility, p_cluster, is_cluster, visibility_all, background_kind, levels
+        As for :func:`evaluate`.
+
+    Returns
+    -------
+    dict
+        As :func:`evaluate`.
+    """
+    names = tuple(names)
+    theta = np.asarray(theta, dtype=float)
+    n, s = len(statistics), statistics.num_samples
     metrics: dict = {
         "parameters": list(names),
         "num_samples": s,
@@ -347,15 +423,11 @@ def evaluate(
     }
 
     # coverage
-    marg_cred = marginal_credibility(samples, theta)
+    marg_cred = statistics.marginal_credibility
+    joint_cred = statistics.joint_credibility
     marg = [coverage_from_credibility(marg_cred[:, j], levels) for j in range(len(names))]
     cov_results = {}
-    joint_cred = None
-    if log_prob_true is not None and log_prob_samples is not None:
-        if tie_rng is None:
-            joint_cred = hpd_credibility_joint(log_prob_true, log_prob_samples)
-        else:
-            joint_cred = hpd_credibility_ties(log_prob_true, log_prob_samples, tie_rng)
+    if joint_cred is not None:
         cov_results["joint"] = coverage_from_credibility(joint_cred, levels)
     cov_results.update(dict(zip(names, marg, strict=True)))
     all_meet = all(r.meets(COVERAGE_TOLERANCE) for r in cov_results.values())
@@ -384,16 +456,15 @@ def evaluate(
         )
 
     # SBC
-    sbc = run_sbc_checks(samples, theta, names)
+    sbc = sbc_from_ranks(statistics.ranks, s, names)
     metrics["sbc"] = sbc.to_dict(SBC_ALPHA)
 
     # TARP
-    if n >= 20:
-        metrics["tarp"] = tarp(samples, theta, seed)
+    if n >= 20 and statistics.tarp_coverage is not None:
+        metrics["tarp"] = tarp_from_values(statistics.tarp_coverage)
 
     # accuracy and width
-    median = np.median(samples, axis=1)
-    width = posterior_width(samples)
+    median, width = statistics.median, statistics.width
     acc = {
         "overall": point_accuracy(median, theta, names),
         "reliable_range": point_accuracy(median, theta, names, reliable_range_mask(theta, names)),
@@ -510,7 +581,7 @@ REPORT_FILES = ("report.md", "metrics.json")
 
 
 def _local_test(
-    model, theta, images, visibility, n_probes, seed, notes
+    model, theta, features, visibility, n_probes, seed, notes
 ) -> tuple[dict | None, list]:
     """L-C2ST at ``n_probes`` clusters spread over visibility (the others train it); ``(None,
     [])`` with a note when the model has no flow to invert or too few clusters are left."""
@@ -519,7 +590,7 @@ def _local_test(
     n_cal = len(theta) - min(n_probes, len(theta))
     reason = (
         "the model has no normalizing flow to invert"
-        if not callable(getattr(model, "flow", None))
+        if not callable(getattr(model, "flow", None)) or features is None
         else f"{n_cal} clusters left to train it, fewer than {MIN_CALIBRATION} (raise --n)"
         if n_cal < MIN_CALIBRATION
         else None
@@ -531,7 +602,13 @@ def _local_test(
     probe = np.zeros(len(theta), bool)
     probe[probe_indices(visibility, n_probes)] = True
     result = local_c2st(
-        model, theta, images, probe, visibility, seed=held_out_seed(seed, LOCAL_TEST_STREAM)
+        model,
+        theta,
+        None,
+        probe,
+        visibility,
+        features=features,
+        seed=held_out_seed(seed, LOCAL_TEST_STREAM),
     )
     return {k: v for k, v in result.items() if k != "pp"}, result["pp"]
 
@@ -573,6 +650,88 @@ def check_report_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
     return out_dir
 
 
+def draw_generator(seed: int, block: int) -> torch.Generator:
+    """The CPU generator of the posterior draws of held-out block ``block``.
+
+    Objects ``block × DRAW_BLOCK`` … ``(block + 1) × DRAW_BLOCK − 1`` of a diagnostics run draw
+    from a generator seeded from (the test-set seed's :data:`POSTERIOR_DRAW_STREAM`, ``block``)
+    (:func:`sbicluster.inference.cutout_seed`), so the draws do not depend on how many objects a
+    run holds in memory at once.
+
+    Parameters
+    ----------
+    seed : int
+        Test-set seed.
+    block : int
+        Index of the block of :data:`DRAW_BLOCK` consecutive held-out objects.
+
+    Returns
+    -------
+    torch.Generator
+    """
+    from ..inference import cutout_seed
+
+    draw_seed = cutout_seed(held_out_seed(seed, POSTERIOR_DRAW_STREAM), block)
+    return torch.Generator().manual_seed(draw_seed)
+
+
+def _held_out_chunks(simulator, n: int, seed: int, chunk: int):
+    """Consecutive ``(start, SimulationBatch)`` chunks of the held-out set, on the CPU.
+
+    Simulated :data:`SIMULATION_BLOCK` objects per call on the stream of
+    :func:`simulate_held_out`, so the objects are the same whatever ``chunk`` (a multiple of
+    :data:`SIMULATION_BLOCK`) is.
+    """
+    from simulators.base import iter_simulation_chunks
+    from simulators.batch import SimulationBatch
+
+    gen = torch.Generator(device=simulator.device).manual_seed(held_out_seed(seed))
+    blocks = iter_simulation_chunks(simulator, n, gen, chunk=SIMULATION_BLOCK)
+    start = 0
+    while start < n:
+        batch = SimulationBatch.concatenate(
+            list(itertools.islice(blocks, chunk // SIMULATION_BLOCK))
+        )
+        yield start, batch
+        start += len(batch.label)
+
+
+def _predict_blocks(model, images: torch.Tensor, start: int, *, num_samples, seed, views):
+    """:func:`sbicluster.inference.predict` on held-out objects ``start`` … ``start + len(images)
+    − 1``, :data:`DRAW_BLOCK` at a time, each block with its :func:`draw_generator`."""
+    from ..inference import Prediction, predict
+
+    if start % DRAW_BLOCK:
+        raise ValueError(f"chunks must start on a block boundary, got {start}")
+    parts = [
+        predict(
+            model,
+            images[b0 : b0 + DRAW_BLOCK],
+            num_samples=num_samples,
+            generator=draw_generator(seed, (start + b0) // DRAW_BLOCK),
+            batch_size=DRAW_BLOCK,
+            views=views,
+            progress=False,
+        )
+        for b0 in range(0, len(images), DRAW_BLOCK)
+    ]
+    return Prediction(
+        np.concatenate([p.samples for p in parts]),
+        np.concatenate([p.p_cluster for p in parts]),
+        np.concatenate([p.visibility for p in parts]),
+    )
+
+
+def check_chunk(chunk: int) -> int:
+    """Objects per chunk of :func:`run_diagnostics`: ``chunk`` rounded up to a multiple of
+    :data:`DRAW_BLOCK`; :class:`~sbicluster.errors.InputError` unless it is a positive integer."""
+    from ..errors import InputError
+
+    if isinstance(chunk, bool) or not isinstance(chunk, int | np.integer) or chunk < 1:
+        raise InputError(f"chunk must be a positive number of objects, got {chunk!r}")
+    return int(-(-chunk // DRAW_BLOCK) * DRAW_BLOCK)
+
+
 def run_diagnostics(
     model,
     simulator,
@@ -585,8 +744,23 @@ def run_diagnostics(
     overwrite: bool = False,
     progress: bool = True,
     lc2st_probes: int = 50,
+    chunk: int = DEFAULT_CHUNK,
 ) -> dict:
     """Calibration, accuracy and classification diagnostics of a model on held-out simulations.
+
+    The test set is simulated, embedded, sampled and reduced ``chunk`` objects at a time: of
+    each chunk only a few numbers per object are kept (truths, visibility, label, P(cluster),
+    the per-object statistics of :func:`~sbicluster.diagnostics.objects.draw_statistics` and,
+    for L-C2ST, the clusters' F-dimensional features), never the cutouts or the N × S draws of
+    the whole set, so memory grows by a few hundred bytes per object
+    (``benchmarks/results/diagnose_memory.md``). The results do not depend on ``chunk``: the
+    test set is simulated :data:`SIMULATION_BLOCK` objects per call on one stream (the same
+    objects as :func:`simulate_held_out`), and the posterior draws of each block of
+    :data:`DRAW_BLOCK` objects come from a generator seeded from (seed, block)
+    (:func:`draw_generator`). TARP's reference points are drawn uniformly in the prior's box
+    (one after the other, from the seed's :data:`TARP_REFERENCE_STREAM`), which also scales
+    the parameters; sbi's default, the box of the truths, is only known once the whole set is
+    simulated (for thousands of clusters the two boxes differ by a fraction of a per cent).
 
     Parameters
     ----------
@@ -610,11 +784,15 @@ def run_diagnostics(
         Replace a report already in ``out_dir``; without it such a folder is refused before any
         work.
     progress : bool
-        Show progress bars (only on a terminal).
+        Show a progress bar (only on a terminal).
     lc2st_probes : int
         Held-out clusters, spread over visibility, at which the local test L-C2ST
         (:func:`~sbicluster.diagnostics.local.local_c2st`) is run; the other clusters train its
         classifiers. 0 skips it.
+    chunk : int
+        Objects held in memory at once (rounded up to a multiple of :data:`DRAW_BLOCK`); bounds
+        the cutouts and draws held (about 50 kB and 16 × S bytes per object for the default
+        model) and does not change the results.
 
     Returns
     -------
@@ -631,15 +809,12 @@ def run_diagnostics(
     Raises
     ------
     sbicluster.errors.InputError
-        If ``n`` or ``num_samples`` is too small to be meaningful, or ``out_dir`` cannot be
-        written.
+        If ``n`` or ``num_samples`` is too small to be meaningful, ``chunk`` is not a positive
+        integer, or ``out_dir`` cannot be written.
     sbicluster.errors.OutputExistsError
         If ``out_dir`` holds a report and ``overwrite`` is false.
     """
-    from simulators.background import HARD_NEGATIVE_KINDS
-
     from ..errors import InputError
-    from ..inference import predict
 
     if n < 20 or num_samples < 20:
         raise InputError(
@@ -648,97 +823,67 @@ def run_diagnostics(
         )
     if isinstance(lc2st_probes, bool) or not isinstance(lc2st_probes, int) or lc2st_probes < 0:
         raise InputError(f"--lc2st-probes must be an integer ≥ 0, got {lc2st_probes!r}")
+    chunk = check_chunk(chunk)
     check_report_dir(out_dir, overwrite)
     train_seed = (
         (model.card.get("training", {}) or {}).get("config", {}).get("seed")
         if isinstance(getattr(model, "card", None), dict)
         else None
     )
-    timing = {}
-    t0 = time.perf_counter()
-    batch = simulate_held_out(simulator, n, seed, progress=progress)
-    timing["simulate"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    gen = torch.Generator().manual_seed(held_out_seed(seed, POSTERIOR_DRAW_STREAM))
-    pred = predict(
+    notes: list[str] = []
+    held = _reduce_test_set(
         model,
-        batch.images,
+        simulator,
+        n=n,
         num_samples=num_samples,
-        generator=gen,
+        seed=seed,
         views=views,
+        chunk=chunk,
+        keep_features=bool(lc2st_probes) and callable(getattr(model, "flow", None)),
         progress=progress,
+        notes=notes,
     )
-    timing["predict"] = time.perf_counter() - t0
-
-    label = batch.label.numpy().astype(bool)
-    theta = batch.theta.numpy()[label]
-    samples = np.asarray(pred.samples)[label]
-    vis_all = batch.visibility.numpy()
-    kind_codes = batch.nuisances.get("hard_negative")
-    background_kind = (
-        None
-        if kind_codes is None
-        else np.array([HARD_NEGATIVE_KINDS.get(int(k), f"kind {int(k)}") for k in kind_codes])
-    )
-
-    t0 = time.perf_counter()
-    lp_true = lp_samp = None
-    notes = []
-    try:
-        device = next(model.parameters()).device
-        lp_true, lp_samp = log_prob_of_draws(
-            model_log_prob(model),
-            samples,
-            theta,
-            batch.images[label],
-            device=device,
-            progress=progress,
-        )
-    except Exception as err:  # noqa: BLE001 - the rest of the report is still worth writing
-        logger.warning("joint HPD coverage skipped: log q of draws failed (%s)", err)
-        notes.append(f"Joint HPD coverage skipped: evaluating log q of the draws failed ({err}).")
-    timing["log_prob"] = time.perf_counter() - t0
+    timing = held.pop("timing")
+    label, vis_all, theta = held["is_cluster"], held["visibility_all"], held["theta"]
 
     t0 = time.perf_counter()
     prior = model.prior
-    metrics = evaluate(
+    metrics = evaluate_statistics(
         theta,
-        samples,
+        held["statistics"],
         names=prior.names,
         visibility=vis_all[label],
-        log_prob_true=lp_true,
-        log_prob_samples=lp_samp,
-        p_cluster=np.asarray(pred.p_cluster),
+        p_cluster=held["p_cluster"],
         is_cluster=label,
         visibility_all=vis_all,
-        background_kind=background_kind,
-        seed=seed,
+        background_kind=held["background_kind"],
     )
     if views > 1 and "classification" in metrics:
-        metrics["classification"]["auc_detectable_single_view"] = _single_view_auc(
-            model, batch.images, label, vis_all
+        metrics["classification"]["auc_detectable_single_view"] = _auc_above(
+            held["single_view_logit"], label, vis_all, DETECTION_VISIBILITY
         )
+    timing["statistics"] += time.perf_counter() - t0
     pp = None
     if lc2st_probes:
         t1 = time.perf_counter()
         metrics["local"], pp = _local_test(
-            model, theta, batch.images[label], vis_all[label], lc2st_probes, seed, notes
+            model, theta, held["features"], vis_all[label], lc2st_probes, seed, notes
         )
         timing["local_test"] = time.perf_counter() - t1
+    t0 = time.perf_counter()
     figures = diagnostic_figures(
         metrics,
         theta,
-        samples,
+        statistics=held["statistics"],
         labels=prior.labels,
         visibility=vis_all[label],
-        p_cluster=np.asarray(pred.p_cluster),
+        p_cluster=held["p_cluster"],
         is_cluster=label,
         visibility_all=vis_all,
     )
     if pp:
         figures["lc2st_pp"] = plot_lc2st_pp(pp, metrics["local"]["alpha"])
-    timing["statistics"] = time.perf_counter() - t0  # metrics and figures
+    timing["statistics"] += time.perf_counter() - t0  # metrics and figures
     card = model.card if isinstance(getattr(model, "card", None), dict) else {}
     metrics.update(
         {
@@ -753,3 +898,157 @@ def run_diagnostics(
     )
     write_report(out_dir, metrics, figures)
     return metrics
+
+
+def features_log_prob(model) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``log_prob(theta (S, B, D), features (B, F)) -> (S, B)`` of a model that embeds its cutouts
+    (``embed`` + ``flow_log_prob``), on features computed once."""
+    return lambda th, f: model.flow_log_prob(th, f.float())
+
+
+@torch.no_grad()
+def _chunk_features(model, images: torch.Tensor) -> torch.Tensor:
+    """float32 (n, F) features of a chunk's cutouts on the CPU, embedded
+    :data:`~sbicluster.inference.EMBED_ROWS` at a time from the chunk's first object (a block
+    boundary), so each object is embedded in the same group whatever the chunk size."""
+    from ..inference import embed_in_parts
+
+    model.eval()
+    return embed_in_parts(model, images.to(next(model.parameters()).device)).cpu()
+
+
+@torch.no_grad()
+def _single_view_logits(model, images: torch.Tensor, features: torch.Tensor | None) -> np.ndarray:
+    """float64 (n,) classifier logits of the cutouts as given (one view), from their features
+    when the caller has them."""
+    from ..inference import classifier_logits
+
+    if features is None:
+        return classifier_logits(model, images, views=1)
+    return model.heads(features.to(next(model.parameters()).device))[0].double().cpu().numpy()
+
+
+def _reduce_test_set(
+    model,
+    simulator,
+    *,
+    n: int,
+    num_samples: int,
+    seed: int,
+    views: int,
+    chunk: int,
+    keep_features: bool,
+    progress: bool,
+    notes: list[str],
+) -> dict:
+    """Simulate, sample and reduce the held-out set ``chunk`` objects at a time.
+
+    Returns
+    -------
+    dict
+        Per test object (M = ``n``): ``is_cluster`` bool (M,), ``visibility_all`` (M,),
+        ``p_cluster`` (M,), ``single_view_logit`` (M,) or None (``views`` = 1),
+        ``background_kind`` (M,) str or None; per cluster (N): ``theta`` (N, D),
+        ``statistics`` (:class:`DrawStatistics`), ``features`` (N, F) float32 tensor or None
+        (without ``keep_features``); and ``timing`` (s per phase).
+    """
+    from tqdm.auto import tqdm
+
+    from simulators.background import HARD_NEGATIVE_KINDS
+
+    device = next(model.parameters()).device
+    # embed every object once (on block boundaries, so the features do not depend on the chunk)
+    with_features = hasattr(model, "embed") and hasattr(model, "flow_log_prob")
+    keep_features = keep_features and with_features
+    low, high = model.prior.low().numpy(), model.prior.high().numpy()
+    tarp_rng = np.random.default_rng(held_out_seed(seed, TARP_REFERENCE_STREAM))
+    timing = {"simulate": 0.0, "predict": 0.0, "log_prob": 0.0, "statistics": 0.0}
+    keys = ("is_cluster", "visibility_all", "p_cluster", "single_view_logit", "kind", "theta")
+    kept: dict[str, list] = {k: [] for k in (*keys, "statistics", "features")}
+    joint_ok = True
+    bar = tqdm(total=n, desc="diagnose", unit="obj", disable=not (progress and sys.stderr.isatty()))
+    chunks = _held_out_chunks(simulator, n, seed, chunk)
+    while True:
+        t0 = time.perf_counter()
+        start, batch = next(chunks, (None, None))
+        timing["simulate"] += time.perf_counter() - t0
+        if batch is None:
+            break
+        t0 = time.perf_counter()
+        pred = _predict_blocks(
+            model, batch.images, start, num_samples=num_samples, seed=seed, views=views
+        )
+        label = batch.label.numpy().astype(bool)
+        theta, samples = batch.theta.numpy()[label], pred.samples[label]
+        features = _chunk_features(model, batch.images) if with_features else None
+        if views > 1:
+            kept["single_view_logit"].append(_single_view_logits(model, batch.images, features))
+        if keep_features:
+            kept["features"].append(features[label])
+        timing["predict"] += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        lp_true = lp_samp = None
+        if joint_ok:
+            log_prob, condition = (
+                (features_log_prob(model), features[label])
+                if with_features
+                else (model_log_prob(model), batch.images[label])
+            )
+            try:
+                lp_true, lp_samp = log_prob_of_draws(
+                    log_prob, samples, theta, condition, device=device
+                )
+            except Exception as err:  # noqa: BLE001 - the rest of the report is still worth writing
+                joint_ok = False
+                logger.warning("joint HPD coverage skipped: log q of draws failed (%s)", err)
+                notes.append(
+                    f"Joint HPD coverage skipped: evaluating log q of the draws failed ({err})."
+                )
+        timing["log_prob"] += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        references = low + (high - low) * tarp_rng.random(theta.shape).astype(np.float32)
+        kept["statistics"].append(
+            draw_statistics(
+                theta,
+                samples,
+                log_prob_true=lp_true,
+                log_prob_samples=lp_samp,
+                tarp_references=references,
+                tarp_box=(low, high),
+            )
+        )
+        codes = batch.nuisances.get("hard_negative")
+        kept["kind"].append(None if codes is None else codes.numpy())
+        kept["is_cluster"].append(label)
+        kept["visibility_all"].append(batch.visibility.numpy())
+        kept["p_cluster"].append(pred.p_cluster)
+        kept["theta"].append(theta)
+        timing["statistics"] += time.perf_counter() - t0
+        del pred, samples, features, batch, lp_samp
+        bar.update(len(label))
+        logger.info("diagnose: %d of %d held-out objects reduced", start + len(label), n)
+    bar.close()
+
+    statistics = DrawStatistics.concatenate(kept["statistics"])
+    if not joint_ok:
+        statistics.joint_credibility = None
+    codes = None if any(c is None for c in kept["kind"]) else np.concatenate(kept["kind"])
+    return {
+        "is_cluster": np.concatenate(kept["is_cluster"]),
+        "visibility_all": np.concatenate(kept["visibility_all"]),
+        "p_cluster": np.concatenate(kept["p_cluster"]),
+        "single_view_logit": (
+            np.concatenate(kept["single_view_logit"]) if kept["single_view_logit"] else None
+        ),
+        "background_kind": (
+            None
+            if codes is None
+            else np.array([HARD_NEGATIVE_KINDS.get(int(k), f"kind {int(k)}") for k in codes])
+        ),
+        "theta": np.concatenate(kept["theta"]),
+        "statistics": statistics,
+        "features": torch.cat(kept["features"]) if kept["features"] else None,
+        "timing": timing,
+    }

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-__all__ = ["SBCResult", "sbc_ranks", "uniformity_tests", "rank_ecdf_difference", "run_sbc_checks"]
+__all__ = [
+    "SBCResult",
+    "sbc_ranks",
+    "uniformity_tests",
+    "rank_ecdf_difference",
+    "run_sbc_checks",
+    "sbc_from_ranks",
+]
 
 
 @dataclass
@@ -203,12 +210,42 @@ def run_sbc_checks(
     -------
     SBCResult
     """
-    ranks = sbc_ranks(samples, theta)
-    s = np.asarray(samples).shape[1]
+    return sbc_from_ranks(sbc_ranks(samples, theta), np.asarray(samples).shape[1], names, num_bins)
+
+
+def sbc_from_ranks(
+    ranks: np.ndarray,
+    num_samples: int,
+    names: Sequence[str] | None = None,
+    num_bins: int | None = None,
+) -> SBCResult:
+    """Uniformity tests of ranks computed elsewhere (e.g. chunk by chunk).
+
+    Parameters
+    ----------
+    ranks : numpy.ndarray
+        int, shape (N, D), in {0, ..., ``num_samples``} (:func:`sbc_ranks`).
+    num_samples : int
+        Number of posterior draws S the ranks were taken among.
+    names : sequence of str, optional
+        Parameter names (default ``theta_0`` ...).
+    num_bins : int, optional
+        χ² bins (see :func:`uniformity_tests`).
+
+    Returns
+    -------
+    SBCResult
+    """
+    ranks = np.asarray(ranks)
     names = (
         tuple(names) if names is not None else tuple(f"theta_{d}" for d in range(ranks.shape[1]))
     )
-    ks, chi2, bins = uniformity_tests(ranks, s, num_bins)
+    ks, chi2, bins = uniformity_tests(ranks, num_samples, num_bins)
     return SBCResult(
-        ranks=ranks, num_samples=s, names=names, ks_pvalue=ks, chi2_pvalue=chi2, num_bins=bins
+        ranks=ranks,
+        num_samples=int(num_samples),
+        names=names,
+        ks_pvalue=ks,
+        chi2_pvalue=chi2,
+        num_bins=bins,
     )
