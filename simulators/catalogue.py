@@ -162,7 +162,9 @@ class CatalogueOptions:
         if not lo <= hi:
             raise SimulatorError(f"distance_modulus_range must be (low, high), got {(lo, hi)}")
         if not isinstance(self.stochastic_imf, bool):
-            raise SimulatorError(f"stochastic_imf must be true or false, got {self.stochastic_imf!r}")
+            raise SimulatorError(
+                f"stochastic_imf must be true or false, got {self.stochastic_imf!r}"
+            )
 
 
 def encode_observations(
