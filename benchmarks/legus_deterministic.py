@@ -1,10 +1,13 @@
 """What stochastic IMF sampling, nebular emission, red supergiants and the extinction law change
 in the LEGUS comparison: the shipped ``legus-uvis`` model against its deterministic twin.
 
-Run from the repository root, after training the twin with
-``python -m benchmarks.train_legus_deterministic --out RUN`` (outside the repository)::
+Run from the repository root::
 
-    python -m benchmarks.legus_deterministic --deterministic-model RUN/model [--data DIR]
+    python -m benchmarks.legus_deterministic [--deterministic-model DIR] [--data DIR]
+
+The deterministic twin (default: ``benchmarks/models/legus-uvis-deterministic``, 1.3 MB, made by
+``python -m benchmarks.train_legus_deterministic --out RUN`` and copied from ``RUN/model``) has
+the architecture, batch, pool size, seeds and time budget of the shipped ``legus-uvis``.
 
 Writes ``benchmarks/results/legus_deterministic.{json,md}`` (linked from ``legus.md``):
 
@@ -39,6 +42,7 @@ import torch
 from benchmarks.legus import FIELDS, sed_comparison
 from benchmarks.records import environment, write_results
 
+DETERMINISTIC_MODEL = Path(__file__).resolve().parent / "models" / "legus-uvis-deterministic"
 MASS_EDGES = (2.5, 3.5, 4.5, 6.5)
 CAT_AGE_BINS = (
     (6.0, 7.0, "< 10 Myr"),
@@ -388,7 +392,8 @@ def markdown(res: dict) -> str:
         f"Models: **stochastic** = the shipped `legus-uvis` ({res['training']['stochastic']}); "
         f"**deterministic** = the same preset, architecture, batch, pool size, seeds and 20-min "
         f"budget with `stochastic_imf=False` ({res['training']['deterministic']}), made by "
-        "`python -m benchmarks.train_legus_deterministic --out RUN` and kept outside the repository.",
+        "`python -m benchmarks.train_legus_deterministic --out RUN`; its `RUN/model` is committed as "
+        "`benchmarks/models/legus-uvis-deterministic` (1.3 MB).",
         "",
         "## 1. Coverage on the same held-out stochastic simulations",
         "",
@@ -502,7 +507,7 @@ def _training_note(model) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.legus_deterministic")
-    parser.add_argument("--deterministic-model", type=Path)
+    parser.add_argument("--deterministic-model", type=Path, default=DETERMINISTIC_MODEL)
     parser.add_argument(
         "--render", type=Path, help="rewrite the report from this results JSON (runs nothing)"
     )
@@ -525,8 +530,6 @@ def main(argv: list[str] | None = None) -> dict:
             res["conclusions"] = args.conclusions.read_text()
         write_results("legus_deterministic", res, markdown(res), args.out)
         return res
-    if args.deterministic_model is None:
-        parser.error("--deterministic-model is required (or --render)")
     torch.set_num_threads(1)
     from sbicluster.artifact import load_model
     from simulators.registry import simulator_from_card

@@ -8,8 +8,9 @@ difference is the simulator's ``stochastic_imf=False``: every cluster has the IM
 
     python -m benchmarks.train_legus_deterministic --out RUN [--pool 250000] [--time-budget 20]
 
-The model is written to ``RUN/model`` (outside the repository); ``benchmarks/legus_deterministic.py``
-compares it with the shipped model.
+The model is written to ``RUN/model`` (keep RUN outside the repository; the 250,000-row pool is
+35 MB). The run used by ``benchmarks/legus_deterministic.py`` is committed as
+``benchmarks/models/legus-uvis-deterministic`` (1.3 MB, with its card and training log).
 """
 
 from __future__ import annotations
