@@ -279,6 +279,11 @@ def markdown(res: dict) -> str:
         "the photometry against the whole stochastic model and are lenient where that scatter "
         "dominates the photometric errors.",
         "",
+        "What stochastic sampling, nebular emission, red supergiants, the extinction law and the "
+        "isochrones contribute to these offsets is measured in "
+        "[legus_deterministic.md](legus_deterministic.md) (this model against its "
+        "deterministic-photometry twin).",
+        "",
     ]
     return "\n".join(lines)
 

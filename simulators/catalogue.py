@@ -134,6 +134,12 @@ class CatalogueOptions:
         Probability that the two UV bands are outside the footprint.
     band_missing_probability : float
         Probability that any other band (not the reference band) is outside the footprint.
+    stochastic_imf : bool
+        True (default): stars above the fluctuation threshold are drawn one by one from the IMF.
+        False: every cluster has the IMF-expected (fully sampled, deterministic) light of
+        :meth:`simulators.population.StellarPopulation.integrated_magnitudes`, as SED-fitting
+        codes with IMF-averaged models assume; errors, non-detections and missing bands are
+        drawn as in the stochastic case.
     """
 
     feh: float = 0.0
@@ -146,6 +152,7 @@ class CatalogueOptions:
     band_depth_jitter: float = 0.25
     uv_missing_probability: float = 0.3
     band_missing_probability: float = 0.03
+    stochastic_imf: bool = True
 
     def __post_init__(self) -> None:
         for name in ("uv_missing_probability", "band_missing_probability"):
@@ -154,6 +161,10 @@ class CatalogueOptions:
         lo, hi = self.distance_modulus_range
         if not lo <= hi:
             raise SimulatorError(f"distance_modulus_range must be (low, high), got {(lo, hi)}")
+        if not isinstance(self.stochastic_imf, bool):
+            raise SimulatorError(
+                f"stochastic_imf must be true or false, got {self.stochastic_imf!r}"
+            )
 
 
 def encode_observations(
@@ -319,11 +330,19 @@ class CatalogueSimulator:
     def integrated_magnitudes(
         self, theta: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
-        """Total absolute Vega magnitudes (B, C) of stochastically sampled clusters.
+        """Total absolute Vega magnitudes (B, C) of the clusters ``theta``.
 
-        ``M = −2.5 log10(Σ_stars 10^(−0.4 M_i) + F_smooth)`` per band, with the stars and smooth
-        light of :meth:`draw_stars`; +inf if a cluster has no light in a band.
+        Stochastic IMF (the default): ``M = −2.5 log10(Σ_stars 10^(−0.4 M_i) + F_smooth)`` per
+        band, with the stars and smooth light of :meth:`draw_stars`; +inf if a cluster has no
+        light in a band. With ``stochastic_imf=False``: the IMF-expected magnitudes of the whole
+        population (:meth:`simulators.population.StellarPopulation.integrated_magnitudes`), and
+        ``generator`` is not used.
         """
+        if not self.options.stochastic_imf:
+            idx = self.prior.index
+            return self.population.integrated_magnitudes(
+                theta[:, idx("log_age")], theta[:, idx("av")], theta[:, idx("log_mass")]
+            ).float()
         sidx, mags, smooth = self.draw_stars(theta, generator)
         flux = torch.where(torch.isfinite(mags), 10 ** (-0.4 * mags.double()), 0.0)
         total = smooth.clone().index_add_(0, sidx, flux)

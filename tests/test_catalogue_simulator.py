@@ -8,6 +8,7 @@ import torch
 
 from simulators.base import Simulator
 from simulators.catalogue import LEGUS_PRIOR, CatalogueSimulator
+from simulators.errors import SimulatorError
 from simulators.registry import is_catalogue_preset, simulator_for_preset, simulator_from_card
 
 
@@ -111,3 +112,57 @@ def test_acs_preset_has_only_the_acs_band_set():
     avail = (x[..., 2] + x[..., 3]) > 0
     assert not bool(avail[:, acs.bands.index("WFC3_UVIS_F438W")].any())
     assert bool(avail[:, acs.bands.index("ACS_WFC_F435W")].float().mean() > 0.9)
+
+
+@pytest.fixture(scope="module")
+def det_sim(sim):
+    return CatalogueSimulator("legus-uvis", stochastic_imf=False, population=sim.population)
+
+
+@pytest.mark.parametrize("log_age", [6.6, 7.5])
+def test_deterministic_photometry_is_the_mean_at_high_mass(sim, det_sim, log_age):
+    """At 10^5.5 Msun the IMF is well sampled: stochastic magnitudes average to the
+    IMF-expected ones (within 0.05 mag in every band) and scatter by ≤ 0.2 mag."""
+    theta = theta_of(log_age, 5.5, 0.5, 100)
+    stoch = sim.integrated_magnitudes(theta, torch.Generator().manual_seed(21)).double()
+    det = det_sim.integrated_magnitudes(theta, torch.Generator().manual_seed(21)).double()
+    assert torch.all(det == det[0])  # no draw enters the deterministic light
+    assert (stoch.mean(0) - det[0]).abs().max() < 0.05
+    assert stoch.std(0).max() < 0.2
+
+
+def test_deterministic_scatter_is_only_photometric_error_at_low_mass(sim, det_sim):
+    """At 10^3 Msun and 10 Myr a few massive stars dominate: the stochastic F555W scatter is
+    several times the deterministic one, which is the reported photometric error alone."""
+    n = 300
+    theta = theta_of(7.0, 3.0, 0.5, n)
+    j = sim.bands.index("WFC3_UVIS_F555W")
+    spread = {}
+    for name, s in (("stochastic", sim), ("deterministic", det_sim)):
+        batch = s.simulate(n, torch.Generator().manual_seed(4), theta=theta)
+        measured = batch.images[:, j, 2] > 0
+        assert measured.float().mean() > 0.9
+        spread[name] = batch.images[measured, j, 0].std().item()
+        if name == "deterministic":
+            true = batch.nuisances["abs_mag_true"][:, j]
+            assert torch.all(true == true[0])
+            pull = (batch.images[measured, j, 0] - true[measured]) / 10 ** batch.images[
+                measured, j, 1
+            ]
+            assert 0.7 < pull.std().item() < 1.4  # the error model's scatter, nothing more
+    assert spread["stochastic"] > 3 * spread["deterministic"]
+
+
+def test_deterministic_option_is_in_the_card(det_sim):
+    card = det_sim.card()
+    assert card["options"]["stochastic_imf"] is False
+    rebuilt = simulator_from_card(card)
+    assert rebuilt.options.stochastic_imf is False
+    torch.testing.assert_close(
+        rebuilt.simulate(16, torch.Generator().manual_seed(8)).images,
+        det_sim.simulate(16, torch.Generator().manual_seed(8)).images,
+    )
+    old = {**card, "options": {k: v for k, v in card["options"].items() if k != "stochastic_imf"}}
+    assert simulator_from_card(old).options.stochastic_imf is True  # earlier cards: stochastic
+    with pytest.raises(SimulatorError):
+        CatalogueSimulator("legus-uvis", stochastic_imf="no")
