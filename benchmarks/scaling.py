@@ -121,7 +121,14 @@ def _pool_images(folder: Path, n: int | None = None) -> np.ndarray:
 
 
 def _training_rate(
-    pool: Path, embedding: str, batch: int, steps: int, warmup: int, val_size: int, seed: int
+    pool: Path,
+    embedding: str,
+    batch: int,
+    steps: int,
+    warmup: int,
+    val_size: int,
+    seed: int,
+    global_batchnorm: bool = True,
 ) -> dict:
     """Samples/s of ``steps`` timed steps in this process (one process of a DDP run when launched
     by ``torchrun``); every process returns the rate of the global batch."""
@@ -148,7 +155,11 @@ def _training_rate(
             model = ClusterModel(
                 simulator.prior, simulator.bands, simulator.observation_shape, arch
             )
-        parallel = DataParallel(model, group) if group.parallel else None
+        parallel = (
+            DataParallel(model, group, global_batchnorm=global_batchnorm)
+            if group.parallel
+            else None
+        )
         config = TrainingConfig(batch_size=batch, embedding=embedding)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr)
         for _ in range(warmup):
@@ -199,6 +210,17 @@ def _training(
         runs["1 process, 1 thread"] = _training_rate(*common)
     finally:
         torch.set_num_threads(threads)
+    for local_bn in (False, True):
+        label = "2 DDP processes (torchrun, gloo), 1 thread each" + (
+            ", per-process batch norm" if local_bn else ", global-batch batch norm"
+        )
+        runs[label] = _torchrun_rate(common, work, local_bn)
+    return {"embedding": embedding, "global_batch": batch, "runs": runs}
+
+
+def _torchrun_rate(common: tuple, work: Path, local_batchnorm: bool) -> dict:
+    """The rate of 2 DDP processes launched by ``torchrun`` on ``common``'s workload."""
+    pool, embedding, batch, steps, warmup, val_size, seed = common
     out = work / "ddp.json"
     cmd = [
         sys.executable,
@@ -225,13 +247,13 @@ def _training(
         str(seed),
         "--worker-out",
         str(out),
+        *(["--local-batchnorm"] if local_batchnorm else []),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"torchrun failed:\n{done.stderr[-3000:]}")
-    runs["2 DDP processes (torchrun, gloo), 1 thread each"] = json.loads(out.read_text())
-    return {"embedding": embedding, "global_batch": batch, "runs": runs}
+    return json.loads(out.read_text())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,7 +424,7 @@ def float16_check(pool: Path, n: int) -> dict:
     from sbicluster.pool import read_index
 
     setups = read_index(pool)["simulator_card"]["preset"]["band_setups"]
-    x = _pool_images(pool, n).astype(np.float64)
+    x = _pool_images(pool, n)
     half = x.astype(np.float16)
     step = np.abs(np.nextafter(half, np.float16(np.inf)).astype(np.float64) - half)
     rounding_sd = step / np.sqrt(12.0)
@@ -524,7 +546,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     """Command-line entry point; returns the results it writes."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="m83-wfc3")
-    parser.add_argument("--n-simulate", type=int, default=None, help="default 4096")
+    parser.add_argument("--n-simulate", type=int, default=None, help="default 16384")
     parser.add_argument("--embedding", default="cpu")
     parser.add_argument("--batch-size", type=int, default=None, help="default 128")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 20)")
@@ -543,6 +565,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pool", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--local-batchnorm", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--replicate", default=None, help="pool folder to repeat (see above)")
     parser.add_argument("--copies", type=int, default=4)
     parser.add_argument("--out", default=None, help="with --replicate: the new pool folder")
@@ -556,14 +579,21 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
     if args.ddp_worker:
         rate = _training_rate(
-            Path(args.pool), args.embedding, batch, steps, args.warmup, args.val_size, args.seed
+            Path(args.pool),
+            args.embedding,
+            batch,
+            steps,
+            args.warmup,
+            args.val_size,
+            args.seed,
+            global_batchnorm=not args.local_batchnorm,
         )
         if os.environ.get("RANK", "0") == "0":
             Path(args.worker_out).write_text(json.dumps(rate))
         return None
 
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    n_sim = args.n_simulate or (64 if args.quick else 4096)
+    n_sim = args.n_simulate or (64 if args.quick else 16384)
     n_infer = args.n_infer or (16 if args.quick else 2048)
     val_size = min(args.val_size, n_sim // 4)
     res = {"environment": environment("cpu"), "quick": args.quick}
@@ -571,7 +601,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         work = Path(tmp)
         if "simulation" not in skip or "training" not in skip or "inference" not in skip:
             log.info("simulation: %d cutouts ...", n_sim)
-            res["simulation"] = _simulation(args.preset, n_sim, max(8, n_sim // 8), work, args.seed)
+            res["simulation"] = _simulation(args.preset, n_sim, max(8, n_sim // 4), work, args.seed)
             if "simulation" in skip:
                 res.pop("simulation")
         pool = work / "pool-2"
@@ -611,7 +641,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             }
         if args.float16_pool:
             log.info("float16 check on %s ...", args.float16_pool)
-            res["float16"] = float16_check(Path(args.float16_pool), 2000 if args.quick else 20000)
+            res["float16"] = float16_check(Path(args.float16_pool), 2000 if args.quick else 5000)
             res["float16_decision"] = FLOAT16_DECISION
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     write_results(NAME, res, _markdown(res), args.results_dir)

@@ -226,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
         "not --preset; the last validation-size rows validate)",
     )
     p.add_argument(
+        "--local-batchnorm",
+        action="store_true",
+        help="under torchrun: each process normalises with its own share of the batch (faster on "
+        "CPUs; the default, global-batch statistics, follows the one-process run)",
+    )
+    p.add_argument(
         "--cpu-bf16",
         action="store_true",
         help="bfloat16 autocast of the embedding on a CPU with native bfloat16 (AVX512-BF16 or "
@@ -508,6 +514,7 @@ def _train(args) -> None:
         "dataset": None if dataset is None else str(dataset),
         "tensorboard": args.tensorboard or None,
         "cpu_amp": args.cpu_bf16 or None,
+        "global_batchnorm": False if args.local_batchnorm else None,
     }
     from simulators.registry import is_catalogue_preset
 

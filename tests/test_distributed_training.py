@@ -52,7 +52,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _one_step(pool: Path, group: ProcessGroup) -> dict[str, torch.Tensor]:
+def _one_step(
+    pool: Path, group: ProcessGroup, global_batchnorm: bool = True
+) -> dict[str, torch.Tensor]:
     """Gradients, batch-norm buffers, training and validation terms of one step from a fixed
     initialisation, on this process's share of the first global batch."""
     toy = LinearGaussianToy()
@@ -70,7 +72,9 @@ def _one_step(pool: Path, group: ProcessGroup) -> dict[str, torch.Tensor]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = ClusterModel(toy.prior, toy.bands, toy.observation_shape, arch)
-    parallel = DataParallel(model, group) if group.parallel else None
+    parallel = (
+        DataParallel(model, group, global_batchnorm=global_batchnorm) if group.parallel else None
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=0.0)
     terms = train_step(model, opt, data.next(BATCH), config, 0.0, False, parallel=parallel)
     val = validate(model, data.validation(), config.loss_weights, False, group)
@@ -82,7 +86,9 @@ def _one_step(pool: Path, group: ProcessGroup) -> dict[str, torch.Tensor]:
     return out
 
 
-def _worker(rank: int, world_size: int, port: int, pool: str, out: str) -> None:
+def _worker(
+    rank: int, world_size: int, port: int, pool: str, out: str, global_batchnorm: bool
+) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -93,16 +99,21 @@ def _worker(rank: int, world_size: int, port: int, pool: str, out: str) -> None:
     torch.set_num_threads(1)
     group = join_process_group(torch.device("cpu"))
     try:
-        result = _one_step(Path(pool), group)
+        result = _one_step(Path(pool), group, global_batchnorm)
         if group.is_main:
             torch.save(result, out)
     finally:
         group.close()
 
 
-def _two_process_step(pool: Path, out: Path) -> dict[str, torch.Tensor]:
+def _two_process_step(
+    pool: Path, out: Path, global_batchnorm: bool = True
+) -> dict[str, torch.Tensor]:
     mp.start_processes(
-        _worker, args=(2, _free_port(), str(pool), str(out)), nprocs=2, start_method="spawn"
+        _worker,
+        args=(2, _free_port(), str(pool), str(out), global_batchnorm),
+        nprocs=2,
+        start_method="spawn",
     )
     return torch.load(out)
 
@@ -121,6 +132,19 @@ def test_two_processes_give_the_gradient_of_the_global_batch(toy_pool, tmp_path,
     for key in single:
         if not key.startswith("grad."):
             torch.testing.assert_close(double[key], single[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_local_batchnorm_gives_another_gradient(toy_pool, tmp_path, one_torch_thread):
+    """``global_batchnorm=False`` (``--local-batchnorm``) is not the one-process computation: each
+    process normalises with its half of the batch."""
+    single = _one_step(toy_pool, ProcessGroup())
+    local = _two_process_step(toy_pool, tmp_path / "step.pt", global_batchnorm=False)
+    worst = max(
+        float((local[k] - single[k]).abs().max() / single[k].abs().max())
+        for k in single
+        if k.startswith("grad.embedding")
+    )
+    assert worst > 0.01
 
 
 def test_global_batchnorm_is_plain_batchnorm_in_one_process():

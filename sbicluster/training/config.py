@@ -68,6 +68,11 @@ class TrainingConfig:
         ``auto`` (CUDA if available), ``cpu``, ``cuda``, ...
     amp : bool
         bfloat16 autocast for the embedding on CUDA.
+    global_batchnorm : bool
+        With several processes (``torchrun``): batch normalisation uses the statistics of the
+        whole global batch, so the run follows the one-process run (default). False lets each
+        process normalise with its own share's statistics, the usual DDP practice: faster on
+        CPUs (no collective per layer), but no longer the one-process computation.
     cpu_amp : bool
         bfloat16 autocast for the embedding on a CPU with native bfloat16 arithmetic
         (AVX512-BF16 or AMX, :func:`sbicluster.devices.cpu_has_bf16`; refused on other CPUs).
@@ -103,6 +108,7 @@ class TrainingConfig:
     device: str = "auto"
     amp: bool = True
     cpu_amp: bool = False
+    global_batchnorm: bool = True
     loss_weights: dict = field(default_factory=lambda: {"classifier": 1.0, "visibility": 0.5})
     softening: list | None = None
     dataset: str | None = None
@@ -137,7 +143,7 @@ class TrainingConfig:
         return cls(**data)
 
 
-ADDED_FIELDS = {"cpu_amp": False}
+ADDED_FIELDS = {"cpu_amp": False, "global_batchnorm": True}
 """Fields added after the first checkpoints were written, with the value older runs had."""
 
 

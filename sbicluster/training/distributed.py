@@ -227,29 +227,40 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             and dist.get_world_size() > 1
         ):
             return super().forward(x)
-        # float64 moments: E[x²] − E[x]² in float32 would lose digits when |mean| ≫ std
-        x64 = x.double()
-        count = torch.full((1,), float(x.shape[0] * x.shape[2] * x.shape[3]), device=x.device)
-        count = count.double()
-        sums = torch.cat([count, x64.sum(dim=(0, 2, 3)), (x64 * x64).sum(dim=(0, 2, 3))])
-        sums = _SummedOverProcesses.apply(sums)
+        # each process's own mean and variance (native, two-pass), combined over processes in
+        # float64 on the per-channel numbers only: Σn·μ and Σn·(σ² + μ²), then E[x²] − E[x]²
+        x32 = x.float()
+        var_local, mean_local = torch.var_mean(x32, dim=(0, 2, 3), unbiased=False)
+        mean_local, var_local = mean_local.double(), var_local.double()
+        count = float(x.shape[0] * x.shape[2] * x.shape[3])
+        local = torch.cat(
+            [
+                torch.full((1,), count, dtype=torch.float64, device=x.device),
+                count * mean_local,
+                count * (var_local + mean_local * mean_local),
+            ]
+        )
+        sums = _SummedOverProcesses.apply(local)
         n, c = sums[0], x.shape[1]
         mean64 = sums[1 : 1 + c] / n
-        var = (sums[1 + c :] / n - mean64 * mean64).clamp(min=0.0).float()
-        mean, n = mean64.float(), n.float()
-        x32 = x.float()
+        var64 = (sums[1 + c :] / n - mean64 * mean64).clamp(min=0.0)
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
             momentum = (
                 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
             )
-            unbiased = var * (n / (n - 1.0)).clamp(min=1.0)
-            self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
-            self.running_var.mul_(1 - momentum).add_(momentum * unbiased.detach())
-        shape = (1, c, 1, 1)
-        out = (x32 - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+            unbiased = (var64 * (n / (n - 1.0)).clamp(min=1.0)).float()
+            self.running_mean.mul_(1 - momentum).add_(momentum * mean64.float())
+            self.running_var.mul_(1 - momentum).add_(momentum * unbiased)
+        # y = x · scale + shift with per-channel scale = w / √(σ² + ε), shift = b − μ · scale
+        scale = torch.rsqrt(var64 + self.eps)
         if self.affine:
-            out = out * self.weight.view(shape) + self.bias.view(shape)
+            scale = scale * self.weight.double()
+        shift = -mean64 * scale
+        if self.affine:
+            shift = shift + self.bias.double()
+        shape = (1, c, 1, 1)
+        out = torch.addcmul(shift.float().view(shape), x32, scale.float().view(shape))
         return out.to(x.dtype)
 
 

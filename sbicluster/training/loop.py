@@ -288,13 +288,19 @@ class DataParallel:
         Converted in place to global-batch batch normalisation.
     group : ProcessGroup
         The processes (more than one).
+    global_batchnorm : bool
+        Normalise with the global batch's statistics (the one-process computation); False keeps
+        each process's own (faster on CPUs).
     """
 
-    def __init__(self, model: ClusterModel, group: ProcessGroup) -> None:
+    def __init__(
+        self, model: ClusterModel, group: ProcessGroup, *, global_batchnorm: bool = True
+    ) -> None:
         from torch.nn.parallel import DistributedDataParallel
 
         self.group = group
-        use_global_batchnorm(model)
+        if global_batchnorm:
+            use_global_batchnorm(model)
         device = model.device
         self.losses = DistributedDataParallel(
             _BatchLosses(model),
@@ -607,7 +613,11 @@ def _train(
             elif path.exists():
                 path.unlink()
     group.barrier()
-    parallel = DataParallel(model, group) if group.parallel else None
+    parallel = (
+        DataParallel(model, group, global_batchnorm=config.global_batchnorm)
+        if group.parallel
+        else None
+    )
 
     def checkpoint() -> None:
         meta["elapsed_s"] = time.perf_counter() - t0
