@@ -208,7 +208,54 @@ def run_field(field: dict, data: Path, model, simulator, samples: int, ppc_draws
         "ppc_s": round(t_ppc, 1),
         "ppc": ppc,
         "sed_comparison": sed_comparison(res, fitted),
+        "_figure": _figure_data(res, fitted, rows, p),
     }
+
+
+def _figure_data(result, fitted: np.ndarray, rows: np.ndarray, pvalues: np.ndarray) -> dict:
+    """Per-cluster arrays for :func:`validation_figure` (not written to the JSON)."""
+    cat = result.catalog
+    names = list(result.card["prior"]["parameters"][j]["name"] for j in range(4))
+    theirs = {
+        "log_age": np.log10(cat.extra["age_best"][fitted]),
+        "log_mass": np.log10(cat.extra["mass_best"][fitted]),
+        "av": 3.1 * cat.extra["ebv_best"][fitted],
+    }
+    d = result.samples[fitted]
+    ours = {p: np.percentile(d[:, :, names.index(p)], [16, 50, 84], axis=1) for p in PARAMS}
+    return {"theirs": theirs, "ours": ours, "pvalues": np.asarray(pvalues)}
+
+
+def validation_figure(fields: list[dict], path: Path) -> Path:
+    """Ours against the catalogue's SED fits (median and 68 % interval) for log age, log mass and
+    A_V, and the posterior predictive p-values, one row per field; written to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {"log_age": "log age / yr", "log_mass": "log mass / M☉", "av": "A_V / mag"}
+    fig, axes = plt.subplots(len(fields), 4, figsize=(15, 3.6 * len(fields)), squeeze=False)
+    for row, field in zip(axes, fields, strict=True):
+        data = field["_figure"]
+        for ax, p in zip(row[:3], PARAMS, strict=True):
+            lo, med, hi = data["ours"][p]
+            x = data["theirs"][p]
+            ax.errorbar(x, med, yerr=[med - lo, hi - med], fmt=".", ms=3, alpha=0.35, lw=0.5)
+            lim = [min(x.min(), med.min()), max(x.max(), med.max())]
+            ax.plot(lim, lim, "k--", lw=1)
+            ax.set_xlabel(f"catalogue SED fit: {labels[p]}")
+            ax.set_ylabel(f"sbicluster: {labels[p]}")
+            ax.set_title(f"{field['field']}: {p} (n = {len(x)})", fontsize=10)
+        pv = data["pvalues"]
+        row[3].hist(pv, bins=20, range=(0, 1), color="0.5")
+        row[3].axvline(0.05, color="r", lw=1)
+        row[3].set_xlabel("posterior predictive p-value")
+        row[3].set_title(f"{field['field']}: {np.mean(pv > 0.05):.2f} with p > 0.05", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def markdown(res: dict) -> str:
@@ -319,7 +366,14 @@ def main(argv: list[str] | None = None) -> dict:
     res["fields"] = [
         run_field(f, args.data, model, simulator, args.samples, args.ppc_draws) for f in FIELDS
     ]
-    write_results("legus", res, markdown(res), args.out)
+    from benchmarks.records import RESULTS_DIR
+
+    folder = args.out if args.out is not None else RESULTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    validation_figure(res["fields"], folder / "legus.png")
+    for field in res["fields"]:
+        field.pop("_figure")
+    write_results("legus", res, markdown(res) + "\n\n![LEGUS validation](legus.png)\n", args.out)
     return res
 
 
