@@ -156,33 +156,34 @@ def local_c2st(
         )
         test.train_under_null_hypothesis(verbosity=0)
         test.train_on_observed_data(seed=clf_seed, verbosity=0)
-    probes = []
-    idx = np.flatnonzero(probe)
-    keep_pp = set(np.round(np.linspace(0, len(idx) - 1, min(pp_probes, len(idx)))).astype(int))
-    pp = []
-    for k, i in enumerate(idx):
-        x_o = features[i]
-        statistic = float(test.get_statistic_on_observed_data(x_o=x_o))
-        p_value = float(test.p_value(x_o=x_o))
-        probes.append(
-            {
-                "index": int(i),
-                "visibility": float(visibility[i]),
-                "statistic": statistic,
-                "p_value": p_value,
-                "rejected": bool(p_value < alpha),
-            }
-        )
-        if k in keep_pp:
-            probs = test.get_scores(x_o=x_o, trained_clfs=test.trained_clfs).probabilities
-            probs_null = test.get_statistics_under_null_hypothesis(x_o=x_o).probabilities
-            pp.append(
+        # the statistics at the probes draw from the global stream as well
+        probes = []
+        idx = np.flatnonzero(probe)
+        keep_pp = set(np.round(np.linspace(0, len(idx) - 1, min(pp_probes, len(idx)))).astype(int))
+        pp = []
+        for k, i in enumerate(idx):
+            x_o = features[i]
+            statistic = float(test.get_statistic_on_observed_data(x_o=x_o))
+            p_value = float(test.p_value(x_o=x_o))
+            probes.append(
                 {
+                    "index": int(i),
                     "visibility": float(visibility[i]),
-                    "probs": np.asarray(probs, dtype=float).reshape(-1),
-                    "probs_null": np.asarray(probs_null, dtype=float).reshape(num_null, -1),
+                    "statistic": statistic,
+                    "p_value": p_value,
+                    "rejected": bool(p_value < alpha),
                 }
             )
+            if k in keep_pp:
+                probs = test.get_scores(x_o=x_o, trained_clfs=test.trained_clfs).probabilities
+                probs_null = test.get_statistics_under_null_hypothesis(x_o=x_o).probabilities
+                pp.append(
+                    {
+                        "visibility": float(visibility[i]),
+                        "probs": np.asarray(probs, dtype=float).reshape(-1),
+                        "probs_null": np.asarray(probs_null, dtype=float).reshape(num_null, -1),
+                    }
+                )
     fraction = float(np.mean([not p["rejected"] for p in probes]))
     return {
         "n_calibration": int(cal.sum()),
