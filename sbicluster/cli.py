@@ -50,6 +50,12 @@ def _add_views_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+MARGINALISE_HELP = (
+    "draw [Fe/H] (-0.5..+0.25), R_V (2.5..4.0) and the IMF (Kroupa/Chabrier) per cluster, so that "
+    "posteriors include these physics choices and report [Fe/H] and R_V too (image presets only)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sbicluster`` command."""
     parser = argparse.ArgumentParser(
@@ -105,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite", action="store_true", help="replace a different pool already in --out"
     )
+    p.add_argument("--marginalise-physics", action="store_true", help=MARGINALISE_HELP)
 
     p = sub.add_parser(
         "infer",
@@ -231,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="under torchrun: each process normalises with its own share of the batch (faster on "
         "CPUs; the default, global-batch statistics, follows the one-process run)",
     )
+    p.add_argument("--marginalise-physics", action="store_true", help=MARGINALISE_HELP)
     p.add_argument(
         "--cpu-bf16",
         action="store_true",
@@ -485,6 +493,7 @@ def _train(args) -> None:
     for term, weight in weight_options.items():
         if weight is not None and not (math.isfinite(weight) and weight >= 0):
             raise InputError(f"--{term}-weight {weight}: must be a finite number ≥ 0")
+    physics = _physics_options(args)
     select_rank_device()
     device = resolve_device(args.device)
     processes = launched_world_size()
@@ -493,9 +502,12 @@ def _train(args) -> None:
             f"--pool would be simulated by each of the {processes} processes: simulate it once "
             "with `sbicluster simulate-pool` and train on it with --pool-dir"
         )
-    if args.pool_dir is not None and (args.pool is not None or args.preset is not None):
+    if args.pool_dir is not None and (
+        args.pool is not None or args.preset is not None or args.marginalise_physics
+    ):
         raise InputError(
-            "--pool-dir trains on that pool with its own simulator: drop --pool and --preset"
+            "--pool-dir trains on that pool with its own simulator: drop --pool, --preset and "
+            "--marginalise-physics"
         )
     pool_index = None
     if args.pool_dir is not None:
@@ -537,7 +549,7 @@ def _train(args) -> None:
 
         simulator = simulator_from_card(pool_index["simulator_card"], device=device)
     else:
-        simulator = simulator_for_preset(args.preset or "m83-wfc3", device=device)
+        simulator = simulator_for_preset(args.preset or "m83-wfc3", device=device, **physics)
     if pool is not None and not (args.resume and pool.is_file()):
         if args.pool <= config.val_size:
             raise InputError(
@@ -566,12 +578,28 @@ def _train(args) -> None:
     )
 
 
+def _physics_options(args) -> dict:
+    """Simulator options of ``--marginalise-physics`` (image presets only)."""
+    if not args.marginalise_physics:
+        return {}
+    from simulators.registry import TOY_PRESET, is_catalogue_preset
+
+    from .errors import InputError
+
+    if args.preset == TOY_PRESET or is_catalogue_preset(args.preset):
+        raise InputError(
+            f"--marginalise-physics needs an image preset (m83-wfc3, m31-phat, a TOML), "
+            f"not {args.preset!r}"
+        )
+    return {"physics_nuisance": True}
+
+
 def _simulate_pool(args) -> None:
     from simulators.registry import simulator_for_preset
 
     from .pool import simulate_pool
 
-    simulator = simulator_for_preset(args.preset)
+    simulator = simulator_for_preset(args.preset, **_physics_options(args))
     status = simulate_pool(
         simulator,
         args.n,

@@ -16,9 +16,9 @@ Design
   :meth:`ClusterModel.posterior` is a stock :class:`sbi.inference.DirectPosterior` and sbi's
   sampling and diagnostics (``run_sbc``, ``run_tarp``, ``log_prob_batched``) work on it.
   Default: *coupling* spline layers (``coupling_nsf``; zuko ``GeneralCouplingTransform`` with
-  rational-quadratic splines, masks :data:`COUPLING_MASKS`): sampling needs one network pass per
-  layer, against D passes per layer for the autoregressive NSF (``zuko_nsf``, also supported, and
-  the only choice for a θ of another width than the masks'), which is what makes 1000 draws per
+  rational-quadratic splines, masks :func:`coupling_masks`): sampling needs one network pass per
+  layer, against D passes per layer for the autoregressive NSF (``zuko_nsf``, also supported),
+  which is what makes 1000 draws per
   cutout cheap (``benchmarks/inference.py`` measures the sampling speed).
 * Prior bounds: the first flow transform is the fixed bijection
   ``z = logit((θ - low)/(high - low)) / (π/√3)`` (:class:`BoxLogitTransform`; unit variance under
@@ -62,6 +62,7 @@ __all__ = [
     "FLOW_PRESETS",
     "HEAD_HIDDEN",
     "COUPLING_MASKS",
+    "coupling_masks",
     "BoxLogitTransform",
     "ClusterModel",
     "ConditionalAffineTransform",
@@ -100,6 +101,36 @@ COUPLING_MASKS: tuple[tuple[bool, ...], ...] = (
 )
 """Coupling masks of ``coupling_nsf`` layers for a θ of 4 parameters, cycled: every 2+2 split and
 its complement, so each parameter is conditioned on each other one."""
+
+
+def coupling_masks(dim: int) -> tuple[tuple[bool, ...], ...]:
+    """Coupling masks for a θ of ``dim`` parameters, cycled over the ``coupling_nsf`` layers.
+
+    :data:`COUPLING_MASKS` for 4 parameters; otherwise, for each bit of the parameter index, the
+    split by that bit and its complement. Any two parameters differ in some bit, so each is
+    conditioned on each other one in some layer.
+
+    Parameters
+    ----------
+    dim : int
+        Number of parameters D (≥ 2).
+
+    Returns
+    -------
+    tuple of tuple of bool
+        Masks of length D, each with both values.
+    """
+    if dim == len(COUPLING_MASKS[0]):
+        return COUPLING_MASKS
+    if dim < 2:
+        raise ValueError(f"coupling layers need at least 2 parameters, got {dim}")
+    masks = []
+    for bit in range(math.ceil(math.log2(dim))):
+        mask = tuple(not (i >> bit) & 1 for i in range(dim))
+        masks += [mask, tuple(not m for m in mask)]
+    return tuple(masks)
+
+
 HEAD_HIDDEN = {"small": 64, "catalogue": 64, "cpu": 64, "paper": 128}
 """Hidden width of the classifier and visibility heads per network size."""
 
@@ -287,17 +318,12 @@ def _flow_layers(fl: dict, dim: int, context: int) -> tuple[tuple[nn.Module, ...
     if fl["type"] == "zuko_nsf":
         return (*affine, *nsf.transform.transforms), nsf.base
     if fl["type"] == "coupling_nsf":
-        width = len(COUPLING_MASKS[0])
-        if dim != width:
-            raise ValueError(
-                f"coupling_nsf masks are defined for {width} parameters, got {dim}; "
-                "use the flow type 'zuko_nsf'"
-            )
+        masks = coupling_masks(dim)
         layers = affine + tuple(
             GeneralCouplingTransform(
                 dim,
                 context,
-                mask=torch.tensor(COUPLING_MASKS[i % len(COUPLING_MASKS)], dtype=torch.bool),
+                mask=torch.tensor(masks[i % len(masks)], dtype=torch.bool),
                 univariate=partial(MonotonicRQSTransform, slope=1e-3),
                 shapes=[(bins,), (bins,), (bins - 1,)],
                 hidden_features=hidden,

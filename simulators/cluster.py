@@ -213,6 +213,12 @@ class SimulatorOptions:
         Size and seed of the field-star library.
     noise : bool
         Add noise (False gives noiseless images; for tests and pictures).
+    physics_nuisance : bool
+        Marginalise the physics choices (:mod:`simulators.nuisance`): each cluster gets its own
+        [Fe/H] and R_V (θ columns ``feh`` and ``rv``; the prior must carry them, e.g.
+        :data:`simulators.nuisance.NUISANCE_PRIOR`, the default then) and an IMF drawn from
+        Kroupa/Chabrier. Needs ``feh=0``, ``family="mist"`` and ``imf="kroupa"`` (the field's
+        physics).
     chunk_size : int
         Samples per FFT chunk in the renderer (bounds its memory; ``benchmarks/simulator.py``
         compares it with twice the chunk).
@@ -234,6 +240,7 @@ class SimulatorOptions:
     field_seed: int = 0
     noise: bool = True
     chunk_size: int = 64
+    physics_nuisance: bool = False
 
     def __post_init__(self) -> None:
         lo, hi = self.gamma_range
@@ -245,6 +252,18 @@ class SimulatorOptions:
             raise SimulatorError(f"sbf_tolerance must be in (0, 1), got {self.sbf_tolerance}")
         if not 0.0 <= self.hard_negative_fraction <= 1.0:
             raise SimulatorError("hard_negative_fraction must be in [0, 1]")
+        if self.physics_nuisance and (
+            self.feh != 0.0 or self.family != "mist" or self.imf != "kroupa"
+        ):
+            raise SimulatorError(
+                "physics_nuisance draws [Fe/H], R_V and the IMF per cluster: leave feh, family "
+                "and imf at their defaults (0.0, 'mist', 'kroupa')"
+            )
+
+
+def _as_list(value) -> list:
+    """``value`` itself if it is a list, else a one-element list."""
+    return value if isinstance(value, list) else [value]
 
 
 class ClusterSimulator:
@@ -254,8 +273,9 @@ class ClusterSimulator:
     ----------
     preset : str or Instrument
         Instrument preset name (``"m83-wfc3"``, ``"m31-phat"``), TOML path, or an Instrument.
-    prior : ClusterPrior
-        Prior over θ.
+    prior : ClusterPrior, optional
+        Prior over θ (default :data:`simulators.priors.DEFAULT_PRIOR`, or
+        :data:`simulators.nuisance.NUISANCE_PRIOR` with ``physics_nuisance=True``).
     cluster_fraction : float
         Probability that a sample is a cluster (label 1) when labels are not given.
     device : str or torch.device
@@ -276,7 +296,7 @@ class ClusterSimulator:
     def __init__(
         self,
         preset: str | Instrument = "m83-wfc3",
-        prior: ClusterPrior = DEFAULT_PRIOR,
+        prior: ClusterPrior | None = None,
         *,
         cluster_fraction: float = 0.5,
         device: str | torch.device = "cpu",
@@ -284,7 +304,6 @@ class ClusterSimulator:
         **options,
     ) -> None:
         self.instrument = get_preset(preset)
-        self.prior = prior
         if not 0.0 <= cluster_fraction <= 1.0:
             raise SimulatorError(f"cluster_fraction must be in [0, 1], got {cluster_fraction}")
         self.cluster_fraction = float(cluster_fraction)
@@ -294,13 +313,20 @@ class ClusterSimulator:
             raise SimulatorError(
                 f"unknown simulator option ({err}); valid: {list(SimulatorOptions.__dataclass_fields__)}"
             ) from err
+        self.prior = self._check_prior(prior)
         self.device = torch.device(device)
         inst = self.instrument
         self.bands = inst.bands
         self.observation_shape = (len(self.bands), inst.image_size, inst.image_size)
         fehs = self.options.feh if isinstance(self.options.feh, Sequence) else (self.options.feh,)
         self.feh_values = tuple(float(f) for f in fehs)
-        if population is not None:
+        if population is not None and self.options.physics_nuisance:
+            raise SimulatorError("physics_nuisance builds its own populations: drop population=")
+        if self.options.physics_nuisance:
+            from .nuisance import IMF_CHOICES, PopulationBlend
+
+            pops = [PopulationBlend(self.bands, imf=name) for name in IMF_CHOICES]
+        elif population is not None:
             pops = [population]
         else:
             from .population import StellarPopulation
@@ -316,6 +342,7 @@ class ClusterSimulator:
                 raise SimulatorError(
                     f"population bands {tuple(p.bands)} differ from the preset's {self.bands}"
                 )
+        #: Populations drawn per sample: one per metallicity (a blend per IMF when marginalised).
         self.populations = [p.to(self.device) if hasattr(p, "to") else p for p in pops]
         self.imf = self.populations[0].imf
         self.flux_scale = torch.tensor(inst.flux_scale(), dtype=torch.float32, device=self.device)
@@ -346,7 +373,7 @@ class ClusterSimulator:
         self.background = background_from_option(
             self.options.background,
             instrument=inst,
-            population=self.populations[0],
+            population=getattr(self.populations[0], "nominal", self.populations[0]),
             noise=self.noise if self.options.noise else None,
             canvas_margin=self.renderer.radius,
             hard_negative_fraction=self.options.hard_negative_fraction,
@@ -370,11 +397,40 @@ class ClusterSimulator:
             band.psf, oversampling=band.psf_oversampling, pixel_scale=self.instrument.pixel_scale
         )
 
+    def _check_prior(self, prior: ClusterPrior | None) -> ClusterPrior:
+        """The prior to use: the default for the options, or ``prior`` if it fits them."""
+        if self.options.physics_nuisance:
+            from .nuisance import NUISANCE_PARAMETERS, NUISANCE_PRIOR
+
+            if prior is None:
+                return NUISANCE_PRIOR
+            for p in NUISANCE_PARAMETERS:
+                if p.name not in prior.nuisance_names:
+                    raise SimulatorError(
+                        f"physics_nuisance needs a prior with the nuisance {p.name!r} (e.g. "
+                        "simulators.nuisance.NUISANCE_PRIOR)"
+                    )
+                q = prior.parameter(p.name)
+                if q.low < p.low - 1e-9 or q.high > p.high + 1e-9:
+                    raise SimulatorError(
+                        f"prior of {p.name!r} [{q.low}, {q.high}] must lie within the "
+                        f"interpolation nodes [{p.low}, {p.high}]"
+                    )
+            return prior
+        if prior is None:
+            return DEFAULT_PRIOR
+        if prior.nuisance_names:
+            raise SimulatorError(
+                f"the prior carries physics nuisances {prior.nuisance_names}: "
+                "they need physics_nuisance=True"
+            )
+        return prior
+
     def _sbf_threshold_table(self, population) -> dict[str, torch.Tensor]:
         """Drawn-star mass threshold table of ``population`` (see :func:`sbf_threshold_table`)."""
         p = self.prior.parameter("log_age")
         return sbf_threshold_table(
-            population, self.imf, (p.low, p.high), self.options.sbf_tolerance, self.device
+            population, population.imf, (p.low, p.high), self.options.sbf_tolerance, self.device
         )
 
     # -- public API ---------------------------------------------------------------------------------
@@ -382,11 +438,15 @@ class ClusterSimulator:
         """JSON-serialisable description of everything that defines the simulated data."""
         opts = asdict(self.options)
         opts["feh"] = list(self.feh_values)
-        return {
+        if not opts["physics_nuisance"]:  # cards of fixed-physics simulators read as before
+            del opts["physics_nuisance"]
+        card = {
             "simulator": CLUSTER_KIND,
             "preset": self.instrument.to_dict(),
             "prior": self.prior.to_dict(),
-            "photometry_table_id": [getattr(p, "table_id", "unknown") for p in self.populations],
+            "photometry_table_id": [
+                i for p in self.populations for i in _as_list(getattr(p, "table_id", "unknown"))
+            ],
             "imf": repr(self.imf),
             "cluster_fraction": self.cluster_fraction,
             "options": opts,
@@ -397,6 +457,12 @@ class ClusterSimulator:
             "visibility_definition": VISIBILITY_DEFINITION,
             "image_units": "e-/s per pixel, sky-subtracted",
         }
+        if self.options.physics_nuisance:
+            from .nuisance import nuisance_card
+
+            card["imf"] = [repr(p.imf) for p in self.populations]
+            card["nuisance_physics"] = nuisance_card()
+        return card
 
     @classmethod
     def from_card(cls, card: dict, device: str | torch.device = "cpu") -> ClusterSimulator:
@@ -433,17 +499,18 @@ class ClusterSimulator:
         return cls(instrument, prior, cluster_fraction=cluster_fraction, device=device, **options)
 
     def mass_threshold(
-        self, log_age: torch.Tensor, log_mass: torch.Tensor, feh_index: int = 0
+        self, log_age: torch.Tensor, log_mass: torch.Tensor, group: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample drawn-star mass threshold (M☉) and the live-mass limit (M☉).
 
-        Returns ``(m_thr, m_live)``; stars in [m_thr, m_live] are drawn individually (see
+        Returns ``(m_thr, m_live)`` for clusters of population ``group`` (an index of
+        :attr:`populations`); stars in [m_thr, m_live] are drawn individually (see
         :func:`drawn_mass_range`).
         """
         return drawn_mass_range(
-            self._threshold_tables[feh_index],
-            self.populations[feh_index],
-            self.imf,
+            self._threshold_tables[group],
+            self.populations[group],
+            self.populations[group].imf,
             log_age,
             log_mass,
             self.options.max_stars,
@@ -506,9 +573,15 @@ class ClusterSimulator:
         gamma = opt.gamma_range[0] + (opt.gamma_range[1] - opt.gamma_range[0]) * rnd[:, 0]
         off = opt.offset_range * (2 * rnd[:, 1:3] - 1)
         centre = (h - 1) / 2.0 + off  # (y, x) px
-        feh_idx = (rnd[:, 3] * len(self.feh_values)).long().clamp(max=len(self.feh_values) - 1)
+        if opt.physics_nuisance:  # one IMF per cluster; [Fe/H] and R_V are θ columns
+            group = (torch.rand(n, generator=g_nuis, device=dev) * len(self.populations)).long()
+            group = group.clamp(max=len(self.populations) - 1)
+            feh = theta[:, self.prior.index("feh")]
+        else:  # one metallicity per cluster
+            group = (rnd[:, 3] * len(self.feh_values)).long().clamp(max=len(self.feh_values) - 1)
+            feh = torch.tensor(self.feh_values, device=dev)[group]
         nuis = {
-            "feh": torch.tensor(self.feh_values, device=dev)[feh_idx],
+            "feh": feh,
             "eff_gamma": gamma,
             "offset_y": off[:, 0],
             "offset_x": off[:, 1],
@@ -525,8 +598,10 @@ class ClusterSimulator:
         r_t = opt.eff_truncation * r_h
         ap_radius = torch.maximum(2 * r_h, self.fwhm_px[-1].expand(n))
         signal_ap = torch.zeros(n, device=dev)
+        if opt.physics_nuisance:
+            nuis["imf_index"] = group.float()
         for fi, pop in enumerate(self.populations):
-            idx = ((label == 1) & (feh_idx == fi)).nonzero().flatten()
+            idx = ((label == 1) & (group == fi)).nonzero().flatten()
             if len(idx) == 0:
                 continue
             stars, sm, s_ap, info = self.draw_clusters(
@@ -574,7 +649,7 @@ class ClusterSimulator:
     def draw_clusters(
         self,
         pop,
-        feh_index: int,
+        group: int,
         theta: torch.Tensor,
         gamma: torch.Tensor,
         centre: torch.Tensor,
@@ -583,14 +658,14 @@ class ClusterSimulator:
         ap_radius: torch.Tensor,
         generator: torch.Generator,
     ):
-        """Stars, smooth light, aperture signal and nuisances of clusters of one metallicity.
+        """Stars, smooth light, aperture signal and nuisances of clusters of one population.
 
         Parameters
         ----------
-        pop : StellarPopulation
-            Population of the clusters' metallicity.
-        feh_index : int
-            Index of that metallicity in ``feh_values``.
+        pop : StellarPopulation or simulators.nuisance.PopulationBlend
+            Population of the clusters (a blend takes each cluster's [Fe/H] and R_V from θ).
+        group : int
+            Index of that population in :attr:`populations`.
         theta : torch.Tensor
             (B, D) cluster parameters in the prior's order and units.
         gamma : torch.Tensor
@@ -620,16 +695,19 @@ class ClusterSimulator:
         index = self.prior.index
         log_age, log_mass = theta[:, index("log_age")], theta[:, index("log_mass")]
         av = theta[:, index("av")]
+        physics = {name: theta[:, index(name)] for name in self.prior.nuisance_names}
+        imf = pop.imf
         mass = 10 ** log_mass.double()
-        m_thr, m_live = self.mass_threshold(log_age, log_mass, feh_index)
-        lam = mass * self.imf.number_per_mass(m_thr.double(), m_live.double()).double()
+        m_thr, m_live = self.mass_threshold(log_age, log_mass, group)
+        lam = mass * imf.number_per_mass(m_thr.double(), m_live.double()).double()
         n_st = torch.poisson(lam, generator=generator).long()
         sidx = torch.repeat_interleave(torch.arange(b, device=dev), n_st)
         s = len(sidx)
         u = torch.rand(s, 3, generator=generator, device=dev)
         if s:
-            m = self.imf.sample(u[:, :1], m_thr[sidx, None], m_live[sidx, None]).float()[:, 0]
-            mags = pop.star_magnitudes_flat(log_age[sidx], m, av[sidx]).float()
+            m = imf.sample(u[:, :1], m_thr[sidx, None], m_live[sidx, None]).float()[:, 0]
+            per_star = {name: value[sidx] for name, value in physics.items()}
+            mags = pop.star_magnitudes_flat(log_age[sidx], m, av[sidx], **per_star).float()
             flux = (
                 torch.where(torch.isfinite(mags), 10 ** (-0.4 * mags), torch.zeros_like(mags))
                 * self.flux_scale
@@ -644,7 +722,7 @@ class ClusterSimulator:
         x = centre[sidx, 1] + rad * torch.cos(phi)
         # smooth light: IMF-expected flux of stars below m_thr, EFF profile sampled at canvas pixel centres
         f_smooth = (
-            mass[:, None] * pop.unresolved_flux_per_mass(log_age, av, m_thr).double()
+            mass[:, None] * pop.unresolved_flux_per_mass(log_age, av, m_thr, **physics).double()
         ).float() * self.flux_scale
         cy, cx = self._canvas_y, self._canvas_x
         r2 = (cy.view(1, -1, 1) - centre[:, 0, None, None]) ** 2 + (
@@ -667,15 +745,13 @@ class ClusterSimulator:
         info = {
             "mass_threshold": m_thr,
             "n_stars": n_st,
-            "sbf_smooth_fraction": self._smooth_sbf(feh_index, log_age, m_thr),
+            "sbf_smooth_fraction": self._smooth_sbf(group, log_age, m_thr),
         }
         return StarList(sidx, y, x, flux), smooth, s_ap, info
 
-    def _smooth_sbf(
-        self, feh_index: int, log_age: torch.Tensor, m_thr: torch.Tensor
-    ) -> torch.Tensor:
+    def _smooth_sbf(self, group: int, log_age: torch.Tensor, m_thr: torch.Tensor) -> torch.Tensor:
         """Fraction of fluctuation power (worst band) left in the smooth part at threshold m_thr."""
-        tab = self._threshold_tables[feh_index]
+        tab = self._threshold_tables[group]
         ages, edges, frac = tab["ages"], tab["edges"], tab["power_below"]
         i = ((log_age - ages[0]) / (ages[1] - ages[0])).round().long().clamp(0, len(ages) - 1)
         e = edges[i].contiguous()  # (B, G+1)

@@ -78,7 +78,9 @@ def _unit_mass(m: torch.Tensor) -> torch.Tensor:
 
 
 _TABLES: dict[tuple, dict] = {}
-_TABLES_MAX = 8
+_TABLES_MAX = 18  # the 2 IMFs x 9 nodes of a marginalised simulator (simulators.nuisance)
+_PHOTOMETRY: dict[tuple, dict] = {}
+_PHOTOMETRY_MAX = 9  # one IMF's nodes: the other IMF's populations reuse their photometry
 
 
 def _imf_fingerprint(imf: IMF) -> tuple:
@@ -105,8 +107,9 @@ def _build(
 ) -> dict:
     """Numpy look-up tables of a population (cached: the same request is built once per process).
 
-    The cache is keyed by value (the IMF by :func:`_imf_fingerprint`) and keeps the 8 most
-    recently built populations.
+    The cache is keyed by value (the IMF by :func:`_imf_fingerprint`) and keeps the 18 most
+    recently built populations; the IMF-independent photometry of the 9 most recent is shared
+    by populations that differ only in their IMF.
     """
     key = (bands, feh, family, _imf_fingerprint(imf), lo, hi, age_step, law, rv)
     if key in _TABLES:
@@ -129,6 +132,39 @@ def _build_uncached(
     law: str = DEFAULT_LAW,
     rv: float = RV_DEFAULT,
 ) -> dict:
+    key = (bands, feh, family, lo, hi, age_step, law, rv)
+    if key in _PHOTOMETRY:
+        phot = _PHOTOMETRY.pop(key)
+    else:
+        if len(_PHOTOMETRY) >= _PHOTOMETRY_MAX:
+            _PHOTOMETRY.pop(next(iter(_PHOTOMETRY)))
+        phot = _photometry_tables(bands, feh, family, lo, hi, age_step, law, rv)
+    _PHOTOMETRY[key] = phot  # most recently used last
+    # --- cumulative IMF-weighted flux (smooth light) ------------------------------------
+    cum_coef, cum_err = _cumulative(imf, phot["mass"], phot["mags"], phot["coef"])
+    log.info(
+        "StellarPopulation %s built: %d ages x %d rows, extinction cubic max err %.3f mag, "
+        "cumulative fit max err %.4f dex",
+        phot["bands"],
+        *phot["mass"].shape,
+        phot["extinction_fit_error"],
+        cum_err,
+    )
+    return {**phot, "cum": cum_coef, "cumulative_fit_error": cum_err}
+
+
+def _photometry_tables(
+    bands: tuple,
+    feh: float,
+    family: str,
+    lo: float,
+    hi: float,
+    age_step: float,
+    law: str = DEFAULT_LAW,
+    rv: float = RV_DEFAULT,
+) -> dict:
+    """The IMF-independent part of a population's tables: per-age rows of initial mass,
+    magnitudes and extinction coefficients, the live-mass limits and the table id."""
     bands = check_bands(bands)
     grid = get_isochrone_grid(family)
     a_lo, a_hi = float(grid.age_values[0]), float(grid.age_values[-1])
@@ -176,9 +212,6 @@ def _build_uncached(
         mags[a, n:], cf[a, n:] = m0[s + n - 1], coef[s + n - 1]  # padding (masked as remnants)
     max_mass = np.array([i.initial_mass[-1] for i in isos])
 
-    # --- cumulative IMF-weighted flux (smooth light) ------------------------------------
-    cum_coef, cum_err = _cumulative(imf, mass, mags, cf)
-
     phot_id = table.table_id
     table_id = (
         f"{phot_id}|{family}:{grid.source.split(' sha256')[0]}|feh{feh:+.2f}"
@@ -187,26 +220,15 @@ def _build_uncached(
     # the default (grid A_V axis) keeps the historical id, so existing model cards stay valid
     if law != DEFAULT_LAW:
         table_id += f"|ext:{table.extinction_table_id(law, rv)}"
-    log.info(
-        "StellarPopulation %s built: %d ages x %d rows, extinction cubic max err %.3f mag, "
-        "cumulative fit max err %.4f dex",
-        bands,
-        n_age,
-        L,
-        ext_err,
-        cum_err,
-    )
     return {
         "mass": mass,
         "mags": mags,
         "coef": cf,
-        "cum": cum_coef,
         "max_mass": max_mass,
         "ages": ages,
         "bands": bands,
         "table_id": table_id,
         "extinction_fit_error": ext_err,
-        "cumulative_fit_error": cum_err,
     }
 
 

@@ -17,9 +17,12 @@ from torch.distributions import Independent, Uniform
 
 from .errors import SimulatorError
 
-__all__ = ["Parameter", "ClusterPrior", "DEFAULT_PRIOR", "PARAMETER_NAMES"]
+__all__ = ["Parameter", "ClusterPrior", "DEFAULT_PRIOR", "PARAMETER_NAMES", "NUISANCE_NAMES"]
 
 PARAMETER_NAMES = ("log_age", "log_mass", "log_rh", "av")
+NUISANCE_NAMES = ("feh", "rv")
+"""Inferred physics nuisances a prior may append after :data:`PARAMETER_NAMES`
+(:mod:`simulators.nuisance`)."""
 
 
 @dataclass(frozen=True)
@@ -69,13 +72,14 @@ class Parameter:
 
 @dataclass(frozen=True)
 class ClusterPrior:
-    """Independent uniform prior over θ = (log age, log mass, log r_h, A_V).
+    """Independent uniform prior over θ = (log age, log mass, log r_h, A_V[, [Fe/H], R_V]).
 
     Parameters
     ----------
     parameters : tuple of Parameter
-        The parameters, in the canonical order of :data:`PARAMETER_NAMES`; their number is
-        :attr:`dim` (D), the width of every θ array.
+        The parameters, in the canonical order of :data:`PARAMETER_NAMES`, optionally followed by
+        the physics nuisances :data:`NUISANCE_NAMES` (a marginalised simulator's prior); their
+        number is :attr:`dim` (D), the width of every θ array.
 
     Examples
     --------
@@ -94,9 +98,10 @@ class ClusterPrior:
 
     def __post_init__(self) -> None:
         names = tuple(p.name for p in self.parameters)
-        if names != PARAMETER_NAMES:
+        if names not in (PARAMETER_NAMES, PARAMETER_NAMES + NUISANCE_NAMES):
             raise SimulatorError(
-                f"prior parameters must be {PARAMETER_NAMES} in this order, got {names}"
+                f"prior parameters must be {PARAMETER_NAMES} in this order, optionally followed "
+                f"by {NUISANCE_NAMES}, got {names}"
             )
         for p in self.parameters:
             if not p.high > p.low:
@@ -108,6 +113,11 @@ class ClusterPrior:
     def names(self) -> tuple[str, ...]:
         """Machine names of the parameters, in θ order."""
         return tuple(p.name for p in self.parameters)
+
+    @property
+    def nuisance_names(self) -> tuple[str, ...]:
+        """Names of the inferred physics nuisances in θ (empty unless the prior is marginalised)."""
+        return self.names[len(PARAMETER_NAMES) :]
 
     @property
     def labels(self) -> tuple[str, ...]:

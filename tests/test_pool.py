@@ -159,6 +159,7 @@ def test_a_different_pool_is_replaced_only_with_overwrite(capsys, pool, tmp_path
 
 
 def test_train_refuses_an_incomplete_or_missing_pool_and_a_preset_beside_it(capsys, pool, tmp_path):
+    """Also ``--marginalise-physics`` beside ``--pool-dir``: the pool's simulator decides."""
     import shutil
 
     run = run_main(capsys, "train", "--pool-dir", tmp_path / "none", "--out", tmp_path / "r")
@@ -169,7 +170,11 @@ def test_train_refuses_an_incomplete_or_missing_pool_and_a_preset_beside_it(caps
     run = run_main(capsys, "train", "--pool-dir", copy, "--out", tmp_path / "r")
     assert_one_line_error(run, "incomplete", "run the same `sbicluster simulate-pool`")
     run = run_main(capsys, "train", "--pool-dir", pool, "--preset", "toy", "--out", tmp_path / "r")
-    assert_one_line_error(run, "drop --pool and --preset")
+    assert_one_line_error(run, "drop --pool, --preset")
+    run = run_main(
+        capsys, "train", "--pool-dir", pool, "--marginalise-physics", "--out", tmp_path / "r"
+    )
+    assert_one_line_error(run, "drop --pool, --preset and --marginalise-physics")
     run = run_main(capsys, "train", "--pool-dir", pool, "--device", "cpu", "--out", tmp_path / "r")
     assert_one_line_error(run, "must exceed val_size")
     assert not (tmp_path / "r").exists()
@@ -191,3 +196,14 @@ def test_train_on_a_sharded_pool_from_the_command_line(capsys, tmp_path):
     assert card["training"]["config"]["dataset"] == str(tmp_path / "p")
     assert card["simulator"] == read_index(tmp_path / "p")["simulator_card"]
     assert card["training"]["steps_done"] == 10
+
+
+def test_marginalised_physics_needs_an_image_preset(capsys, tmp_path):
+    """--marginalise-physics with the toy or a catalogue preset: one line, exit 2, nothing written."""
+    for command in (
+        ["train", "--preset", "toy", "--out", tmp_path / "r"],
+        ["simulate-pool", "--preset", "legus-uvis", "--n", 10, "--out", tmp_path / "p"],
+    ):
+        run = run_main(capsys, *command, "--marginalise-physics")
+        assert_one_line_error(run, "--marginalise-physics needs an image preset")
+    assert list(tmp_path.iterdir()) == []

@@ -31,7 +31,9 @@ def test_each_case_changes_one_choice(nominal):
             assert diff == {"preset.distance_modulus"}, case.name
         else:
             assert diff == set(), case.name
-        if case.law is not None:
+        if case.draws_nuisances:
+            assert sim.prior.nuisance_names == ("feh", "rv"), case.name
+        elif case.law is not None:
             assert (sim.populations[0].extinction_law, sim.populations[0].rv) == case.law
         else:
             assert sim.populations[0].extinction_law == nominal.populations[0].extinction_law
@@ -46,3 +48,38 @@ def test_distance_case_scales_flux_and_pixel_size(nominal):
     pc_ratio = sim.instrument.pc_per_pixel / nominal.instrument.pc_per_pixel
     assert pc_ratio == pytest.approx(10 ** (-0.04), rel=1e-12)
     assert math.isclose(sim.instrument.distance_modulus, 28.1)
+
+
+def test_truth_of_a_marginalised_model_carries_the_cases_nuisances():
+    """The marginalised model's truth: θ, then the case's own [Fe/H] and R_V, or the values
+    drawn from the nuisance priors for the case that draws them."""
+    import torch
+
+    from benchmarks.systematics import case_theta, model_truth
+    from simulators.nuisance import NUISANCE_PRIOR
+    from simulators.priors import DEFAULT_PRIOR
+
+    class Model:
+        def __init__(self, prior):
+            self.prior = prior
+
+    theta = DEFAULT_PRIOR.sample(5, torch.Generator().manual_seed(0))
+    by_name = {case.name: case for case in CASES}
+    truth = model_truth(Model(NUISANCE_PRIOR), by_name["F99 R_V = 2.5"], theta)
+    assert truth.shape == (5, 6) and (truth[:, 4] == 0.0).all() and (truth[:, 5] == 2.5).all()
+    assert model_truth(Model(DEFAULT_PRIOR), by_name["F99 R_V = 2.5"], theta).shape == (5, 4)
+    drawn = case_theta(by_name["nuisance prior"], theta, seed=1)
+    assert drawn.shape == (5, 6) and bool(NUISANCE_PRIOR.contains(drawn).all())
+    assert (
+        model_truth(Model(NUISANCE_PRIOR), by_name["nuisance prior"], drawn)[:, 4:]
+        == drawn[:, 4:].numpy()
+    ).all()
+    assert [c.name for c in CASES if not c.outside] == [
+        "nominal",
+        "[Fe/H] = -0.5",
+        "[Fe/H] = +0.25",
+        "Chabrier IMF",
+        "F99 R_V = 2.5",
+        "F99 R_V = 4.0",
+        "nuisance prior",
+    ]
