@@ -120,6 +120,29 @@ def test_interpolated_metallicity_is_close_to_mists_own_isochrones(blend):
     assert error.pow(2).mean().sqrt() < 0.5 * nearest_error.pow(2).mean().sqrt()
 
 
+def test_rv_interpolation_in_magnitudes_reproduces_f99_between_its_nodes(monkeypatch):
+    """With F99 at R_V = 2.5 and 4.0 as the only extinction nodes, the blend at R_V = 3.1 is
+    F99's own R_V = 3.1 population within 0.02 mag at A_V = 3 (interpolating fluxes instead
+    misses F336W by 0.1 mag)."""
+    import simulators.nuisance as nuisance
+    from simulators.population import StellarPopulation
+
+    monkeypatch.setattr(nuisance, "EXTINCTION_NODES", (("F99", 2.5), ("F99", 4.0)))
+    monkeypatch.setattr(nuisance, "FEH_NODES", (0.0, 0.25))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        two_curves = nuisance.PopulationBlend(BANDS)
+        own = StellarPopulation(
+            BANDS, extinction_law="F99", rv=3.1, age_step=nuisance.NUISANCE_AGE_STEP
+        )
+    ages = torch.arange(6.6, 9.95, 0.1)
+    inf = torch.full((len(ages),), float("inf"))
+    for av in (1.0, 3.0):
+        truth = own.unresolved_flux_per_mass(ages, torch.full((len(ages),), av), inf)
+        blended = _integrated(two_curves, ages, av, 0.0, 3.1)
+        assert (blended + 2.5 * torch.log10(truth)).abs().max() < 0.02
+
+
 def test_coupling_masks_condition_every_parameter_on_every_other():
     from sbicluster.model import COUPLING_MASKS, coupling_masks
 
