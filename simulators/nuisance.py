@@ -125,6 +125,13 @@ def interpolation_weights(
     return lower, weight.float()
 
 
+def _magnitudes(flux: torch.Tensor) -> torch.Tensor:
+    """−2.5 log10 ``flux``, +inf where the flux is 0."""
+    return torch.where(
+        flux > 0, -2.5 * torch.log10(flux.clamp_min(1e-38)), torch.full_like(flux, np.inf)
+    )
+
+
 def _inverse_rv_nodes() -> list[float]:
     """1/R_V of :data:`EXTINCTION_NODES`, increasing (R_V decreasing)."""
     return sorted(1.0 / rv for _, rv in EXTINCTION_NODES)
@@ -273,9 +280,7 @@ class PopulationBlend:
             m,
             torch.as_tensor(av),
         )
-        return torch.where(
-            total > 0, -2.5 * torch.log10(total.clamp_min(1e-38)), torch.full_like(total, np.inf)
-        )
+        return _magnitudes(total)
 
     def star_magnitudes(
         self, log_age: torch.Tensor, initial_mass: torch.Tensor, av: torch.Tensor
@@ -298,14 +303,8 @@ class PopulationBlend:
             return self.nominal.unresolved_flux_per_mass(log_age, av, mass_threshold)
         t = torch.as_tensor(mass_threshold, dtype=torch.float32, device=self.device)
 
-        def magnitudes(pop, a, e, m):
-            flux = pop.unresolved_flux_per_mass(a, e, m)
-            return torch.where(
-                flux > 0, -2.5 * torch.log10(flux.clamp_min(1e-38)), torch.full_like(flux, np.inf)
-            )
-
         return self._blend(
-            magnitudes,
+            lambda pop, a, e, m: _magnitudes(pop.unresolved_flux_per_mass(a, e, m)),
             feh,
             rv,
             len(t),

@@ -112,13 +112,24 @@ def _build(
     by populations that differ only in their IMF.
     """
     key = (bands, feh, family, _imf_fingerprint(imf), lo, hi, age_step, law, rv)
-    if key in _TABLES:
-        _TABLES[key] = _TABLES.pop(key)  # most recently used last
+    return _recently_used(
+        _TABLES,
+        _TABLES_MAX,
+        key,
+        lambda: _build_uncached(bands, feh, family, imf, lo, hi, age_step, law, rv),
+    )
+
+
+def _recently_used(cache: dict, limit: int, key, build):
+    """``cache[key]``, from ``build()`` if absent; the cache keeps the ``limit`` most recently
+    used entries (insertion order = use order)."""
+    if key in cache:
+        cache[key] = cache.pop(key)
     else:
-        if len(_TABLES) >= _TABLES_MAX:
-            _TABLES.pop(next(iter(_TABLES)))
-        _TABLES[key] = _build_uncached(bands, feh, family, imf, lo, hi, age_step, law, rv)
-    return _TABLES[key]
+        if len(cache) >= limit:
+            cache.pop(next(iter(cache)))
+        cache[key] = build()
+    return cache[key]
 
 
 def _build_uncached(
@@ -132,14 +143,12 @@ def _build_uncached(
     law: str = DEFAULT_LAW,
     rv: float = RV_DEFAULT,
 ) -> dict:
-    key = (bands, feh, family, lo, hi, age_step, law, rv)
-    if key in _PHOTOMETRY:
-        phot = _PHOTOMETRY.pop(key)
-    else:
-        if len(_PHOTOMETRY) >= _PHOTOMETRY_MAX:
-            _PHOTOMETRY.pop(next(iter(_PHOTOMETRY)))
-        phot = _photometry_tables(bands, feh, family, lo, hi, age_step, law, rv)
-    _PHOTOMETRY[key] = phot  # most recently used last
+    phot = _recently_used(
+        _PHOTOMETRY,
+        _PHOTOMETRY_MAX,
+        (bands, feh, family, lo, hi, age_step, law, rv),
+        lambda: _photometry_tables(bands, feh, family, lo, hi, age_step, law, rv),
+    )
     # --- cumulative IMF-weighted flux (smooth light) ------------------------------------
     cum_coef, cum_err = _cumulative(imf, phot["mass"], phot["mags"], phot["coef"])
     log.info(

@@ -221,3 +221,36 @@ def test_metal_poor_clusters_are_bluer_in_the_simulated_images(marginal_simulato
         flux = batch.images.sum((2, 3))
         colour.append(-2.5 * torch.log10(flux[:, 0] / flux[:, 2]))
     assert (colour[0] < colour[1] - 0.05).all()
+
+
+def test_the_marginal_model_reports_nuisance_posteriors(tmp_path):
+    """The shipped ``marginal`` model: its card lists the nuisance priors, and inference gives
+    [Fe/H] and R_V posteriors beside the cluster parameters, inside their priors."""
+    from astropy import units as u
+
+    import sbicluster
+    from sbicluster.artifact import load_model
+    from sbicluster.outputs import write_cutouts_fits
+    from simulators.cluster import ClusterSimulator
+
+    card = load_model("marginal").card
+    assert [p["name"] for p in card["simulator"]["nuisance_physics"]["inferred"]] == ["feh", "rv"]
+    assert "--marginalise-physics" in card["training"]["command"]
+    simulator = ClusterSimulator("m83-wfc3")  # the default physics: inside the nuisance priors
+    theta = torch.tensor([[8.0, 5.0, 0.3, 0.5]]).repeat(3, 1)
+    batch = simulator.simulate(
+        3, torch.Generator().manual_seed(2), theta=theta, label=torch.ones(3, dtype=torch.long)
+    )
+    path = write_cutouts_fits(
+        tmp_path / "c.fits",
+        batch.images.numpy(),
+        simulator.bands,
+        pixel_scale=simulator.instrument.pixel_scale,
+    )
+    result = sbicluster.infer(path, model="marginal", num_samples=300, seed=0, progress=False)
+    assert result.samples.shape == (3, 300, 6)
+    summary = result.summary
+    assert summary["feh_median"].unit == u.dex
+    assert ((summary["feh_p16"] >= -0.5) & (summary["feh_p84"] <= 0.25)).all()
+    assert ((summary["rv_p16"] >= 2.5) & (summary["rv_p84"] <= 4.0)).all()
+    assert (abs(summary["log_mass_median"].value - 5.0) < 0.3).all()
