@@ -14,7 +14,8 @@ def nominal():
 
 
 def _differences(a: dict, b: dict) -> set[str]:
-    keys = {f"options.{k}" for k in a["options"] if a["options"][k] != b["options"][k]}
+    names = set(a["options"]) | set(b["options"])  # a fixed-physics card omits physics_nuisance
+    keys = {f"options.{k}" for k in names if a["options"].get(k) != b["options"].get(k)}
     keys |= {f"preset.{k}" for k in a["preset"] if a["preset"][k] != b["preset"][k]}
     return keys
 
