@@ -123,7 +123,7 @@ CASES: tuple[Case, ...] = (
         {"physics_nuisance": True},
     ),
 )
-"""The nominal case, the eight changes of issue #20 item 3, and the marginalised model's own
+"""The nominal case, eight changes of one physics choice each, and the marginalised model's own
 prior (where an exact marginalised posterior is calibrated by construction)."""
 
 
@@ -497,7 +497,7 @@ def render_markdown(results: dict) -> str:
         ]
     sizes = list(next(iter(next(iter(models.values()))["cases"].values()))["mmd"])
     lines += [
-        "## Misspecification test (item 4): MMD in each model's embedding space",
+        "## Misspecification test: MMD in each model's embedding space",
         "",
         f"Reference: {results['n_reference']} fresh clusters of each model's own training "
         f"simulator (seed {results['reference_seed']}); observed: the first n_obs clusters of "
