@@ -239,6 +239,29 @@ def hpd_credibility_ties(
     return greater + rng.uniform(size=greater.shape) * equal
 
 
+def _split_draws(samples, theta, num_kde: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Checked float arrays (N, S, D) and (N, D), and how many draws build the density."""
+    samples = np.asarray(samples, dtype=float)
+    theta = np.asarray(theta, dtype=float)
+    if samples.ndim != 3 or theta.shape != (samples.shape[0], samples.shape[2]):
+        raise ValueError(
+            f"expected samples (N, S, D) and theta (N, D), got {samples.shape} and {theta.shape}"
+        )
+    k = min(num_kde, samples.shape[1] // 2)
+    if k < 2:
+        raise ValueError(
+            f"coverage needs at least 4 posterior draws per object, got {samples.shape[1]}"
+        )
+    return samples, theta, k
+
+
+def _robust_spread(draws: np.ndarray) -> np.ndarray:
+    """Per object and dimension, min(σ, IQR / 1.349) of draws (c, k, D), σ where that is 0."""
+    q75, q25 = np.percentile(draws, [75, 25], axis=1)
+    spread = np.minimum(draws.std(axis=1), (q75 - q25) / 1.349)
+    return np.where(spread > 0, spread, np.maximum(draws.std(axis=1), 1e-12))
+
+
 def marginal_credibility(
     samples: np.ndarray, theta: np.ndarray, *, num_kde: int = 128, chunk: int = 128
 ) -> np.ndarray:
@@ -269,23 +292,13 @@ def marginal_credibility(
     numpy.ndarray
         Shape (N, D), in [0, 1]; the truth lies in the level-c region iff the value is < c.
     """
-    samples = np.asarray(samples, dtype=float)
-    theta = np.asarray(theta, dtype=float)
-    if samples.ndim != 3 or theta.shape != (samples.shape[0], samples.shape[2]):
-        raise ValueError(
-            f"expected samples (N, S, D) and theta (N, D), got {samples.shape} and {theta.shape}"
-        )
+    samples, theta, k = _split_draws(samples, theta, num_kde)
     n, s, d = samples.shape
-    k = min(num_kde, s // 2)
-    if k < 2:
-        raise ValueError(f"marginal coverage needs at least 4 posterior draws per object, got {s}")
     out = np.empty((n, d))
     for i0 in range(0, n, chunk):
         kde = samples[i0 : i0 + chunk, :k, :]  # (c, k, D)
         ranked = samples[i0 : i0 + chunk, k:, :]  # (c, s-k, D)
-        q75, q25 = np.percentile(kde, [75, 25], axis=1)
-        spread = np.minimum(kde.std(axis=1), (q75 - q25) / 1.349)
-        spread = np.where(spread > 0, spread, np.maximum(kde.std(axis=1), 1e-12)).astype(np.float32)
+        spread = _robust_spread(kde).astype(np.float32)
         h = (np.float32(0.9 * k ** (-0.2)) * spread)[:, None, None, :]  # (c, 1, 1, D)
 
         def density(points: np.ndarray, kde=kde, h=h) -> np.ndarray:
@@ -329,24 +342,13 @@ def kde_credibility_joint(
     numpy.ndarray
         Shape (N,), in [0, 1]; the truth lies in the level-c region iff the value is < c.
     """
-    samples = np.asarray(samples, dtype=float)
-    theta = np.asarray(theta, dtype=float)
-    if samples.ndim != 3 or theta.shape != (samples.shape[0], samples.shape[2]):
-        raise ValueError(
-            f"expected samples (N, S, D) and theta (N, D), got {samples.shape} and {theta.shape}"
-        )
+    samples, theta, k = _split_draws(samples, theta, num_kde)
     n, s, d = samples.shape
-    k = min(num_kde, s // 2)
-    if k < 2:
-        raise ValueError(f"joint credibility needs at least 4 posterior draws per object, got {s}")
     factor = (4.0 / (d + 2)) ** (1 / (d + 4)) * k ** (-1 / (d + 4))
     out = np.empty(n)
     for i0 in range(0, n, chunk):
         kde = samples[i0 : i0 + chunk, :k, :]
-        q75, q25 = np.percentile(kde, [75, 25], axis=1)
-        spread = np.minimum(kde.std(axis=1), (q75 - q25) / 1.349)
-        spread = np.where(spread > 0, spread, np.maximum(kde.std(axis=1), 1e-12))
-        h = (factor * spread)[:, None, None, :]
+        h = (factor * _robust_spread(kde))[:, None, None, :]
 
         def density(points: np.ndarray, kde=kde, h=h) -> np.ndarray:
             z = ((points[:, :, None, :] - kde[:, None, :, :]) / h).astype(np.float32)
