@@ -191,7 +191,7 @@ def _installed_version(package: str) -> str:
 
 
 def builtin_models() -> tuple[str, ...]:
-    """Names of the models shipped in ``sbicluster/models`` (``default``, ``legus-uvis``)."""
+    """Names of the models shipped in ``sbicluster/models`` (``default``, ``legus-uvis``, ``marginal``)."""
     return tuple(
         sorted(p.name for p in BUILTIN_MODELS_DIR.iterdir() if (p / "card.json").is_file())
     )

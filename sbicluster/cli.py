@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         type=Path,
-        help="model directory or built-in name (default, legus-uvis; default: the shipped "
-        "default model)",
+        help="model directory or built-in name (default, legus-uvis, marginal; default: the "
+        "shipped default model)",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument(
