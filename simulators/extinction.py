@@ -12,7 +12,7 @@ Laws (``law=``, ``rv=``; see :meth:`simulators.photometry.PhotometryTable.extinc
   band); in the HST near-UV it is *not* CCM89: the per-node reconstruction gives A_F275W/A_V = 2.24 and
   A_F336W/A_V = 1.67 where CCM89 gives 2.03 and 1.63 (F438W–F160W within 0.01 mag). Use ``"CCM89"``
   for the law itself; :data:`simulators.photometry.LAW_DESCRIPTIONS` has the evidence.
-- ``"F99"`` (Fitzpatrick 1999, PASP 111, 63; R_V 2.5, 3.1, 4.0), ``"G23"`` (Gordon et al. 2023, ApJ 950,
+- ``"F99"`` (Fitzpatrick 1999, PASP 111, 63; R_V 2.0, 2.5, 3.1, 4.0, 5.0), ``"G23"`` (Gordon et al. 2023, ApJ 950,
   86, arXiv:2304.01991; R_V 2.5, 3.1, 4.0) and ``"CCM89"`` (Cardelli, Clayton & Mathis 1989, ApJ 345, 245;
   R_V 3.1): the ``dust_extinction`` law applied to each node's reconstructed A_V = 0 SED and integrated
   through the same band curves (:mod:`simulators.tables.reddening`).
@@ -43,7 +43,7 @@ __all__ = [
 
 
 def available_laws(table: PhotometryTable | None = None) -> dict[str, tuple[float, ...]]:
-    """Extinction laws and R_V values of the shipped tables, e.g. ``{"mist": (3.1,), "F99": (2.5, 3.1, 4.0), …}``."""
+    """Extinction laws and R_V values of the shipped tables, e.g. ``{"mist": (3.1,), "F99": (2.0, 2.5, 3.1, 4.0, 5.0), …}``."""
     return (table or get_photometry_table()).extinction_laws()
 
 

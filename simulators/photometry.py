@@ -20,7 +20,7 @@ Extinction law (``law=``, ``rv=``): the default ``"mist"`` is the BC grid's own 
 R_V = 3.1). It is Cardelli, Clayton & Mathis (1989) only in the bands MIST tabulates: in the HST bands it
 is that law as carried through the per-node SED reconstruction, which overestimates the near-UV
 extinction (A_F275W/A_V 2.24, A_F336W/A_V 1.67 against CCM89's 2.03, 1.63); see :data:`LAW_DESCRIPTIONS`.
-The other laws (``"F99"``, ``"G23"`` at R_V 2.5, 3.1, 4.0; ``"CCM89"`` at 3.1) come from
+The other laws (``"F99"`` at R_V 2.0, 2.5, 3.1, 4.0, 5.0, ``"G23"`` at 2.5, 3.1, 4.0; ``"CCM89"`` at 3.1) come from
 ``extinction_laws.npz`` (built by :mod:`simulators.tables.reddening`: each node's reconstructed SED
 reddened by the ``dust_extinction`` law and integrated through the same curves) on the same nodes and
 A_V axis, as BC(A_V) = BC_mist(A_V = 0) − A_band^law(A_V); it is loaded only when such a law is asked for.
@@ -75,7 +75,7 @@ EXTINCTION_TABLE = "extinction_laws.npz"
 #: Default extinction law: the BC grid's own A_V axis (MIST C3K, R_V = 3.1; see :data:`LAW_DESCRIPTIONS`).
 DEFAULT_LAW = "mist"
 #: What each extinction law is, with the evidence for the default's identity. Figures: A_band/A_V at
-#: A_V = 1, median over the 411 (Teff, log g) nodes of the BC grid that solar MIST isochrones visit.
+#: A_V = 1, median over the 376 (Teff, log g) nodes of the BC grid that solar MIST isochrones visit.
 LAW_DESCRIPTIONS: dict[str, str] = {
     "mist": (
         "MIST C3K BC-grid A_V axis (R_V = 3.1), not exactly CCM89 in the HST UV bands. In MIST's own bands "
@@ -85,7 +85,7 @@ LAW_DESCRIPTIONS: dict[str, str] = {
         "come from a smooth SED fitted to each reddened node separately, which cannot follow the 2175 A "
         "bump between GALEX NUV and u: A_F275W/A_V = 2.24 and A_F336W/A_V = 1.67 against 2.03 and 1.63 "
         "for CCM89 on the same SEDs (law='CCM89'); CCM89 sent through the same reconstruction gives "
-        "2.22 and 1.68, so the excess is the reconstruction's, not a different law. F438W to F160W agree "
+        "2.21 and 1.68, so the excess is the reconstruction's, not a different law. F438W to F160W agree "
         "with CCM89 within 0.01 mag (median)."
     ),
     "CCM89": "Cardelli, Clayton & Mathis 1989 (dust_extinction CCM89) applied to the reconstructed SEDs",
@@ -159,7 +159,7 @@ class PhotometryTable:
                     bc[idx] = np.interp(self.logg[idx[2]], self.logg[ok], line[ok])
 
     def extinction_laws(self) -> dict[str, tuple[float, ...]]:
-        """Available extinction laws and their R_V values, ``{"mist": (3.1,), "F99": (2.5, 3.1, 4.0), …}``."""
+        """Available extinction laws and their R_V values, ``{"mist": (3.1,), "F99": (2.0, 2.5, 3.1, 4.0, 5.0), …}``."""
         out = {DEFAULT_LAW: (RV_DEFAULT,)}
         ext = self._load_extinction(required=False)
         if ext is not None:
@@ -346,7 +346,7 @@ class PhotometryTable:
         law : str
             ``"mist"`` (default: the grid's A_V axis, R_V = 3.1), ``"F99"``, ``"G23"`` or ``"CCM89"``.
         rv : float
-            R_V of the law (default 3.1; F99/G23 ship 2.5, 3.1, 4.0; CCM89 and mist 3.1 only).
+            R_V of the law (default 3.1; F99 ships 2.0, 2.5, 3.1, 4.0, 5.0, G23 2.5, 3.1, 4.0; CCM89 and mist 3.1 only).
 
         Returns
         -------
@@ -405,7 +405,7 @@ def absolute_magnitudes(
     bands : sequence of str
         Names from :data:`SUPPORTED_BANDS`.
     feh : float
-        [Fe/H] in dex (within the shipped photometry nodes, −1…+0.25).
+        [Fe/H] in dex (within the shipped photometry nodes, −1…+0.5).
     av : float or array_like (N,)
         Extinction A_V in mag (0–6), applied through the SED-consistent grid.
     table : PhotometryTable, optional

@@ -31,7 +31,8 @@ def test_available_laws():
     laws = available_laws()
     assert laws["mist"] == (3.1,)
     assert set(laws) == {"mist", "F99", "G23", "CCM89"}
-    assert laws["F99"] == laws["G23"] == (2.5, 3.1, 4.0) and laws["CCM89"] == (3.1,)
+    assert laws["F99"] == (2.0, 2.5, 3.1, 4.0, 5.0) and laws["G23"] == (2.5, 3.1, 4.0)
+    assert laws["CCM89"] == (3.1,)
 
 
 def test_default_is_the_grid_axis():
@@ -48,12 +49,13 @@ def test_default_is_the_grid_axis():
 def test_v_band_extinction_equals_av_for_a_solar_star(law, rv):
     """A_Bessell_V ≈ A_V for a Sun-like star: measured A_V-band/A_V 0.979 (F99, R_V 2.5; F99's V reference is
     5414 Å) to 1.008 at A_V = 1 (tolerance 3 %), 0.951–0.992 at A_V = 6 (tolerance 6 %); the band-integrated
-    ratio falls with A_V (the reddened SED shifts the band's effective wavelength redward). No extinction at
+    ratio falls with A_V (the reddened SED shifts the band's effective wavelength redward). The steepest curve,
+    F99 at R_V 2.0, shifts it most: 0.972 at A_V = 1 and 0.929 at A_V = 6 (tolerance 8 %). No extinction at
     A_V = 0, and the unreddened BCs do not depend on the law."""
     r = extinction(*SUN, np.array([1.0]), ["Bessell_V"], law=law, rv=rv)[0, 0]
     r6 = extinction(*SUN, np.array([6.0]), ["Bessell_V"], law=law, rv=rv)[0, 0] / 6.0
     assert abs(r - 1.0) < 0.03, (law, rv, r)
-    assert abs(r6 - 1.0) < 0.06 and r6 < r, (law, rv, r, r6)
+    assert abs(r6 - 1.0) < (0.08 if rv < 2.5 else 0.06) and r6 < r, (law, rv, r, r6)
     assert np.all(extinction(*SUN, 0.0, SUPPORTED_BANDS, law=law, rv=rv) == 0.0)
     t = get_photometry_table()
     bc0 = t.bolometric_corrections(*SUN, 0.0, 0.0, SUPPORTED_BANDS, law=law, rv=rv)
@@ -78,7 +80,8 @@ def test_hot_star_band_ratios_follow_the_law(law, rv):
 
 @pytest.mark.parametrize("law", ["F99", "G23"])
 def test_higher_rv_is_greyer(law):
-    """UV-to-IR extinction ratios fall monotonically with R_V (2.5 → 3.1 → 4.0) for hot, solar and cool stars."""
+    """UV-to-IR extinction ratios fall monotonically with R_V (every shipped value: F99 2.0 → 5.0, G23
+    2.5 → 4.0) for hot, solar and cool stars."""
     lt, lg = np.log10([25000.0, 5772.0, 4500.0]), np.array([4.0, 4.44, 2.5])
     bands = [
         "WFC3_UVIS_F275W",
@@ -87,7 +90,8 @@ def test_higher_rv_is_greyer(law):
         "WFC3_UVIS_F814W",
         "WFC3_IR_F160W",
     ]
-    a = np.stack([extinction(lt, lg, 1.0, bands, law=law, rv=rv) for rv in (2.5, 3.1, 4.0)])
+    rvs = available_laws()[law]
+    a = np.stack([extinction(lt, lg, 1.0, bands, law=law, rv=rv) for rv in rvs])
     for num, den in ((1, 3), (0, 4), (2, 3)):  # F336W/F814W, F275W/F160W, F438W/F814W
         ratio = a[:, :, num] / a[:, :, den]
         assert np.all(np.diff(ratio, axis=0) < 0), (law, num, den, ratio)
@@ -143,7 +147,7 @@ def test_ccm89_reproduces_the_mist_axis():
 
 def test_unavailable_law_or_rv_names_the_available_ones():
     with pytest.raises(
-        OutOfGridError, match=r"available laws: mist \(R_V 3.1\); F99 \(R_V 2.5, 3.1, 4\)"
+        OutOfGridError, match=r"available laws: mist \(R_V 3.1\); F99 \(R_V 2, 2.5, 3.1, 4, 5\)"
     ):
         extinction(*SUN, 1.0, ["Bessell_V"], law="O94")
     with pytest.raises(OutOfGridError, match="G23"):
@@ -151,22 +155,24 @@ def test_unavailable_law_or_rv_names_the_available_ones():
     with pytest.raises(OutOfGridError, match="R_V"):
         extinction(*SUN, 1.0, ["Bessell_V"], law="CCM89", rv=4.0)
     with pytest.raises(OutOfGridError, match="available laws"):
-        StellarPopulation(["Bessell_V"], log_age_range=(9.0, 9.1), extinction_law="F99", rv=5.0)
+        StellarPopulation(["Bessell_V"], log_age_range=(9.0, 9.1), extinction_law="F99", rv=5.5)
 
 
 def test_polynomial_fit_for_every_law():
     """The population's cubic in A_V fits each law's A_V nodes (0–6 mag): measured ≤ 0.017 mag in every band
     but F275W (tolerance 0.02); F275W ≤ 0.05 at R_V ≥ 3.1 (as the grid axis) but 0.10–0.12 at R_V = 2.5, where
-    A_F275W reaches 15 mag at A_V = 6 and red-leak light makes it strongly non-linear (tolerance 0.15)."""
+    A_F275W reaches 15 mag at A_V = 6 and red-leak light makes it strongly non-linear (tolerance 0.15). The
+    steepest curve, F99 at R_V = 2.0, is the least cubic: 0.030 mag in the other bands and 0.18 in F275W
+    (tolerances 0.035 and 0.2)."""
     rng = np.random.default_rng(5)
     lt, lg = rng.uniform(np.log10(3500), np.log10(40000), 100), rng.uniform(0.5, 5.0, 100)
     for law, rv in DUST_LAWS:
-        assert extinction_polynomial(lt, lg, SUPPORTED_BANDS[1:], law=law, rv=rv)[1] < 0.02, (
-            law,
-            rv,
-        )
+        steepest = rv < 2.5
+        assert extinction_polynomial(lt, lg, SUPPORTED_BANDS[1:], law=law, rv=rv)[1] < (
+            0.035 if steepest else 0.02
+        ), (law, rv)
         assert extinction_polynomial(lt, lg, SUPPORTED_BANDS[:1], law=law, rv=rv)[1] < (
-            0.15 if rv < 3 else 0.06
+            0.2 if steepest else 0.15 if rv < 3 else 0.06
         )
 
 
@@ -302,7 +308,7 @@ def test_named_laws_follow_dust_extinction_at_the_effective_wavelength(law):
 
 
 def test_default_law_is_the_mist_axis_not_ccm89_in_the_near_uv():
-    """What law='mist' is (photometry.LAW_DESCRIPTIONS): over the 411 BC nodes visited by solar MIST isochrones,
+    """What law='mist' is (photometry.LAW_DESCRIPTIONS): over the 376 BC nodes visited by solar MIST isochrones,
     A/A_V at A_V = 1 in MIST's own Bessell bands (copied from the MIST grid) matches CCM89 on the
     reconstructed SEDs (measured |median Δ| ≤ 0.006; tolerance 0.01) and F438W–F814W too (≤ 0.004), but
     the near-UV does not: F275W +0.191 and F336W +0.040 (tolerances ±0.03 and ±0.015), A/A_V 2.239 and 1.673
@@ -330,7 +336,7 @@ def test_shipped_identity_of_the_grid_axis():
     """The build's measurement (extinction_laws_provenance.json, grid_axis_identity) names CCM89 as the law of
     the MIST grid axis (smallest rms over the GALEX–2MASS bands, 0.014 mag against ≥ 0.016 for the other
     candidates), and its HST figures are those LAW_DESCRIPTIONS quotes: grid axis, CCM89 on the SED and
-    CCM89 through the reconstruction (F275W 2.24 / 2.03 / 2.22; F336W 1.67 / 1.63 / 1.68)."""
+    CCM89 through the reconstruction (F275W 2.24 / 2.03 / 2.21; F336W 1.67 / 1.63 / 1.68)."""
     from simulators.photometry import LAW_DESCRIPTIONS
 
     ident = json.loads(table_path("extinction_laws_provenance.json").read_text())[

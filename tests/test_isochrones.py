@@ -15,7 +15,7 @@ def mist():
 def test_shipped_nodes(mist):
     assert np.allclose(mist.age_values[[0, -1]], [6.0, 10.1])
     assert np.allclose(np.diff(mist.age_values), 0.05)
-    assert {-1.0, -0.5, 0.0, 0.25} <= set(np.round(mist.feh_values, 2))
+    assert {-1.0, -0.75, -0.5, 0.0, 0.25, 0.5} <= set(np.round(mist.feh_values, 2))
     assert 0.0 in get_isochrone_grid("parsec").feh_values
 
 

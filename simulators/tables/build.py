@@ -26,7 +26,7 @@ Outputs (in this folder)
     MIST's own Bessell UBVRI BCs.
 ``extinction_laws.npz``
     A_band(A_V) (mag) of the A_V = 0 SED of every node of ``bc_hst.npz`` reddened by ``dust_extinction``
-    laws (F99 and G23 at R_V 2.5, 3.1, 4.0; CCM89 at R_V 3.1), on the same nodes and A_V axis, built by
+    laws (F99 at R_V 2.0, 2.5, 3.1, 4.0, 5.0; G23 at 2.5, 3.1, 4.0; CCM89 at 3.1), on the same nodes and A_V axis, built by
     :mod:`.reddening`; selectable at run time with ``law=``/``rv=`` (the default stays the grid's own axis).
 ``bc_hst_provenance.json``, ``extinction_laws_provenance.json`` and ``PROVENANCE.md``
     Source versions, method, fit residuals, leave-one-band-out transfer errors, each extinction
@@ -61,9 +61,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: [Fe/H] values of the shipped isochrones per family.
-ISOCHRONE_FEH = {"mist": (-1.0, -0.5, 0.0, 0.25), "parsec": (0.0,)}
+ISOCHRONE_FEH = {"mist": (-1.0, -0.75, -0.5, 0.0, 0.25, 0.5), "parsec": (0.0,)}
 #: [Fe/H] nodes of the shipped BC table (MIST C3K nodes bracketing the isochrone values).
-BC_FEH = (-1.0, -0.5, 0.0, 0.25)
+BC_FEH = (-1.0, -0.75, -0.5, 0.0, 0.25, 0.5)
 #: Shipped log-age nodes (log10 yr).
 AGE_NODES = np.round(np.arange(6.0, 10.1 + 1e-9, 0.05), 2)
 

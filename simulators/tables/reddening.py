@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 #: (law name in ``dust_extinction.parameter_averages``, R_V values) shipped in ``extinction_laws.npz``.
 LAWS: tuple[tuple[str, tuple[float, ...]], ...] = (
-    ("F99", (2.5, 3.1, 4.0)),
+    ("F99", (2.0, 2.5, 3.1, 4.0, 5.0)),
     ("G23", (2.5, 3.1, 4.0)),
     ("CCM89", (3.1,)),
 )

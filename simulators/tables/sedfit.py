@@ -317,7 +317,13 @@ def stellar_nodes(grid: dict) -> np.ndarray:
     from . import TABLE_DIR
 
     d = np.load(TABLE_DIR / "isochrones_mist.npz", allow_pickle=False)
-    lt, lg = d["log_Teff"], d["log_g"]
+    n_age = len(d["start"]) // len(d["feh_values"])
+    i_feh = int(np.flatnonzero(np.isclose(d["feh_values"], 0.0))[0])
+    k = slice(i_feh * n_age, (i_feh + 1) * n_age)  # row blocks of the solar isochrones
+    rows = np.concatenate(
+        [np.arange(s, s + n) for s, n in zip(d["start"][k], d["length"][k], strict=True)]
+    )
+    lt, lg = d["log_Teff"][rows], d["log_g"][rows]
     it = np.clip(np.searchsorted(np.log10(grid["teff"]), lt), 1, len(grid["teff"]) - 1)
     it = np.where(
         np.abs(np.log10(grid["teff"][it - 1]) - lt) < np.abs(np.log10(grid["teff"][it]) - lt),
