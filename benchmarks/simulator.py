@@ -2,6 +2,9 @@
 
 Run ``python -m benchmarks.simulator [--device cpu|cuda] [--threads N] [--batch B] [--repeats R]``.
 Writes ``benchmarks/results/simulator.json`` and ``.md`` (on CUDA: ``simulator_cuda.*``).
+``--marginalise-physics`` measures the simulator with [Fe/H], R_V and the IMF drawn per cluster
+(:mod:`simulators.nuisance`) instead, with the nominal simulator's prior-draw rate measured in the
+same run as its baseline, and writes ``simulator_marginal.*``.
 
 Measured, in one run on one machine:
 
@@ -135,6 +138,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--results-dir", default=None, help="where to write (default: benchmarks/results)"
     )
     parser.add_argument(
+        "--marginalise-physics",
+        action="store_true",
+        help="measure the simulator that draws [Fe/H], R_V and the IMF per cluster",
+    )
+    parser.add_argument(
         "--chunk",
         type=int,
         default=None,
@@ -146,7 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
     dev = resolve_device(args.device)
     chunk = args.chunk or (1024 if dev.type == "cuda" else SimulatorOptions().chunk_size)
     t0 = time.perf_counter()
-    sim = ClusterSimulator(args.preset, device=dev, chunk_size=chunk)
+    sim = ClusterSimulator(
+        args.preset, device=dev, chunk_size=chunk, physics_nuisance=args.marginalise_physics
+    )
     build_s = time.perf_counter() - t0
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -158,6 +168,11 @@ def main(argv: list[str] | None = None) -> dict:
     }
     log.info("prior draws ...")
     res["prior_draws"] = _rate(sim, args.batch, args.repeats, 0)
+    if args.marginalise_physics:  # same-run baseline: the nominal physics, same chunk size
+        log.info("prior draws, nominal physics (baseline) ...")
+        nominal = ClusterSimulator(args.preset, device=dev, chunk_size=chunk)
+        res["prior_draws_nominal_physics"] = _rate(nominal, args.batch, args.repeats, 0)
+        del nominal
     # same-run baseline for the chunk size: twice the FFT chunk (same images, other cache use)
     sim.renderer.chunk_size = 2 * chunk
     log.info("prior draws, FFT chunks of %d ...", 2 * chunk)
@@ -165,9 +180,10 @@ def main(argv: list[str] | None = None) -> dict:
     sim.renderer.chunk_size = chunk
     res["by_log_mass"] = {}
     for lm in (3.0, 4.0, 5.0, 5.5):
+        nuisances = [0.0, 3.1] if args.marginalise_physics else []  # solar, R_V = 3.1
         theta = (
-            torch.tensor([[8.0, lm, math.log10(3.0), 1.0]], device=dev)
-            .expand(args.batch, 4)
+            torch.tensor([[8.0, lm, math.log10(3.0), 1.0, *nuisances]], device=dev)
+            .expand(args.batch, 4 + len(nuisances))
             .contiguous()
         )
         log.info("log M = %.1f ...", lm)
@@ -198,8 +214,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     goal_met = bool(pd["cutouts_per_s_median"] >= goal)
     res["goal"] = {"cutouts_per_s": goal, "met": goal_met, "statistic": "median prior-draw rate"}
+    physics = "physics-marginalised, " if args.marginalise_physics else ""
     lines = [
-        f"# Simulator throughput ({args.preset}, {dev.type})",
+        f"# Simulator throughput ({args.preset}, {physics}{dev.type})",
         "",
         f"Command: `{env['command']}` — {env['date_utc']}, git {env['git_commit']}",
         f"Machine: {env['cpu']} ({env['cpu_cores']} cores, torch threads {env['torch_threads']})"
@@ -213,9 +230,15 @@ def main(argv: list[str] | None = None) -> dict:
         f"| prior draws (50 % clusters), FFT chunks of {chunk} | {pd['cutouts_per_s_best']:.0f} | {pd['cutouts_per_s_median']:.0f} | {pd['cutouts_per_cpu_s']:.0f} | {pd['mean_drawn_cluster_stars']:.0f} |",
         f"| same, FFT chunks of {2 * chunk} (baseline) | {pd2['cutouts_per_s_best']:.0f} | {pd2['cutouts_per_s_median']:.0f} | {pd2['cutouts_per_cpu_s']:.0f} | {pd2['mean_drawn_cluster_stars']:.0f} |",
     ]
+    if "prior_draws_nominal_physics" in res:
+        pn = res["prior_draws_nominal_physics"]
+        lines.append(
+            f"| same, nominal physics (baseline) | {pn['cutouts_per_s_best']:.0f} | {pn['cutouts_per_s_median']:.0f} | {pn['cutouts_per_cpu_s']:.0f} | {pn['mean_drawn_cluster_stars']:.0f} |"
+        )
+    at_nominal = ", [Fe/H] 0, R_V 3.1" if args.marginalise_physics else ""
     for lm, r in res["by_log_mass"].items():
         lines.append(
-            f"| clusters, log M = {lm} (log age 8, r_h 3 pc, A_V 1) | {r['cutouts_per_s_best']:.0f} | "
+            f"| clusters, log M = {lm} (log age 8, r_h 3 pc, A_V 1{at_nominal}) | {r['cutouts_per_s_best']:.0f} | "
             f"{r['cutouts_per_s_median']:.0f} | {r['cutouts_per_cpu_s']:.0f} | {r['mean_drawn_cluster_stars']:.0f} |"
         )
     lines += [
@@ -235,7 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cutouts per CPU-second (process time of all threads) is the contention-robust figure.",
         f"Load average at the end of the run: {res['load_average']}.",
     ]
-    write_results(results_name("simulator", str(dev)), res, "\n".join(lines), args.results_dir)
+    name = "simulator_marginal" if args.marginalise_physics else "simulator"
+    write_results(results_name(name, str(dev)), res, "\n".join(lines), args.results_dir)
     return res
 
 
