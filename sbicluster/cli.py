@@ -51,7 +51,7 @@ def _add_views_argument(parser: argparse.ArgumentParser) -> None:
 
 
 MARGINALISE_HELP = (
-    "draw [Fe/H] (-0.5..+0.25), R_V (2.5..4.0) and the IMF (Kroupa/Chabrier) per cluster, so that "
+    "draw [Fe/H] (-0.75..+0.5), R_V (2.0..5.0) and the IMF (Kroupa/Chabrier) per cluster, so that "
     "posteriors include these physics choices and report [Fe/H] and R_V too (image presets only)"
 )
 

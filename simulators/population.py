@@ -78,9 +78,9 @@ def _unit_mass(m: torch.Tensor) -> torch.Tensor:
 
 
 _TABLES: dict[tuple, dict] = {}
-_TABLES_MAX = 18  # the 2 IMFs x 9 nodes of a marginalised simulator (simulators.nuisance)
+_TABLES_MAX = 50  # the 2 IMFs x 25 nodes of a marginalised simulator (simulators.nuisance)
 _PHOTOMETRY: dict[tuple, dict] = {}
-_PHOTOMETRY_MAX = 9  # one IMF's nodes: the other IMF's populations reuse their photometry
+_PHOTOMETRY_MAX = 25  # one IMF's nodes: the other IMF's populations reuse their photometry
 
 
 def _imf_fingerprint(imf: IMF) -> tuple:
@@ -107,8 +107,8 @@ def _build(
 ) -> dict:
     """Numpy look-up tables of a population (cached: the same request is built once per process).
 
-    The cache is keyed by value (the IMF by :func:`_imf_fingerprint`) and keeps the 18 most
-    recently built populations; the IMF-independent photometry of the 9 most recent is shared
+    The cache is keyed by value (the IMF by :func:`_imf_fingerprint`) and keeps the 50 most
+    recently built populations; the IMF-independent photometry of the 25 most recent is shared
     by populations that differ only in their IMF.
     """
     key = (bands, feh, family, _imf_fingerprint(imf), lo, hi, age_step, law, rv)
@@ -293,8 +293,8 @@ class StellarPopulation:
     bands : sequence of str
         Band names (see :data:`SUPPORTED_BANDS`), in the order of the output's last axis.
     feh : float
-        [Fe/H] in dex (default 0, solar). Must be a shipped isochrone value (MIST −1, −0.5, 0,
-        +0.25; PARSEC 0) within the photometry table's [Fe/H] range.
+        [Fe/H] in dex (default 0, solar). Must be a shipped isochrone value (MIST −1, −0.75, −0.5, 0,
+        +0.25, +0.5; PARSEC 0) within the photometry table's [Fe/H] range.
     family : {"mist", "parsec"}
         Isochrone family (default MIST v2.5).
     imf : str or IMF

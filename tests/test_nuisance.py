@@ -43,11 +43,14 @@ def _integrated(blend, log_age, av, feh, rv):
 
 
 def test_interpolation_weights_are_piecewise_linear_and_refuse_outside():
-    lower, weight = interpolation_weights(torch.tensor([-0.5, -0.25, 0.0, 0.125, 0.25]), FEH_NODES)
-    assert lower.tolist() == [0, 0, 1, 1, 1]
-    assert torch.allclose(weight, torch.tensor([0.0, 0.5, 0.0, 0.5, 1.0]))
-    with pytest.raises(SimulatorError, match="outside"):
-        interpolation_weights(torch.tensor([0.3]), FEH_NODES)
+    assert FEH_NODES == (-0.75, -0.5, 0.0, 0.25, 0.5)
+    values = torch.tensor([-0.75, -0.625, -0.5, -0.25, 0.0, 0.125, 0.5])
+    lower, weight = interpolation_weights(values, FEH_NODES)
+    assert lower.tolist() == [0, 0, 1, 1, 2, 2, 3]
+    assert torch.allclose(weight, torch.tensor([0.0, 0.5, 0.0, 0.5, 0.0, 0.5, 1.0]))
+    for outside in (-0.8, 0.55, float("nan")):
+        with pytest.raises(SimulatorError, match="outside"):
+            interpolation_weights(torch.tensor([outside]), FEH_NODES)
 
 
 def test_blend_is_each_node_population_at_its_node(blend):
@@ -65,8 +68,8 @@ def test_blend_is_each_node_population_at_its_node(blend):
         alive = torch.isfinite(node)
         assert torch.equal(torch.isfinite(mags), alive)
         assert (mags[alive] - node[alive]).abs().max() < 1e-5
-    assert (blend.nodes[1][1].feh, blend.nodes[1][1].extinction_law) == (0.0, "mist")
-    assert blend.nominal is blend.nodes[1][1]
+    assert (blend.nodes[2][2].feh, blend.nodes[2][2].extinction_law) == (0.0, "mist")
+    assert blend.nominal is blend.nodes[2][2]
 
 
 def test_metal_poor_old_populations_are_bluer(blend):
@@ -75,7 +78,7 @@ def test_metal_poor_old_populations_are_bluer(blend):
     ages = [9.0, 9.5, 9.9]
     colours = [
         (lambda m: m[:, 0] - m[:, 2])(_integrated(blend, ages, 0.0, feh, 3.1))
-        for feh in (-0.5, -0.25, 0.0, 0.25)
+        for feh in (-0.75, -0.5, -0.25, 0.0, 0.25, 0.5)
     ]
     for poorer, richer in itertools.pairwise(colours):
         assert (poorer < richer).all()  # F336W − F814W rises with [Fe/H]
@@ -85,7 +88,7 @@ def test_uv_extinction_per_unit_av_falls_as_rv_rises(blend):
     """Higher R_V means greyer dust: less F336W and F438W extinction per magnitude of A_V."""
     ages = [7.0, 8.5]
     ratios = []
-    for rv in (2.5, 2.8, 3.1, 3.5, 4.0):
+    for rv in (2.0, 2.5, 2.8, 3.1, 3.5, 4.0, 5.0):
         dim = _integrated(blend, ages, 1.0, 0.0, rv) - _integrated(blend, ages, 0.0, 0.0, rv)
         ratios.append(dim[:, :2])  # A_band / A_V
     for lower_rv, higher_rv in itertools.pairwise(ratios):
@@ -251,6 +254,9 @@ def test_the_marginal_model_reports_nuisance_posteriors(tmp_path):
     assert result.samples.shape == (3, 300, 6)
     summary = result.summary
     assert summary["feh_median"].unit == u.dex
-    assert ((summary["feh_p16"] >= -0.5) & (summary["feh_p84"] <= 0.25)).all()
-    assert ((summary["rv_p16"] >= 2.5) & (summary["rv_p84"] <= 4.0)).all()
+    bounds = {p["name"]: (p["low"], p["high"]) for p in card["prior"]["parameters"]}
+    assert bounds["feh"] == (-0.75, 0.5) and bounds["rv"] == (2.0, 5.0)
+    for name in ("feh", "rv"):
+        low, high = bounds[name]
+        assert ((summary[f"{name}_p16"] >= low) & (summary[f"{name}_p84"] <= high)).all()
     assert (abs(summary["log_mass_median"].value - 5.0) < 0.3).all()

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from benchmarks.systematics import CASES, case_simulator
+from benchmarks.systematics import CASES, case_simulator, prior_position
 from simulators.cluster import ClusterSimulator
 
 
@@ -84,3 +84,22 @@ def test_truth_of_a_marginalised_model_carries_the_cases_nuisances():
         "F99 R_V = 4.0",
         "nuisance prior",
     ]
+
+
+def test_fixed_nuisance_cases_lie_inside_the_marginal_priors_not_on_their_edges():
+    """A posterior calibrated over a prior shrinks towards its middle where the data barely
+    constrain a parameter, so a test value on the prior's edge would be a conditional test no
+    posterior passes: each fixed [Fe/H] and R_V lies at least a tenth of the range inside."""
+    from simulators.nuisance import NUISANCE_PRIOR
+
+    bounds = {p.name: (p.low, p.high) for p in NUISANCE_PRIOR.parameters}
+    for case in CASES:
+        if case.outside or case.draws_nuisances:
+            continue
+        for name, value in (("feh", case.feh), ("rv", case.rv)):
+            low, high = bounds[name]
+            margin = 0.1 * (high - low)
+            assert low + margin <= value <= high - margin, (case.name, name, value)
+            assert abs(prior_position(name, value)) <= 0.8
+    assert prior_position("feh", -0.75) == -1 and prior_position("rv", 5.0) == 1
+    assert prior_position("feh", -0.5) == pytest.approx(-0.6)

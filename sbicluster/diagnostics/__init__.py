@@ -8,6 +8,9 @@ Subpackage layout (the data flow: draws → statistics → plots → report):
 - :mod:`.classification` — ROC/AUC, precision/recall, reliability diagram of P(cluster);
 - :mod:`.misspecification` — MMD two-sample test, in the model's embedding space, of observed
   cutouts against training simulations (do the data lie where the model was trained?);
+- :mod:`.nuisance_limits` — coverage at one fixed nuisance value of an *exact* posterior that
+  marginalises that nuisance (the reference that fixed-physics tests of a marginalised model are
+  read against);
 - :mod:`.objects` — the per-object reduction of draws (HPD credibility, SBC rank, median, width,
   TARP value: :class:`.objects.DrawStatistics`) that lets a test set be sampled chunk by chunk;
 - :mod:`.plots` — matplotlib figures of all of the above (:func:`.plots.diagnostic_figures`: the
