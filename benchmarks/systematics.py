@@ -580,7 +580,8 @@ def prior_position(name: str, value: float) -> float:
 def _exact_reference_lines(cases: dict) -> list[str]:
     """Report section: what an exact marginalised posterior does at fixed nuisance values
     (:mod:`sbicluster.diagnostics.nuisance_limits`), and where the cases sit in the priors."""
-    from sbicluster.diagnostics.nuisance_limits import fixed_nuisance_max_deviation
+    from sbicluster.diagnostics.coverage import CREDIBILITY_LEVELS
+    from sbicluster.diagnostics.nuisance_limits import fixed_nuisance_coverage
 
     lines = [
         "## Reference: an exact marginalised posterior at one nuisance value",
@@ -597,12 +598,9 @@ def _exact_reference_lines(cases: dict) -> list[str]:
         "| W/σ | " + " | ".join(f"u = ±{u:.2g}" if u else "u = 0" for u in POSITIONS) + " |",
         "|---|" + "---:|" * len(POSITIONS),
     ]
-    for w in SPREADS:
-        lines.append(
-            f"| {w:g} | "
-            + " | ".join(f"{fixed_nuisance_max_deviation(w, u):.3f}" for u in POSITIONS)
-            + " |"
-        )
+    for w in SPREADS:  # one HPD-radius solve per spread, for every position at once
+        deviation = np.abs(fixed_nuisance_coverage(w, POSITIONS) - CREDIBILITY_LEVELS).max(axis=1)
+        lines.append(f"| {w:g} | " + " | ".join(f"{d:.3f}" for d in deviation) + " |")
     by_name = {c.name: c for c in CASES}
     rows = [
         f"| {name} | {prior_position('feh', by_name[name].feh):+.2f} | "
