@@ -152,10 +152,17 @@ def local_c2st(
             num_eval=num_eval,
             num_trials_null=num_null,
             seed=clf_seed,
-            classifier_kwargs={"hidden_layer_sizes": (64, 64), "max_iter": 300},
+            # random_state here, not only in train_on_observed_data: the classifiers trained
+            # under the null are built from these arguments too, and without it they would
+            # draw their weights and validation splits from numpy's global generator
+            classifier_kwargs={
+                "hidden_layer_sizes": (64, 64),
+                "max_iter": 300,
+                "random_state": clf_seed,
+            },
         )
         test.train_under_null_hypothesis(verbosity=0)
-        test.train_on_observed_data(seed=clf_seed, verbosity=0)
+        test.train_on_observed_data(verbosity=0)
         # the statistics at the probes draw from the global stream as well
         probes = []
         idx = np.flatnonzero(probe)
