@@ -30,6 +30,10 @@ Design
   embedding, ``z' = exp(a(x)) z + b(x)``, recentres and rescales each posterior before the
   splines. Meant for the sharp posteriors of bright clusters; the presets leave it off
   (``benchmarks/results/calibration.md`` records how it fared).
+* Optional temperature on the base distribution (flow option ``base_temperature``, never
+  trained with the rest): the last flow layer scales the base coordinates by 1/τ(x), widening or
+  narrowing each cutout's posterior; :mod:`sbicluster.recalibration` fits it on held-out
+  simulations after training, with everything else frozen.
 * The classifier head gives the logit of P(cluster | x); the visibility head regresses
   ``log(1 + visibility)``.
 """
@@ -56,6 +60,7 @@ from simulators.priors import ClusterPrior
 
 from .balance import split_balancing_penalty
 from .embedding import EMBEDDING_PRESETS, EmbeddingConfig, ResNetEmbedding
+from .temperature import BaseTemperature
 
 __all__ = [
     "DEFAULT_FLOW",
@@ -303,7 +308,25 @@ class ConditionalAffineTransform(LazyTransform):
 
 def _flow_layers(fl: dict, dim: int, context: int) -> tuple[tuple[nn.Module, ...], nn.Module]:
     """Flow layers (after the box map) and base distribution described by ``fl``
-    (architecture["flow"]): an optional :class:`ConditionalAffineTransform`, then the splines."""
+    (architecture["flow"]): an optional :class:`ConditionalAffineTransform`, the splines, then
+    an optional :class:`~sbicluster.temperature.BaseTemperature` (``base_temperature``, added by
+    :mod:`sbicluster.recalibration`)."""
+    layers, base = _spline_layers(fl, dim, context)
+    temperature = fl.get("base_temperature")
+    if temperature:
+        layers += (
+            BaseTemperature(
+                dim,
+                context,
+                temperature["hidden_features"],
+                per_dimension=bool(temperature["per_dimension"]),
+            ),
+        )
+    return layers, base
+
+
+def _spline_layers(fl: dict, dim: int, context: int) -> tuple[tuple[nn.Module, ...], nn.Module]:
+    """The optional affine layer and the splines of :func:`_flow_layers`."""
     hidden = [int(fl["hidden_features"])] * int(fl["hidden_layers"])
     bins, n = int(fl["bins"]), int(fl["num_transforms"])
     # cards written before the option existed have no key: those models have no affine layer
@@ -560,6 +583,13 @@ class ClusterModel(nn.Module):
             x = torch.empty_like(x)
             x[..., mask], x[..., ~mask] = y_a, x_b
         return layers[0]().inv(x)
+
+    @property
+    def base_temperature(self) -> BaseTemperature | None:
+        """The flow's :class:`~sbicluster.temperature.BaseTemperature` layer of a recalibrated
+        model (:mod:`sbicluster.recalibration`), else None."""
+        last = self.flow.transform.transforms[-1]
+        return last if isinstance(last, BaseTemperature) else None
 
     def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logit of P(cluster | x) and predicted log(1 + visibility), each (B,)."""

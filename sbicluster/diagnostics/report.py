@@ -50,6 +50,19 @@ def _yes(ok) -> str:
     return "n/a" if ok is None else ("**met**" if ok else "**missed**")
 
 
+def _recalibration_lines(summary: dict | None) -> list[str]:
+    """One paragraph on the model's recalibration, or nothing."""
+    if not summary:
+        return []
+    kind = "one per base dimension" if summary.get("per_dimension") else "one for all dimensions"
+    return [
+        "The posterior is recalibrated: a temperature on the flow's base distribution "
+        f"({kind}), a function of the cutout fitted on {summary.get('n_simulations')} simulated "
+        f"clusters (recalibration seed {summary.get('seed')}, a stream of its own).",
+        "",
+    ]
+
+
 def render_markdown(metrics: dict, figures: Mapping[str, str]) -> str:
     """Markdown text of the report.
 
@@ -75,6 +88,7 @@ def render_markdown(metrics: dict, figures: Mapping[str, str]) -> str:
         f"backgrounds), seed {m.get('seed', '–')}, {m['num_samples']} posterior draws per object. "
         "Posterior statistics use the cluster objects only.",
         "",
+        *_recalibration_lines(m.get("model", {}).get("recalibration")),
         "## Goals",
         "",
         "| goal | value | status |",

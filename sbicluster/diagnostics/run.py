@@ -887,7 +887,11 @@ def run_diagnostics(
     card = model.card if isinstance(getattr(model, "card", None), dict) else {}
     metrics.update(
         {
-            "model": {"name": card.get("name", "model"), "card_keys": sorted(card)},
+            "model": {
+                "name": card.get("name", "model"),
+                "card_keys": sorted(card),
+                "recalibration": _recalibration_summary(card),
+            },
             "n_objects": int(n),
             "seed": int(seed),
             "symmetry_views": int(views),
@@ -898,6 +902,19 @@ def run_diagnostics(
     )
     write_report(out_dir, metrics, figures)
     return metrics
+
+
+def _recalibration_summary(card: dict) -> dict | None:
+    """What the report says of a recalibrated model (:mod:`sbicluster.recalibration`), else None."""
+    record = card.get("recalibration")
+    if not isinstance(record, dict):
+        return None
+    config = record.get("config", {})
+    return {
+        "n_simulations": config.get("n_simulations"),
+        "seed": config.get("seed"),
+        "per_dimension": config.get("per_dimension"),
+    }
 
 
 def features_log_prob(model) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
