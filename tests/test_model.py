@@ -1,5 +1,6 @@
 """ClusterModel: the bounded flow posterior, its sbi wrapper and the training losses."""
 
+import copy
 import json
 import math
 
@@ -220,7 +221,10 @@ def test_cpu_and_paper_presets_share_one_flow_and_the_shipped_card_matches_it():
     assert cpu["flow"] == paper["flow"] == DEFAULT_FLOW
     assert cpu["embedding"] != paper["embedding"]
     card = json.loads((DEFAULT_MODEL_DIR / "card.json").read_text())
-    shipped = card["architecture"]
+    shipped = copy.deepcopy(card["architecture"])
+    # the shipped model is the trained network plus a fitted base temperature (recalibration)
+    assert shipped["flow"].pop("base_temperature")["per_dimension"] is False
+    assert card["recalibration"]["config"]["n_simulations"] >= 10_000
     rebuilt = default_architecture(
         shipped["preset"], shipped["n_bands"], shipped["normalisation"]["softening_e_per_s"]
     )
