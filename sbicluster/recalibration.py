@@ -46,6 +46,7 @@ __all__ = [
     "fit_temperature",
     "recalibrate",
     "recalibration_seed",
+    "simulate_and_embed",
     "temperature_nll",
     "with_base_temperature",
 ]
@@ -119,7 +120,9 @@ def recalibration_seed(seed: int) -> int:
     return int(state >> 1)
 
 
-def with_base_temperature(model, *, hidden_features=(64, 64), per_dimension: bool = False):
+def with_base_temperature(
+    model, *, hidden_features=(64, 64), per_dimension: bool = False, seed: int = 0
+):
     """A copy of ``model`` whose flow ends with a :class:`~sbicluster.temperature.BaseTemperature`
     at τ = 1 (the same density as ``model`` until the layer is fitted).
 
@@ -131,6 +134,8 @@ def with_base_temperature(model, *, hidden_features=(64, 64), per_dimension: boo
         Widths of the temperature network's hidden layers.
     per_dimension : bool
         One temperature per base dimension.
+    seed : int
+        Seed of the temperature network's initial hidden weights (its output layer starts at 0).
 
     Returns
     -------
@@ -155,9 +160,15 @@ def with_base_temperature(model, *, hidden_features=(64, 64), per_dimension: boo
         "per_dimension": bool(per_dimension),
         "formula": "z = u / tau(x), log tau = log(10) tanh(g(standardised features) / log(10))",
     }
-    new = ClusterModel(
-        model.prior, model.bands, model.image_shape, architecture, card=copy.deepcopy(model.card)
-    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))  # the new layer's initial weights; the rest is loaded
+        new = ClusterModel(
+            model.prior,
+            model.bands,
+            model.image_shape,
+            architecture,
+            card=copy.deepcopy(model.card),
+        )
     missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
     layer_prefix = f"flow.transform.transforms.{len(new.flow.transform.transforms) - 1}."
     if unexpected or any(not key.startswith(layer_prefix) for key in missing):
@@ -271,8 +282,19 @@ def fit_temperature(
 
 
 @torch.no_grad()
-def _simulate_and_embed(model, simulator, config: RecalibrationConfig, progress: bool):
-    """Features (N, F), base coordinates u (N, D) and visibility (N,) of fresh clusters."""
+def simulate_and_embed(model, simulator, config: RecalibrationConfig, progress: bool = False):
+    """Fresh clusters of ``simulator`` on the recalibration stream of ``config.seed``
+    (``config.n_simulations`` of them, ``config.chunk`` at a time), embedded by ``model``.
+
+    Returns
+    -------
+    features : torch.Tensor
+        float32 (N, F) embedding features, on the CPU.
+    u : torch.Tensor
+        float32 (N, D) base coordinates of the true θ (:func:`base_coordinates`).
+    visibility : torch.Tensor
+        (N,) true visibility.
+    """
     from simulators.base import iter_simulation_chunks
 
     n = config.n_simulations
@@ -350,10 +372,13 @@ def recalibrate(
         record and the fitted τ by visibility) and its ``name`` is unchanged.
     """
     new = with_base_temperature(
-        model, hidden_features=config.hidden_features, per_dimension=config.per_dimension
+        model,
+        hidden_features=config.hidden_features,
+        per_dimension=config.per_dimension,
+        seed=config.seed,
     )
     layer = new.base_temperature
-    features, u, visibility = _simulate_and_embed(model, simulator, config, progress)
+    features, u, visibility = simulate_and_embed(model, simulator, config, progress)
     if log:
         log(f"{len(u)} clusters simulated and embedded; fitting the temperature")
     with torch.enable_grad():

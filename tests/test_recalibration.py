@@ -253,3 +253,32 @@ def test_diagnose_report_says_the_model_is_recalibrated(toy_model, tmp_path):
     )
     assert metrics["model"]["recalibration"]["n_simulations"] == 1000
     assert "The posterior is recalibrated" in (tmp_path / "report.md").read_text()
+
+
+def test_recalibration_is_reproducible(toy_model):
+    """Same model, configuration and seed: bit-identical temperature weights."""
+    config = RecalibrationConfig(n_simulations=1000, seed=4)
+    first, second = (recalibrate(toy_model, LinearGaussianToy(), config) for _ in range(2))
+    for key, value in first.base_temperature.state_dict().items():
+        assert torch.equal(value, second.base_temperature.state_dict()[key]), key
+
+
+def test_benchmark_summary_finds_a_known_width_error_and_its_correction():
+    """Base coordinates 1.2× too wide in one visibility bin: mean square 1.44 there, 50 % ball
+    coverage P(χ²₄ ≤ q₅₀ / 1.44) before and 0.5 after the matching temperature."""
+    from benchmarks.recalibration import summarise
+
+    rng = np.random.default_rng(7)
+    visibility = np.repeat([10.0, 200.0], 20000)
+    kappa = np.where(visibility < 100, 1.2, 1.0)
+    u = kappa[:, None] * rng.standard_normal((len(kappa), 4))
+    rows = summarise(u, np.log(kappa), visibility)
+    faint, bright = rows
+    assert faint["n"] == bright["n"] == 20000
+    assert abs(faint["mean_square"] - 1.44) < 0.03 and abs(bright["mean_square"] - 1.0) < 0.03
+    expected = stats.chi2.cdf(stats.chi2.ppf(0.5, 4) / 1.44, 4)
+    assert abs(faint["ball_coverage_before"]["0.5"] - expected) < 0.01
+    for row in rows:
+        assert abs(row["ball_coverage_after"]["0.5"] - 0.5) < 0.01
+        assert abs(row["ball_coverage_after"]["0.9"] - 0.9) < 0.01
+    assert abs(faint["tau_median"] - 1.2) < 1e-6
