@@ -7,8 +7,11 @@ an independent set), and reports per visibility bin: the mean square of u per di
 calibrated flow), the share of truths inside the 50 % and 90 % balls of N(0, I) in u before and
 after the temperature (the ball is the HPD region of the base distribution, not of θ: where the
 flow's Jacobian varies across a posterior the two differ), the median τ, and how many base
-coordinates lie beyond 4 and 5 against the standard normal's expectation. The coverage of HPD
-regions in θ itself is what ``sbicluster diagnose`` measures.
+coordinates lie beyond 4 and 5 against the standard normal's expectation.
+
+It also measures the coverage of the joint HPD region in θ itself (what ``sbicluster diagnose``
+reports) on the first ``--hpd-clusters`` of them, with the model's temperature multiplied by each
+of ``--multipliers``: how far a wider or narrower posterior would move each bin.
 
 Usage::
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -28,7 +32,7 @@ from scipy import stats
 
 from benchmarks.records import environment, write_results
 
-__all__ = ["main", "summarise"]
+__all__ = ["hpd_coverage_by_multiplier", "main", "summarise"]
 
 NAME = "recalibration"
 EDGES = (0.0, 5.0, 20.0, 100.0, 300.0, math.inf)
@@ -76,6 +80,75 @@ def summarise(u: np.ndarray, log_tau: np.ndarray, visibility: np.ndarray) -> lis
     return rows
 
 
+HPD_EDGES = (0.0, 20.0, 100.0, math.inf)
+"""Visibility bins of the HPD coverage, those of ``sbicluster diagnose``."""
+
+
+@contextmanager
+def _temperature_times(layer, factor: float):
+    """The layer's τ multiplied by ``factor`` for every context, inside the block."""
+    original = layer.log_temperature
+    layer.log_temperature = lambda c: original(c) + math.log(factor)
+    try:
+        yield
+    finally:
+        del layer.log_temperature
+
+
+@torch.no_grad()
+def hpd_coverage_by_multiplier(
+    model,
+    theta: torch.Tensor,
+    features: torch.Tensor,
+    visibility: np.ndarray,
+    multipliers,
+    *,
+    num_samples: int = 200,
+    seed: int = 0,
+    block: int = 250,
+) -> list[dict]:
+    """Coverage of the joint 50 % and 90 % HPD regions in θ per visibility bin, with the model's
+    temperature multiplied by each factor.
+
+    The HPD credibility of a truth is the share of its posterior draws with a higher density
+    (``num_samples`` draws, the same base noise for every factor). ``model`` must have a base
+    temperature (:func:`sbicluster.recalibration.with_base_temperature` adds one at τ = 1).
+
+    Returns
+    -------
+    list of dict
+        Per factor: ``multiplier`` and ``bins`` (``visibility``, ``n``, ``coverage`` at "0.5"
+        and "0.9").
+    """
+    layer = model.base_temperature
+    rows = []
+    for factor in multipliers:
+        credibility = []
+        with _temperature_times(layer, float(factor)):
+            for i in range(0, len(theta), block):
+                f, t = features[i : i + block], theta[i : i + block]
+                generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + i)
+                draws = model.sample_from_features(f, num_samples, generator)
+                above = model.flow_log_prob(draws, f) > model.flow_log_prob(t, f)
+                credibility.append(above.float().mean(0))
+        credibility = torch.cat(credibility).numpy()
+        bins = []
+        for lo, hi in zip(HPD_EDGES[:-1], HPD_EDGES[1:], strict=True):
+            sel = (visibility >= lo) & (visibility < hi)
+            bins.append(
+                {
+                    "visibility": [lo, None if math.isinf(hi) else hi],
+                    "n": int(sel.sum()),
+                    "coverage": {
+                        str(level): float(np.mean(credibility[sel] <= level)) if sel.any() else None
+                        for level in (0.5, 0.9)
+                    },
+                }
+            )
+        rows.append({"multiplier": float(factor), "bins": bins})
+    return rows
+
+
 def _markdown(results: dict) -> str:
     env = results["environment"]
     tails = results["tails"]
@@ -107,6 +180,33 @@ def _markdown(results: dict) -> str:
             f"{b['0.5']:.3f} → {a['0.5']:.3f} | {b['0.9']:.3f} → {a['0.9']:.3f} | "
             f"{row['tau_median']:.3f} |"
         )
+    hpd = results.get("hpd_by_multiplier")
+    if hpd:
+        spans = [
+            f"{b['visibility'][0]:g}+"
+            if b["visibility"][1] is None
+            else f"{b['visibility'][0]:g}–{b['visibility'][1]:g}"
+            for b in hpd[0]["bins"]
+        ]
+        counts = ", ".join(
+            f"{span}: {b['n']}" for span, b in zip(spans, hpd[0]["bins"], strict=True)
+        )
+        lines += [
+            "",
+            f"Joint HPD region in θ, first {results['hpd_clusters']} clusters, "
+            f"{results['hpd_draws']} draws each, τ multiplied by m: share of truths inside the "
+            "50 % / 90 % regions per visibility bin "
+            f"({counts} clusters).",
+            "",
+            "| m | " + " | ".join(spans) + " |",
+            "|---|" + "---|" * len(spans),
+        ]
+        for row in hpd:
+            cells = " | ".join(
+                f"{b['coverage']['0.5']:.3f} / {b['coverage']['0.9']:.3f}" if b["n"] else "–"
+                for b in row["bins"]
+            )
+            lines.append(f"| {row['multiplier']:g} | {cells} |")
     lines += [
         "",
         f"Tails: {tails['beyond_4']} of {tails['coordinates']} base coordinates beyond |u| = 4 "
@@ -120,7 +220,11 @@ def _markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     """Command-line entry point; returns the results dictionary written to JSON."""
     from sbicluster.artifact import load_model
-    from sbicluster.recalibration import RecalibrationConfig, simulate_and_embed
+    from sbicluster.recalibration import (
+        RecalibrationConfig,
+        simulate_and_embed,
+        with_base_temperature,
+    )
     from simulators.registry import simulator_from_card
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -133,6 +237,18 @@ def main(argv: list[str] | None = None) -> dict:
         help="recalibration-stream seed of the clusters; use one the model was not fitted with "
         "(default: 99)",
     )
+    parser.add_argument(
+        "--multipliers",
+        type=float,
+        nargs="*",
+        default=[1.0, 1.05, 1.1, 1.15],
+        help="factors on τ at which the HPD coverage in θ is measured (none: skip; "
+        "default: 1 1.05 1.1 1.15)",
+    )
+    parser.add_argument(
+        "--hpd-clusters", type=int, default=6000, help="clusters of the HPD measurement"
+    )
+    parser.add_argument("--draws", type=int, default=200, help="posterior draws per cluster")
     parser.add_argument("--name", default=NAME, help="results name (files results/<name>.*)")
     args = parser.parse_args(argv)
 
@@ -140,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = load_model(args.model, device="cpu")
     simulator = simulator_from_card(model.card["simulator"], device=torch.device("cpu"))
     config = RecalibrationConfig(n_simulations=args.n, seed=args.seed)
-    features, u, visibility = simulate_and_embed(model, simulator, config, progress=False)
+    theta, features, u, visibility = simulate_and_embed(model, simulator, config)
     layer = model.base_temperature
     with torch.no_grad():
         log_tau = (
@@ -162,6 +278,17 @@ def main(argv: list[str] | None = None) -> dict:
             "expected_beyond_4": float(u_np.size * 2 * stats.norm.sf(4)),
             "expected_beyond_5": float(u_np.size * 2 * stats.norm.sf(5)),
         },
+        "hpd_clusters": min(args.hpd_clusters, args.n),
+        "hpd_draws": args.draws,
+        "hpd_by_multiplier": hpd_coverage_by_multiplier(
+            model if layer is not None else with_base_temperature(model),
+            theta[: args.hpd_clusters],
+            features[: args.hpd_clusters],
+            visibility.numpy()[: args.hpd_clusters],
+            args.multipliers,
+            num_samples=args.draws,
+            seed=args.seed,
+        ),
         "wall_s": time.perf_counter() - start,
         "environment": environment("cpu"),
     }

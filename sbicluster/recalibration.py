@@ -288,6 +288,8 @@ def simulate_and_embed(model, simulator, config: RecalibrationConfig, progress: 
 
     Returns
     -------
+    theta : torch.Tensor
+        (N, D) true parameters, prior units, on the CPU.
     features : torch.Tensor
         float32 (N, F) embedding features, on the CPU.
     u : torch.Tensor
@@ -301,7 +303,7 @@ def simulate_and_embed(model, simulator, config: RecalibrationConfig, progress: 
     generator = torch.Generator(device=simulator.device).manual_seed(
         recalibration_seed(config.seed)
     )
-    features, coordinates, visibility = [], [], []
+    theta, features, coordinates, visibility = [], [], [], []
     for batch in iter_simulation_chunks(
         simulator,
         n,
@@ -312,10 +314,11 @@ def simulate_and_embed(model, simulator, config: RecalibrationConfig, progress: 
         desc="simulate and embed",
     ):
         feats = model.embed(batch.images.to(model.device)).float()
+        theta.append(batch.theta.cpu())
         features.append(feats.cpu())
         coordinates.append(base_coordinates(model, batch.theta, feats))
         visibility.append(batch.visibility.cpu())
-    return torch.cat(features), torch.cat(coordinates), torch.cat(visibility)
+    return torch.cat(theta), torch.cat(features), torch.cat(coordinates), torch.cat(visibility)
 
 
 def _temperature_summary(layer, features, visibility, index) -> list[dict]:
@@ -378,7 +381,7 @@ def recalibrate(
         seed=config.seed,
     )
     layer = new.base_temperature
-    features, u, visibility = simulate_and_embed(model, simulator, config, progress)
+    _, features, u, visibility = simulate_and_embed(model, simulator, config, progress)
     if log:
         log(f"{len(u)} clusters simulated and embedded; fitting the temperature")
     with torch.enable_grad():

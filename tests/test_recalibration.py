@@ -282,3 +282,24 @@ def test_benchmark_summary_finds_a_known_width_error_and_its_correction():
         assert abs(row["ball_coverage_after"]["0.5"] - 0.5) < 0.01
         assert abs(row["ball_coverage_after"]["0.9"] - 0.9) < 0.01
     assert abs(faint["tau_median"] - 1.2) < 1e-6
+
+
+def test_benchmark_multiplier_equals_a_model_with_that_temperature(toy_model):
+    """Benchmark helper: coverage with τ × 1.5 on a τ = 1 model is that of a model whose layer
+    gives τ = 1.5, draw for draw; and the layer is left as it was."""
+    from benchmarks.recalibration import hpd_coverage_by_multiplier
+
+    theta, features = _toy_features(toy_model, 300, seed=8)
+    visibility = np.where(np.arange(300) < 150, 10.0, 200.0)
+    plain = with_base_temperature(toy_model)
+    hot = with_base_temperature(toy_model)
+    _set_constant_temperature(hot, 1.5)
+    multiplied = hpd_coverage_by_multiplier(
+        plain, theta, features, visibility, (1.0, 1.5), num_samples=100, seed=1
+    )
+    direct = hpd_coverage_by_multiplier(
+        hot, theta, features, visibility, (1.0,), num_samples=100, seed=1
+    )
+    assert multiplied[1]["bins"] == direct[0]["bins"]
+    assert multiplied[0]["bins"] != multiplied[1]["bins"]
+    assert "log_temperature" not in vars(plain.base_temperature)
