@@ -703,11 +703,6 @@ def _recalibrate(args) -> None:
         raise InputError(f"--out {out} is the --model folder; write the new model elsewhere")
     device = resolve_device(args.device)
     model = load_model(args.model, device=str(device))
-    if model.base_temperature is not None:
-        raise InputError(
-            f"--model {resolve_model_dir(args.model)} is already recalibrated; recalibrate the "
-            "model it was made from"
-        )
     simulator = simulator_from_card(model.card.get("simulator"), device=device)
     new = recalibrate(model, simulator, config, progress=_progress(), log=log.info)
     save_model(new, out, overwrite=args.overwrite)
