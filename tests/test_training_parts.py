@@ -219,3 +219,35 @@ def test_pool_is_contiguous_and_holds_the_chunked_simulation_stream(tmp_path):
         for k in ("theta", "images", "label", "visibility"):
             want = torch.cat([getattr(b, k) for b in expected]).numpy()
             assert np.array_equal(f[k][:], want.astype(f[k].dtype)), k
+
+
+def test_contiguous_pools_are_memory_mapped_and_chunked_ones_read_row_by_row(tmp_path):
+    """The same epoch from a contiguous pool (memory-mapped) and from a chunked, compressed copy
+    (h5py rows): identical batches, equal to the rows stored."""
+    import h5py
+
+    from sbicluster.training.data import image_rows
+
+    toy = LinearGaussianToy()
+    path = write_dataset(
+        toy, 120, tmp_path / "pool.h5", torch.Generator().manual_seed(3), progress=False
+    )
+    chunked = tmp_path / "chunked.h5"
+    with h5py.File(path) as src, h5py.File(chunked, "w") as dst:
+        for k in src:
+            dst.create_dataset(k, data=src[k][:], chunks=True, compression="gzip")
+        dst.attrs["simulator_card"] = src.attrs["simulator_card"]
+        stored = src["images"][:]
+    with h5py.File(path) as f, h5py.File(chunked) as g:
+        assert isinstance(image_rows(f, path), np.memmap)
+        assert not isinstance(image_rows(g, chunked), np.memmap)
+    mapped = DatasetBatches(str(path), torch.Generator().manual_seed(5), val_size=20)
+    rows = DatasetBatches(str(chunked), torch.Generator().manual_seed(5), val_size=20)
+    for _ in range(4):  # crosses an epoch boundary (100 training rows, batches of 32)
+        a, b = mapped.next(32), rows.next(32)
+        assert torch.equal(a.images, b.images) and torch.equal(a.theta, b.theta)
+        index = np.sort(mapped.order[mapped.pos - 32 : mapped.pos])
+        assert np.array_equal(a.images.numpy(), stored[index])
+    assert torch.equal(mapped.validation().images, torch.as_tensor(stored[100:]))
+    mapped.close()
+    rows.close()

@@ -14,9 +14,12 @@ simulator's device. A pool's epoch permutations come from a CPU generator seeded
 Pool layout (HDF5; a sharded pool folder of :mod:`sbicluster.pool` holds several such files):
 datasets ``theta`` (N, d) float32, ``images`` (N, C, H, W) float32 e⁻/s,
 ``label`` (N,) int64 and ``visibility`` (N,) float32, all stored contiguously (not chunked), and
-the attribute ``simulator_card`` (JSON). A reader takes random rows of ``images`` one at a time;
-in contiguous storage each row is one byte range of the file, found without a chunk index or the
-chunk cache, so every reader (training, the baselines benchmark) uses the pool as written.
+the attribute ``simulator_card`` (JSON). In contiguous storage each row of ``images`` is one byte
+range of the file, found without a chunk index or the chunk cache: :class:`DatasetBatches` maps
+the dataset into memory (:func:`image_rows`) and gathers a batch's rows in one indexing step
+(128 random rows of a 64 × 64 × 3 pool in 1–2 ms from the page cache, against 15–40 ms row by
+row through h5py, measured on 2 cores busy with other work); a chunked or compressed ``images``
+dataset is still read, row by row.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "DatasetBatches",
     "write_dataset",
     "estimate_softening",
+    "image_rows",
     "VALIDATION_SEED_OFFSET",
 ]
 
@@ -124,6 +128,30 @@ class OnlineSource:
         """Nothing to release."""
 
 
+def image_rows(file, path: str | Path):
+    """The ``images`` dataset of an open pool file as an array to index by rows: a read-only
+    :class:`numpy.memmap` of the file when the dataset is stored contiguously and uncompressed
+    (the layout :func:`write_dataset` writes), else the h5py dataset itself.
+
+    Parameters
+    ----------
+    file : h5py.File
+        The pool, open for reading.
+    path : str or Path
+        Its path on disk.
+
+    Returns
+    -------
+    numpy.memmap or h5py.Dataset
+        Shape (N, C, H, W), float32 e⁻/s.
+    """
+    images = file["images"]
+    offset = images.id.get_offset()
+    if images.chunks is None and images.compression is None and offset is not None:
+        return np.memmap(path, dtype=images.dtype, mode="r", offset=offset, shape=images.shape)
+    return images
+
+
 class DatasetBatches:
     """Shuffled epochs over a pool written by :func:`write_dataset`, or a sharded pool folder
     (:mod:`sbicluster.pool`) read as the concatenation of its shards.
@@ -174,6 +202,7 @@ class DatasetBatches:
 
         paths = pool_shard_paths(path) if is_pool_dir(path) else [Path(path)]
         self.files = [h5py.File(p, "r") for p in paths]
+        self._images = [image_rows(f, p) for f, p in zip(self.files, paths, strict=True)]
         sizes = [f["images"].shape[0] for f in self.files]
         n = sum(sizes)
         if n <= val_size:
@@ -182,8 +211,8 @@ class DatasetBatches:
         self._starts = np.cumsum([0, *sizes])
         self.n_train, self.val_size, self.generator = n - val_size, val_size, generator
         self.order, self.pos = None, 0
-        # the small per-sample columns live in memory; images are read row by row (h5py's fancy
-        # indexing is far slower than plain row reads)
+        # the small per-sample columns live in memory; images are gathered per batch (a memory
+        # map of contiguous storage; else row by row: h5py's fancy indexing is far slower)
         self._columns = {
             k: np.concatenate([f[k][:] for f in self.files])
             for k in ("theta", "label", "visibility")
@@ -193,10 +222,18 @@ class DatasetBatches:
         idx = np.sort(idx)
         shard = np.searchsorted(self._starts, idx, side="right") - 1
         rows = idx - self._starts[shard]
-        images = [self.files[s]["images"][int(r)] for s, r in zip(shard, rows, strict=True)]
+        parts = []
+        for s in np.unique(shard):  # shards in order, rows sorted within each: pool order
+            source, wanted = self._images[s], rows[shard == s]
+            if isinstance(source, np.memmap):
+                parts.append(np.asarray(source[wanted]))
+            else:
+                parts.append(np.stack([source[int(r)] for r in wanted]))
         return SimulationBatch(
             torch.as_tensor(self._columns["theta"][idx]).float(),
-            torch.as_tensor(np.stack(images)).float(),
+            torch.as_tensor(
+                np.concatenate(parts) if parts else np.empty((0, *self._images[0].shape[1:]))
+            ).float(),
             torch.as_tensor(self._columns["label"][idx]).long(),
             torch.as_tensor(self._columns["visibility"][idx]).float(),
             {},
@@ -235,7 +272,8 @@ class DatasetBatches:
         self.order = tensors["disk.order"].numpy() if "disk.order" in tensors else None
 
     def close(self) -> None:
-        """Close the files."""
+        """Close the files (and drop their memory maps)."""
+        self._images = []
         for f in self.files:
             f.close()
 
