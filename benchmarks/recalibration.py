@@ -31,6 +31,7 @@ import torch
 from scipy import stats
 
 from benchmarks.records import environment, write_results
+from sbicluster.diagnostics.report import range_label
 
 __all__ = ["hpd_coverage_by_multiplier", "main", "summarise"]
 
@@ -171,8 +172,7 @@ def _markdown(results: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for row in results["bins"]:
-        lo, hi = row["visibility"]
-        span = f"{lo:g}+" if hi is None else f"{lo:g}–{hi:g}"
+        span = range_label(row["visibility"])
         b, a = row["ball_coverage_before"], row["ball_coverage_after"]
         per_dim = ", ".join(f"{v:.3f}" for v in row["mean_square_per_dim"])
         lines.append(
@@ -182,12 +182,7 @@ def _markdown(results: dict) -> str:
         )
     hpd = results.get("hpd_by_multiplier")
     if hpd:
-        spans = [
-            f"{b['visibility'][0]:g}+"
-            if b["visibility"][1] is None
-            else f"{b['visibility'][0]:g}–{b['visibility'][1]:g}"
-            for b in hpd[0]["bins"]
-        ]
+        spans = [range_label(b["visibility"]) for b in hpd[0]["bins"]]
         counts = ", ".join(
             f"{span}: {b['n']}" for span, b in zip(spans, hpd[0]["bins"], strict=True)
         )

@@ -33,7 +33,9 @@ Design
 * Optional temperature on the base distribution (flow option ``base_temperature``, never
   trained with the rest): the last flow layer scales the base coordinates by 1/τ(x), widening or
   narrowing each cutout's posterior; :mod:`sbicluster.recalibration` fits it on held-out
-  simulations after training, with everything else frozen.
+  simulations after training, with everything else frozen, and
+  :mod:`sbicluster.coverage_factor` optionally multiplies it by a factor per bin of predicted
+  visibility fitted to HPD coverage (flow option ``base_temperature["factor_bins"]``).
 * The classifier head gives the logit of P(cluster | x); the visibility head regresses
   ``log(1 + visibility)``.
 """
@@ -320,6 +322,7 @@ def _flow_layers(fl: dict, dim: int, context: int) -> tuple[tuple[nn.Module, ...
                 context,
                 temperature["hidden_features"],
                 per_dimension=bool(temperature["per_dimension"]),
+                factor_bins=int(temperature.get("factor_bins", 0)),
             ),
         )
     return layers, base

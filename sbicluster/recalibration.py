@@ -32,11 +32,17 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .coverage_factor import (
+    CoverageFactorConfig,
+    config_record,
+    coverage_factor_seed,
+    fit_coverage_factor,
+)
 from .errors import InputError
 
 __all__ = [
@@ -86,6 +92,9 @@ class RecalibrationConfig:
         Epochs without a better validation likelihood before the fit stops.
     chunk : int
         Clusters simulated and embedded at a time (bounds memory).
+    coverage_factor : CoverageFactorConfig, optional
+        Also fit a factor on τ by predicted visibility to the HPD coverage of further fresh
+        clusters (:mod:`sbicluster.coverage_factor`).
     """
 
     n_simulations: int = 40_000
@@ -99,6 +108,7 @@ class RecalibrationConfig:
     max_epochs: int = 300
     patience: int = 30
     chunk: int = 512
+    coverage_factor: CoverageFactorConfig | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.n_simulations, bool) or not isinstance(self.n_simulations, int):
@@ -121,7 +131,12 @@ def recalibration_seed(seed: int) -> int:
 
 
 def with_base_temperature(
-    model, *, hidden_features=(64, 64), per_dimension: bool = False, seed: int = 0
+    model,
+    *,
+    hidden_features=(64, 64),
+    per_dimension: bool = False,
+    seed: int = 0,
+    factor_bins: int = 0,
 ):
     """A copy of ``model`` whose flow ends with a :class:`~sbicluster.temperature.BaseTemperature`
     at τ = 1 (the same density as ``model`` until the layer is fitted).
@@ -136,6 +151,8 @@ def with_base_temperature(
         One temperature per base dimension.
     seed : int
         Seed of the temperature network's initial hidden weights (its output layer starts at 0).
+    factor_bins : int
+        Bins of the layer's coverage factor (0: none; it starts at m = 1).
 
     Returns
     -------
@@ -158,8 +175,11 @@ def with_base_temperature(
     architecture["flow"]["base_temperature"] = {
         "hidden_features": [int(h) for h in hidden_features],
         "per_dimension": bool(per_dimension),
-        "formula": "z = u / tau(x), log tau = log(10) tanh(g(standardised features) / log(10))",
+        "formula": "z = u / tau(x), log tau = log(10) tanh(g(standardised features) / log(10))"
+        + (" + log m(readout(standardised features))" if factor_bins else ""),
     }
+    if factor_bins:
+        architecture["flow"]["base_temperature"]["factor_bins"] = int(factor_bins)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))  # the new layer's initial weights; the rest is loaded
         new = ClusterModel(
@@ -282,9 +302,20 @@ def fit_temperature(
 
 
 @torch.no_grad()
-def simulate_and_embed(model, simulator, config: RecalibrationConfig, progress: bool = False):
+def simulate_and_embed(
+    model,
+    simulator,
+    config: RecalibrationConfig,
+    progress: bool = False,
+    *,
+    n: int | None = None,
+    stream_seed: int | None = None,
+):
     """Fresh clusters of ``simulator`` on the recalibration stream of ``config.seed``
     (``config.n_simulations`` of them, ``config.chunk`` at a time), embedded by ``model``.
+
+    ``n`` and ``stream_seed`` replace the count and the generator's seed (the coverage factor's
+    own simulations).
 
     Returns
     -------
@@ -299,9 +330,9 @@ def simulate_and_embed(model, simulator, config: RecalibrationConfig, progress: 
     """
     from simulators.base import iter_simulation_chunks
 
-    n = config.n_simulations
+    n = config.n_simulations if n is None else int(n)
     generator = torch.Generator(device=simulator.device).manual_seed(
-        recalibration_seed(config.seed)
+        recalibration_seed(config.seed) if stream_seed is None else int(stream_seed)
     )
     theta, features, coordinates, visibility = [], [], [], []
     for batch in iter_simulation_chunks(
@@ -311,7 +342,7 @@ def simulate_and_embed(model, simulator, config: RecalibrationConfig, progress: 
         chunk=config.chunk,
         label=torch.ones(n, dtype=torch.long, device=simulator.device),
         progress=progress,
-        desc="simulate and embed",
+        desc="simulate and embed" if stream_seed is None else "simulate and embed (factor)",
     ):
         feats = model.embed(batch.images.to(model.device)).float()
         theta.append(batch.theta.cpu())
@@ -374,11 +405,13 @@ def recalibrate(
         The recalibrated model; its card gains ``recalibration`` (the configuration, the fit's
         record and the fitted τ by visibility) and its ``name`` is unchanged.
     """
+    factor = config.coverage_factor
     new = with_base_temperature(
         model,
         hidden_features=config.hidden_features,
         per_dimension=config.per_dimension,
         seed=config.seed,
+        factor_bins=factor.bins if factor is not None else 0,
     )
     layer = new.base_temperature
     _, features, u, visibility = simulate_and_embed(model, simulator, config, progress)
@@ -389,8 +422,24 @@ def recalibrate(
     index = record.pop("validation_index")
     new.card["recalibration"] = {
         "method": "temperature on the flow's base distribution, maximum likelihood",
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+        "config": config_record(config),
         **record,
         "temperature_by_visibility": _temperature_summary(layer, features, visibility, index),
     }
+    if factor is not None:
+        theta_f, features_f, _, visibility_f = simulate_and_embed(
+            model,
+            simulator,
+            config,
+            progress,
+            n=factor.n_simulations,
+            stream_seed=coverage_factor_seed(config.seed),
+        )
+        if log:
+            log(
+                f"{len(theta_f)} further clusters simulated and embedded; fitting the coverage factor"
+            )
+        new.card["recalibration"]["coverage_factor"] = fit_coverage_factor(
+            new, theta_f, features_f, visibility_f, factor, seed=config.seed, progress=progress
+        )
     return new

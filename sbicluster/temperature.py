@@ -10,7 +10,11 @@ Written as one more flow layer, z = u / τ(x), it keeps everything a flow guaran
 and sampling describe one normalised density, and the draws stay on the flow's support (the
 prior box). τ = 1 is the trained flow unchanged.
 
-This module holds only the layer; :mod:`sbicluster.recalibration` fits it on simulations.
+The layer can also carry a coverage factor m(v̂) that multiplies τ: one value per bin of a linear
+read-out v̂ of the context (the predicted log(1 + visibility)), 1 until fitted. It is still a function of the observation only, so the density stays normalised.
+
+This module holds only the layer; :mod:`sbicluster.recalibration` fits τ on simulations and
+:mod:`sbicluster.coverage_factor` fits m.
 """
 
 from __future__ import annotations
@@ -57,13 +61,19 @@ class ScaleTransform(Transform):
 
 
 class BaseTemperature(LazyTransform):
-    r"""Flow layer ``z = u / τ(c)``, with ``log τ(c) = B · tanh(g(c̃) / B)`` and B =
-    :data:`LOG_TEMPERATURE_BOUND`.
+    r"""Flow layer ``z = u / τ(c)``, with ``log τ(c) = B · tanh(g(c̃) / B) + log m(v̂(c̃))`` and
+    B = :data:`LOG_TEMPERATURE_BOUND`.
 
     ``g`` is an MLP of the standardised context ``c̃ = (c − mean) / scale`` (the mean and scale
     are buffers, set when the layer is fitted); it gives one temperature for every base
     dimension, or one per dimension. Freshly built, the last layer is zero: τ = 1 exactly and the
     flow is unchanged.
+
+    With ``factor_bins`` K ≥ 2 the layer also holds a coverage factor: ``v̂ = w · c̃ + b`` (a
+    linear read-out of the standardised context, buffers ``readout_weight`` and
+    ``readout_bias``) and one ``log m`` per bin of v̂ (buffer ``factor_log_values``, K values),
+    the bins split at the K − 1 increasing values of ``factor_edges`` (a v̂ equal to an edge
+    belongs to the bin above it). Freshly built, every ``log m`` is 0.
 
     Parameters
     ----------
@@ -75,6 +85,8 @@ class BaseTemperature(LazyTransform):
         Widths of g's hidden layers.
     per_dimension : bool
         One temperature per base dimension instead of one shared by all.
+    factor_bins : int
+        Bins of the coverage factor m(v̂) (0: no factor; otherwise at least 2).
     """
 
     def __init__(
@@ -84,12 +96,23 @@ class BaseTemperature(LazyTransform):
         hidden_features: Sequence[int],
         *,
         per_dimension: bool = False,
+        factor_bins: int = 0,
     ) -> None:
         super().__init__()
         self.features = int(features)
         self.per_dimension = bool(per_dimension)
+        self.factor_bins = int(factor_bins)
+        if self.factor_bins == 1 or self.factor_bins < 0:
+            raise ValueError(f"factor_bins must be 0 or at least 2, got {factor_bins}")
         self.register_buffer("context_mean", torch.zeros(context))
         self.register_buffer("context_scale", torch.ones(context))
+        if self.factor_bins:
+            self.register_buffer("readout_weight", torch.zeros(context))
+            self.register_buffer("readout_bias", torch.zeros(()))
+            self.register_buffer(
+                "factor_edges", torch.arange(1, self.factor_bins, dtype=torch.float32)
+            )
+            self.register_buffer("factor_log_values", torch.zeros(self.factor_bins))
         widths = [int(context), *(int(h) for h in hidden_features)]
         layers: list[nn.Module] = []
         for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
@@ -99,10 +122,25 @@ class BaseTemperature(LazyTransform):
         nn.init.zeros_(last.bias)
         self.hyper = nn.Sequential(*layers, last)
 
+    def readout(self, c: torch.Tensor) -> torch.Tensor:
+        """v̂ = w · c̃ + b of each context (..., F) → (...,); needs ``factor_bins``."""
+        standard = (c - self.context_mean) / self.context_scale
+        return standard @ self.readout_weight + self.readout_bias
+
+    def factor_bin(self, c: torch.Tensor) -> torch.Tensor:
+        """Index of each context's bin of v̂ (..., F) → (...,) int64; needs ``factor_bins``."""
+        return torch.bucketize(self.readout(c).contiguous(), self.factor_edges, right=True)
+
+    def log_factor(self, c: torch.Tensor) -> torch.Tensor:
+        """log m(v̂(c)) of each context, shape (..., 1); zeros without a coverage factor."""
+        if not self.factor_bins:
+            return torch.zeros((*c.shape[:-1], 1), dtype=c.dtype, device=c.device)
+        return self.factor_log_values[self.factor_bin(c)].unsqueeze(-1)
+
     def log_temperature(self, c: torch.Tensor) -> torch.Tensor:
         """log τ of each context, shape (..., 1) or (..., D)."""
         raw = self.hyper((c - self.context_mean) / self.context_scale)
-        return LOG_TEMPERATURE_BOUND * torch.tanh(raw / LOG_TEMPERATURE_BOUND)
+        return LOG_TEMPERATURE_BOUND * torch.tanh(raw / LOG_TEMPERATURE_BOUND) + self.log_factor(c)
 
     def forward(self, c: torch.Tensor) -> DependentTransform:
         log_tau = self.log_temperature(c)

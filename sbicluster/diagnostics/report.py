@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from ..files import atomic_path
 
-__all__ = ["write_report", "render_markdown", "to_jsonable"]
+__all__ = ["write_report", "render_markdown", "to_jsonable", "range_label"]
 
 
 def to_jsonable(obj):
@@ -55,12 +55,30 @@ def _recalibration_lines(summary: dict | None) -> list[str]:
     if not summary:
         return []
     kind = "one per base dimension" if summary.get("per_dimension") else "one for all dimensions"
+    factor = summary.get("coverage_factor")
+    factor_text = ""
+    if factor:
+        bins = ", ".join(
+            f"{range_label(row['predicted_visibility'])}: {row['factor']:g}"
+            for row in factor.get("bins", [])
+        )
+        factor_text = (
+            " It is multiplied by a coverage factor per bin of predicted visibility, fitted to "
+            f"the HPD coverage of {factor.get('n_simulations')} further simulated clusters "
+            f"({bins})."
+        )
     return [
         "The posterior is recalibrated: a temperature on the flow's base distribution "
         f"({kind}), a function of the cutout fitted on {summary.get('n_simulations')} simulated "
-        f"clusters (recalibration seed {summary.get('seed')}, a stream of its own).",
+        f"clusters (recalibration seed {summary.get('seed')}, a stream of its own)." + factor_text,
         "",
     ]
+
+
+def range_label(edges) -> str:
+    """'0–20' or '100+' for bin edges [low, high or None] (visibility bins in reports)."""
+    low, high = edges
+    return f"{low:g}+" if high is None else f"{low:g}–{high:g}"
 
 
 def render_markdown(metrics: dict, figures: Mapping[str, str]) -> str:

@@ -910,10 +910,22 @@ def _recalibration_summary(card: dict) -> dict | None:
     if not isinstance(record, dict):
         return None
     config = record.get("config", {})
+    factor = record.get("coverage_factor")
     return {
         "n_simulations": config.get("n_simulations"),
         "seed": config.get("seed"),
         "per_dimension": config.get("per_dimension"),
+        "coverage_factor": (
+            None
+            if not factor
+            else {
+                "n_simulations": factor.get("config", {}).get("n_simulations"),
+                "bins": [
+                    {"predicted_visibility": row["predicted_visibility"], "factor": row["factor"]}
+                    for row in factor.get("bins", [])
+                ],
+            }
+        ),
     }
 
 
