@@ -3,12 +3,21 @@
 Usage::
 
     python -m benchmarks.training --run runs/default [--model sbicluster/models/default]
+        [--compare DIR]
+    python -m benchmarks.training --model sbicluster/models/default --compare DIR
 
-Reads ``<run>/log.csv`` (written by :func:`sbicluster.training.train`) and the model's
-``card.json``, plots training and validation losses against step and wall-clock time, and
+Reads ``<run>/log.csv`` (written by :func:`sbicluster.training.train`; without ``--run``, the
+model folder's copy ``training_log.csv``) and the model's ``card.json``, plots training and validation losses against step and wall-clock time, and
 writes a report with the throughput actually achieved (training samples per second, which includes
 simulation for online runs but not for runs on a pre-simulated pool), the stop reason and the final
 validation metrics. Nothing is re-run: the numbers are the run's own.
+
+``--baseline DIR`` names the model this run replaces (a folder with its ``card.json`` and
+``training_log.csv``, as every shipped model has): the report sets the two runs side by side
+(precision, steps, samples, rate, best validation losses) and overlays their validation curves
+against wall-clock time. The two runs are separate runs; the speed-up of one setting over the
+other measured in one process is taken from ``results/training_speed.json``
+(``benchmarks/training_speed.py``) when it exists, and quoted with its own date and commit.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from benchmarks.records import RESULTS_DIR, environment, write_results  # noqa: E402
 from sbicluster.training.config import upgrade_config_dict  # noqa: E402
 
-__all__ = ["read_log", "plot_curves", "main"]
+__all__ = ["read_log", "plot_curves", "run_summary", "main"]
 
 
 def read_log(path: Path) -> list[dict[str, float]]:
@@ -63,55 +72,202 @@ def plot_curves(rows: list[dict[str, float]], path: Path) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--run", type=Path, required=True, help="training run folder (log.csv, model/)"
-    )
-    parser.add_argument(
-        "--model", type=Path, help="model directory with card.json (default: <run>/model)"
-    )
-    args = parser.parse_args(argv)
-    model_dir = args.model or args.run / "model"
-    card = json.loads((model_dir / "card.json").read_text())
-    rows = read_log(args.run / "log.csv")
-    if not rows:
-        raise SystemExit(f"{args.run / 'log.csv'} holds no validation rows yet")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    png = plot_curves(rows, RESULTS_DIR / "training.png")
+def run_summary(card: dict, rows: list[dict[str, float]]) -> dict:
+    """Throughput and losses of one training run from its card and validation log.
+
+    Parameters
+    ----------
+    card : dict
+        The model's ``card.json``.
+    rows : list of dict
+        The run's validation rows (:func:`read_log`), in step order.
+
+    Returns
+    -------
+    dict
+        ``precision`` (``float32`` or ``bfloat16 autocast``), ``steps``, ``batch_size``,
+        ``samples`` (steps × batch), ``elapsed_s`` (s, at the last validation row),
+        ``training_samples_per_s`` (at the last validation row), ``fastest_100_step_samples_per_s``,
+        ``best_validation`` (the row of smallest total loss), ``stop_reason``.
+    """
     training = card.get("training", {})
-    # cards written before the network size was called ``embedding`` name it ``preset``
     config = upgrade_config_dict(training.get("config", {}))
     last = rows[-1]
-    steps, elapsed = last["step"], last["elapsed_s"]
-    steps_done = int(training.get("steps_done", steps))
     batch = config.get("batch_size")
-    rate = steps * batch / elapsed if batch else float("nan")
+    steps_done = int(training.get("steps_done", last["step"]))
     stretches = [
         (b["step"] - a["step"]) * batch / (b["elapsed_s"] - a["elapsed_s"])
         for a, b in zip(rows, rows[1:], strict=False)
         if batch and b["elapsed_s"] > a["elapsed_s"]
     ]
-    fastest = max(stretches, default=float("nan"))
+    return {
+        "precision": "bfloat16 autocast" if training.get("amp") else "float32",
+        "steps": steps_done,
+        "batch_size": batch,
+        "samples": steps_done * (batch or 0),
+        "last_validation_step": last["step"],
+        "elapsed_s": last["elapsed_s"],
+        "training_samples_per_s": (
+            last["step"] * batch / last["elapsed_s"] if batch else float("nan")
+        ),
+        "fastest_100_step_samples_per_s": max(stretches, default=float("nan")),
+        "best_validation": min(rows, key=lambda r: r["val_total"]),
+        "stop_reason": training.get("stop_reason", "?"),
+    }
+
+
+def plot_comparison(
+    rows: list[dict[str, float]],
+    other_rows: list[dict[str, float]],
+    labels: tuple[str, str],
+    path: Path,
+) -> Path:
+    """Validation flow NLL and total loss against wall-clock time for two runs."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for key, ax in (("val_nll", axes[0]), ("val_total", axes[1])):
+        for run_rows, label in ((rows, labels[0]), (other_rows, labels[1])):
+            ax.plot(
+                [r["elapsed_s"] / 60 for r in run_rows], [r[key] for r in run_rows], label=label
+            )
+        ax.set_xlabel("wall-clock time [min]")
+        ax.set_ylabel(
+            {"val_nll": "validation flow NLL of θ", "val_total": "validation total loss"}[key]
+        )
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def speed_lines(speed: dict) -> list[str]:
+    """Markdown lines quoting a ``training_speed.json`` record's same-process comparison."""
+    env = speed.get("environment", {})
+    lines = [
+        "## Throughput of the two precisions measured in one process",
+        "",
+        f"From `benchmarks/training_speed.py` ({env.get('date_utc', '?')}, git "
+        f"{env.get('git_commit', '?')}, {env.get('cpu', '?')}, {env.get('cpu_cores', '?')} cores, "
+        f"torch threads {env.get('torch_threads', '?')}): fresh models, batches from a bank of "
+        "simulations in memory, the same architecture in both precisions.",
+        "",
+        "| embedding | batch | float32 samples/s | bfloat16 autocast samples/s | speed-up |",
+        "|---|---|---|---|---|",
+    ]
+    for embedding, runs in speed.get("bank", {}).items():
+        if "float32" in runs and "amp" in runs:
+            f32, amp = runs["float32"], runs["amp"]
+            lines.append(
+                f"| `{embedding}` | {f32['batch_size']} | {f32['samples_per_s']:.0f} | "
+                f"{amp['samples_per_s']:.0f} | **{amp['samples_per_s'] / f32['samples_per_s']:.2f}×** |"
+            )
+    return lines
+
+
+def comparison_lines(summary: dict, other: dict, other_dir: Path, curves: Path) -> list[str]:
+    """Markdown lines setting the shipped model's run beside another run."""
+
+    def pair(fmt) -> tuple[str, str]:
+        return fmt(summary), fmt(other)
+
+    best = lambda run: run["best_validation"]  # noqa: E731
+    rows = [
+        ("precision", *pair(lambda r: r["precision"])),
+        ("batch", *pair(lambda r: f"{r['batch_size']}")),
+        ("steps", *pair(lambda r: f"{r['steps']:,}")),
+        ("training samples", *pair(lambda r: f"{r['samples']:,}")),
+        ("wall-clock at the last validation [min]", *pair(lambda r: f"{r['elapsed_s'] / 60:.1f}")),
+        ("training samples/s (whole run)", *pair(lambda r: f"{r['training_samples_per_s']:.0f}")),
+        (
+            "fastest 100-step stretch [samples/s]",
+            *pair(lambda r: f"{r['fastest_100_step_samples_per_s']:.0f}"),
+        ),
+        ("best validation flow NLL", *pair(lambda r: f"{best(r)['val_nll']:.3f}")),
+        ("best validation total loss", *pair(lambda r: f"{best(r)['val_total']:.3f}")),
+        (
+            "classifier BCE / visibility MSE at the best step",
+            *pair(lambda r: f"{best(r)['val_bce']:.3f} / {best(r)['val_mse']:.3f}"),
+        ),
+        ("stop reason", *pair(lambda r: r["stop_reason"])),
+    ]
+    ratio = other["training_samples_per_s"] / summary["training_samples_per_s"]
+    return [
+        "## This run beside another",
+        "",
+        f"Compared run: `{other_dir}` (its `card.json` and `training_log.csv`). The two are "
+        "separate runs on the same machine; validation losses are on each run's own held-out "
+        "pool rows.",
+        "",
+        "| | this run | compared run |",
+        "|---|---|---|",
+        *[f"| {name} | {mine} | {theirs} |" for name, mine, theirs in rows],
+        "",
+        f"Whole-run training rate of the compared run: **{ratio:.2f}×** this run's.",
+        "",
+        "What a lower validation loss buys is measured in calibration, not here: both models' "
+        "coverage, SBC and accuracy are in `calibration_attempts.md`.",
+        "",
+        f"![validation curves against wall-clock time]({curves.name})",
+    ]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--run",
+        type=Path,
+        help="training run folder (log.csv, model/); default: the --model folder's training_log.csv",
+    )
+    parser.add_argument(
+        "--model", type=Path, help="model directory with card.json (default: <run>/model)"
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="model folder of another run (card.json, training_log.csv) to set beside this one",
+    )
+    args = parser.parse_args(argv)
+    if args.run is None and args.model is None:
+        parser.error("give --run, --model or both")
+    model_dir = args.model or args.run / "model"
+    log_path = args.run / "log.csv" if args.run is not None else model_dir / "training_log.csv"
+    card = json.loads((model_dir / "card.json").read_text())
+    rows = read_log(log_path)
+    if not rows:
+        raise SystemExit(f"{log_path} holds no validation rows yet")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    png = plot_curves(rows, RESULTS_DIR / "training.png")
+    training = card.get("training", {})
+    # cards written before the network size was called ``embedding`` name it ``preset``
+    config = upgrade_config_dict(training.get("config", {}))
+    summary = run_summary(card, rows)
+    steps_done, batch = summary["steps"], summary["batch_size"]
+    steps, elapsed = summary["last_validation_step"], summary["elapsed_s"]
+    rate, fastest, best = (
+        summary["training_samples_per_s"],
+        summary["fastest_100_step_samples_per_s"],
+        summary["best_validation"],
+    )
     data = (
         "pre-simulated pool (its simulation time is outside the budget)"
         if config.get("dataset")
         else "simulated on the fly"
     )
-    best = min(rows, key=lambda r: r["val_total"])
     results = {
         "environment": environment(config.get("device", "cpu")),
-        "run": str(args.run),
+        "run": str(args.run) if args.run is not None else None,
+        "log": str(log_path),
         "model": str(model_dir),
         "steps": steps_done,
         "last_validation_step": steps,
         "elapsed_s": elapsed,
         "batch_size": batch,
+        "precision": summary["precision"],
         "data": data,
         "training_samples_per_s": rate,
         "fastest_100_step_samples_per_s": fastest,
         "best_validation": best,
-        "last_validation": last,
+        "last_validation": rows[-1],
         "card_training": training,
         "card_metrics": card.get("metrics", {}),
     }
@@ -126,6 +282,8 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         f"- embedding `{config.get('embedding')}`: {json.dumps(arch.get('embedding', {}))}",
         f"- flow: {json.dumps(arch.get('flow', {}))}",
+        f"- precision: {summary['precision']} (the embedding's arithmetic in training; the flow and "
+        "the optimiser stay float32)",
         f"- steps: {steps_done:,} × batch {batch} = {steps_done * (batch or 0):,} samples; "
         f"the last validation row, step {int(steps):,} at {elapsed / 60:.1f} min wall-clock, "
         f"gives **{rate:.0f} training samples/s**, data {data}",
@@ -140,6 +298,22 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         f"![training curves]({png.name})",
     ]
+    speed_path = RESULTS_DIR / "training_speed.json"
+    if speed_path.exists():
+        speed = json.loads(speed_path.read_text())
+        results["same_process_speed"] = speed.get("bank", {})
+        md += ["", *speed_lines(speed)]
+    if args.compare is not None:
+        other_rows = read_log(args.compare / "training_log.csv")
+        other = run_summary(json.loads((args.compare / "card.json").read_text()), other_rows)
+        curves = plot_comparison(
+            rows,
+            other_rows,
+            (f"this run ({summary['precision']})", f"compared run ({other['precision']})"),
+            RESULTS_DIR / "training_comparison.png",
+        )
+        results["compared_run"] = {"folder": str(args.compare), **other}
+        md += ["", *comparison_lines(summary, other, args.compare, curves)]
     write_results("training", results, "\n".join(md))
     return results
 
