@@ -210,6 +210,11 @@ def worst_coverage_error(joint: np.ndarray, marginal: np.ndarray, levels) -> flo
     return float(np.abs(inside - levels[None, :]).max())
 
 
+def _finite_or_none(value: float) -> float | None:
+    """A float for the card, or None for an empty bin's NaN (strict JSON)."""
+    return float(value) if np.isfinite(value) else None
+
+
 def fit_coverage_factor(
     model,
     theta: torch.Tensor,
@@ -241,7 +246,8 @@ def fit_coverage_factor(
     -------
     dict
         ``bins``: per bin of predicted visibility its range, ``n``, the worst coverage error at
-        m = 1 and at every factor of the grid, and the chosen ``factor``; ``readout_r2``, the
+        m = 1 and at every factor of the grid (None for a bin without clusters), and the chosen
+        ``factor``; ``readout_r2``, the
         share of the variance of log(1 + visibility) the read-out explains.
 
     Raises
@@ -300,12 +306,12 @@ def fit_coverage_factor(
                     None if math.isinf(high) else float(high),
                 ],
                 "n": n,
-                "worst_error_unit_factor": float(errors[unit, b]),
+                "worst_error_unit_factor": _finite_or_none(errors[unit, b]),
                 "errors_by_factor": {
-                    f"{m:g}": float(errors[g, b]) for g, m in enumerate(config.grid)
+                    f"{m:g}": _finite_or_none(errors[g, b]) for g, m in enumerate(config.grid)
                 },
                 "factor": float(chosen),
-                "worst_error_chosen": float(errors[config.grid.index(chosen), b]),
+                "worst_error_chosen": _finite_or_none(errors[config.grid.index(chosen), b]),
             }
         )
     with torch.no_grad():

@@ -193,3 +193,23 @@ def test_diagnose_report_names_the_factor_of_each_bin():
     assert "10000 further simulated clusters (0–20: 1.1, 20–100: 1, 100+: 0.95)" in text
     del card["recalibration"]["coverage_factor"]
     assert "coverage factor" not in " ".join(_recalibration_lines(_recalibration_summary(card)))
+
+
+def test_an_empty_bin_keeps_factor_one_and_records_no_error():
+    """All clusters below predicted visibility 100: the top bin is empty, keeps m = 1, and its
+    errors are None in the record (strict JSON), not NaN."""
+    model = GaussianPosterior()
+    theta, features, visibility = _clusters(3000, seed=4, kappa_faint=1.0)
+    keep = visibility < 90.0
+    record = fit_coverage_factor(
+        model,
+        theta[keep],
+        features[keep],
+        visibility[keep],
+        CoverageFactorConfig(n_simulations=2000, draws=20, grid=(1.0, 1.2)),
+    )
+    top = record["bins"][2]
+    assert top["n"] == 0 and top["factor"] == 1.0
+    assert top["worst_error_unit_factor"] is None and set(top["errors_by_factor"].values()) == {
+        None
+    }
