@@ -40,9 +40,10 @@ ATTEMPTS = "calibration_attempts.md"
 """Record of the trained models measured by this benchmark while working towards its goals."""
 
 
-def _relink(markdown: str, keys) -> str:
+def _relink(markdown: str, keys, name: str) -> str:
+    """Point the report's figure links at this run's files, ``<name>_<key>.png``."""
     for key in keys:
-        markdown = markdown.replace(f"({key}.png)", f"({NAME}_{key}.png)")
+        markdown = markdown.replace(f"({key}.png)", f"({name}_{key}.png)")
     return markdown
 
 
@@ -102,7 +103,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"git {env['git_commit']}. Wall time {wall:.0f} s.\n\n"
     )
     body = (
-        _relink(report, keys).replace("\n", "\n" + header, 1) if "\n" in report else header + report
+        _relink(report, keys, args.name).replace("\n", "\n" + header, 1)
+        if "\n" in report
+        else header + report
     )
     if (RESULTS_DIR / ATTEMPTS).is_file():
         body = body.rstrip() + (
