@@ -246,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
         "AMX); benchmarks/results/training_speed.md measures the gain (default: float32)",
     )
     p.add_argument(
+        "--augment-views",
+        type=int,
+        help="show each training cutout in a random one of the first N rotations and mirror "
+        "images of the square (1, 2, 4 or 8; the simulator is unchanged by them, so the "
+        "posterior learned is the same; default: 1, the cutouts as simulated)",
+    )
+    p.add_argument(
         "--classifier-weight",
         type=float,
         help="weight of the classifier's cross entropy in the loss (default: 1; the flow's "
@@ -524,7 +531,14 @@ def _train(args) -> None:
 
     from .devices import resolve_device
     from .errors import InputError
-    from .training import TrainingConfig, check_run_dir, default_config, train, write_dataset
+    from .training import (
+        TrainingConfig,
+        check_augmentation,
+        check_run_dir,
+        default_config,
+        train,
+        write_dataset,
+    )
     from .training.distributed import launched_world_size, select_rank_device
 
     weight_options = {"classifier": args.classifier_weight, "balance": args.balance_weight}
@@ -564,6 +578,7 @@ def _train(args) -> None:
         "dataset": None if dataset is None else str(dataset),
         "tensorboard": args.tensorboard or None,
         "cpu_amp": args.cpu_bf16 or None,
+        "augment_views": args.augment_views,
         "global_batchnorm": False if args.local_batchnorm else None,
     }
     from simulators.registry import is_catalogue_preset
@@ -588,6 +603,7 @@ def _train(args) -> None:
         simulator = simulator_from_card(pool_index["simulator_card"], device=device)
     else:
         simulator = simulator_for_preset(args.preset or "m83-wfc3", device=device, **physics)
+    check_augmentation(config, simulator)
     if pool is not None and not (args.resume and pool.is_file()):
         if args.pool <= config.val_size:
             raise InputError(

@@ -77,6 +77,11 @@ class TrainingConfig:
         bfloat16 autocast for the embedding on a CPU with native bfloat16 arithmetic
         (AVX512-BF16 or AMX, :func:`sbicluster.devices.cpu_has_bf16`; refused on other CPUs).
         Off by default: the shipped CPU model was trained in float32.
+    augment_views : int
+        Show each training cutout in a random one of the first ``augment_views`` rotations and
+        mirror images of the square (1, 2, 4 or 8; :mod:`.augment`); 1 (default) trains on the
+        cutouts as simulated. The simulators are unchanged in distribution by these views, so the
+        posterior learned is the same; a pool read for several epochs offers more distinct images.
     loss_weights : dict
         ``classifier`` and ``visibility`` weights (the flow NLL has weight 1), and optionally
         ``balance``, the weight λ of the balanced-NPE penalty (default 0: plain NPE).
@@ -109,6 +114,7 @@ class TrainingConfig:
     amp: bool = True
     cpu_amp: bool = False
     global_batchnorm: bool = True
+    augment_views: int = 1
     loss_weights: dict = field(default_factory=lambda: {"classifier": 1.0, "visibility": 0.5})
     softening: list | None = None
     dataset: str | None = None
@@ -143,7 +149,7 @@ class TrainingConfig:
         return cls(**data)
 
 
-ADDED_FIELDS = {"cpu_amp": False, "global_batchnorm": True}
+ADDED_FIELDS = {"cpu_amp": False, "global_batchnorm": True, "augment_views": 1}
 """Fields added after the first checkpoints were written, with the value older runs had."""
 
 

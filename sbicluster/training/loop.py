@@ -65,7 +65,9 @@ from simulators.batch import SimulationBatch
 from ..devices import cpu_has_bf16, resolve_device
 from ..errors import InputError, OutputExistsError, TrainingInterrupted
 from ..files import check_writable_dir
+from ..inference import SYMMETRY_VIEWS, check_views
 from ..model import ClusterModel, default_architecture, weighted_loss
+from .augment import AUGMENT_SEED_OFFSET, SymmetryAugmented
 from .card import training_card
 from .checkpoint import has_checkpoint, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .config import TrainingConfig, upgrade_config_dict
@@ -79,7 +81,7 @@ from .distributed import (
 from .schedule import lr_at
 from .tracking import SilentTracker, Tracker, logged_terms
 
-__all__ = ["train", "train_step", "validate", "check_run_dir"]
+__all__ = ["train", "train_step", "validate", "check_run_dir", "check_augmentation"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,16 +209,20 @@ def check_run_dir(
 
 def _data_source(simulator: Simulator, config: TrainingConfig, group: ProcessGroup) -> TrainingData:
     """The pool reader when ``config.dataset`` is set (this process's share of each batch), else
-    fresh simulations."""
+    fresh simulations; shown in random symmetric views when ``config.augment_views > 1``."""
     if config.dataset:
-        return DatasetBatches(
+        source = DatasetBatches(
             config.dataset,
             torch.Generator().manual_seed(config.seed),
             config.val_size,
             rank=group.rank,
             world_size=group.world_size,
         )
-    return OnlineSource(simulator, config.seed, config.val_size)
+    else:
+        source = OnlineSource(simulator, config.seed, config.val_size)
+    if config.augment_views == 1:
+        return source
+    return SymmetryAugmented(source, config.augment_views, config.seed + AUGMENT_SEED_OFFSET)
 
 
 def _autocast(config: TrainingConfig, device: torch.device) -> bool:
@@ -235,6 +241,29 @@ def _autocast(config: TrainingConfig, device: torch.device) -> bool:
             "bfloat16 autocast would be slower than float32; train without it"
         )
     return bool(config.cpu_amp)
+
+
+def check_augmentation(config: TrainingConfig, simulator: Simulator) -> None:
+    """Refuse, before any work, symmetric views the observations cannot take.
+
+    Raises
+    ------
+    InputError
+        ``augment_views`` not 1, 2, 4 or 8; views of observations that are not (C, H, W) images
+        (catalogue rows); 4 or 8 views of non-square cutouts.
+    """
+    if config.augment_views not in SYMMETRY_VIEWS:
+        raise InputError(
+            f"--augment-views must be one of {SYMMETRY_VIEWS}, got {config.augment_views}"
+        )
+    shape = tuple(simulator.observation_shape)
+    if config.augment_views > 1 and len(shape) != 3:
+        raise InputError(
+            f"--augment-views {config.augment_views}: the simulator's observations of shape "
+            f"{shape} are not images; train catalogue models without it"
+        )
+    if config.augment_views > 1:
+        check_views(config.augment_views, shape)
 
 
 def _check_parallel_config(config: TrainingConfig, group: ProcessGroup) -> None:
@@ -591,6 +620,7 @@ def _train(
     from ..artifact import save_model
 
     _check_parallel_config(config, group)
+    check_augmentation(config, simulator)
     amp = _autocast(config, device)
     out_dir = check_run_dir(out_dir, config=config, resume=resume, overwrite=overwrite)
     group.barrier()  # every process has checked the folder before rank 0 changes it
