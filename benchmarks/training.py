@@ -3,8 +3,8 @@
 Usage::
 
     python -m benchmarks.training --run runs/default [--model sbicluster/models/default]
-        [--compare DIR]
-    python -m benchmarks.training --model sbicluster/models/default --compare DIR
+        [--compare DIR [DIR ...]]
+    python -m benchmarks.training --model sbicluster/models/default --compare DIR [DIR ...]
 
 Reads ``<run>/log.csv`` (written by :func:`sbicluster.training.train`; without ``--run``, the
 model folder's copy ``training_log.csv``) and the model's ``card.json``, plots training and validation losses against step and wall-clock time, and
@@ -12,10 +12,10 @@ writes a report with the throughput actually achieved (training samples per seco
 simulation for online runs but not for runs on a pre-simulated pool), the stop reason and the final
 validation metrics. Nothing is re-run: the numbers are the run's own.
 
-``--baseline DIR`` names the model this run replaces (a folder with its ``card.json`` and
-``training_log.csv``, as every shipped model has): the report sets the two runs side by side
-(precision, steps, samples, rate, best validation losses) and overlays their validation curves
-against wall-clock time. The two runs are separate runs; the speed-up of one setting over the
+``--compare DIR [DIR ...]`` names other runs (folders with their ``card.json`` and
+``training_log.csv``, as every shipped model has): the report sets them beside this run
+(precision, batch, symmetric views, steps, samples, rate, best validation losses) and overlays
+their validation curves against wall-clock time. The runs are separate runs; the speed-up of one setting over the
 other measured in one process is taken from ``results/training_speed.json``
 (``benchmarks/training_speed.py``) when it exists, and quoted with its own date and commit.
 """
@@ -85,7 +85,8 @@ def run_summary(card: dict, rows: list[dict[str, float]]) -> dict:
     Returns
     -------
     dict
-        ``precision`` (``float32`` or ``bfloat16 autocast``), ``steps``, ``batch_size``,
+        ``precision`` (``float32`` or ``bfloat16 autocast``), ``augment_views`` (symmetric views
+        of the training cutouts, 1 = as simulated), ``steps``, ``batch_size``,
         ``samples`` (steps × batch), ``elapsed_s`` (s, at the last validation row),
         ``training_samples_per_s`` (at the last validation row), ``fastest_100_step_samples_per_s``,
         ``best_validation`` (the row of smallest total loss), ``stop_reason``.
@@ -102,6 +103,7 @@ def run_summary(card: dict, rows: list[dict[str, float]]) -> dict:
     ]
     return {
         "precision": "bfloat16 autocast" if training.get("amp") else "float32",
+        "augment_views": int(config.get("augment_views", 1)),
         "steps": steps_done,
         "batch_size": batch,
         "samples": steps_done * (batch or 0),
@@ -116,16 +118,12 @@ def run_summary(card: dict, rows: list[dict[str, float]]) -> dict:
     }
 
 
-def plot_comparison(
-    rows: list[dict[str, float]],
-    other_rows: list[dict[str, float]],
-    labels: tuple[str, str],
-    path: Path,
-) -> Path:
-    """Validation flow NLL and total loss against wall-clock time for two runs."""
+def plot_comparison(runs: list[tuple[str, list[dict[str, float]]]], path: Path) -> Path:
+    """Validation flow NLL and total loss against wall-clock time for several runs, each given as
+    ``(label, validation rows)``."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for key, ax in (("val_nll", axes[0]), ("val_total", axes[1])):
-        for run_rows, label in ((rows, labels[0]), (other_rows, labels[1])):
+        for label, run_rows in runs:
             ax.plot(
                 [r["elapsed_s"] / 60 for r in run_rows], [r[key] for r in run_rows], label=label
             )
@@ -161,50 +159,67 @@ def speed_lines(speed: dict) -> list[str]:
                 f"| `{embedding}` | {f32['batch_size']} | {f32['samples_per_s']:.0f} | "
                 f"{amp['samples_per_s']:.0f} | **{amp['samples_per_s'] / f32['samples_per_s']:.2f}×** |"
             )
+    variants = speed.get("variants", {})
+    if variants:
+        embedding = speed.get("variants_embedding", "?")
+        plain = speed.get("bank", {}).get(embedding, {})
+        plain = plain.get("amp", plain.get("float32", {}))
+        timed = ", ".join(f"{name} {run['samples_per_s']:.0f}" for name, run in variants.items())
+        lines += [
+            "",
+            f"Same run, `{embedding}` embedding, same precision and batch: {timed} samples/s, "
+            f"against {plain.get('samples_per_s', float('nan')):.0f} for the plain step.",
+        ]
     return lines
 
 
-def comparison_lines(summary: dict, other: dict, other_dir: Path, curves: Path) -> list[str]:
-    """Markdown lines setting the shipped model's run beside another run."""
+def comparison_lines(summary: dict, others: list[tuple[Path, dict]], curves: Path) -> list[str]:
+    """Markdown lines setting the shipped model's run beside other runs, each given as
+    ``(folder, run_summary)``."""
+    runs = [summary, *(other for _, other in others)]
 
-    def pair(fmt) -> tuple[str, str]:
-        return fmt(summary), fmt(other)
+    def cells(fmt) -> list[str]:
+        return [fmt(run) for run in runs]
 
     best = lambda run: run["best_validation"]  # noqa: E731
     rows = [
-        ("precision", *pair(lambda r: r["precision"])),
-        ("batch", *pair(lambda r: f"{r['batch_size']}")),
-        ("steps", *pair(lambda r: f"{r['steps']:,}")),
-        ("training samples", *pair(lambda r: f"{r['samples']:,}")),
-        ("wall-clock at the last validation [min]", *pair(lambda r: f"{r['elapsed_s'] / 60:.1f}")),
-        ("training samples/s (whole run)", *pair(lambda r: f"{r['training_samples_per_s']:.0f}")),
+        ("precision", cells(lambda r: r["precision"])),
+        ("batch", cells(lambda r: f"{r['batch_size']}")),
+        ("symmetric views of the training cutouts", cells(lambda r: f"{r['augment_views']}")),
+        ("steps", cells(lambda r: f"{r['steps']:,}")),
+        ("training samples", cells(lambda r: f"{r['samples']:,}")),
+        ("wall-clock at the last validation [min]", cells(lambda r: f"{r['elapsed_s'] / 60:.1f}")),
+        ("training samples/s (whole run)", cells(lambda r: f"{r['training_samples_per_s']:.0f}")),
+        (
+            "whole-run rate against this run's",
+            cells(
+                lambda r: f"{r['training_samples_per_s'] / summary['training_samples_per_s']:.2f}×"
+            ),
+        ),
         (
             "fastest 100-step stretch [samples/s]",
-            *pair(lambda r: f"{r['fastest_100_step_samples_per_s']:.0f}"),
+            cells(lambda r: f"{r['fastest_100_step_samples_per_s']:.0f}"),
         ),
-        ("best validation flow NLL", *pair(lambda r: f"{best(r)['val_nll']:.3f}")),
-        ("best validation total loss", *pair(lambda r: f"{best(r)['val_total']:.3f}")),
+        ("best validation flow NLL", cells(lambda r: f"{best(r)['val_nll']:.3f}")),
+        ("best validation total loss", cells(lambda r: f"{best(r)['val_total']:.3f}")),
         (
             "classifier BCE / visibility MSE at the best step",
-            *pair(lambda r: f"{best(r)['val_bce']:.3f} / {best(r)['val_mse']:.3f}"),
+            cells(lambda r: f"{best(r)['val_bce']:.3f} / {best(r)['val_mse']:.3f}"),
         ),
-        ("stop reason", *pair(lambda r: r["stop_reason"])),
+        ("stop reason", cells(lambda r: r["stop_reason"])),
     ]
-    ratio = other["training_samples_per_s"] / summary["training_samples_per_s"]
+    header = " | ".join(f"`{folder}`" for folder, _ in others)
     return [
-        "## This run beside another",
+        "## This run beside others",
         "",
-        f"Compared run: `{other_dir}` (its `card.json` and `training_log.csv`). The two are "
-        "separate runs on the same machine; validation losses are on each run's own held-out "
-        "pool rows.",
+        "Compared runs: their folders' `card.json` and `training_log.csv`. All are separate runs "
+        "on the same machine; validation losses are on each run's own held-out pool rows.",
         "",
-        "| | this run | compared run |",
-        "|---|---|---|",
-        *[f"| {name} | {mine} | {theirs} |" for name, mine, theirs in rows],
+        f"| | this run | {header} |",
+        "|---|---|" + "---|" * len(others),
+        *[f"| {name} | {' | '.join(values)} |" for name, values in rows],
         "",
-        f"Whole-run training rate of the compared run: **{ratio:.2f}×** this run's.",
-        "",
-        "What a lower validation loss buys is measured in calibration, not here: both models' "
+        "What a lower validation loss buys is measured in calibration, not here: every model's "
         "coverage, SBC and accuracy are in `calibration_attempts.md`.",
         "",
         f"![validation curves against wall-clock time]({curves.name})",
@@ -224,7 +239,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--compare",
         type=Path,
-        help="model folder of another run (card.json, training_log.csv) to set beside this one",
+        nargs="+",
+        help="model folders of other runs (card.json, training_log.csv) to set beside this one",
     )
     args = parser.parse_args(argv)
     if args.run is None and args.model is None:
@@ -303,17 +319,24 @@ def main(argv: list[str] | None = None) -> dict:
         speed = json.loads(speed_path.read_text())
         results["same_process_speed"] = speed.get("bank", {})
         md += ["", *speed_lines(speed)]
-    if args.compare is not None:
-        other_rows = read_log(args.compare / "training_log.csv")
-        other = run_summary(json.loads((args.compare / "card.json").read_text()), other_rows)
+    if args.compare:
+        others = []
+        for folder in args.compare:
+            other_rows = read_log(folder / "training_log.csv")
+            other = run_summary(json.loads((folder / "card.json").read_text()), other_rows)
+            others.append((folder, other, other_rows))
         curves = plot_comparison(
-            rows,
-            other_rows,
-            (f"this run ({summary['precision']})", f"compared run ({other['precision']})"),
+            [
+                (f"this run ({summary['precision']})", rows),
+                *(
+                    (f"{folder.name} ({other['precision']}, {other['augment_views']} views)", r)
+                    for folder, other, r in others
+                ),
+            ],
             RESULTS_DIR / "training_comparison.png",
         )
-        results["compared_run"] = {"folder": str(args.compare), **other}
-        md += ["", *comparison_lines(summary, other, args.compare, curves)]
+        results["compared_runs"] = [{"folder": str(folder), **other} for folder, other, _ in others]
+        md += ["", *comparison_lines(summary, [(f, o) for f, o, _ in others], curves)]
     write_results("training", results, "\n".join(md))
     return results
 

@@ -8,13 +8,17 @@ itself, as from a pre-simulated pool whose reading keeps up. On CUDA it times ea
 bfloat16 autocast (``amp``, the training default there) and without it, in the same process, as
 the baseline; on a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX) it does the same with
 CPU autocast (``sbicluster train --cpu-bf16``) against float32 (the CPU default). It also times online training (each batch simulated, then one step) for the first
-embedding, the rate of a run without a pool.
+embedding, the rate of a run without a pool. With ``--variants`` it also times, for the first
+embedding at the faster precision, two changes that leave the architecture as it is: the
+embedding in channels-last memory format, and the embedding compiled with ``torch.compile``
+(its compilation in the untimed warm-up).
 
 Usage::
 
     python -m benchmarks.training_speed                          # CPU, cpu and paper embeddings
     python -m benchmarks.training_speed --device cuda --batch-size 512
     python -m benchmarks.training_speed --quick --results-dir /tmp/check   # a seconds-long check
+    python -m benchmarks.training_speed --embeddings cpu --variants       # + channels-last, compile
 
 Writes ``results/training_speed.{json,md}`` (``training_speed_cuda`` on a GPU).
 
@@ -47,6 +51,27 @@ log = logging.getLogger(__name__)
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+VARIANTS = ("channels-last", "compiled embedding")
+"""Changes timed by ``--variants`` beside the plain step (same architecture and precision)."""
+
+
+def _variant_model(variant: str, model: ClusterModel, next_batch):
+    """``model`` and its batch source changed as ``variant`` says (in place for the model)."""
+    if variant == "channels-last":
+        model.embedding.to(memory_format=torch.channels_last)
+
+        def channels_last_batch():
+            batch = next_batch()
+            batch.images = batch.images.contiguous(memory_format=torch.channels_last)
+            return batch
+
+        return model, channels_last_batch
+    if variant == "compiled embedding":
+        model.embedding.compile()
+        return model, next_batch
+    raise ValueError(f"unknown variant {variant!r}")
 
 
 def _model(embedding: str, simulator, softening: list[float], device: torch.device, seed: int):
@@ -119,6 +144,12 @@ def _markdown(res: dict, args) -> str:
                 f"| `{emb}` | bank on device | {'bfloat16 autocast' if run['amp'] else 'float32'} "
                 f"| {run['batch_size']} | {run['steps']} | **{run['samples_per_s']:,.0f}** |"
             )
+    for name, run in res.get("variants", {}).items():
+        rows.append(
+            f"| `{res['variants_embedding']}` | bank on device | "
+            f"{'bfloat16 autocast' if run['amp'] else 'float32'}, {name} | {run['batch_size']} "
+            f"| {run['steps']} | **{run['samples_per_s']:,.0f}** |"
+        )
     online = res["online"]
     if online:
         rows.append(
@@ -182,6 +213,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--quick", action="store_true", help="a few small steps: a check, not a rate"
     )
     parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="also time channels-last and a compiled embedding (first embedding)",
+    )
+    parser.add_argument(
         "--results-dir", default=None, help="where to write (default: benchmarks/results)"
     )
     args = parser.parse_args(argv)
@@ -229,6 +265,17 @@ def main(argv: list[str] | None = None) -> dict:
                 model, from_bank, config, amp=amp, warmup=warmup, steps=steps, device=device
             )
             res["bank"][emb]["amp" if amp else "float32"] = run
+    if args.variants:
+        emb, amp = embeddings[0], cuda or cpu_has_bf16()
+        res["variants_embedding"], res["variants"] = emb, {}
+        for variant in VARIANTS:
+            log.info("embedding %s, %s: %d steps of %d ...", emb, variant, steps, batch)
+            model, next_batch = _variant_model(
+                variant, _model(emb, simulator, softening, device, args.seed), from_bank
+            )
+            res["variants"][variant] = time_steps(
+                model, next_batch, config, amp=amp, warmup=warmup, steps=steps, device=device
+            )
     online_gen = torch.Generator(device=device).manual_seed(args.seed + 2)
     emb = embeddings[0]
     log.info("embedding %s, simulated per batch ...", emb)
