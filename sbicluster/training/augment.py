@@ -76,6 +76,8 @@ class SymmetryAugmented:
         share = chosen[self.rank :: self.world_size]
         images = batch.images.clone()
         for index in share.unique().tolist():
+            if index == 0:  # the identity: the clone already holds it
+                continue
             rows = (share == index).to(images.device)
             images[rows] = symmetric_view(batch.images[rows], index)
         nuisances = {k: v for k, v in batch.nuisances.items() if k not in POSITION_NUISANCES}
