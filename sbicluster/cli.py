@@ -367,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="one temperature per base dimension instead of one shared by all",
     )
     p.add_argument(
+        "--location",
+        action="store_true",
+        help="also fit a shift of each base coordinate, for posteriors whose centres are biased",
+    )
+    p.add_argument(
         "--coverage-factor",
         type=int,
         default=0,
@@ -716,6 +721,7 @@ def _recalibrate(args) -> None:
         n_simulations=args.n,
         seed=args.seed,
         per_dimension=args.per_dimension,
+        location=args.location,
         coverage_factor=(
             CoverageFactorConfig(n_simulations=args.coverage_factor)
             if args.coverage_factor

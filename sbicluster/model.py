@@ -35,7 +35,8 @@ Design
   narrowing each cutout's posterior; :mod:`sbicluster.recalibration` fits it on held-out
   simulations after training, with everything else frozen, and
   :mod:`sbicluster.coverage_factor` optionally multiplies it by a factor per bin of predicted
-  visibility fitted to HPD coverage (flow option ``base_temperature["factor_bins"]``).
+  visibility fitted to HPD coverage (flow option ``base_temperature["factor_bins"]``); with
+  ``base_temperature["location"]`` the layer also shifts the base coordinates by μ(x) first.
 * The classifier head gives the logit of P(cluster | x); the visibility head regresses
   ``log(1 + visibility)``.
 """
@@ -323,6 +324,7 @@ def _flow_layers(fl: dict, dim: int, context: int) -> tuple[tuple[nn.Module, ...
                 temperature["hidden_features"],
                 per_dimension=bool(temperature["per_dimension"]),
                 factor_bins=int(temperature.get("factor_bins", 0)),
+                location=bool(temperature.get("location", False)),
             ),
         )
     return layers, base

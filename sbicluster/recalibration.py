@@ -22,9 +22,16 @@ clusters drawn from the model's own simulator (from its card), on a random strea
 same seed. A quarter of them is kept for validation; the fit stops when the validation
 likelihood stops improving and keeps the best state.
 
-What it cannot do: a temperature changes the width of a posterior along the flow's own
-geometry, not its centre or shape, so a biased posterior stays biased (the diagnostics' SBC and
-accuracy sections show bias).
+A temperature changes the width of a posterior along the flow's own geometry, not its centre or
+shape, so a biased posterior stays biased (the diagnostics' SBC and accuracy sections show bias).
+With ``location`` the layer also fits a shift μ(x) of each base coordinate by the same
+likelihood,
+
+    Σ_d [ log τ_d(x_i) + (u_id − μ_d(x_i))² / (2 τ_d(x_i)²) ],
+
+which moves each posterior towards where the truths fall for observations like it: it corrects a
+bias of the posterior's centre, still along the flow's geometry, and still cannot change its
+shape.
 """
 
 from __future__ import annotations
@@ -76,6 +83,8 @@ class RecalibrationConfig:
         Seed of the simulations (mapped by :func:`recalibration_seed`) and of the fit.
     per_dimension : bool
         One temperature per base dimension instead of one shared by all.
+    location : bool
+        Also fit a shift μ(x) of each base coordinate (corrects biased posterior centres).
     hidden_features : tuple of int
         Widths of the temperature network's hidden layers.
     validation_fraction : float
@@ -100,6 +109,7 @@ class RecalibrationConfig:
     n_simulations: int = 40_000
     seed: int = 0
     per_dimension: bool = False
+    location: bool = False
     hidden_features: tuple[int, ...] = (64, 64)
     validation_fraction: float = 0.25
     learning_rate: float = 1e-3
@@ -137,6 +147,7 @@ def with_base_temperature(
     per_dimension: bool = False,
     seed: int = 0,
     factor_bins: int = 0,
+    location: bool = False,
 ):
     """A copy of ``model`` whose flow ends with a :class:`~sbicluster.temperature.BaseTemperature`
     at τ = 1 (the same density as ``model`` until the layer is fitted).
@@ -153,6 +164,8 @@ def with_base_temperature(
         Seed of the temperature network's initial hidden weights (its output layer starts at 0).
     factor_bins : int
         Bins of the layer's coverage factor (0: none; it starts at m = 1).
+    location : bool
+        The layer also shifts each base coordinate (it starts at μ = 0).
 
     Returns
     -------
@@ -175,11 +188,15 @@ def with_base_temperature(
     architecture["flow"]["base_temperature"] = {
         "hidden_features": [int(h) for h in hidden_features],
         "per_dimension": bool(per_dimension),
-        "formula": "z = u / tau(x), log tau = log(10) tanh(g(standardised features) / log(10))"
-        + (" + log m(readout(standardised features))" if factor_bins else ""),
+        "formula": ("z = (u - mu(x)) / tau(x)" if location else "z = u / tau(x)")
+        + ", log tau = log(10) tanh(g(standardised features) / log(10))"
+        + (" + log m(readout(standardised features))" if factor_bins else "")
+        + (", mu = 3 tanh(h(standardised features) / 3)" if location else ""),
     }
     if factor_bins:
         architecture["flow"]["base_temperature"]["factor_bins"] = int(factor_bins)
+    if location:
+        architecture["flow"]["base_temperature"]["location"] = True
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))  # the new layer's initial weights; the rest is loaded
         new = ClusterModel(
@@ -211,11 +228,20 @@ def base_coordinates(model, theta: torch.Tensor, features: torch.Tensor) -> torc
     return x.cpu()
 
 
-def temperature_nll(log_tau: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Per-object negative log likelihood of base coordinates u (N, D) under N(0, τ² I), less the
-    constant D/2 · log 2π; ``log_tau`` (N, 1) or (N, D). Returns (N,)."""
+def temperature_nll(
+    log_tau: torch.Tensor, u: torch.Tensor, shift: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-object negative log likelihood of base coordinates u (N, D) under N(μ, τ² I), less the
+    constant D/2 · log 2π; ``log_tau`` (N, 1) or (N, D), ``shift`` μ (N, D) or None (μ = 0).
+    Returns (N,)."""
     log_tau = log_tau.expand_as(u)
-    return (log_tau + 0.5 * u.square() * torch.exp(-2.0 * log_tau)).sum(-1)
+    residual = u if shift is None else u - shift
+    return (log_tau + 0.5 * residual.square() * torch.exp(-2.0 * log_tau)).sum(-1)
+
+
+def _layer_nll(layer, features: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """:func:`temperature_nll` of u under the layer's τ and μ for these features."""
+    return temperature_nll(layer.log_temperature(features), u, layer.shift(features))
 
 
 def fit_temperature(
@@ -226,7 +252,8 @@ def fit_temperature(
     *,
     progress: bool = False,
 ) -> dict:
-    """Fit a :class:`~sbicluster.temperature.BaseTemperature` by maximum likelihood of u.
+    """Fit a :class:`~sbicluster.temperature.BaseTemperature` (its τ, and its μ if it has a
+    location) by maximum likelihood of u.
 
     Parameters
     ----------
@@ -265,7 +292,7 @@ def fit_temperature(
 
     def validation_nll() -> float:
         with torch.no_grad():
-            return float(temperature_nll(layer.log_temperature(features[val]), u[val]).mean())
+            return float(_layer_nll(layer, features[val], u[val]).mean())
 
     before = validation_nll()
     best, best_epoch, best_state = before, 0, copy.deepcopy(layer.state_dict())
@@ -277,7 +304,7 @@ def fit_temperature(
     for epoch in bar:
         layer.train()
         for batch in fit[torch.randperm(len(fit), generator=generator)].split(config.batch_size):
-            loss = temperature_nll(layer.log_temperature(features[batch]), u[batch]).mean()
+            loss = _layer_nll(layer, features[batch], u[batch]).mean()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -353,10 +380,14 @@ def simulate_and_embed(
 
 
 def _temperature_summary(layer, features, visibility, index) -> list[dict]:
-    """Median and 10–90 % range of τ (geometric mean over dimensions) in visibility bins."""
+    """Median and 10–90 % range of τ (geometric mean over dimensions) in visibility bins, and
+    the mean μ of each base dimension there for a layer with a location."""
     with torch.no_grad():
-        log_tau = layer.log_temperature(features[index].to(layer.context_mean.device))
+        context = features[index].to(layer.context_mean.device)
+        log_tau = layer.log_temperature(context)
+        shift = layer.shift(context)
     tau = log_tau.mean(-1).exp().cpu().numpy()
+    shift = None if shift is None else shift.cpu().numpy()
     vis = visibility[index].numpy()
     rows = []
     for lo, hi in zip(VISIBILITY_EDGES[:-1], VISIBILITY_EDGES[1:], strict=True):
@@ -373,6 +404,8 @@ def _temperature_summary(layer, features, visibility, index) -> list[dict]:
                 "tau_p90": float(q90),
             }
         )
+        if shift is not None:
+            rows[-1]["shift_mean"] = [float(v) for v in shift[sel].mean(0)]
     return rows
 
 
@@ -412,6 +445,7 @@ def recalibrate(
         per_dimension=config.per_dimension,
         seed=config.seed,
         factor_bins=factor.bins if factor is not None else 0,
+        location=config.location,
     )
     layer = new.base_temperature
     _, features, u, visibility = simulate_and_embed(model, simulator, config, progress)
@@ -421,7 +455,8 @@ def recalibrate(
         record = fit_temperature(layer, features, u, config, progress=progress)
     index = record.pop("validation_index")
     new.card["recalibration"] = {
-        "method": "temperature on the flow's base distribution, maximum likelihood",
+        "method": ("temperature and location" if config.location else "temperature")
+        + " on the flow's base distribution, maximum likelihood",
         "config": config_record(config),
         **record,
         "temperature_by_visibility": _temperature_summary(layer, features, visibility, index),
