@@ -3,7 +3,7 @@
 Checks: a fresh location changes nothing; a shifted, tempered posterior is one normalised density
 that sampling and ``log_prob`` agree on; the fit recovers a known x-dependent bias and width of a
 Gaussian posterior and makes it calibrated, joint and per marginal, in every third of x; the
-model saves and loads; the command's ``--location``.
+model saves and loads; the command's ``--location``; diagnose reports name the location.
 """
 
 import math
@@ -209,3 +209,34 @@ def test_command_location_flag_fits_a_location(toy_model_dir, tmp_path, capsys):
     model = load_model(out)
     assert model.base_temperature.location
     assert model.card["recalibration"]["config"]["location"] is True
+
+
+def test_diagnose_report_says_the_model_has_a_location(toy_model, tmp_path):
+    from sbicluster.diagnostics import run_diagnostics
+
+    config = RecalibrationConfig(n_simulations=1000, location=True)
+    new = recalibrate(toy_model, LinearGaussianToy(), config)
+    metrics = run_diagnostics(
+        new,
+        LinearGaussianToy(),
+        n=300,
+        num_samples=50,
+        seed=3,
+        views=1,
+        out_dir=tmp_path,
+        progress=False,
+        lc2st_probes=0,
+    )
+    assert metrics["model"]["recalibration"]["location"] is True
+    text = (tmp_path / "report.md").read_text()
+    assert "a temperature and a location (a shift of each base coordinate)" in text
+
+
+def test_a_recalibration_with_a_location_is_reproducible(toy_model):
+    """Same model, configuration and seed: bit-identical temperature and location weights."""
+    config = RecalibrationConfig(n_simulations=1000, seed=4, location=True)
+    first, second = (recalibrate(toy_model, LinearGaussianToy(), config) for _ in range(2))
+    state = second.base_temperature.state_dict()
+    assert any(key.startswith("location_net.") for key in state)
+    for key, value in first.base_temperature.state_dict().items():
+        assert torch.equal(value, state[key]), key

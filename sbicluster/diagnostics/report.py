@@ -54,7 +54,11 @@ def _recalibration_lines(summary: dict | None) -> list[str]:
     """One paragraph on the model's recalibration, or nothing."""
     if not summary:
         return []
-    kind = "one per base dimension" if summary.get("per_dimension") else "one for all dimensions"
+    kind = (
+        "one temperature per base dimension"
+        if summary.get("per_dimension")
+        else "one temperature for all dimensions"
+    )
     factor = summary.get("coverage_factor")
     factor_text = ""
     if factor:
@@ -67,8 +71,13 @@ def _recalibration_lines(summary: dict | None) -> list[str]:
             f"the HPD coverage of {factor.get('n_simulations')} further simulated clusters "
             f"({bins})."
         )
+    what = (
+        "a temperature and a location (a shift of each base coordinate)"
+        if summary.get("location")
+        else "a temperature"
+    )
     return [
-        "The posterior is recalibrated: a temperature on the flow's base distribution "
+        f"The posterior is recalibrated: {what} on the flow's base distribution "
         f"({kind}), a function of the cutout fitted on {summary.get('n_simulations')} simulated "
         f"clusters (recalibration seed {summary.get('seed')}, a stream of its own)." + factor_text,
         "",

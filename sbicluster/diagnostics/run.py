@@ -915,6 +915,7 @@ def _recalibration_summary(card: dict) -> dict | None:
         "n_simulations": config.get("n_simulations"),
         "seed": config.get("seed"),
         "per_dimension": config.get("per_dimension"),
+        "location": bool(config.get("location", False)),
         "coverage_factor": (
             None
             if not factor
