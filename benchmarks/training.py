@@ -191,9 +191,9 @@ def comparison_lines(summary: dict, others: list[tuple[Path, dict]], curves: Pat
         ("wall-clock at the last validation [min]", cells(lambda r: f"{r['elapsed_s'] / 60:.1f}")),
         ("training samples/s (whole run)", cells(lambda r: f"{r['training_samples_per_s']:.0f}")),
         (
-            "whole-run rate against this run's",
+            "this run's whole-run rate against each run's",
             cells(
-                lambda r: f"{r['training_samples_per_s'] / summary['training_samples_per_s']:.2f}×"
+                lambda r: f"{summary['training_samples_per_s'] / r['training_samples_per_s']:.2f}×"
             ),
         ),
         (
