@@ -33,6 +33,7 @@ import torch
 from simulators.priors import ClusterPrior
 
 from .errors import ModelError, OutputExistsError
+from .files import default_file_mode
 from .model import ClusterModel
 
 __all__ = [
@@ -137,7 +138,9 @@ def save_model(model: ClusterModel, directory: str | Path, *, overwrite: bool = 
     tmp = directory.with_name(f".{directory.name}.{secrets.token_hex(8)}.part")
     tmp.mkdir()
     try:
-        save_file(_unique_state(model), str(tmp / "weights.safetensors"), metadata={"format": "pt"})
+        weights = tmp / "weights.safetensors"
+        save_file(_unique_state(model), str(weights), metadata={"format": "pt"})
+        os.chmod(weights, default_file_mode())  # safetensors writes it 0600
         (tmp / "card.json").write_text(json.dumps(card, indent=2, default=float) + "\n")
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")

@@ -142,6 +142,7 @@ def test_model_directory_and_files_get_the_umask_permissions(tmp_path):
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o755
     assert (path / "card.json").stat().st_mode & 0o777 == 0o644
+    assert (path / "weights.safetensors").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
