@@ -50,6 +50,23 @@ def toy_model_dir(tmp_path_factory) -> Path:
     return _train_once(tmp_path_factory.getbasetemp())
 
 
+@pytest.fixture(scope="module")
+def toy_model(toy_model_dir):
+    """The toy model of :func:`toy_model_dir`, loaded on the CPU once per test module."""
+    from sbicluster.artifact import load_model
+
+    return load_model(toy_model_dir, device="cpu")
+
+
+def toy_features(model, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """θ (n, 4) of ``n`` toy clusters simulated with ``seed`` and ``model``'s embedding of them."""
+    batch = LinearGaussianToy().simulate(
+        n, torch.Generator().manual_seed(seed), label=torch.ones(n, dtype=torch.long)
+    )
+    with torch.no_grad():
+        return batch.theta, model.embed(batch.images)
+
+
 @pytest.fixture(scope="session")
 def toy_cutouts(tmp_path_factory) -> tuple[Path, torch.Tensor]:
     """``mock.fits`` with 6 toy clusters in the layout ``infer`` reads, and their true θ (6, 4)."""

@@ -137,13 +137,6 @@ def test_tarp_from_per_object_values_is_sbis_tarp():
     np.testing.assert_array_equal(ours["alpha"], alpha.numpy())
 
 
-@pytest.fixture(scope="module")
-def toy_model(toy_model_dir):
-    from sbicluster.artifact import load_model
-
-    return load_model(toy_model_dir, device="cpu")
-
-
 @pytest.mark.slow
 def test_report_does_not_depend_on_the_chunk_size(toy_model, tmp_path, one_torch_thread):
     """Same seed, chunks of 256 objects or one chunk: the same metrics, L-C2ST included."""

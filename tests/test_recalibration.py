@@ -25,21 +25,7 @@ from sbicluster.recalibration import (
 )
 from sbicluster.temperature import LOG_TEMPERATURE_BOUND, BaseTemperature
 from simulators.toy import LinearGaussianToy
-from tests.conftest import assert_one_line_error, run_main
-
-
-@pytest.fixture(scope="module")
-def toy_model(toy_model_dir):
-    return load_model(toy_model_dir, device="cpu")
-
-
-def _toy_features(model, n: int, seed: int):
-    toy = LinearGaussianToy()
-    batch = toy.simulate(
-        n, torch.Generator().manual_seed(seed), label=torch.ones(n, dtype=torch.long)
-    )
-    with torch.no_grad():
-        return batch.theta, model.embed(batch.images)
+from tests.conftest import assert_one_line_error, run_main, toy_features
 
 
 def _set_constant_temperature(model, tau: float) -> None:
@@ -50,9 +36,12 @@ def _set_constant_temperature(model, tau: float) -> None:
         last.bias.fill_(LOG_TEMPERATURE_BOUND * math.atanh(math.log(tau) / LOG_TEMPERATURE_BOUND))
 
 
-def test_a_fresh_temperature_leaves_the_posterior_unchanged(toy_model):
-    theta, features = _toy_features(toy_model, 16, seed=1)
-    tempered = with_base_temperature(toy_model)
+@pytest.mark.parametrize("location", [False, True])
+def test_a_fresh_temperature_leaves_the_posterior_unchanged(toy_model, location):
+    """τ = 1, and μ = 0 for a layer with a location: the trained flow's density and draws."""
+    theta, features = toy_features(toy_model, 16, seed=1)
+    tempered = with_base_temperature(toy_model, location=location)
+    assert tempered.base_temperature.location is location
     assert toy_model.base_temperature is None and tempered.base_temperature is not None
     with torch.no_grad():
         np.testing.assert_allclose(
@@ -75,7 +64,7 @@ def test_the_tempered_posterior_is_one_density_that_sampling_and_log_prob_agree_
     log N(u; 0, τ² I) + the untempered flow's Jacobian term; and E over q_τ's own draws of
     q_1 / q_τ is ∫ q_1 = 1 (it would be τ⁴ ≈ 6.6 if log_prob lacked the temperature's Jacobian)."""
     tau = 1.6
-    theta, features = _toy_features(toy_model, 6, seed=3)
+    theta, features = toy_features(toy_model, 6, seed=3)
     tempered = with_base_temperature(toy_model)
     _set_constant_temperature(tempered, tau)
     with torch.no_grad():
@@ -174,7 +163,7 @@ def test_recalibrated_model_saves_and_loads(toy_model, tmp_path):
     save_model(new, tmp_path / "model")
     loaded = load_model(tmp_path / "model")
     assert loaded.base_temperature is not None
-    theta, features = _toy_features(toy_model, 8, seed=6)
+    theta, features = toy_features(toy_model, 8, seed=6)
     with torch.no_grad():
         np.testing.assert_array_equal(
             loaded.flow_log_prob(theta, features), new.flow_log_prob(theta, features)
@@ -236,10 +225,18 @@ def test_command_refuses_the_model_folder_as_output(toy_model_dir, capsys):
     assert (toy_model_dir / "weights.safetensors").read_bytes() == before
 
 
-def test_diagnose_report_says_the_model_is_recalibrated(toy_model, tmp_path):
+@pytest.mark.parametrize(
+    "location, sentence",
+    [
+        (False, "The posterior is recalibrated: a temperature on"),
+        (True, "The posterior is recalibrated: a temperature and a location (a shift of each base"),
+    ],
+)
+def test_diagnose_report_says_the_model_is_recalibrated(toy_model, tmp_path, location, sentence):
     from sbicluster.diagnostics import run_diagnostics
 
-    new = recalibrate(toy_model, LinearGaussianToy(), RecalibrationConfig(n_simulations=1000))
+    config = RecalibrationConfig(n_simulations=1000, location=location)
+    new = recalibrate(toy_model, LinearGaussianToy(), config)
     metrics = run_diagnostics(
         new,
         LinearGaussianToy(),
@@ -252,7 +249,8 @@ def test_diagnose_report_says_the_model_is_recalibrated(toy_model, tmp_path):
         lc2st_probes=0,
     )
     assert metrics["model"]["recalibration"]["n_simulations"] == 1000
-    assert "The posterior is recalibrated" in (tmp_path / "report.md").read_text()
+    assert metrics["model"]["recalibration"]["location"] is location
+    assert sentence in (tmp_path / "report.md").read_text()
 
 
 def test_recalibration_is_reproducible(toy_model):
@@ -289,7 +287,7 @@ def test_benchmark_multiplier_equals_a_model_with_that_temperature(toy_model):
     gives τ = 1.5, draw for draw; and the layer is left as it was."""
     from benchmarks.recalibration import hpd_coverage_by_multiplier
 
-    theta, features = _toy_features(toy_model, 300, seed=8)
+    theta, features = toy_features(toy_model, 300, seed=8)
     visibility = np.where(np.arange(300) < 150, 10.0, 200.0)
     plain = with_base_temperature(toy_model)
     hot = with_base_temperature(toy_model)

@@ -1,15 +1,16 @@
 """A location on the recalibrated flow's base distribution: z = (u − μ(x)) / τ(x).
 
-Checks: a fresh location changes nothing; a shifted, tempered posterior is one normalised density
-that sampling and ``log_prob`` agree on; the fit recovers a known x-dependent bias and width of a
-Gaussian posterior and makes it calibrated, joint and per marginal, in every third of x; the
-model saves and loads; the command's ``--location``; diagnose reports name the location.
+Checks (that a fresh location changes nothing is tested in ``test_recalibration.py``): a
+shifted, tempered posterior is one normalised density that sampling and ``log_prob`` agree on;
+the fit recovers a known x-dependent bias and width of a Gaussian posterior and makes it
+calibrated, joint and per marginal, in every third of x; the model saves and loads, and its fit
+is reproducible; the command's ``--location`` (diagnose reports' sentence on it: in
+``test_recalibration.py``).
 """
 
 import math
 
 import numpy as np
-import pytest
 import torch
 from scipy import stats
 
@@ -24,20 +25,7 @@ from sbicluster.recalibration import (
 )
 from sbicluster.temperature import LOCATION_BOUND, LOG_TEMPERATURE_BOUND, BaseTemperature
 from simulators.toy import LinearGaussianToy
-from tests.conftest import run_main
-
-
-@pytest.fixture(scope="module")
-def toy_model(toy_model_dir):
-    return load_model(toy_model_dir, device="cpu")
-
-
-def _toy_features(model, n: int, seed: int):
-    batch = LinearGaussianToy().simulate(
-        n, torch.Generator().manual_seed(seed), label=torch.ones(n, dtype=torch.long)
-    )
-    with torch.no_grad():
-        return batch.theta, model.embed(batch.images)
+from tests.conftest import run_main, toy_features
 
 
 def _set_constant_layer(model, tau: float, shift) -> None:
@@ -54,32 +42,12 @@ def _set_constant_layer(model, tau: float, shift) -> None:
         )
 
 
-def test_a_fresh_location_leaves_the_posterior_unchanged(toy_model):
-    theta, features = _toy_features(toy_model, 16, seed=1)
-    shifted = with_base_temperature(toy_model, location=True)
-    assert shifted.architecture["flow"]["base_temperature"]["location"] is True
-    with torch.no_grad():
-        np.testing.assert_allclose(
-            shifted.flow_log_prob(theta, features),
-            toy_model.flow_log_prob(theta, features),
-            rtol=0,
-            atol=1e-5,
-        )
-        noise = torch.randn((50, 16, 4), generator=torch.Generator().manual_seed(2))
-        np.testing.assert_allclose(
-            shifted.sample_from_features(features, 50, noise=noise),
-            toy_model.sample_from_features(features, 50, noise=noise),
-            rtol=0,
-            atol=1e-5,
-        )
-
-
 def test_a_shifted_posterior_is_one_density_that_sampling_and_log_prob_agree_on(toy_model):
     """μ = (0.6, −0.4, 0.2, 0) and τ = 1.3: the draws' base coordinates have mean μ and standard
     deviation τ; log q is log N(u; μ, τ² I) + the untouched flow's Jacobian term; and E over q's
     own draws of q_1 / q is ∫ q_1 = 1 (a log_prob that ignored the shift would not give 1)."""
     tau, shift = 1.3, torch.tensor([0.6, -0.4, 0.2, 0.0])
-    theta, features = _toy_features(toy_model, 6, seed=3)
+    theta, features = toy_features(toy_model, 6, seed=3)
     shifted = with_base_temperature(toy_model, location=True)
     _set_constant_layer(shifted, tau, shift)
     with torch.no_grad():
@@ -190,7 +158,7 @@ def test_a_model_with_a_location_saves_loads_and_records_it(toy_model, tmp_path)
     save_model(new, tmp_path / "model")
     loaded = load_model(tmp_path / "model")
     assert loaded.base_temperature.location
-    theta, features = _toy_features(toy_model, 8, seed=6)
+    theta, features = toy_features(toy_model, 8, seed=6)
     with torch.no_grad():
         np.testing.assert_array_equal(
             loaded.flow_log_prob(theta, features), new.flow_log_prob(theta, features)
@@ -209,27 +177,6 @@ def test_command_location_flag_fits_a_location(toy_model_dir, tmp_path, capsys):
     model = load_model(out)
     assert model.base_temperature.location
     assert model.card["recalibration"]["config"]["location"] is True
-
-
-def test_diagnose_report_says_the_model_has_a_location(toy_model, tmp_path):
-    from sbicluster.diagnostics import run_diagnostics
-
-    config = RecalibrationConfig(n_simulations=1000, location=True)
-    new = recalibrate(toy_model, LinearGaussianToy(), config)
-    metrics = run_diagnostics(
-        new,
-        LinearGaussianToy(),
-        n=300,
-        num_samples=50,
-        seed=3,
-        views=1,
-        out_dir=tmp_path,
-        progress=False,
-        lc2st_probes=0,
-    )
-    assert metrics["model"]["recalibration"]["location"] is True
-    text = (tmp_path / "report.md").read_text()
-    assert "a temperature and a location (a shift of each base coordinate)" in text
 
 
 def test_a_recalibration_with_a_location_is_reproducible(toy_model):
