@@ -24,7 +24,12 @@ from sbicluster.population import (
     fit_population,
 )
 from sbicluster.population.fit import log_posterior
-from sbicluster.population.selection import _exponents, fit_selection
+from sbicluster.population.selection import (
+    _exponents,
+    fit_selection,
+    model_fingerprint,
+    shipped_selection,
+)
 from simulators.priors import DEFAULT_PRIOR
 from tests.conftest import assert_one_line_error, run_main
 
@@ -366,3 +371,29 @@ def test_population_bad_inputs_are_one_line_errors(case, infer_dir, tmp_path, ca
     run = run_main(capsys, "population", results, "--out", out, *_FAST, *extra)
     assert_one_line_error(run, fragment)
     assert not out.exists()
+
+
+def test_the_shipped_selection_function_serves_only_the_model_it_was_fitted_with():
+    """The default model's own card finds the shipped p_det for the infer defaults; the card of a
+    model retrained or recalibrated under the same name does not (it detects differently), while
+    a new name for the software versions changes nothing."""
+    import copy
+
+    from sbicluster.artifact import load_model
+
+    card = load_model(None).card
+    fn = shipped_selection(card, 0.5, 0.0, 8)
+    assert fn is not None and fn.provenance["model_fingerprint"] == model_fingerprint(card)
+    assert shipped_selection(card, 0.7, 0.0, 8) is None  # other cuts
+    retrained = copy.deepcopy(card)
+    retrained["metrics"]["val_nll"] += 0.01
+    recalibrated = copy.deepcopy(card)
+    recalibrated["recalibration"]["validation_nll_after"] += 0.01
+    for other in (retrained, recalibrated):
+        assert model_fingerprint(other) != model_fingerprint(card)
+        assert shipped_selection(other, 0.5, 0.0, 8) is None
+    reinstalled = copy.deepcopy(card)
+    reinstalled["software"] = {"torch": "0.0.0"}
+    assert shipped_selection(reinstalled, 0.5, 0.0, 8) is not None
+    # the card a results folder carries (JSON written and read back) has the same fingerprint
+    assert model_fingerprint(json.loads(json.dumps(card))) == model_fingerprint(card)

@@ -108,7 +108,7 @@ def resolve_selection(
         return fn
     name = catalogue.card.get("name", "unnamed")
     if model is None:
-        fn = shipped_selection(name, *cuts)
+        fn = shipped_selection(catalogue.card, *cuts)
         if fn is not None:
             return fn
     from simulators.registry import simulator_from_card

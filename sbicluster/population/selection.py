@@ -11,9 +11,11 @@ by simulation. p_det(θ) is a logistic regression on all monomials of the prior-
 ridge penalty.
 
 File (JSON): ``kind``, ``degree``, ``coef``, the prior, the cuts (``threshold``,
-``visibility_cut``, ``views``) and the provenance (model name, simulations, seed, detected
-fraction, held-out log loss, software). :func:`load_selection` refuses a file whose cuts differ
-from the ones asked for.
+``visibility_cut``, ``views``) and the provenance (model name and fingerprint, simulations, seed,
+detected fraction, held-out log loss, software). :func:`load_selection` refuses a file whose cuts
+differ from the ones asked for; :func:`shipped_selection` returns a shipped file only for the
+model it was fitted with (the same :func:`model_fingerprint`), since a model retrained or
+recalibrated under the same name detects clusters differently.
 
 α(Λ) = E_π[p_det(θ) p(θ | Λ) / π(θ)] is evaluated on a fixed scrambled Sobol set of
 :data:`ALPHA_POINTS` points of the prior box (same points at every Λ, so α is smooth and
@@ -23,6 +25,7 @@ differentiable in Λ). It must not read catalogues or run NUTS.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import itertools
 import json
 import logging
@@ -44,6 +47,7 @@ __all__ = [
     "estimate_selection",
     "fit_selection",
     "load_selection",
+    "model_fingerprint",
     "shipped_selection",
     "DEGREE",
     "ALPHA_POINTS",
@@ -200,14 +204,41 @@ def load_selection(path: str | Path) -> SelectionFunction:
         ) from err
 
 
+FINGERPRINT_KEYS = ("training", "metrics", "recalibration", "prior", "architecture")
+"""Card entries that :func:`model_fingerprint` hashes: what a training or recalibration run
+writes, which differs between any two trained models, and not the name or software versions."""
+
+
+def model_fingerprint(card: dict) -> str:
+    """A short hash (16 hex digits) identifying a trained model by its card.
+
+    Parameters
+    ----------
+    card : dict
+        The model's card (``model.card``, or the one a results folder carries).
+
+    Returns
+    -------
+    str
+        SHA-256 of the canonical JSON of the card's :data:`FINGERPRINT_KEYS` entries.
+    """
+    content = {key: card.get(key) for key in FINGERPRINT_KEYS}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=float)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def shipped_selection(
-    model_name: str, threshold: float, visibility_cut: float, views: int | None
+    card: dict, threshold: float, visibility_cut: float, views: int | None
 ) -> SelectionFunction | None:
-    """The shipped selection function of ``model_name`` for these cuts, or None."""
+    """The shipped selection function fitted with the model of ``card`` for these cuts, or None
+    (also when a model of the same name but another fingerprint was used)."""
+    name, fingerprint = card.get("name"), model_fingerprint(card)
     for path in sorted(SHIPPED_DIR.glob("selection_*.json")):
         fn = load_selection(path)
-        if fn.provenance.get("model") == model_name and fn.matches(
-            threshold, visibility_cut, views
+        if (
+            fn.provenance.get("model") == name
+            and fn.provenance.get("model_fingerprint") == fingerprint
+            and fn.matches(threshold, visibility_cut, views)
         ):
             return fn
     return None
@@ -323,7 +354,11 @@ def estimate_selection(
         threshold=threshold,
         visibility_cut=visibility_cut,
         views=views,
-        provenance={"model": model.card.get("name", "unnamed"), "seed": seed},
+        provenance={
+            "model": model.card.get("name", "unnamed"),
+            "model_fingerprint": model_fingerprint(model.card),
+            "seed": seed,
+        },
     )
 
 
