@@ -33,7 +33,7 @@ from torch.distributions import Transform, constraints
 from zuko.lazy import LazyTransform
 from zuko.transforms import DependentTransform
 
-__all__ = ["LOCATION_BOUND", "LOG_TEMPERATURE_BOUND", "BaseTemperature", "ScaleTransform"]
+__all__ = ["LOCATION_BOUND", "LOG_TEMPERATURE_BOUND", "BaseTemperature", "ShiftScaleTransform"]
 
 LOG_TEMPERATURE_BOUND = math.log(10.0)
 """|log τ| is bounded smoothly by this (τ between 0.1 and 10): no fit can collapse or explode a
@@ -44,7 +44,7 @@ LOCATION_BOUND = 3.0
 standard deviation): a location can correct a bias, not move a posterior off to the tails."""
 
 
-class ScaleTransform(Transform):
+class ShiftScaleTransform(Transform):
     r"""Elementwise ``y = exp(a) · (x − b)`` with a fixed log-scale ``a`` and an optional fixed
     shift ``b`` (both broadcast over x; no shift is b = 0)."""
 
@@ -170,7 +170,7 @@ class BaseTemperature(LazyTransform):
     def forward(self, c: torch.Tensor) -> DependentTransform:
         log_tau = self.log_temperature(c)
         log_tau = log_tau.expand(*log_tau.shape[:-1], self.features)
-        return DependentTransform(ScaleTransform(-log_tau, self.shift(c)), 1)
+        return DependentTransform(ShiftScaleTransform(-log_tau, self.shift(c)), 1)
 
 
 def _zero_output_mlp(widths: Sequence[int], outputs: int) -> nn.Sequential:
