@@ -1,0 +1,41 @@
+"""The whole-loop training benchmark: its rate is the training record's, and it runs end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.training_loop import loop_rate, main
+
+HEADER = "step,elapsed_s,lr,train_total,train_nll,train_bce,train_mse,val_total,val_nll,val_bce,val_mse\n"
+
+
+def test_loop_rate_is_samples_to_the_last_validation_over_its_time(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text(HEADER + "100,20.0,1,0,0,0,0,0,0,0,0\n200,50.0,1,0,0,0,0,0,0,0,0\n")
+    rate = loop_rate(log, batch_size=128)
+    assert rate["steps"] == 200
+    assert rate["samples"] == 200 * 128
+    assert rate["samples_per_s"] == pytest.approx(200 * 128 / 50.0)
+
+
+def test_loop_rate_refuses_a_run_without_validation(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text(HEADER)
+    with pytest.raises(ValueError, match="no validation row"):
+        loop_rate(log, batch_size=64)
+
+
+@pytest.mark.slow
+def test_quick_run_compares_the_two_recorded_configurations(tmp_path):
+    res = main(["--quick", "--rounds", "1", "--results-dir", str(tmp_path)])
+    written = json.loads((tmp_path / "training_loop.json").read_text())
+    assert written["speedup"] == pytest.approx(res["speedup"])
+    assert set(written["configs"]) == {"baseline", "candidate"}
+    assert "float32, batch 64" in written["configs"]["baseline"]
+    assert "bfloat16 autocast, batch 128, 8 views" in written["configs"]["candidate"]
+    for name in ("baseline", "candidate"):
+        run = written["rounds"][0][name]
+        assert run["steps"] > 0 and run["samples_per_s"] > 0
+    assert "Whole training loop" in (tmp_path / "training_loop.md").read_text()
