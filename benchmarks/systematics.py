@@ -379,8 +379,8 @@ def render_markdown(results: dict) -> str:
         "",
         "Command"
         + (
-            "s (run side by side, one torch thread each, then merged): "
-            + "; ".join(f"`{r['command']}`" for r in results["merged_from"])
+            "s (one process per model, then merged): "
+            + "; ".join(f"`{r['command']}` ({r['date_utc']})" for r in results["merged_from"])
             if "merged_from" in results
             else f": `{env['command']}`"
         )
