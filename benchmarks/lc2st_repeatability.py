@@ -83,7 +83,7 @@ def _markdown(res: dict) -> str:
         rows.append(
             f"| `{name}` | "
             + ", ".join(f"{100 * f:.0f}%" for f in fractions)
-            + f" | {100 * np.mean(fractions):.0f}% | {100 * min(fractions):.0f}–"
+            + f" | {100 * np.mean(fractions):.1f}% | {100 * min(fractions):.0f}–"
             f"{100 * max(fractions):.0f}% | {sum(f >= LOCAL_GOAL for f in fractions)} of "
             f"{len(fractions)} |"
         )
