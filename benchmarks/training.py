@@ -144,14 +144,20 @@ def loop_lines(loop: dict) -> list[str]:
     env = loop.get("environment", {})
     base, cand = loop["total"]["baseline"], loop["total"]["candidate"]
     return [
-        "## Throughput of the whole training loop measured in one process",
+        "## Throughput of the whole training loop measured in one run",
         "",
         f"From `benchmarks/training_loop.py` ({env.get('date_utc', '?')}, git "
         f"{env.get('git_commit', '?')}, {env.get('cpu', '?')}, {env.get('cpu_cores', '?')} cores): "
         f"`sbicluster.training.train` with each card's recorded configuration on one pool of "
-        f"{loop['pool']:,} cutouts, {loop['seconds']:.0f} s per run, the two alternated for "
-        f"{len(loop['rounds'])} rounds; each rate counts batch gathering, symmetric views, "
-        "validation and checkpoints, as the whole-run rates below do.",
+        f"{loop['pool']:,} cutouts, {loop['seconds']:.0f} s per run, each run in a fresh process, "
+        f"the two alternated for {len(loop['rounds'])} rounds; each rate counts batch gathering, "
+        "symmetric views, validation and checkpoints, as the whole-run rates below do."
+        + (
+            f" The candidate's settings changed from its card: `{' '.join(loop['candidate_set'])}` "
+            "(speed-only settings that `sbicluster train` now applies)."
+            if loop.get("candidate_set")
+            else ""
+        ),
         "",
         "| configuration | card | samples/s |",
         "|---|---|---|",

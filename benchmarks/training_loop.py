@@ -1,4 +1,4 @@
-"""Whole training loop, two recorded configurations side by side in one process.
+"""Whole training loop, two recorded configurations side by side in one run.
 
 :mod:`benchmarks.training_speed` times the bare training step. This benchmark times everything a
 run of ``sbicluster train`` does between its first step and its last validation: gathering each
@@ -7,7 +7,14 @@ held-out rows every ``val_every`` steps, checkpoints, the log. It runs
 :func:`sbicluster.training.train` with the configurations recorded in two model cards (by default
 the previous float32 default, ``benchmarks/results/training_float32_previous/card.json``, and the
 shipped default), each under the same short wall-time budget on the same pool, alternating
-(A, B, A, B, ...) so that a drift in the machine's speed reaches both alike.
+(A, B, A, B, ...) so that a drift in the machine's speed reaches both alike. Every run has a fresh
+process of its own, since some settings (``retain_freed_memory``) hold for the whole process.
+
+``--candidate-set FIELD=VALUE`` changes a field of the candidate's recorded configuration; by
+default ``retain_freed_memory=true fused_optimizer=true``, which ``sbicluster train`` now applies
+and which the shipped default (recorded before these settings existed) ran without. They change
+the speed of a run, not what it computes
+(:data:`sbicluster.training.config.SPEED_ONLY_FIELDS`).
 
 The rate of one run is that of its training record (:mod:`benchmarks.training`): training samples
 up to the last validation row, divided by the wall-clock time at that row. The speed-up is the
@@ -29,7 +36,9 @@ import argparse
 import csv
 import json
 import logging
+import multiprocessing
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -39,7 +48,7 @@ from sbicluster.training import TrainingConfig, train
 from sbicluster.training.data import write_dataset
 from simulators.registry import simulator_for_preset
 
-__all__ = ["loop_rate", "run_config", "main"]
+__all__ = ["loop_rate", "run_config", "parse_field_settings", "main"]
 
 NAME = "training_loop"
 GOAL_SPEEDUP = 2.0
@@ -47,6 +56,7 @@ DEFAULT_CARDS = (
     RESULTS_DIR / "training_float32_previous" / "card.json",
     Path(__file__).resolve().parents[1] / "sbicluster" / "models" / "default" / "card.json",
 )
+DEFAULT_CANDIDATE_SETTINGS = ("retain_freed_memory=true", "fused_optimizer=true")
 log = logging.getLogger(__name__)
 
 
@@ -115,6 +125,53 @@ def run_config(
     return loop_rate(out_dir / "log.csv", config.batch_size)
 
 
+def parse_field_settings(settings: list[str]) -> dict:
+    """``FIELD=VALUE`` strings as a dictionary of configuration fields (values read as JSON).
+
+    Parameters
+    ----------
+    settings : list of str
+        E.g. ``["retain_freed_memory=true", "batch_size=64"]``.
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    ValueError
+        A setting without ``=``, a value that is not JSON, or a field :class:`TrainingConfig`
+        does not have.
+    """
+    known = set(TrainingConfig().to_dict())
+    fields = {}
+    for setting in settings:
+        name, sep, value = setting.partition("=")
+        if not sep:
+            raise ValueError(f"--candidate-set {setting!r}: expected FIELD=VALUE")
+        if name not in known:
+            raise ValueError(
+                f"--candidate-set {setting!r}: no training configuration field {name!r}"
+            )
+        try:
+            fields[name] = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"--candidate-set {setting!r}: value is not JSON ({err.msg})"
+            ) from None
+    return fields
+
+
+def _run_in_fresh_process(
+    preset: str, config: dict, pool: str, seconds: float, out_dir: str
+) -> dict:
+    """:func:`run_config` in a process of its own (what the worker calls)."""
+    simulator = simulator_for_preset(preset, device="cpu")
+    return run_config(
+        simulator, TrainingConfig.from_dict(config), Path(pool), seconds, Path(out_dir)
+    )
+
+
 def _shown(path: Path) -> str:
     """``path`` relative to the repository when it lies inside it."""
     root = Path(__file__).resolve().parents[1]
@@ -126,9 +183,12 @@ def _shown(path: Path) -> str:
 
 def _label(config: TrainingConfig) -> str:
     precision = "bfloat16 autocast" if config.cpu_amp else "float32"
+    memory = "freed memory retained" if config.retain_freed_memory else "system allocator"
+    optimizer = "fused AdamW" if config.fused_optimizer else "AdamW looping over tensors"
     return (
         f"{precision}, batch {config.batch_size}, {config.augment_views} view"
-        f"{'s' if config.augment_views > 1 else ''}, validation every {config.val_every} steps"
+        f"{'s' if config.augment_views > 1 else ''}, validation every {config.val_every} steps, "
+        f"{memory}, {optimizer}"
     )
 
 
@@ -148,7 +208,7 @@ def _markdown(res: dict) -> str:
     total = res["total"]
     speedup = res["speedup"]
     lines = [
-        "# Whole training loop: two recorded configurations in one process",
+        "# Whole training loop: two recorded configurations in one run",
         "",
         f"Command: `{env['command']}` — {env['date_utc']}, git {env['git_commit']}",
         f"Machine: {env['cpu']} ({env['cpu_cores']} cores, torch threads {env['torch_threads']}), "
@@ -158,11 +218,17 @@ def _markdown(res: dict) -> str:
         f"`sbicluster.training.train` on one pool of {res['pool']:,} cutouts (preset "
         f"`{res['preset']}`, pool seed {res['seed']}; its last rows validate), "
         f"{res['seconds']:.0f} s of wall-clock budget per run, the two configurations alternated "
-        f"for {len(res['rounds'])} rounds. Each rate is the training record's: samples up to the "
+        f"for {len(res['rounds'])} rounds, each run in a fresh process. Each rate is the "
+        "training record's: samples up to the "
         "last validation row over the wall-clock time at that row, so it includes batch "
         "gathering, symmetric views, validation, checkpoints and the log.",
         "",
         *(f"- **{n}**: `{res['cards'][n]}`: {res['configs'][n]}" for n in names),
+        *(
+            [f"- candidate settings changed from its card: `{' '.join(res['candidate_set'])}`"]
+            if res.get("candidate_set")
+            else []
+        ),
         "",
         f"| round | {names[0]} samples/s | {names[1]} samples/s | speed-up |",
         "|---|---|---|---|",
@@ -189,6 +255,14 @@ def main(argv: list[str] | None = None) -> dict:
         help="model cards whose training configurations are compared (default: previous and "
         "shipped default)",
     )
+    parser.add_argument(
+        "--candidate-set",
+        nargs="*",
+        default=list(DEFAULT_CANDIDATE_SETTINGS),
+        metavar="FIELD=VALUE",
+        help="fields of the candidate's configuration to change, values as JSON (default: "
+        f"{' '.join(DEFAULT_CANDIDATE_SETTINGS)}; give none to take the card as recorded)",
+    )
     parser.add_argument("--preset", default="m83-wfc3")
     parser.add_argument("--pool", type=int, default=20480, help="pre-simulated cutouts")
     parser.add_argument("--seconds", type=float, default=150.0, help="budget of each run (s)")
@@ -200,11 +274,15 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        candidate_set = parse_field_settings(args.candidate_set)
+    except ValueError as err:
+        parser.error(str(err))
     names = ("baseline", "candidate")
     configs = {}
     for name, card in zip(names, args.cards, strict=True):
         recorded = TrainingConfig.from_dict(json.loads(card.read_text())["training"]["config"])
-        overrides = {"device": "cpu"}
+        overrides = {"device": "cpu", **(candidate_set if name == "candidate" else {})}
         if args.quick:
             overrides.update(val_size=64, val_every=1, checkpoint_every=4)
         configs[name] = TrainingConfig.from_dict({**recorded.to_dict(), **overrides})
@@ -221,6 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
         "quick": args.quick,
         "cards": {n: _shown(c) for n, c in zip(names, args.cards, strict=True)},
         "configs": {n: _label(c) for n, c in configs.items()},
+        "candidate_set": list(args.candidate_set),
         "rounds": [],
     }
     with tempfile.TemporaryDirectory(prefix="training_loop_") as tmp:
@@ -235,9 +314,17 @@ def main(argv: list[str] | None = None) -> dict:
                 log.info(
                     "round %d, %s: %s for %.0f s ...", r + 1, name, res["configs"][name], seconds
                 )
-                rnd[name] = run_config(
-                    simulator, configs[name], pool, seconds, Path(tmp) / f"{name}_{r}"
-                )
+                with ProcessPoolExecutor(
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                ) as worker:
+                    rnd[name] = worker.submit(
+                        _run_in_fresh_process,
+                        args.preset,
+                        configs[name].to_dict(),
+                        str(pool),
+                        seconds,
+                        str(Path(tmp) / f"{name}_{r}"),
+                    ).result()
             res["rounds"].append(rnd)
     res["total"] = {
         n: sum(r[n]["samples"] for r in res["rounds"]) / sum(r[n]["seconds"] for r in res["rounds"])

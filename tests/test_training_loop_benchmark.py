@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.training_loop import loop_rate, main
+from benchmarks.training_loop import loop_rate, main, parse_field_settings
 
 HEADER = "step,elapsed_s,lr,train_total,train_nll,train_bce,train_mse,val_total,val_nll,val_bce,val_mse\n"
 
@@ -27,6 +27,29 @@ def test_loop_rate_refuses_a_run_without_validation(tmp_path):
         loop_rate(log, batch_size=64)
 
 
+def test_candidate_settings_are_read_as_json_fields():
+    assert parse_field_settings(["retain_freed_memory=false", "batch_size=64"]) == {
+        "retain_freed_memory": False,
+        "batch_size": 64,
+    }
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("batch_size", "FIELD=VALUE"),
+        ("no_such_field=1", "no training configuration field"),
+        ("batch_size=sixty", "not JSON"),
+    ],
+)
+def test_bad_candidate_settings_are_refused_before_any_work(tmp_path, capsys, setting, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--quick", "--candidate-set", setting, "--results-dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_quick_run_compares_the_two_recorded_configurations(tmp_path):
     res = main(["--quick", "--rounds", "1", "--results-dir", str(tmp_path)])
@@ -35,6 +58,9 @@ def test_quick_run_compares_the_two_recorded_configurations(tmp_path):
     assert set(written["configs"]) == {"baseline", "candidate"}
     assert "float32, batch 64" in written["configs"]["baseline"]
     assert "bfloat16 autocast, batch 128, 8 views" in written["configs"]["candidate"]
+    # the previous default ran with the system allocator; the candidate keeps freed memory
+    assert written["configs"]["baseline"].endswith("system allocator, AdamW looping over tensors")
+    assert written["configs"]["candidate"].endswith("freed memory retained, fused AdamW")
     for name in ("baseline", "candidate"):
         run = written["rounds"][0][name]
         assert run["steps"] > 0 and run["samples_per_s"] > 0

@@ -19,7 +19,13 @@ from dataclasses import asdict, dataclass, field, fields
 from ..devices import resolve_device
 from ..errors import InputError
 
-__all__ = ["TrainingConfig", "default_config", "CPU_BUDGET_S", "upgrade_config_dict"]
+__all__ = [
+    "TrainingConfig",
+    "default_config",
+    "CPU_BUDGET_S",
+    "SPEED_ONLY_FIELDS",
+    "upgrade_config_dict",
+]
 
 CPU_BUDGET_S = 1800.0
 """Wall-time budget of the default CPU training, in seconds (30 minutes)."""
@@ -82,6 +88,16 @@ class TrainingConfig:
         mirror images of the square (1, 2, 4 or 8; :mod:`.augment`); 1 (default) trains on the
         cutouts as simulated. The simulators are unchanged in distribution by these views, so the
         posterior learned is the same; a pool read for several epochs offers more distinct images.
+    retain_freed_memory : bool
+        On CPU, keep the memory freed between steps in the process instead of returning it to the
+        system (:func:`sbicluster.allocator.retain_freed_memory`; glibc only, process-wide and
+        lasting). The same computation, without the page faults of re-mapping each step's
+        activations. On by default; runs recorded before the setting existed ran without it.
+    fused_optimizer : bool
+        Take each AdamW step with torch's fused implementation (one pass over all parameters)
+        instead of a loop over the parameter tensors: the same update to float32 rounding, a few
+        milliseconds less per step on CPU. On by default; runs recorded before the setting
+        existed ran without it.
     loss_weights : dict
         ``classifier`` and ``visibility`` weights (the flow NLL has weight 1), and optionally
         ``balance``, the weight λ of the balanced-NPE penalty (default 0: plain NPE).
@@ -115,6 +131,8 @@ class TrainingConfig:
     cpu_amp: bool = False
     global_batchnorm: bool = True
     augment_views: int = 1
+    retain_freed_memory: bool = True
+    fused_optimizer: bool = True
     loss_weights: dict = field(default_factory=lambda: {"classifier": 1.0, "visibility": 0.5})
     softening: list | None = None
     dataset: str | None = None
@@ -149,8 +167,17 @@ class TrainingConfig:
         return cls(**data)
 
 
-ADDED_FIELDS = {"cpu_amp": False, "global_batchnorm": True, "augment_views": 1}
+ADDED_FIELDS = {
+    "cpu_amp": False,
+    "global_batchnorm": True,
+    "augment_views": 1,
+    "retain_freed_memory": False,
+    "fused_optimizer": False,
+}
 """Fields added after the first checkpoints were written, with the value older runs had."""
+
+SPEED_ONLY_FIELDS = frozenset({"retain_freed_memory", "fused_optimizer"})
+"""Fields that change how fast a run goes, not what it computes: a run resumes under any value."""
 
 
 def upgrade_config_dict(data: dict) -> dict:

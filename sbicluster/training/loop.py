@@ -62,6 +62,7 @@ import torch
 from simulators.base import Simulator
 from simulators.batch import SimulationBatch
 
+from ..allocator import retain_freed_memory
 from ..devices import cpu_has_bf16, resolve_device
 from ..errors import InputError, OutputExistsError, TrainingInterrupted
 from ..files import check_writable_dir
@@ -70,7 +71,7 @@ from ..model import ClusterModel, default_architecture, weighted_loss
 from .augment import AUGMENT_SEED_OFFSET, SymmetryAugmented
 from .card import training_card
 from .checkpoint import has_checkpoint, load_checkpoint, read_checkpoint_meta, save_checkpoint
-from .config import TrainingConfig, upgrade_config_dict
+from .config import SPEED_ONLY_FIELDS, TrainingConfig, upgrade_config_dict
 from .data import DatasetBatches, OnlineSource, TrainingData, estimate_softening
 from .distributed import (
     ProcessGroup,
@@ -147,7 +148,8 @@ def check_run_dir(
     out_dir : str or Path
         The run folder.
     config : TrainingConfig, optional
-        With ``resume``: the checkpoint must have been written with this configuration.
+        With ``resume``: the checkpoint must have been written with this configuration (fields of
+        :data:`~.config.SPEED_ONLY_FIELDS` may differ).
     resume : bool
         Continue the run whose checkpoint is in ``out_dir/checkpoint``.
     overwrite : bool
@@ -188,8 +190,8 @@ def check_run_dir(
         )
     saved_meta = read_checkpoint_meta(ckpt_dir)
     if config is not None:
-        saved = upgrade_config_dict(saved_meta["config"])
-        current = config.to_dict()
+        saved = _computed(upgrade_config_dict(saved_meta["config"]))
+        current = _computed(config.to_dict())
         if saved != current:  # checked before loading: another architecture's tensors do not fit
             diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             raise InputError(
@@ -205,6 +207,11 @@ def check_run_dir(
             "new run with more --steps in another --out, or pass --overwrite to start afresh"
         )
     return out_dir
+
+
+def _computed(config: dict) -> dict:
+    """A recorded configuration without the fields that change only a run's speed."""
+    return {k: v for k, v in config.items() if k not in SPEED_ONLY_FIELDS}
 
 
 def _data_source(simulator: Simulator, config: TrainingConfig, group: ProcessGroup) -> TrainingData:
@@ -623,6 +630,8 @@ def _train(
     check_augmentation(config, simulator)
     amp = _autocast(config, device)
     out_dir = check_run_dir(out_dir, config=config, resume=resume, overwrite=overwrite)
+    if device.type == "cpu" and config.retain_freed_memory and retain_freed_memory():
+        logger.info("CPU training: freed memory stays in the process between steps")
     group.barrier()  # every process has checked the folder before rank 0 changes it
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoint"
@@ -631,7 +640,12 @@ def _train(
     val = data.validation().to(device)
     softening = config.softening or estimate_softening(val.images)
     model = _build_model(simulator, config, softening, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        **({"fused": True} if config.fused_optimizer else {}),
+    )
     meta = _fresh_meta(config, softening)
     if resume:
         meta.update(_resume(ckpt_dir, config, model, opt, data))
