@@ -289,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="held-out clusters, spread over visibility, at which the local test L-C2ST runs "
         "(0 skips it; default: 50)",
     )
+    p.add_argument(
+        "--lc2st-ensemble",
+        type=int,
+        default=1,
+        help="classifiers averaged in L-C2ST, for the data and each null trial alike: steadier "
+        "verdicts at that many times the test's cost (default: 1)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--out", required=True, type=Path, help="report folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
@@ -687,6 +694,8 @@ def _diagnose(args) -> None:
 
     if args.lc2st_probes < 0:
         raise InputError(f"--lc2st-probes {args.lc2st_probes}: must be ≥ 0 (0 skips the test)")
+    if args.lc2st_ensemble < 1:
+        raise InputError(f"--lc2st-ensemble {args.lc2st_ensemble}: must be ≥ 1")
     check_report_dir(args.out, args.overwrite)
     device = resolve_device(args.device)
     model = load_model(args.model, device=str(device))
@@ -702,6 +711,7 @@ def _diagnose(args) -> None:
         overwrite=args.overwrite,
         progress=_progress(),
         lc2st_probes=args.lc2st_probes,
+        lc2st_ensemble=args.lc2st_ensemble,
     )
     print(f"diagnostics report: {args.out / 'report.md'}")
 

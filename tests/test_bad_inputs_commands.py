@@ -286,3 +286,19 @@ def test_diagnose_refuses_a_negative_number_of_local_test_probes(capsys, toy_mod
     )
     _one_line_error(run, "--lc2st-probes -3", "≥ 0")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("members", [0, -2])
+def test_diagnose_refuses_an_ensemble_without_classifiers(capsys, toy_model_dir, tmp_path, members):
+    run = run_main(
+        capsys,
+        "diagnose",
+        "--model",
+        toy_model_dir,
+        "--lc2st-ensemble",
+        members,
+        "--out",
+        tmp_path / "r",
+    )
+    _one_line_error(run, f"--lc2st-ensemble {members}", "≥ 1")
+    assert not (tmp_path / "r").exists()

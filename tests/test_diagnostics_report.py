@@ -394,3 +394,35 @@ def test_held_out_seeds_of_the_streams():
     assert held_out_seed(12345, TARP_REFERENCE_STREAM) == base + 1
     assert held_out_seed(12345, POSTERIOR_DRAW_STREAM) == base + 2
     assert held_out_seed(12345) != 12345 and held_out_seed(12346) != base
+
+
+def test_local_test_with_an_ensemble_is_recorded_and_reported(tmp_path):
+    from sbicluster.diagnostics.run import run_diagnostics
+    from sbicluster.errors import InputError
+    from sbicluster.model import ClusterModel, default_architecture
+    from simulators.toy import LinearGaussianToy
+
+    toy = LinearGaussianToy()
+    torch.manual_seed(0)
+    model = ClusterModel(
+        toy.prior, toy.bands, toy.observation_shape, default_architecture("small", 2, [1.0, 1.0])
+    ).eval()
+    with pytest.raises(InputError, match="--lc2st-ensemble"):
+        run_diagnostics(
+            model, toy, n=60, num_samples=40, out_dir=tmp_path / "bad", lc2st_ensemble=0
+        )
+    assert not (tmp_path / "bad").exists()
+    run_diagnostics(
+        model,
+        toy,
+        n=240,
+        num_samples=40,
+        seed=3,
+        out_dir=tmp_path / "r",
+        progress=False,
+        lc2st_probes=4,
+        lc2st_ensemble=2,
+    )
+    local = json.loads((tmp_path / "r" / "metrics.json").read_text())["local"]
+    assert local["num_ensemble"] == 2 and local["n_probes"] == 4
+    assert "the mean of an ensemble of 2" in (tmp_path / "r" / "report.md").read_text()

@@ -106,3 +106,65 @@ def test_result_does_not_depend_on_numpy_global_random_state():
     np.random.set_state(saved)  # noqa: NPY002
     assert runs[0]["probes"] == runs[1]["probes"]
     np.testing.assert_array_equal(runs[0]["pp"][0]["probs_null"], runs[1]["pp"][0]["probs_null"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale, exact", [(1.0, True), (0.5, False)])
+def test_an_ensemble_of_classifiers_keeps_the_level_and_the_power(scale, exact):
+    theta, images, visibility = _data(1200, seed=3)
+    probe = np.zeros(len(theta), bool)
+    probe[probe_indices(visibility, 20)] = True
+    result = local_c2st(
+        _GaussianPosteriorModel(scale),
+        theta,
+        images,
+        probe,
+        visibility,
+        seed=1,
+        num_null=20,
+        num_eval=500,
+        num_ensemble=3,
+    )
+    assert result["num_ensemble"] == 3
+    if exact:
+        assert result["fraction_not_rejected"] >= 0.8  # 0.95 expected at α = 0.05
+    else:
+        assert result["fraction_not_rejected"] <= 0.2
+
+
+def test_an_ensemble_averages_away_part_of_each_classifiers_chance_fit():
+    """Under the null every classifier's departure from 0.5 is chance; the mean of several
+    departs less, so the null statistics (mean squared departure) shrink."""
+    theta, images, visibility = _data(300, seed=7)
+    probe = np.zeros(len(theta), bool)
+    probe[probe_indices(visibility, 3)] = True
+    null_spread = {}
+    for members in (1, 4):
+        result = local_c2st(
+            _GaussianPosteriorModel(1.0),
+            theta,
+            images,
+            probe,
+            visibility,
+            seed=3,
+            num_null=4,
+            num_eval=200,
+            num_ensemble=members,
+            pp_probes=3,
+        )
+        assert result["num_ensemble"] == members
+        null_spread[members] = np.mean(
+            [np.mean((pp["probs_null"] - 0.5) ** 2) for pp in result["pp"]]
+        )
+    assert null_spread[4] < 0.7 * null_spread[1]
+
+
+@pytest.mark.parametrize("members", [0, -1, 1.5, True])
+def test_an_ensemble_needs_a_positive_whole_number_of_classifiers(members):
+    theta, images, visibility = _data(120, seed=1)
+    probe = np.zeros(len(theta), bool)
+    probe[:2] = True
+    with pytest.raises(ValueError, match="num_ensemble"):
+        local_c2st(
+            _GaussianPosteriorModel(1.0), theta, images, probe, visibility, num_ensemble=members
+        )

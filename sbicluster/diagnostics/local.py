@@ -75,6 +75,7 @@ def local_c2st(
     alpha: float = 0.05,
     num_null: int = 20,
     num_eval: int = 2000,
+    num_ensemble: int = 1,
     pp_probes: int = 4,
 ) -> dict:
     """L-C2ST of the model's flow at probe observations.
@@ -102,13 +103,19 @@ def local_c2st(
         Classifiers trained under the null (the p-value's resolution is 1 / num_null).
     num_eval : int
         Base-distribution points at which a probe is evaluated.
+    num_ensemble : int
+        Classifiers (seeds ``seed``, ``seed + 1``, ...) whose predicted probabilities are averaged,
+        for the observed data and for every null trial alike, so the test keeps its level. All
+        probes are judged by the one trained classifier, so its chance fit moves all their
+        verdicts together; an ensemble damps that, at ``num_ensemble`` times the training cost.
     pp_probes : int
         Probes whose predicted probabilities are kept for PP-plots (spread over the probes).
 
     Returns
     -------
     dict
-        ``n_calibration``, ``n_probes``, ``alpha``, ``num_null``, ``fraction_not_rejected``,
+        ``n_calibration``, ``n_probes``, ``alpha``, ``num_null``, ``num_ensemble``,
+        ``fraction_not_rejected``,
         ``goal``, ``goal_met``, ``probes`` (per probe: ``index``, ``visibility``, ``statistic``,
         ``p_value``, ``rejected``) and ``pp`` (for a few probes: ``visibility``, ``probs``
         (num_eval,), ``probs_null`` (num_null, num_eval)).
@@ -122,7 +129,10 @@ def local_c2st(
             f"L-C2ST needs ≥ {MIN_CALIBRATION} calibration objects and a probe, got "
             f"{int(cal.sum())} and {int(probe.sum())}"
         )
-    clf_seed = int(seed) % 2**32  # scikit-learn takes 32-bit seeds
+    if isinstance(num_ensemble, bool) or not isinstance(num_ensemble, int) or num_ensemble < 1:
+        raise ValueError(f"num_ensemble must be an integer ≥ 1, got {num_ensemble!r}")
+    # scikit-learn takes 32-bit seeds, and ensemble members add their index to it
+    clf_seed = min(int(seed) % 2**32, 2**32 - num_ensemble)
     if features is None:
         if images is None:
             raise ValueError("local_c2st needs the cutouts (images) or their features")
@@ -151,6 +161,7 @@ def local_c2st(
             flow_base_dist=base,
             num_eval=num_eval,
             num_trials_null=num_null,
+            num_ensemble=num_ensemble,
             seed=clf_seed,
             # random_state here, not only in train_on_observed_data: the classifiers trained
             # under the null are built from these arguments too, and without it they would
@@ -197,6 +208,7 @@ def local_c2st(
         "n_probes": len(probes),
         "alpha": alpha,
         "num_null": num_null,
+        "num_ensemble": num_ensemble,
         "fraction_not_rejected": fraction,
         "goal": LOCAL_GOAL,
         "goal_met": bool(fraction >= LOCAL_GOAL),

@@ -405,6 +405,13 @@ def _conditional_lines(cond: dict | None, figures: dict) -> list[str]:
     return lines
 
 
+def _ensemble_words(members: int) -> str:
+    """How each classifier of the local test is made, when it is an ensemble."""
+    if members == 1:
+        return ""
+    return f"; each classifier the mean of an ensemble of {members}, the null ones alike"
+
+
 def _local_lines(local: dict | None, figures: dict) -> list[str]:
     """The report section on the local test (L-C2ST) at individual observations."""
     if not local:
@@ -417,7 +424,8 @@ def _local_lines(local: dict | None, figures: dict) -> list[str]:
         "",
         f"The local classifier two-sample test, in the flow's base space, at {local['n_probes']} "
         f"held-out clusters spread over visibility (classifiers trained on the other "
-        f"{local['n_calibration']}; {local['num_null']} null classifiers; level "
+        f"{local['n_calibration']}; {local['num_null']} null classifiers"
+        f"{_ensemble_words(local.get('num_ensemble', 1))}; level "
         f"{local['alpha']} per probe): calibration **not rejected at "
         f"{local['fraction_not_rejected']:.0%}** of the probes (an exact posterior: "
         f"{1 - local['alpha']:.0%} on average; goal ≥ {local['goal']:.0%}: "

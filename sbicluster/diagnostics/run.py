@@ -581,7 +581,7 @@ REPORT_FILES = ("report.md", "metrics.json")
 
 
 def _local_test(
-    model, theta, features, visibility, n_probes, seed, notes
+    model, theta, features, visibility, n_probes, seed, notes, num_ensemble=1
 ) -> tuple[dict | None, list]:
     """L-C2ST at ``n_probes`` clusters spread over visibility (the others train it); ``(None,
     [])`` with a note when the model has no flow to invert or too few clusters are left."""
@@ -609,6 +609,7 @@ def _local_test(
         visibility,
         features=features,
         seed=held_out_seed(seed, LOCAL_TEST_STREAM),
+        num_ensemble=num_ensemble,
     )
     return {k: v for k, v in result.items() if k != "pp"}, result["pp"]
 
@@ -744,6 +745,7 @@ def run_diagnostics(
     overwrite: bool = False,
     progress: bool = True,
     lc2st_probes: int = 50,
+    lc2st_ensemble: int = 1,
     chunk: int = DEFAULT_CHUNK,
 ) -> dict:
     """Calibration, accuracy and classification diagnostics of a model on held-out simulations.
@@ -789,6 +791,9 @@ def run_diagnostics(
         Held-out clusters, spread over visibility, at which the local test L-C2ST
         (:func:`~sbicluster.diagnostics.local.local_c2st`) is run; the other clusters train its
         classifiers. 0 skips it.
+    lc2st_ensemble : int
+        Classifiers averaged in L-C2ST, for the observed data and each null trial alike
+        (``num_ensemble`` of :func:`~sbicluster.diagnostics.local.local_c2st`).
     chunk : int
         Objects held in memory at once (rounded up to a multiple of :data:`DRAW_BLOCK`); bounds
         the cutouts and draws held (about 50 kB and 16 × S bytes per object for the default
@@ -823,6 +828,12 @@ def run_diagnostics(
         )
     if isinstance(lc2st_probes, bool) or not isinstance(lc2st_probes, int) or lc2st_probes < 0:
         raise InputError(f"--lc2st-probes must be an integer ≥ 0, got {lc2st_probes!r}")
+    if (
+        isinstance(lc2st_ensemble, bool)
+        or not isinstance(lc2st_ensemble, int)
+        or lc2st_ensemble < 1
+    ):
+        raise InputError(f"--lc2st-ensemble must be an integer ≥ 1, got {lc2st_ensemble!r}")
     chunk = check_chunk(chunk)
     check_report_dir(out_dir, overwrite)
     train_seed = (
@@ -867,7 +878,14 @@ def run_diagnostics(
     if lc2st_probes:
         t1 = time.perf_counter()
         metrics["local"], pp = _local_test(
-            model, theta, held["features"], vis_all[label], lc2st_probes, seed, notes
+            model,
+            theta,
+            held["features"],
+            vis_all[label],
+            lc2st_probes,
+            seed,
+            notes,
+            lc2st_ensemble,
         )
         timing["local_test"] = time.perf_counter() - t1
     t0 = time.perf_counter()
