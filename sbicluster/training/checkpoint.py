@@ -84,6 +84,18 @@ def save_checkpoint(
         json_tmp.write_text(json.dumps(info, indent=2, default=float))
 
 
+def _in_layout_of(param: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``value`` on ``param``'s device, and in its memory layout when it has its shape.
+
+    The checkpoint stores every tensor contiguous; the embedding's weights are channels-last. The
+    fused AdamW step walks a parameter and its moments in memory order, so moments restored in
+    another layout than their parameter's would be applied to the wrong elements.
+    """
+    if value.shape == param.shape:
+        return torch.empty_like(param).copy_(value)
+    return value.to(param.device)
+
+
 def load_checkpoint(
     path: Path, model: ClusterModel, opt: torch.optim.Optimizer, data: TrainingData
 ) -> dict:
@@ -112,11 +124,14 @@ def load_checkpoint(
         {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True
     )
     sd = opt.state_dict()
+    params = [p for group in opt.param_groups for p in group["params"]]
     state: dict = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
             _, i, name = k.split(".", 2)
-            state.setdefault(int(i), {})[name] = v if name == "step" else v.to(dev)
+            state.setdefault(int(i), {})[name] = (
+                v if name == "step" else _in_layout_of(params[int(i)], v)
+            )
     sd["state"] = state
     opt.load_state_dict(sd)
     data.load_state({k: v for k, v in tensors.items() if k.startswith(("rng.", "disk."))})
