@@ -826,14 +826,12 @@ def run_diagnostics(
             f"diagnostics need n >= 20 objects and num_samples >= 20 draws, got n={n}, "
             f"num_samples={num_samples}; use e.g. --n 2000 for the calibration goals"
         )
-    if isinstance(lc2st_probes, bool) or not isinstance(lc2st_probes, int) or lc2st_probes < 0:
-        raise InputError(f"--lc2st-probes must be an integer ≥ 0, got {lc2st_probes!r}")
-    if (
-        isinstance(lc2st_ensemble, bool)
-        or not isinstance(lc2st_ensemble, int)
-        or lc2st_ensemble < 1
+    for flag, value, least in (
+        ("--lc2st-probes", lc2st_probes, 0),
+        ("--lc2st-ensemble", lc2st_ensemble, 1),
     ):
-        raise InputError(f"--lc2st-ensemble must be an integer ≥ 1, got {lc2st_ensemble!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise InputError(f"{flag} must be an integer ≥ {least}, got {value!r}")
     chunk = check_chunk(chunk)
     check_report_dir(out_dir, overwrite)
     train_seed = (
