@@ -11,9 +11,9 @@ shipped default), each under the same short wall-time budget on the same pool, a
 process of its own, since some settings (``retain_freed_memory``) hold for the whole process.
 
 ``--candidate-set FIELD=VALUE`` changes a field of the candidate's recorded configuration; by
-default ``retain_freed_memory=true fused_optimizer=true``, which ``sbicluster train`` now applies
-and which the shipped default (recorded before these settings existed) ran without. They change
-the speed of a run, not what it computes
+default ``retain_freed_memory=true fused_optimizer=true validation_chunk=null``, which
+``sbicluster train`` now applies and which the shipped default (recorded before these settings
+existed) ran without. They change the speed of a run, not what it computes
 (:data:`sbicluster.training.config.SPEED_ONLY_FIELDS`).
 
 The rate of one run is that of its training record (:mod:`benchmarks.training`): training samples
@@ -56,7 +56,11 @@ DEFAULT_CARDS = (
     RESULTS_DIR / "training_float32_previous" / "card.json",
     Path(__file__).resolve().parents[1] / "sbicluster" / "models" / "default" / "card.json",
 )
-DEFAULT_CANDIDATE_SETTINGS = ("retain_freed_memory=true", "fused_optimizer=true")
+DEFAULT_CANDIDATE_SETTINGS = (
+    "retain_freed_memory=true",
+    "fused_optimizer=true",
+    "validation_chunk=null",
+)
 log = logging.getLogger(__name__)
 
 
@@ -185,10 +189,11 @@ def _label(config: TrainingConfig) -> str:
     precision = "bfloat16 autocast" if config.cpu_amp else "float32"
     memory = "freed memory retained" if config.retain_freed_memory else "system allocator"
     optimizer = "fused AdamW" if config.fused_optimizer else "AdamW looping over tensors"
+    chunk = config.batch_size if config.validation_chunk is None else config.validation_chunk
     return (
         f"{precision}, batch {config.batch_size}, {config.augment_views} view"
-        f"{'s' if config.augment_views > 1 else ''}, validation every {config.val_every} steps, "
-        f"{memory}, {optimizer}"
+        f"{'s' if config.augment_views > 1 else ''}, validation every {config.val_every} steps "
+        f"in chunks of {chunk}, {memory}, {optimizer}"
     )
 
 

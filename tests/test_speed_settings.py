@@ -1,9 +1,10 @@
 """Training settings that change a run's speed and not what it computes.
 
 Freed memory kept in the process (:mod:`sbicluster.allocator`): repeated large allocations stop
-faulting fresh pages; the fused AdamW step: the same weights to float32 rounding. Both are
-recorded, applied by ``train`` when asked, absent from runs recorded before they existed, and a run
-resumes whatever their values."""
+faulting fresh pages; the fused AdamW step: the same weights to float32 rounding; validation in
+chunks of the batch size: the same validation terms to rounding. All are recorded, applied by
+``train`` as set, given the values of runs recorded before they existed, and a run resumes
+whatever their values."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import pytest
 import torch
 
 from sbicluster.allocator import MAX_MMAP_THRESHOLD, retain_freed_memory
+from sbicluster.errors import InputError
 from sbicluster.training import TrainingConfig, train
-from sbicluster.training.config import upgrade_config_dict
+from sbicluster.training.config import SPEED_ONLY_FIELDS, upgrade_config_dict
+from sbicluster.training.loop import _build_model, validate
 from simulators.toy import LinearGaussianToy
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
@@ -130,3 +133,60 @@ def test_the_fused_optimizer_gives_the_same_weights_to_rounding(tmp_path, one_to
         if value.is_floating_point() and not torch.equal(weights[True][name], value)
     ]
     assert moved  # the two implementations did run (rounding differs somewhere)
+
+
+def test_runs_recorded_before_the_validation_chunk_existed_validated_in_chunks_of_512():
+    old = TrainingConfig().to_dict()
+    del old["validation_chunk"]
+    assert upgrade_config_dict(old)["validation_chunk"] == 512
+    assert TrainingConfig().validation_chunk is None  # the batch size
+    assert {"retain_freed_memory", "fused_optimizer", "validation_chunk"} <= SPEED_ONLY_FIELDS
+
+
+def test_validation_terms_do_not_depend_on_the_chunk(one_torch_thread):
+    simulator = LinearGaussianToy()
+    config = TrainingConfig(device="cpu", seed=2)
+    model = _build_model(simulator, config, [1.0] * len(simulator.bands), torch.device("cpu"))
+    val = simulator.simulate(300, torch.Generator().manual_seed(4))
+    terms = {c: validate(model, val, config.loss_weights, chunk=c) for c in (7, 64, 300, 512)}
+    for chunk, got in terms.items():
+        for name, value in terms[512].items():
+            assert got[name] == pytest.approx(value, rel=1e-5, abs=1e-6), (chunk, name)
+    assert model.training  # left in training mode
+
+
+@pytest.mark.parametrize(("chunk", "used"), [(None, 16), (5, 5)])
+def test_training_validates_in_chunks_of_the_batch_unless_told(monkeypatch, tmp_path, chunk, used):
+    seen = []
+    real = validate
+
+    def recording(*args, **kwargs):
+        seen.append(args[5] if len(args) > 5 else kwargs["chunk"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("sbicluster.training.loop.validate", recording)
+    config = TrainingConfig(
+        steps=4, batch_size=16, val_size=32, val_every=2, device="cpu", validation_chunk=chunk
+    )
+    model = train(LinearGaussianToy(), config, tmp_path / "run", progress=False)
+    assert seen and set(seen) == {used}
+    assert model.card["training"]["config"]["validation_chunk"] == chunk
+
+
+@pytest.mark.parametrize("chunk", [0, -3, 2.5, True, "128"])
+def test_a_bad_validation_chunk_is_refused_before_anything_is_written(tmp_path, chunk):
+    config = TrainingConfig(steps=2, batch_size=16, val_size=16, device="cpu")
+    config.validation_chunk = chunk
+    with pytest.raises(InputError, match="validation chunk"):
+        train(LinearGaussianToy(), config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(InputError, match="validation chunk"):
+        validate(None, None, {}, chunk=chunk)
+
+
+def test_a_run_resumes_whatever_its_validation_chunk(tmp_path):
+    first = TrainingConfig(steps=4, batch_size=16, val_size=32, val_every=2, device="cpu")
+    train(LinearGaussianToy(), first, tmp_path / "run", progress=False, stop_after_steps=2)
+    resumed = TrainingConfig.from_dict({**first.to_dict(), "validation_chunk": 8})
+    model = train(LinearGaussianToy(), resumed, tmp_path / "run", resume=True, progress=False)
+    assert model.card["training"]["steps_done"] == 4

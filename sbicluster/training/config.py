@@ -98,6 +98,14 @@ class TrainingConfig:
         instead of a loop over the parameter tensors: the same update to float32 rounding, a few
         milliseconds less per step on CPU. On by default; runs recorded before the setting
         existed ran without it.
+    validation_chunk : int or None
+        Validation samples per forward pass; ``None`` (default) takes the batch size, so that a
+        validation pass holds no larger activations than a training step. On CPU that keeps
+        validation in the memory the training steps reuse: chunks of 512 cutouts (what runs
+        recorded before the setting existed used) allocate activations above glibc's largest
+        ``mmap`` threshold, fault them in afresh at every pass, and took about 1.6 times as long.
+        Each sample's losses do not depend on the chunk (the network is in evaluation mode), so
+        only the speed and float32 rounding change.
     loss_weights : dict
         ``classifier`` and ``visibility`` weights (the flow NLL has weight 1), and optionally
         ``balance``, the weight λ of the balanced-NPE penalty (default 0: plain NPE).
@@ -133,6 +141,7 @@ class TrainingConfig:
     augment_views: int = 1
     retain_freed_memory: bool = True
     fused_optimizer: bool = True
+    validation_chunk: int | None = None
     loss_weights: dict = field(default_factory=lambda: {"classifier": 1.0, "visibility": 0.5})
     softening: list | None = None
     dataset: str | None = None
@@ -173,10 +182,11 @@ ADDED_FIELDS = {
     "augment_views": 1,
     "retain_freed_memory": False,
     "fused_optimizer": False,
+    "validation_chunk": 512,
 }
 """Fields added after the first checkpoints were written, with the value older runs had."""
 
-SPEED_ONLY_FIELDS = frozenset({"retain_freed_memory", "fused_optimizer"})
+SPEED_ONLY_FIELDS = frozenset({"retain_freed_memory", "fused_optimizer", "validation_chunk"})
 """Fields that change how fast a run goes, not what it computes: a run resumes under any value."""
 
 

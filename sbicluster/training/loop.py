@@ -87,7 +87,7 @@ __all__ = ["train", "train_step", "validate", "check_run_dir", "check_augmentati
 logger = logging.getLogger(__name__)
 
 VALIDATION_CHUNK = 512
-"""Validation samples per forward pass."""
+"""Validation samples per forward pass when :func:`validate` is not given a chunk."""
 
 RUN_FILES = ("model", "log.csv", "checkpoint", "tensorboard")
 """What a training run writes into its folder (``pool.h5``, training data, is not counted)."""
@@ -450,6 +450,12 @@ def train_step(
     return terms if parallel is None else parallel.group.sum(terms)
 
 
+def _check_validation_chunk(chunk) -> None:
+    """Refuse a validation chunk that is not a whole number ≥ 1."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise InputError(f"validation chunk {chunk!r}: must be a whole number ≥ 1")
+
+
 @torch.no_grad()
 def validate(
     model: ClusterModel,
@@ -457,8 +463,9 @@ def validate(
     loss_weights: dict,
     amp: bool = False,
     group: ProcessGroup | None = None,
+    chunk: int = VALIDATION_CHUNK,
 ) -> dict[str, float]:
-    """Loss terms on the validation set, in chunks of :data:`VALIDATION_CHUNK` samples.
+    """Loss terms on the validation set, in chunks of ``chunk`` samples.
 
     ``nll`` and ``balance`` are averaged over cluster samples, ``bce`` and ``mse`` over all
     samples; ``total`` is their weighted sum. The model is left in training mode. With a
@@ -476,20 +483,24 @@ def validate(
         bfloat16 autocast for the embedding.
     group : ProcessGroup, optional
         The processes sharing the work (default: this one alone).
+    chunk : int
+        Samples per forward pass (``TrainingConfig.validation_chunk`` in training); the terms do
+        not depend on it beyond float32 rounding.
 
     Returns
     -------
     dict
         ``total``, ``nll``, ``bce``, ``mse``, ``balance``.
     """
+    _check_validation_chunk(chunk)
     group = group or ProcessGroup()
     model.eval()
     sums, n = {}, len(val)
     for key in ("total", "nll", "bce", "mse", "balance"):  # the same keys, in order, everywhere
         sums[key], sums[f"_{key}"] = 0.0, 0
-    stride = VALIDATION_CHUNK * group.world_size
-    for start in range(VALIDATION_CHUNK * group.rank, n, stride):
-        b = val[start : start + VALIDATION_CHUNK]
+    stride = chunk * group.world_size
+    for start in range(chunk * group.rank, n, stride):
+        b = val[start : start + chunk]
         parts = model.losses(
             b.theta, b.images, b.label, b.visibility, weights=loss_weights, autocast=amp
         )
@@ -629,6 +640,8 @@ def _train(
     _check_parallel_config(config, group)
     check_augmentation(config, simulator)
     amp = _autocast(config, device)
+    val_chunk = config.batch_size if config.validation_chunk is None else config.validation_chunk
+    _check_validation_chunk(val_chunk)
     out_dir = check_run_dir(out_dir, config=config, resume=resume, overwrite=overwrite)
     if device.type == "cpu" and config.retain_freed_memory and retain_freed_memory():
         logger.info("CPU training: freed memory stays in the process between steps")
@@ -702,7 +715,7 @@ def _train(
             tracker.step()
             validated = meta["step"] % config.val_every == 0 or meta["step"] == config.steps
             if validated:
-                vl = validate(model, val, config.loss_weights, amp, group)
+                vl = validate(model, val, config.loss_weights, amp, group, val_chunk)
                 meta["elapsed_s"] = time.perf_counter() - t0
                 tracker.log(meta["step"], meta["elapsed_s"], lr, running.mean(), vl)
                 running = _RunningMean()
@@ -724,7 +737,7 @@ def _train(
         checkpoint()  # at every stop, so that any run can be resumed (or known to be complete)
 
     meta["elapsed_s"] = time.perf_counter() - t0
-    final_val = validate(model, val, config.loss_weights, amp, group)
+    final_val = validate(model, val, config.loss_weights, amp, group, val_chunk)
     if meta.get("best_state") is not None and final_val["total"] > meta["best_val"]:
         model.load_state_dict(meta["best_state"])
         final_val = meta.get("best_metrics", final_val)
