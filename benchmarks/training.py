@@ -165,7 +165,12 @@ def loop_lines(loop: dict) -> list[str]:
         f"| {loop['configs']['candidate']} | `{loop['cards']['candidate']}` | {cand:.0f} |",
         "",
         f"Speed-up of the whole loop, same architecture, same run: **{loop['speedup']:.2f}×** "
-        "(goal ≥ 2×). This is the figure that measures the change: the whole-run rates of the "
+        "(goal ≥ 2×; rounds "
+        + " / ".join(
+            f"{r['candidate']['samples_per_s'] / r['baseline']['samples_per_s']:.2f}"
+            for r in loop["rounds"]
+        )
+        + "). This is the figure that measures the change: the whole-run rates of the "
         "separate runs compared below were measured on different days, and this machine's speed "
         "varies between days.",
     ]
