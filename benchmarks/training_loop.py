@@ -189,11 +189,10 @@ def _label(config: TrainingConfig) -> str:
     precision = "bfloat16 autocast" if config.cpu_amp else "float32"
     memory = "freed memory retained" if config.retain_freed_memory else "system allocator"
     optimizer = "fused AdamW" if config.fused_optimizer else "AdamW looping over tensors"
-    chunk = config.batch_size if config.validation_chunk is None else config.validation_chunk
     return (
         f"{precision}, batch {config.batch_size}, {config.augment_views} view"
         f"{'s' if config.augment_views > 1 else ''}, validation every {config.val_every} steps "
-        f"in chunks of {chunk}, {memory}, {optimizer}"
+        f"in chunks of {config.validation_chunk_size}, {memory}, {optimizer}"
     )
 
 

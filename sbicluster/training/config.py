@@ -147,6 +147,11 @@ class TrainingConfig:
     dataset: str | None = None
     tensorboard: bool = False
 
+    @property
+    def validation_chunk_size(self) -> int:
+        """Validation samples per forward pass: ``validation_chunk``, or the batch size."""
+        return self.batch_size if self.validation_chunk is None else self.validation_chunk
+
     def to_dict(self) -> dict:
         """All fields as a JSON-serialisable dictionary (what checkpoints and cards record)."""
         return asdict(self)

@@ -640,7 +640,7 @@ def _train(
     _check_parallel_config(config, group)
     check_augmentation(config, simulator)
     amp = _autocast(config, device)
-    val_chunk = config.batch_size if config.validation_chunk is None else config.validation_chunk
+    val_chunk = config.validation_chunk_size
     _check_validation_chunk(val_chunk)
     out_dir = check_run_dir(out_dir, config=config, resume=resume, overwrite=overwrite)
     if device.type == "cpu" and config.retain_freed_memory and retain_freed_memory():
