@@ -11,6 +11,7 @@ The package, one module per job:
 - :mod:`.tracking`: the CSV log, progress bar and TensorBoard events;
 - :mod:`.checkpoint`: the checkpoint format (safetensors + JSON);
 - :mod:`.card`: the trained model's card;
+- :mod:`.warm_start`: starting a run from a trained model's network (:func:`load_warm_start`);
 - :mod:`.loop`: :func:`train`, :func:`train_step`, :func:`check_run_dir`;
 - :mod:`.distributed`: training in several processes (``torchrun``, DDP, global-batch batch
   normalisation).
@@ -22,6 +23,7 @@ from .augment import SymmetryAugmented
 from .config import CPU_BUDGET_S, TrainingConfig, default_config
 from .data import DatasetBatches, OnlineSource, TrainingData, estimate_softening, write_dataset
 from .loop import check_augmentation, check_run_dir, train, train_step
+from .warm_start import WarmStart, load_warm_start
 
 __all__ = [
     "TrainingConfig",
@@ -37,4 +39,6 @@ __all__ = [
     "OnlineSource",
     "TrainingData",
     "CPU_BUDGET_S",
+    "WarmStart",
+    "load_warm_start",
 ]

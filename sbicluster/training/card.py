@@ -39,7 +39,9 @@ def training_card(
     config : TrainingConfig
         The run's settings.
     meta : dict
-        The run's progress record: ``step``, ``best_step``, ``elapsed_s`` (s).
+        The run's progress record: ``step``, ``best_step``, ``elapsed_s`` (s), and
+        ``initialised_from`` for a warm start (:class:`.warm_start.WarmStart` ``record``; the
+        card's ``training.initialised_from``, ``None`` for a new network).
     stop_reason : str
         Why training stopped (``steps``, ``time budget``, ``early stopping``,
         ``stop_after_steps``, ``signal SIGINT`` ...).
@@ -75,6 +77,7 @@ def training_card(
             "device_name": device_name(device),
             "threads": torch.get_num_threads(),
             "processes": processes,
+            "initialised_from": meta.get("initialised_from"),
             "amp": amp,
             "loss": "NLL_flow(clusters) + w_classifier * BCE + w_visibility * MSE(log1p visibility)"
             + (" + w_balance * balancing penalty (BNPE)" if "balance" in terms else ""),

@@ -116,6 +116,12 @@ class TrainingConfig:
         simulation.
     tensorboard : bool
         Also write the logged scalars as TensorBoard events to ``out_dir/tensorboard``.
+    init_from : str or None
+        A trained model's folder (or built-in model name) whose network weights and input
+        normalisation start the run instead of the seeded initialisation: a warm start
+        (:mod:`.warm_start`). Its bands, image shape, prior and architecture must be the run's;
+        the run takes a fresh optimizer and its own schedule (warm-up, then cosine decay from
+        ``lr``). ``None`` (default): a new network.
     """
 
     embedding: str = "small"
@@ -146,6 +152,7 @@ class TrainingConfig:
     softening: list | None = None
     dataset: str | None = None
     tensorboard: bool = False
+    init_from: str | None = None
 
     @property
     def validation_chunk_size(self) -> int:
@@ -188,6 +195,7 @@ ADDED_FIELDS = {
     "retain_freed_memory": False,
     "fused_optimizer": False,
     "validation_chunk": 512,
+    "init_from": None,
 }
 """Fields added after the first checkpoints were written, with the value older runs had."""
 

@@ -81,6 +81,7 @@ from .distributed import (
 )
 from .schedule import lr_at
 from .tracking import SilentTracker, Tracker, logged_terms
+from .warm_start import load_warm_start
 
 __all__ = ["train", "train_step", "validate", "check_run_dir", "check_augmentation"]
 
@@ -643,6 +644,8 @@ def _train(
     val_chunk = config.validation_chunk_size
     _check_validation_chunk(val_chunk)
     out_dir = check_run_dir(out_dir, config=config, resume=resume, overwrite=overwrite)
+    # a warm start's source is read once, before anything is written; a resumed run has its weights
+    warm_start = load_warm_start(config, simulator) if config.init_from and not resume else None
     if device.type == "cpu" and config.retain_freed_memory and retain_freed_memory():
         logger.info("CPU training: freed memory stays in the process between steps")
     group.barrier()  # every process has checked the folder before rank 0 changes it
@@ -651,8 +654,15 @@ def _train(
 
     data = _data_source(simulator, config, group)
     val = data.validation().to(device)
-    softening = config.softening or estimate_softening(val.images)
+    if warm_start is not None and warm_start.softening is not None:
+        softening = warm_start.softening  # the source network reads inputs so normalised
+    elif resume and config.init_from:
+        softening = read_checkpoint_meta(ckpt_dir)["softening"]
+    else:
+        softening = config.softening or estimate_softening(val.images)
     model = _build_model(simulator, config, softening, device)
+    if warm_start is not None:
+        model.load_state_dict(warm_start.model.state_dict())
     opt = torch.optim.AdamW(
         model.parameters(),
         lr=config.lr,
@@ -660,6 +670,8 @@ def _train(
         **({"fused": True} if config.fused_optimizer else {}),
     )
     meta = _fresh_meta(config, softening)
+    if warm_start is not None:
+        meta["initialised_from"] = warm_start.record
     if resume:
         meta.update(_resume(ckpt_dir, config, model, opt, data))
     elif overwrite and group.is_main:  # start afresh: nothing of the previous run may remain
