@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-
+from .checks import is_whole_number
 from .errors import InputError
 
 __all__ = ["check_workers", "dask_client"]
@@ -25,9 +24,7 @@ def check_workers(workers: int | None) -> None:
     ------
     InputError
     """
-    if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1
-    ):
+    if workers is not None and not is_whole_number(workers, numpy_integers=True):
         raise InputError(f"--workers must be a positive integer, got {workers!r}")
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .checks import is_whole_number
 from .errors import InputError
 from .model import ClusterModel
 
@@ -116,11 +117,7 @@ def _check_finite(chunk: torch.Tensor, start: int) -> None:
 
 def check_batch_size(batch_size: int) -> None:
     """Raise :class:`InputError` unless ``batch_size`` (cutouts per network pass) is an integer ≥ 1."""
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int | np.integer)
-        or batch_size < 1
-    ):
+    if not is_whole_number(batch_size, numpy_integers=True):
         raise InputError(
             f"batch size must be a positive integer (cutouts per network pass), got {batch_size!r}; "
             "use e.g. --batch-size 256"

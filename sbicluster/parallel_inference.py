@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .checks import is_whole_number
 from .errors import InputError
 from .inference import Prediction, check_batch_size
 from .model import ClusterModel
@@ -49,7 +50,7 @@ def check_chunk_size(chunk_size: int, batch_size: int) -> None:
         With the nearest valid sizes.
     """
     check_batch_size(batch_size)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    if not is_whole_number(chunk_size):
         raise InputError(f"--chunk-size must be a positive integer, got {chunk_size!r}")
     if chunk_size % batch_size:
         lower = max(batch_size, chunk_size - chunk_size % batch_size)

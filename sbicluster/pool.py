@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checks import is_whole_number
 from .dask_cluster import check_workers, dask_client
 from .errors import InputError, OutputExistsError
 from .files import atomic_path, check_writable_dir
@@ -202,7 +203,7 @@ def _shard_sizes(n: int, shard_size: int) -> list[int]:
 
 def _check_request(n: int, shard_size: int, workers: int | None, chunk: int) -> None:
     for name, value in (("--n", n), ("--shard-size", shard_size), ("--chunk", chunk)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        if not is_whole_number(value, numpy_integers=True):
             raise InputError(f"{name} must be a positive integer, got {value!r}")
     check_workers(workers)
 

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .checks import is_whole_number
 from .coverage_factor import (
     CoverageFactorConfig,
     config_record,
@@ -121,7 +122,7 @@ class RecalibrationConfig:
     coverage_factor: CoverageFactorConfig | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.n_simulations, bool) or not isinstance(self.n_simulations, int):
+        if not is_whole_number(self.n_simulations, least=None):
             raise InputError(f"--n must be an integer, got {self.n_simulations!r}")
         if self.n_simulations < MIN_SIMULATIONS:
             raise InputError(

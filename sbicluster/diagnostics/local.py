@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..checks import is_whole_number
+
 __all__ = ["LOCAL_GOAL", "MIN_CALIBRATION", "embedded_features", "probe_indices", "local_c2st"]
 
 LOCAL_GOAL = 0.9
@@ -129,7 +131,7 @@ def local_c2st(
             f"L-C2ST needs ≥ {MIN_CALIBRATION} calibration objects and a probe, got "
             f"{int(cal.sum())} and {int(probe.sum())}"
         )
-    if isinstance(num_ensemble, bool) or not isinstance(num_ensemble, int) or num_ensemble < 1:
+    if not is_whole_number(num_ensemble):
         raise ValueError(f"num_ensemble must be an integer ≥ 1, got {num_ensemble!r}")
     # scikit-learn takes 32-bit seeds, and ensemble members add their index to it
     clf_seed = min(int(seed) % 2**32, 2**32 - num_ensemble)

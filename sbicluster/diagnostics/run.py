@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checks import is_whole_number
 from .accuracy import binned_by, point_accuracy, reliable_range_mask
 from .classification import brier_score, precision_recall, reliability_diagram, roc_auc
 from .conditional import conditional_coverage, region_masks
@@ -728,7 +729,7 @@ def check_chunk(chunk: int) -> int:
     :data:`DRAW_BLOCK`; :class:`~sbicluster.errors.InputError` unless it is a positive integer."""
     from ..errors import InputError
 
-    if isinstance(chunk, bool) or not isinstance(chunk, int | np.integer) or chunk < 1:
+    if not is_whole_number(chunk, numpy_integers=True):
         raise InputError(f"chunk must be a positive number of objects, got {chunk!r}")
     return int(-(-chunk // DRAW_BLOCK) * DRAW_BLOCK)
 
@@ -830,7 +831,7 @@ def run_diagnostics(
         ("--lc2st-probes", lc2st_probes, 0),
         ("--lc2st-ensemble", lc2st_ensemble, 1),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        if not is_whole_number(value, least):
             raise InputError(f"{flag} must be an integer ≥ {least}, got {value!r}")
     chunk = check_chunk(chunk)
     check_report_dir(out_dir, overwrite)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import is_whole_number
 from ..errors import InputError
 from ..files import atomic_folder, check_output_folder
 from .distributions import HYPER_LABELS, MASS_FUNCTIONS, PopulationModel
@@ -72,7 +73,7 @@ def _check_nuts(config: NutsConfig) -> None:
     for name in ("num_samples", "warmup", "chains"):
         value = getattr(config, name)
         least = 0 if name == "warmup" else 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        if not is_whole_number(value, least):
             flag = {"num_samples": "--samples", "warmup": "--warmup", "chains": "--chains"}[name]
             raise InputError(f"{flag} {value!r}: must be an integer ≥ {least}")
 
@@ -336,11 +337,7 @@ def run_population(
     if mass_function not in MASS_FUNCTIONS:
         raise InputError(f"--mass-function {mass_function!r}: expected one of {MASS_FUNCTIONS}")
     _check_nuts(nuts)
-    if (
-        isinstance(selection_sims, bool)
-        or not isinstance(selection_sims, int)
-        or (selection_sims < 100)
-    ):
+    if not is_whole_number(selection_sims, 100):
         raise InputError(f"--selection-sims {selection_sims!r}: must be an integer ≥ 100")
     if str(selection) not in ("auto", "none"):
         load_selection(selection)

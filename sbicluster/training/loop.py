@@ -63,6 +63,7 @@ from simulators.base import Simulator
 from simulators.batch import SimulationBatch
 
 from ..allocator import retain_freed_memory
+from ..checks import is_whole_number
 from ..devices import cpu_has_bf16, resolve_device
 from ..errors import InputError, OutputExistsError, TrainingInterrupted
 from ..files import check_writable_dir
@@ -453,7 +454,7 @@ def train_step(
 
 def _check_validation_chunk(chunk) -> None:
     """Refuse a validation chunk that is not a whole number ≥ 1."""
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+    if not is_whole_number(chunk):
         raise InputError(f"validation chunk {chunk!r}: must be a whole number ≥ 1")
 
 
