@@ -132,10 +132,11 @@ def load_warm_start(config: TrainingConfig, simulator: Simulator) -> WarmStart:
             "--embedding and overrides it was trained with"
         )
     training = card.get("training", {})
+    folder = resolve_model_dir(config.init_from)
     record = {
-        "path": str(resolve_model_dir(config.init_from)),
+        "path": str(folder),
         "name": card.get("name"),
-        "weights_sha256": _sha256(resolve_model_dir(config.init_from) / "weights.safetensors"),
+        "weights_sha256": _sha256(folder / "weights.safetensors"),
         "steps_done": training.get("steps_done"),
         "wall_time_s": training.get("wall_time_s"),
         "stop_reason": training.get("stop_reason"),
