@@ -166,8 +166,9 @@ def test_a_recalibrated_model_is_refused_with_what_to_do(tmp_path):
     # the shipped default is recalibrated: its flow ends in a fitted base temperature
     from simulators.registry import simulator_for_preset
 
-    config = _config(embedding="cpu", embedding_overrides=None, flow_overrides=None)
-    config.init_from = "default"
+    config = _config(
+        embedding="cpu", embedding_overrides=None, flow_overrides=None, init_from="default"
+    )
     with pytest.raises(InputError, match="recalibrated.*as trained"):
         train(simulator_for_preset("m83-wfc3"), config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()

@@ -1,7 +1,8 @@
 """The training loop: :func:`train` and its parts (one step, validation, the stop decision).
 
 This module owns the order of events in a run: build the data source, model and optimizer (the
-model from a trained one's weights for a warm start, :mod:`.warm_start`); resume from a checkpoint; take steps; validate every ``val_every`` steps and keep the best weights; decide
+model from a trained one's weights for a warm start, :mod:`.warm_start`); resume from a
+checkpoint; take steps; validate every ``val_every`` steps and keep the best weights; decide
 when to stop (step limit, time budget, early stopping, ``stop_after_steps``, SIGINT/SIGTERM);
 checkpoint every ``checkpoint_every`` steps and on every stop; and write the final artifact
 (:func:`sbicluster.artifact.save_model`). Which run folders may be written and resumed is decided
