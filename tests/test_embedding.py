@@ -10,6 +10,7 @@ from sbicluster.embedding import (
     AsinhNormalisation,
     EmbeddingConfig,
     build_embedding,
+    fast_asinh,
 )
 
 
@@ -19,6 +20,26 @@ def test_asinh_normalisation_matches_formula_per_band():
     y = norm(x).flatten()
     assert y[0].item() == pytest.approx(math.asinh(2.0), rel=1e-6)
     assert y[1].item() == pytest.approx(math.asinh(0.5), rel=1e-6)
+
+
+@pytest.mark.parametrize(("dtype", "most_ulps"), [(torch.float32, 1.1), (torch.float64, 2.0)])
+def test_fast_asinh_is_within_its_stated_ulps_of_asinh_over_the_whole_range(dtype, most_ulps):
+    magnitudes = torch.cat(
+        [torch.zeros(1), torch.logspace(-37, 38, 20_001), torch.tensor([1.7e38])]
+    ).to(dtype)  # up to half the largest float32, the documented range
+    y = torch.cat([magnitudes, -magnitudes])
+    # float32: against the exact value (torch.asinh's own error is up to 1.16 ulps there);
+    # float64: against torch.asinh, itself within about 1 ulp
+    exact = torch.asinh(y.double())
+    got = fast_asinh(y)
+    assert got.dtype == dtype
+    ulp = torch.nextafter(
+        exact.abs().to(dtype), torch.tensor(math.inf, dtype=dtype)
+    ) - exact.abs().to(dtype)
+    error_in_ulps = (got.double() - exact).abs() / ulp.double()
+    assert float(error_in_ulps.max()) <= most_ulps
+    assert torch.equal(torch.signbit(got), torch.signbit(y))  # odd, including ±0
+    assert float(fast_asinh(torch.tensor(1e-30, dtype=dtype))) == pytest.approx(1e-30, rel=1e-6)
 
 
 def test_normalisation_uses_no_per_image_statistics():
