@@ -425,4 +425,8 @@ def test_local_test_with_an_ensemble_is_recorded_and_reported(tmp_path):
     )
     local = json.loads((tmp_path / "r" / "metrics.json").read_text())["local"]
     assert local["num_ensemble"] == 2 and local["n_probes"] == 4
-    assert "the mean of an ensemble of 2" in (tmp_path / "r" / "report.md").read_text()
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "the mean of an ensemble of 2" in report
+    # the exact-posterior replay: the 20 null classifiers and the one trained for it
+    assert local["exact_posterior"]["replicates"] == 21
+    assert "What an exact posterior would score here: each of the 21 null classifiers" in report

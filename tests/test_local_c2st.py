@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sbicluster.diagnostics.local import local_c2st, probe_indices
+from sbicluster.diagnostics.local import exact_posterior_fractions, local_c2st, probe_indices
 
 NOISE = 0.5
 D = 2
@@ -83,6 +83,11 @@ def test_exact_posterior_is_not_rejected_and_a_too_narrow_one_is(scale, exact, m
     else:
         assert result["fraction_not_rejected"] <= 0.2
     assert len(result["pp"]) == 2 and result["pp"][0]["probs_null"].shape == (20, 500)
+    exact_replay = result["exact_posterior"]
+    assert exact_replay["replicates"] == 21 and len(exact_replay["fractions"]) == 21
+    assert exact_replay["mean"] >= 0.8  # 20/21 expected
+    if not exact:  # far below what an exact posterior scores on the same probes
+        assert exact_replay["share_at_or_below"] <= 0.1
 
 
 def test_result_does_not_depend_on_numpy_global_random_state():
@@ -109,6 +114,8 @@ def test_result_does_not_depend_on_numpy_global_random_state():
         runs.append(result)
     np.random.set_state(saved)  # noqa: NPY002
     assert runs[0]["probes"] == runs[1]["probes"]
+    assert runs[0]["exact_posterior"] == runs[1]["exact_posterior"]
+    assert runs[0]["exact_posterior"]["replicates"] == 5  # num_null + 1
     np.testing.assert_array_equal(runs[0]["pp"][0]["probs_null"], runs[1]["pp"][0]["probs_null"])
 
 
@@ -148,3 +155,37 @@ def test_an_ensemble_needs_a_positive_whole_number_of_classifiers(members):
         local_c2st(
             _GaussianPosteriorModel(1.0), theta, images, probe, visibility, num_ensemble=members
         )
+
+
+def test_replayed_null_classifiers_reject_at_the_tests_level_when_independent():
+    """Exchangeable, independent statistics: classifier k is rejected at a probe when it beats
+    all K − 1 rivals, with probability 1/K, so the fractions average 1 − 1/K."""
+    rng = np.random.default_rng(11)
+    probes, classifiers = 400, 21
+    replay = rng.standard_normal((probes, classifiers))
+    rivals = rng.standard_normal((probes, classifiers))
+    fractions = exact_posterior_fractions(replay, rivals, alpha=0.05)
+    assert fractions.shape == (classifiers,)
+    assert fractions.mean() == pytest.approx(1 - 1 / classifiers, abs=0.01)
+
+
+def test_one_classifier_that_fits_more_everywhere_fails_most_probes_at_once():
+    """The correlation the replay exists to show: a classifier whose chance fit is larger at
+    every probe is rejected at most of them, the others at none."""
+    rng = np.random.default_rng(12)
+    probes, classifiers = 50, 21
+    replay = rng.uniform(0.0, 1.0, (probes, classifiers))
+    rivals = rng.uniform(0.0, 1.0, (probes, classifiers))
+    replay[:, 3] += 0.99  # classifier 3 scores above nearly every rival at every probe
+    fractions = exact_posterior_fractions(replay, rivals, alpha=0.05)
+    assert fractions[3] < 0.3
+    assert np.delete(fractions, 3).mean() > 0.9
+
+
+@pytest.mark.parametrize(
+    "shapes", [((4, 3), (4, 2)), ((4,), (4,)), ((4, 1), (4, 1)), ((2, 3, 1), (2, 3, 1))]
+)
+def test_replay_refuses_arrays_that_are_not_probes_by_classifiers(shapes):
+    replay, rivals = (np.zeros(shape) for shape in shapes)
+    with pytest.raises(ValueError, match="probes, classifiers"):
+        exact_posterior_fractions(replay, rivals, alpha=0.05)

@@ -14,6 +14,21 @@ flow conditions on).
 The report gives the fraction of probes, spread over visibility, at which calibration is not
 rejected (for an exact posterior: 1 − α on average), the per-probe statistics and p-values, and
 PP-plots of a few probes. This module must not simulate or plot (it returns what the plots need).
+
+What an exact posterior would score
+-----------------------------------
+All probes are judged by one trained classifier (or ensemble), so its chance fit moves their
+verdicts together: for an exact posterior the fraction is not a binomial share around 1 − α but
+mostly 1 with a long tail of much lower values, on the runs where the classifier happens to fit
+more than its null rivals. Under the null the observed classifier is one more draw of the same
+training as the null classifiers (base-space truths of an exact posterior are standard normal
+whatever x, as the null samples are). One extra null classifier is therefore trained, and each of
+the ``num_null + 1`` in turn plays the observed one against the other ``num_null``, scored as the
+observed one is (its statistic at the fixed evaluation points against theirs at fresh points):
+``num_null + 1`` fractions an exact posterior could have scored on these probes and these
+clusters. From them the report gives the probability that an exact posterior meets the goal and
+where the model's own fraction falls among them. They share the probes and the classifiers, so
+they show the spread the classifier's chance fit causes, not the spread over other test sets.
 """
 
 from __future__ import annotations
@@ -23,7 +38,14 @@ import torch
 
 from ..checks import is_whole_number
 
-__all__ = ["LOCAL_GOAL", "MIN_CALIBRATION", "embedded_features", "probe_indices", "local_c2st"]
+__all__ = [
+    "LOCAL_GOAL",
+    "MIN_CALIBRATION",
+    "embedded_features",
+    "exact_posterior_fractions",
+    "probe_indices",
+    "local_c2st",
+]
 
 LOCAL_GOAL = 0.9
 """Goal: calibration not rejected (at α = 0.05) at this fraction of the probes or more."""
@@ -50,6 +72,57 @@ def probe_indices(visibility: np.ndarray, n_probes: int) -> np.ndarray:
     order = np.argsort(np.asarray(visibility, dtype=float), kind="stable")
     k = min(int(n_probes), len(order))
     return order[np.round(np.linspace(0, len(order) - 1, k)).astype(int)]
+
+
+def exact_posterior_fractions(
+    replay_statistics: np.ndarray, null_statistics: np.ndarray, alpha: float
+) -> np.ndarray:
+    """Fractions of probes not rejected when each null classifier in turn plays the observed one.
+
+    Parameters
+    ----------
+    replay_statistics : numpy.ndarray
+        (P, K): at each of P probes, each of K null classifiers' statistic scored as the observed
+        classifier's is (at the test's fixed evaluation points).
+    null_statistics : numpy.ndarray
+        (P, K): the same classifiers' statistics as null rivals (at fresh evaluation points).
+    alpha : float
+        Level of each probe's test.
+
+    Returns
+    -------
+    numpy.ndarray
+        (K,): for classifier k, the share of probes whose p-value against the other K − 1
+        classifiers' null statistics, ``mean(T_k < T_j)``, is at least ``alpha``.
+
+    Raises
+    ------
+    ValueError
+        Arrays of different shapes, not 2-D, or with fewer than two classifiers.
+
+    Examples
+    --------
+    Two probes, three classifiers; classifier 0 beats both rivals at the first probe only:
+
+    >>> replay = np.array([[0.9, 0.1, 0.2], [0.1, 0.2, 0.3]])
+    >>> rivals = np.array([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]])
+    >>> exact_posterior_fractions(replay, rivals, alpha=0.05).tolist()
+    [0.5, 1.0, 1.0]
+    """
+    replay = np.asarray(replay_statistics, dtype=float)
+    rivals = np.asarray(null_statistics, dtype=float)
+    if replay.ndim != 2 or replay.shape != rivals.shape or replay.shape[1] < 2:
+        raise ValueError(
+            "need (probes, classifiers) arrays of one shape with at least two classifiers, got "
+            f"{replay.shape} and {rivals.shape}"
+        )
+    k = replay.shape[1]
+    fractions = np.empty(k)
+    for j in range(k):
+        others = np.delete(rivals, j, axis=1)
+        p_values = (replay[:, [j]] < others).mean(axis=1)
+        fractions[j] = float(np.mean(p_values >= alpha))
+    return fractions
 
 
 @torch.no_grad()
@@ -102,7 +175,8 @@ def local_c2st(
     alpha : float
         Level of each probe's test.
     num_null : int
-        Classifiers trained under the null (the p-value's resolution is 1 / num_null).
+        Classifiers trained under the null that each probe's p-value compares with (its
+        resolution is 1 / num_null); one more is trained for the exact-posterior replay.
     num_eval : int
         Base-distribution points at which a probe is evaluated.
     num_ensemble : int
@@ -119,8 +193,12 @@ def local_c2st(
         ``n_calibration``, ``n_probes``, ``alpha``, ``num_null``, ``num_ensemble``,
         ``fraction_not_rejected``,
         ``goal``, ``goal_met``, ``probes`` (per probe: ``index``, ``visibility``, ``statistic``,
-        ``p_value``, ``rejected``) and ``pp`` (for a few probes: ``visibility``, ``probs``
-        (num_eval,), ``probs_null`` (num_null, num_eval)).
+        ``p_value``, ``rejected``), ``exact_posterior`` (what an exact posterior would score on
+        these probes, from the ``num_null + 1`` null classifiers each replayed as the observed
+        one: ``replicates``, their ``fractions``, ``mean``, ``probability_goal_met`` and
+        ``share_at_or_below``, the share of them at or below this model's fraction; see the
+        module docstring) and ``pp`` (for a few probes: ``visibility``, ``probs`` (num_eval,),
+        ``probs_null`` (num_null, num_eval)).
     """
     from sbi.diagnostics.lc2st import LC2ST_NF
 
@@ -162,7 +240,7 @@ def local_c2st(
             flow_inverse_transform=to_base,
             flow_base_dist=base,
             num_eval=num_eval,
-            num_trials_null=num_null,
+            num_trials_null=num_null + 1,  # the last one only for the exact-posterior replay
             num_ensemble=num_ensemble,
             seed=clf_seed,
             # random_state here, not only in train_on_observed_data: the classifiers trained
@@ -177,14 +255,23 @@ def local_c2st(
         test.train_under_null_hypothesis(verbosity=0)
         test.train_on_observed_data(verbosity=0)
         # the statistics at the probes draw from the global stream as well
-        probes = []
+        probes, replays, rivals = [], [], []
         idx = np.flatnonzero(probe)
         keep_pp = set(np.round(np.linspace(0, len(idx) - 1, min(pp_probes, len(idx)))).astype(int))
         pp = []
         for k, i in enumerate(idx):
             x_o = features[i]
             statistic = float(test.get_statistic_on_observed_data(x_o=x_o))
-            p_value = float(test.p_value(x_o=x_o))
+            null = test.get_statistics_under_null_hypothesis(x_o=x_o)
+            rivals.append(np.asarray(null.scores, dtype=float))
+            # each null classifier scored as the observed one is: at the fixed evaluation points
+            replays.append(
+                [
+                    float(test.get_scores(x_o=x_o, trained_clfs=c).scores.mean())
+                    for c in test.trained_clfs_null.values()
+                ]
+            )
+            p_value = float(np.mean(statistic < rivals[-1][:num_null]))  # as sbi's p_value
             probes.append(
                 {
                     "index": int(i),
@@ -196,15 +283,16 @@ def local_c2st(
             )
             if k in keep_pp:
                 probs = test.get_scores(x_o=x_o, trained_clfs=test.trained_clfs).probabilities
-                probs_null = test.get_statistics_under_null_hypothesis(x_o=x_o).probabilities
+                probs_null = np.asarray(null.probabilities, dtype=float)[:num_null]
                 pp.append(
                     {
                         "visibility": float(visibility[i]),
                         "probs": np.asarray(probs, dtype=float).reshape(-1),
-                        "probs_null": np.asarray(probs_null, dtype=float).reshape(num_null, -1),
+                        "probs_null": probs_null.reshape(num_null, -1),
                     }
                 )
     fraction = float(np.mean([not p["rejected"] for p in probes]))
+    replayed = exact_posterior_fractions(np.array(replays), np.array(rivals), alpha)
     return {
         "n_calibration": int(cal.sum()),
         "n_probes": len(probes),
@@ -215,5 +303,12 @@ def local_c2st(
         "goal": LOCAL_GOAL,
         "goal_met": bool(fraction >= LOCAL_GOAL),
         "probes": probes,
+        "exact_posterior": {
+            "replicates": len(replayed),
+            "fractions": replayed.tolist(),
+            "mean": float(replayed.mean()),
+            "probability_goal_met": float(np.mean(replayed >= LOCAL_GOAL)),
+            "share_at_or_below": float(np.mean(replayed <= fraction)),
+        },
         "pp": pp,
     }

@@ -412,6 +412,24 @@ def _ensemble_words(members: int) -> str:
     return f"; each classifier the mean of an ensemble of {members}, the null ones alike"
 
 
+def _exact_replay_lines(local: dict) -> list[str]:
+    """What an exact posterior would score on the same probes (absent from older reports)."""
+    exact = local.get("exact_posterior")
+    if not exact:
+        return []
+    fractions = np.sort(np.asarray(exact["fractions"], dtype=float))
+    return [
+        f"What an exact posterior would score here: each of the {exact['replicates']} null "
+        "classifiers replayed as the observed one against the others (all probes share one "
+        "classifier, so its chance fit moves their verdicts together) gives a fraction of "
+        f"{exact['mean']:.0%} on average, from {fractions[0]:.0%} to {fractions[-1]:.0%}; "
+        f"{exact['probability_goal_met']:.0%} of them meet the goal, and "
+        f"{exact['share_at_or_below']:.0%} score at or below this model's "
+        f"{local['fraction_not_rejected']:.0%}.",
+        "",
+    ]
+
+
 def _local_lines(local: dict | None, figures: dict) -> list[str]:
     """The report section on the local test (L-C2ST) at individual observations."""
     if not local:
@@ -431,6 +449,7 @@ def _local_lines(local: dict | None, figures: dict) -> list[str]:
         f"{1 - local['alpha']:.0%} on average; goal ≥ {local['goal']:.0%}: "
         f"{_yes(local['goal_met'])}).",
         "",
+        *_exact_replay_lines(local),
         "| visibility | probes | not rejected |",
         "|---|---|---|",
     ]
