@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sbicluster.devices import cpu_name, device_name
+from sbicluster.devices import cpu_description, cpu_vector_extensions, device_name
 
 __all__ = ["environment", "results_name", "write_results", "RESULTS_DIR"]
 
@@ -42,7 +42,8 @@ def environment(device: str | None = None) -> dict:
     Returns
     -------
     dict
-        JSON-serialisable: date (UTC), command, python, platform, CPU model, cores, torch threads,
+        JSON-serialisable: date (UTC), command, python, platform, CPU model with its vector
+        extensions (:func:`sbicluster.devices.cpu_description`), cores, torch threads,
         device (and GPU name), package versions, git commit.
     """
     import numpy
@@ -59,7 +60,8 @@ def environment(device: str | None = None) -> dict:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": cpu_name(),
+        "cpu": cpu_description(),
+        "cpu_vector_extensions": list(cpu_vector_extensions()),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": device or "cpu",
