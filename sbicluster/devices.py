@@ -121,7 +121,8 @@ def cpu_description() -> str:
     extensions = cpu_vector_extensions()
     if not extensions:
         return cpu_name()
-    bf16 = "native bfloat16" if cpu_has_bf16() else "no native bfloat16"
+    native = any(flag in extensions for flag in BF16_CPU_FLAGS)  # one reading of cpuinfo
+    bf16 = "native bfloat16" if native else "no native bfloat16"
     return f"{cpu_name()} ({' '.join(extensions)}; {bf16})"
 
 
