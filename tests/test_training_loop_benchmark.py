@@ -75,3 +75,27 @@ def test_quick_run_compares_the_two_recorded_configurations(tmp_path):
         run = written["rounds"][0][name]
         assert run["steps"] > 0 and run["samples_per_s"] > 0
     assert "Whole training loop" in (tmp_path / "training_loop.md").read_text()
+
+
+@pytest.mark.slow
+def test_quick_run_in_float32_runs_on_any_cpu(tmp_path):
+    """The benchmark's whole machinery (pool, alternating processes, records) on a CPU without
+    native bfloat16 too: the candidate keeps its batch and views but trains in float32."""
+    res = main(
+        [
+            "--quick",
+            "--rounds",
+            "1",
+            "--candidate-set",
+            "cpu_amp=false",
+            "--results-dir",
+            str(tmp_path),
+        ]
+    )
+    written = json.loads((tmp_path / "training_loop.json").read_text())
+    assert written["speedup"] == pytest.approx(res["speedup"])
+    assert "float32, batch 64" in written["configs"]["baseline"]
+    assert "float32, batch 128, 8 views" in written["configs"]["candidate"]
+    for name in ("baseline", "candidate"):
+        run = written["rounds"][0][name]
+        assert run["steps"] > 0 and run["samples_per_s"] > 0
