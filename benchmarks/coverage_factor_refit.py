@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -32,7 +33,7 @@ DEFAULT_GRID = (0.95, 0.975, 1.0, 1.025, 1.05, 1.075, 1.1)
 """Candidate factors: half the default recalibration's step, around 1."""
 
 
-def refit(model, simulator, *, n: int, seed: int, grid, progress: bool = False) -> dict:
+def refit(model, simulator, *, n: int, seed: int, grid, keep=(), progress: bool = False) -> dict:
     """Refit ``model``'s coverage factor in place on ``n`` fresh clusters.
 
     Parameters
@@ -47,6 +48,9 @@ def refit(model, simulator, *, n: int, seed: int, grid, progress: bool = False) 
         Seed of the coverage-factor stream and of the base draws.
     grid : sequence of float
         Candidate factors (positive, including 1).
+    keep : sequence of int
+        Bins (0 = faintest) that keep their previous factor; their refitted choice is recorded
+        under ``fitted_factor``.
     progress : bool
         Show progress bars.
 
@@ -54,8 +58,10 @@ def refit(model, simulator, *, n: int, seed: int, grid, progress: bool = False) 
     -------
     dict
         The new factor record (:func:`sbicluster.coverage_factor.fit_coverage_factor`) with the
-        previous bins' factors under ``previous_factors``.
+        previous bins' factors under ``previous_factors`` and the kept bins under ``kept_bins``.
     """
+    import math
+
     from sbicluster.coverage_factor import (
         CoverageFactorConfig,
         coverage_factor_seed,
@@ -67,6 +73,9 @@ def refit(model, simulator, *, n: int, seed: int, grid, progress: bool = False) 
     previous = model.card.get("recalibration", {}).get("coverage_factor")
     if previous is None:
         raise InputError("the model has no coverage factor to refit (recalibrate it with one)")
+    previous_factors = [row["factor"] for row in previous["bins"]]
+    if any(not 0 <= b < len(previous_factors) for b in keep):
+        raise InputError(f"keep {list(keep)}: bins are 0 to {len(previous_factors) - 1}")
     old = previous["config"]
     edges = tuple(float("inf") if e is None else float(e) for e in old["edges"])
     config = CoverageFactorConfig(
@@ -88,7 +97,15 @@ def refit(model, simulator, *, n: int, seed: int, grid, progress: bool = False) 
     record = fit_coverage_factor(
         model, theta, features, visibility, config, seed=seed, progress=progress
     )
-    record["previous_factors"] = [row["factor"] for row in previous["bins"]]
+    for b in keep:
+        row = record["bins"][b]
+        row["fitted_factor"] = row["factor"]
+        row["factor"] = previous_factors[b]
+        row["worst_error_chosen"] = row["errors_by_factor"].get(f"{row['factor']:g}")
+        with torch.no_grad():
+            model.base_temperature.factor_log_values[b] = math.log(row["factor"])
+    record["previous_factors"] = previous_factors
+    record["kept_bins"] = sorted(set(keep))
     record["refit_seed"] = int(seed)
     model.card["recalibration"]["coverage_factor"] = record
     return record
@@ -120,7 +137,7 @@ def markdown(record: dict, *, model: str, seconds: float, env: dict) -> str:
         cells = " | ".join("—" if e is None else f"{e:.3f}" for e in errors)
         lines.append(
             f"| {range_label(row['predicted_visibility'])} | {row['n']} | {cells} | {old:g} | "
-            f"**{row['factor']:g}** |"
+            f"**{row['factor']:g}**" + (" (kept)" if "fitted_factor" in row else "") + " |"
         )
     return "\n".join(lines) + "\n"
 
@@ -134,18 +151,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--grid", type=float, nargs="+", default=DEFAULT_GRID, help="candidate factors"
     )
+    parser.add_argument(
+        "--keep",
+        type=int,
+        nargs="+",
+        default=(),
+        help="bins (0 = faintest) that keep their previous factor",
+    )
     parser.add_argument("--name", default=NAME, help="results file name (default: %(default)s)")
     parser.add_argument("--results", default=None, help="results folder (default: committed)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
+    if Path(args.out).exists() and not args.overwrite:
+        parser.error(f"--out {args.out} exists; pass --overwrite to replace it")
 
     from sbicluster.artifact import load_model, save_model
+    from sbicluster.errors import InputError
     from simulators.registry import simulator_from_card
 
     model = load_model(args.model, device="cpu")
     simulator = simulator_from_card(model.card.get("simulator"), device=torch.device("cpu"))
     start = time.perf_counter()
-    record = refit(model, simulator, n=args.n, seed=args.seed, grid=args.grid, progress=True)
+    try:
+        record = refit(
+            model,
+            simulator,
+            n=args.n,
+            seed=args.seed,
+            grid=args.grid,
+            keep=args.keep,
+            progress=True,
+        )
+    except InputError as error:
+        parser.error(str(error))
     seconds = time.perf_counter() - start
     save_model(model, args.out, overwrite=args.overwrite)
     env = environment("cpu")
@@ -156,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         "seconds": seconds,
         "coverage_factor": record,
     }
-    json_path, md_path = write_results(
+    _, md_path = write_results(
         args.name,
         results,
         markdown(record, model=args.model, seconds=seconds, env=env),

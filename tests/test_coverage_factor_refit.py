@@ -29,9 +29,11 @@ def test_refit_returns_a_too_wide_factor_to_one_and_saves_it(toy_model_dir, tmp_
     fitted = [row["factor"] for row in new.card["recalibration"]["coverage_factor"]["bins"]]
     with torch.no_grad():
         new.base_temperature.factor_log_values.fill_(math.log(1.5))
-    record = refit(new, LinearGaussianToy(), n=3000, seed=7, grid=(1.0, 1.5))
+    record = refit(new, LinearGaussianToy(), n=3000, seed=7, grid=(1.0, 1.5), keep=[0])
     assert record["previous_factors"] == fitted and record["refit_seed"] == 7
-    populated = [row for row in record["bins"] if row["n"] >= 500]
+    assert record["kept_bins"] == [0] and record["bins"][0]["factor"] == fitted[0]
+    assert "fitted_factor" in record["bins"][0]
+    populated = [row for row in record["bins"][1:] if row["n"] >= 500]
     assert populated, record["bins"]
     for row in populated:
         assert row["factor"] == 1.0, row
@@ -42,10 +44,50 @@ def test_refit_returns_a_too_wide_factor_to_one_and_saves_it(toy_model_dir, tmp_
     loaded = load_model(tmp_path / "model")
     factors = loaded.base_temperature.factor_log_values.exp().tolist()
     assert factors == pytest.approx([row["factor"] for row in record["bins"]])
-    assert "refitted m" in markdown(record, model="toy", seconds=1.0, env={"cpu": "cpu"})
+    assert factors[0] == pytest.approx(fitted[0])  # the kept bin, not the 1.5 set above
+    assert "(kept)" in markdown(record, model="toy", seconds=1.0, env={"cpu": "cpu"})
 
 
 def test_refit_refuses_a_model_without_a_factor(toy_model_dir):
     model = load_model(toy_model_dir, device="cpu")
     with pytest.raises(InputError, match="no coverage factor"):
         refit(model, LinearGaussianToy(), n=2000, seed=0, grid=(1.0, 1.1))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [([], "exists; pass --overwrite"), (["--overwrite", "--keep", "7"], "bins are 0 to 2")],
+)
+def test_bad_arguments_exit_2_before_any_work(toy_model_dir, tmp_path, capsys, extra, message):
+    """An existing --out without --overwrite, or a bin that does not exist: exit 2, one line,
+    the existing folder untouched."""
+    from benchmarks.coverage_factor_refit import main
+
+    recalibrated = tmp_path / "recal"
+    config = RecalibrationConfig(
+        n_simulations=1000,
+        coverage_factor=CoverageFactorConfig(n_simulations=2000, draws=16, grid=(1.0, 1.2)),
+    )
+    save_model(recalibrate(load_model(toy_model_dir), LinearGaussianToy(), config), recalibrated)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "--model",
+                str(recalibrated),
+                "--out",
+                str(out),
+                "--n",
+                "2000",
+                "--results",
+                str(tmp_path / "res"),
+                *extra,
+            ]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1]
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert not (tmp_path / "res").exists()
