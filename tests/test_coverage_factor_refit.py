@@ -2,8 +2,9 @@
 
 On the linear-Gaussian toy, a recalibrated model whose factor has been set 1.5× too wide in every
 bin is refitted on fresh clusters: the refit detects the over-wide posteriors and returns the
-factor to 1 wherever a bin holds enough clusters, records what it replaced, and the refitted
-model saves and loads with the new factor. A model without a factor is refused.
+factor to 1 wherever a bin holds enough clusters and is not kept, holds a kept bin at its
+previous factor, records what it replaced, and the refitted model saves and loads with the new
+factors. A model without a factor is refused.
 """
 
 import math
@@ -26,13 +27,16 @@ def test_refit_returns_a_too_wide_factor_to_one_and_saves_it(toy_model_dir, tmp_
         coverage_factor=CoverageFactorConfig(n_simulations=2000, draws=32, grid=(1.0, 1.5)),
     )
     new = recalibrate(model, LinearGaussianToy(), config)
-    fitted = [row["factor"] for row in new.card["recalibration"]["coverage_factor"]["bins"]]
+    # every bin 1.5× too wide, as the card now says too; bin 0 is kept at that (wrong) 1.5, so
+    # the refit's own choice (1) must not reach its weights
+    for row in new.card["recalibration"]["coverage_factor"]["bins"]:
+        row["factor"] = 1.5
     with torch.no_grad():
         new.base_temperature.factor_log_values.fill_(math.log(1.5))
     record = refit(new, LinearGaussianToy(), n=3000, seed=7, grid=(1.0, 1.5), keep=[0])
-    assert record["previous_factors"] == fitted and record["refit_seed"] == 7
-    assert record["kept_bins"] == [0] and record["bins"][0]["factor"] == fitted[0]
-    assert "fitted_factor" in record["bins"][0]
+    assert record["previous_factors"] == [1.5, 1.5, 1.5] and record["refit_seed"] == 7
+    assert record["kept_bins"] == [0] and record["bins"][0]["factor"] == 1.5
+    assert record["bins"][0]["fitted_factor"] == 1.0
     populated = [row for row in record["bins"][1:] if row["n"] >= 500]
     assert populated, record["bins"]
     for row in populated:
@@ -44,7 +48,7 @@ def test_refit_returns_a_too_wide_factor_to_one_and_saves_it(toy_model_dir, tmp_
     loaded = load_model(tmp_path / "model")
     factors = loaded.base_temperature.factor_log_values.exp().tolist()
     assert factors == pytest.approx([row["factor"] for row in record["bins"]])
-    assert factors[0] == pytest.approx(fitted[0])  # the kept bin, not the 1.5 set above
+    assert factors[0] == pytest.approx(1.5)  # the kept bin
     assert "(kept)" in markdown(record, model="toy", seconds=1.0, env={"cpu": "cpu"})
 
 
