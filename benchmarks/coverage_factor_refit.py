@@ -9,6 +9,9 @@ keeps the model's temperature (and location) as fitted and refits only the facto
 ``--n`` fresh clusters of the model's own simulator (the coverage-factor stream of ``--seed``:
 a seed other than the recalibration's gives clusters the model has not seen) and a grid of
 ``--grid`` factors. It writes the refitted model and a record of every bin's error by factor.
+With ``--criterion true`` the factors (still one per bin of predicted visibility) are chosen
+together to minimise the largest error over bins of *true* visibility, the bins in which
+``sbicluster diagnose`` reports conditional coverage.
 
 Usage::
 
@@ -25,6 +28,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.records import environment, write_results
+from sbicluster.coverage_factor import CRITERIA
 
 __all__ = ["main", "markdown", "refit"]
 
@@ -33,7 +37,17 @@ DEFAULT_GRID = (0.95, 0.975, 1.0, 1.025, 1.05, 1.075, 1.1)
 """Candidate factors: half the default recalibration's step, around 1."""
 
 
-def refit(model, simulator, *, n: int, seed: int, grid, keep=(), progress: bool = False) -> dict:
+def refit(
+    model,
+    simulator,
+    *,
+    n: int,
+    seed: int,
+    grid,
+    keep=(),
+    criterion: str = "predicted",
+    progress: bool = False,
+) -> dict:
     """Refit ``model``'s coverage factor in place on ``n`` fresh clusters.
 
     Parameters
@@ -49,8 +63,12 @@ def refit(model, simulator, *, n: int, seed: int, grid, keep=(), progress: bool 
     grid : sequence of float
         Candidate factors (positive, including 1).
     keep : sequence of int
-        Bins (0 = faintest) that keep their previous factor; their refitted choice is recorded
-        under ``fitted_factor``.
+        Bins (0 = faintest) that keep their previous factor (which must be on the grid); their
+        refitted choice is recorded under ``fitted_factor``. Under ``criterion="true"`` the
+        other bins are chosen with the kept ones held.
+    criterion : str
+        ``"predicted"`` or ``"true"``: the bins of visibility in which the coverage error is read
+        (:class:`sbicluster.coverage_factor.CoverageFactorConfig`).
     progress : bool
         Show progress bars.
 
@@ -60,8 +78,6 @@ def refit(model, simulator, *, n: int, seed: int, grid, keep=(), progress: bool 
         The new factor record (:func:`sbicluster.coverage_factor.fit_coverage_factor`) with the
         previous bins' factors under ``previous_factors`` and the kept bins under ``kept_bins``.
     """
-    import math
-
     from sbicluster.coverage_factor import (
         CoverageFactorConfig,
         coverage_factor_seed,
@@ -76,15 +92,23 @@ def refit(model, simulator, *, n: int, seed: int, grid, keep=(), progress: bool 
     previous_factors = [row["factor"] for row in previous["bins"]]
     if any(not 0 <= b < len(previous_factors) for b in keep):
         raise InputError(f"keep {list(keep)}: bins are 0 to {len(previous_factors) - 1}")
+    grid = tuple(float(g) for g in grid)
+    off_grid = [b for b in keep if previous_factors[b] not in grid]
+    if off_grid:
+        raise InputError(
+            f"keep {off_grid}: previous factor(s) {[previous_factors[b] for b in off_grid]} "
+            f"not on the grid {list(grid)}"
+        )
     old = previous["config"]
     edges = tuple(float("inf") if e is None else float(e) for e in old["edges"])
     config = CoverageFactorConfig(
         n_simulations=n,
         draws=old["draws"],
-        grid=tuple(float(g) for g in grid),
+        grid=grid,
         edges=edges,
         levels=tuple(old["levels"]),
         min_clusters=old["min_clusters"],
+        criterion=criterion,
     )
     theta, features, _, visibility = simulate_and_embed(
         model,
@@ -95,15 +119,15 @@ def refit(model, simulator, *, n: int, seed: int, grid, keep=(), progress: bool 
         stream_seed=coverage_factor_seed(seed),
     )
     record = fit_coverage_factor(
-        model, theta, features, visibility, config, seed=seed, progress=progress
+        model,
+        theta,
+        features,
+        visibility,
+        config,
+        seed=seed,
+        fixed={b: previous_factors[b] for b in keep},
+        progress=progress,
     )
-    for b in keep:
-        row = record["bins"][b]
-        row["fitted_factor"] = row["factor"]
-        row["factor"] = previous_factors[b]
-        row["worst_error_chosen"] = row["errors_by_factor"].get(f"{row['factor']:g}")
-        with torch.no_grad():
-            model.base_temperature.factor_log_values[b] = math.log(row["factor"])
     record["previous_factors"] = previous_factors
     record["kept_bins"] = sorted(set(keep))
     record["refit_seed"] = int(seed)
@@ -139,6 +163,28 @@ def markdown(record: dict, *, model: str, seconds: float, env: dict) -> str:
             f"| {range_label(row['predicted_visibility'])} | {row['n']} | {cells} | {old:g} | "
             f"**{row['factor']:g}**" + (" (kept)" if "fitted_factor" in row else "") + " |"
         )
+    true_rows = record.get("true_visibility")
+    if true_rows:
+        own = " / ".join(f"{m:g}" for m in record["per_bin_choice"])
+        chosen = " / ".join(f"{row['factor']:g}" for row in record["bins"])
+        lines += [
+            "",
+            f"Criterion: bins of **{record['config'].get('criterion', 'predicted')}** visibility. "
+            "The same clusters in bins of *true* visibility (the bins of `sbicluster diagnose`), "
+            f"worst error under the refitted factors ({chosen}) and under each predicted bin's "
+            f"own best factor ({own}):",
+            "",
+            "| true visibility | n | refitted factors | each bin's own best |",
+            "|---|---|---|---|",
+        ]
+        for row in true_rows:
+            cells = [
+                "—" if row[key] is None else f"{row[key]:.3f}"
+                for key in ("worst_error_chosen", "worst_error_per_bin_choice")
+            ]
+            lines.append(
+                f"| {range_label(row['true_visibility'])} | {row['n']} | {cells[0]} | {cells[1]} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -157,6 +203,13 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         default=(),
         help="bins (0 = faintest) that keep their previous factor",
+    )
+    parser.add_argument(
+        "--criterion",
+        choices=CRITERIA,
+        default="predicted",
+        help="bins of predicted or of true visibility in which the coverage error is read "
+        "(default: %(default)s)",
     )
     parser.add_argument("--name", default=NAME, help="results file name (default: %(default)s)")
     parser.add_argument("--results", default=None, help="results folder (default: committed)")
@@ -180,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
             grid=args.grid,
             keep=args.keep,
+            criterion=args.criterion,
             progress=True,
         )
     except InputError as error:

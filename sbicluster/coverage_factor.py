@@ -24,6 +24,14 @@ Fit
    the same rule as was fitted, so a posterior's width steps where its predicted visibility
    crosses a bin edge.
 
+The criterion of step 3 can instead be read in bins of *true* visibility (``criterion="true"``),
+the bins in which ``sbicluster diagnose`` states conditional coverage. The factor still depends on
+the predicted bin only, but the factors of all bins are chosen together: every combination of
+the grid is scored by its worst errors over the true-visibility bins, largest first, and the
+smallest wins. The two views differ because a cluster scatters across bins: a faint cluster that looks
+brighter than it is takes the brighter bin's factor, so a true bin collects the factors of its
+neighbours.
+
 The factor depends on x only, so the recalibrated posterior stays one normalised density whose
 ``log_prob`` and draws agree. The simulations use a random stream of their own
 (:func:`coverage_factor_seed`), distinct from the temperature fit's, training's and
@@ -32,6 +40,7 @@ The factor depends on x only, so the recalibrated posterior stays one normalised
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass
 
@@ -42,6 +51,7 @@ from .diagnostics.coverage import hpd_credibility_joint, marginal_credibility
 from .errors import InputError
 
 __all__ = [
+    "CRITERIA",
     "MIN_FACTOR_SIMULATIONS",
     "CoverageFactorConfig",
     "config_record",
@@ -55,6 +65,9 @@ __all__ = [
 
 MIN_FACTOR_SIMULATIONS = 2000
 """Fewest clusters a coverage-factor fit accepts (bins of a few hundred clusters each)."""
+
+CRITERIA = ("predicted", "true")
+"""Bins in which the factor's coverage criterion is read: of predicted or of true visibility."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,10 @@ class CoverageFactorConfig:
         A bin with fewer clusters keeps m = 1.
     chunk : int
         Clusters pushed through the flow at a time.
+    criterion : str
+        ``"predicted"``: each bin's factor minimises its own worst error (bins of predicted
+        visibility); ``"true"``: the factors together minimise the largest worst error over bins
+        of true visibility with the same edges.
     """
 
     n_simulations: int = 10_000
@@ -86,6 +103,7 @@ class CoverageFactorConfig:
     levels: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     min_clusters: int = 500
     chunk: int = 256
+    criterion: str = "predicted"
 
     def __post_init__(self) -> None:
         if self.n_simulations < MIN_FACTOR_SIMULATIONS:
@@ -99,6 +117,8 @@ class CoverageFactorConfig:
             raise InputError(f"grid {self.grid}: factors must be positive and include 1")
         if len(self.edges) < 3 or list(self.edges) != sorted(set(self.edges)):
             raise InputError(f"edges {self.edges}: need at least two increasing bins")
+        if self.criterion not in CRITERIA:
+            raise InputError(f"criterion {self.criterion!r}: one of {', '.join(CRITERIA)}")
 
     @property
     def bins(self) -> int:
@@ -215,6 +235,75 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
+def _inside_counts(joint, marginal, predicted_bin, true_bin, bins, levels) -> np.ndarray:
+    """Truths inside each region at each level, by predicted and true bin.
+
+    Returns
+    -------
+    numpy.ndarray
+        (bins, bins, 1 + D, L) counts: [predicted bin, true bin, column (joint first), level].
+    """
+    columns = np.column_stack([joint, marginal])  # (N, 1 + D)
+    inside = (columns[:, :, None] < np.asarray(levels)[None, None, :]).astype(np.int64)
+    counts = np.zeros((bins, bins, *inside.shape[1:]), dtype=np.int64)
+    np.add.at(counts, (predicted_bin, true_bin), inside)
+    return counts
+
+
+def _worst_error(inside: np.ndarray, n: int, levels) -> float:
+    """Worst |share inside − nominal| from (1 + D, L) counts over ``n`` clusters (NaN if none)."""
+    if n == 0:
+        return math.nan
+    return float(np.abs(inside / n - np.asarray(levels)[None, :]).max())
+
+
+def _choose_for_true_bins(counts, n_clusters, factors, fixed, levels):
+    """The factors, one per predicted bin, that minimise the largest worst error over true bins.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        (G, bins, bins, 1 + D, L) truths inside by factor, predicted bin and true bin.
+    n_clusters : numpy.ndarray
+        (bins, bins) clusters by predicted and true bin.
+    factors : sequence of float
+        The grid (G factors).
+    fixed : dict of int to int
+        Predicted bins held at a grid index.
+    levels : sequence of float
+        Nominal levels.
+
+    Returns
+    -------
+    choice : tuple of int
+        Grid index per predicted bin. Choices are ranked by their true bins' errors sorted from
+        the largest (the largest error first, then the next, to 1e-6), then by nearness to 1
+        (smallest sum of |log m|); where each true bin is one predicted bin, this is every bin's
+        own best factor.
+    errors : numpy.ndarray
+        (bins,) worst error in each true bin under that choice (NaN for an empty bin).
+    """
+    grid_size, bins = counts.shape[:2]
+    n_true = n_clusters.sum(0)
+    options = [[fixed[b]] if b in fixed else range(grid_size) for b in range(bins)]
+    best_key, best = None, None
+    for choice in itertools.product(*options):
+        inside = sum(counts[g, b] for b, g in enumerate(choice))  # (true bins, 1 + D, L)
+        errors = np.array([_worst_error(inside[t], n_true[t], levels) for t in range(bins)])
+        ranked = sorted((round(float(e), 6) for e in errors if np.isfinite(e)), reverse=True)
+        key = (ranked, sum(abs(math.log(factors[g])) for g in choice))
+        if best_key is None or key < best_key:
+            best_key, best = key, (choice, errors)
+    return best
+
+
+def _errors_for_choice(counts, n_clusters, choice, levels) -> np.ndarray:
+    """(bins,) worst error in each true bin when predicted bin b takes grid index choice[b]."""
+    inside = sum(counts[g, b] for b, g in enumerate(choice))
+    n_true = n_clusters.sum(0)
+    return np.array([_worst_error(inside[t], n_true[t], levels) for t in range(len(n_true))])
+
+
 def fit_coverage_factor(
     model,
     theta: torch.Tensor,
@@ -223,6 +312,7 @@ def fit_coverage_factor(
     config: CoverageFactorConfig,
     *,
     seed: int = 0,
+    fixed: dict[int, float] | None = None,
     progress: bool = False,
 ) -> dict:
     """Fit the coverage factor of ``model``'s temperature layer (in place).
@@ -236,9 +326,12 @@ def fit_coverage_factor(
         (N, D) truths in prior units, (N, F) features and (N,) true visibility of fresh clusters
         (not those the temperature was fitted on).
     config : CoverageFactorConfig
-        Grid, bins, levels and draws.
+        Grid, bins, levels, draws and criterion.
     seed : int
         Seed of the base draws.
+    fixed : dict of int to float, optional
+        Bins (0 = faintest) held at a given factor of the grid; the factor the criterion would
+        have chosen there is recorded as ``fitted_factor``.
     progress : bool
         Show a progress bar over the grid.
 
@@ -247,13 +340,15 @@ def fit_coverage_factor(
     dict
         ``bins``: per bin of predicted visibility its range, ``n``, the worst coverage error at
         m = 1 and at every factor of the grid (None for a bin without clusters), and the chosen
-        ``factor``; ``readout_r2``, the
-        share of the variance of log(1 + visibility) the read-out explains.
+        ``factor``; ``true_visibility``: per bin of true visibility its ``n`` and worst error
+        under the chosen factors and under those each predicted bin would choose on its own;
+        ``readout_r2``, the share of the variance of log(1 + visibility) the read-out explains.
 
     Raises
     ------
     InputError
-        The model has no temperature layer with ``config.bins`` factor bins.
+        The model has no temperature layer with ``config.bins`` factor bins, or a fixed bin or
+        factor is not one of the bins or of the grid.
     """
     from tqdm.auto import tqdm
 
@@ -263,6 +358,12 @@ def fit_coverage_factor(
             f"the model needs a temperature layer with {config.bins} factor bins "
             "(recalibrate with the coverage factor)"
         )
+    fixed = dict(fixed or {})
+    for b, factor in fixed.items():
+        if not 0 <= b < config.bins:
+            raise InputError(f"bin {b}: bins are 0 to {config.bins - 1}")
+        if factor not in config.grid:
+            raise InputError(f"bin {b} held at {factor:g}: not a factor of the grid {config.grid}")
     fit_visibility_readout(layer, features, visibility)
     edges = np.asarray(config.edges, dtype=float)
     with torch.no_grad():
@@ -272,53 +373,97 @@ def fit_coverage_factor(
         which = layer.factor_bin(context).cpu().numpy()
     target = torch.log1p(visibility.double().clamp_min(0.0))
     readout_r2 = float(1.0 - (target - predicted).var() / target.var())
+    true_bin = np.clip(np.digitize(visibility.double().numpy(), edges[1:-1]), 0, config.bins - 1)
+    n_clusters = np.zeros((config.bins, config.bins), dtype=np.int64)
+    np.add.at(n_clusters, (which, true_bin), 1)
 
     generator = torch.Generator().manual_seed(int(seed))
     noise = torch.randn((config.draws, len(theta), theta.shape[1]), generator=generator)
-    errors = np.full((len(config.grid), config.bins), np.nan)
-    for g, factor in enumerate(tqdm(config.grid, desc="coverage factor", disable=not progress)):
+    counts = []
+    for factor in tqdm(config.grid, desc="coverage factor", disable=not progress):
         with torch.no_grad():
             layer.factor_log_values.fill_(math.log(factor))
         joint, marginal = credibilities(model, theta, features, noise, chunk=config.chunk)
-        for b in range(config.bins):
-            sel = which == b
-            if sel.any():
-                errors[g, b] = worst_coverage_error(joint[sel], marginal[sel], config.levels)
+        counts.append(_inside_counts(joint, marginal, which, true_bin, config.bins, config.levels))
+    counts = np.stack(counts)  # (G, predicted bin, true bin, 1 + D, L)
+    n_predicted = n_clusters.sum(1)
+    errors = np.array(
+        [
+            [
+                _worst_error(counts[g, b].sum(0), n_predicted[b], config.levels)
+                for b in range(config.bins)
+            ]
+            for g in range(len(config.grid))
+        ]
+    )  # (G, bins), each predicted bin on its own
 
     unit = config.grid.index(1.0)
-    rows, log_values = [], []
+    own = []  # each predicted bin's own choice (m = 1 where too few clusters)
     for b in range(config.bins):
-        n = int((which == b).sum())
-        chosen = 1.0
-        if n >= config.min_clusters:
+        chosen = unit
+        if n_predicted[b] >= config.min_clusters:
             # the smallest error; among equal ones, the factor nearest 1
-            best = min(
+            chosen = min(
                 range(len(config.grid)),
                 key=lambda g, b=b: (round(errors[g, b], 6), abs(math.log(config.grid[g]))),
             )
-            chosen = config.grid[best]
-        log_values.append(math.log(chosen))
+        own.append(chosen)
+    # bins with too few clusters keep m = 1 unless the caller holds them elsewhere
+    held = {b: unit for b in range(config.bins) if n_predicted[b] < config.min_clusters}
+    held.update({b: config.grid.index(f) for b, f in fixed.items()})
+    if config.criterion == "true":
+        chosen, _ = _choose_for_true_bins(counts, n_clusters, config.grid, held, config.levels)
+        fitted, _ = _choose_for_true_bins(
+            counts,
+            n_clusters,
+            config.grid,
+            {b: unit for b in range(config.bins) if n_predicted[b] < config.min_clusters},
+            config.levels,
+        )
+    else:
+        fitted = tuple(own)
+        chosen = tuple(held.get(b, own[b]) for b in range(config.bins))
+
+    rows = []
+    for b in range(config.bins):
         high = edges[b + 1]
-        rows.append(
+        factor = config.grid[chosen[b]]
+        row = {
+            "predicted_visibility": [float(edges[b]), None if math.isinf(high) else float(high)],
+            "n": int(n_predicted[b]),
+            "worst_error_unit_factor": _finite_or_none(errors[unit, b]),
+            "errors_by_factor": {
+                f"{m:g}": _finite_or_none(errors[g, b]) for g, m in enumerate(config.grid)
+            },
+            "factor": float(factor),
+            "worst_error_chosen": _finite_or_none(errors[chosen[b], b]),
+        }
+        if b in fixed:
+            row["fitted_factor"] = float(config.grid[fitted[b]])
+        rows.append(row)
+    true_rows = []
+    under_chosen = _errors_for_choice(counts, n_clusters, chosen, config.levels)
+    under_own = _errors_for_choice(counts, n_clusters, own, config.levels)
+    for t in range(config.bins):
+        high = edges[t + 1]
+        true_rows.append(
             {
-                "predicted_visibility": [
-                    float(edges[b]),
-                    None if math.isinf(high) else float(high),
-                ],
-                "n": n,
-                "worst_error_unit_factor": _finite_or_none(errors[unit, b]),
-                "errors_by_factor": {
-                    f"{m:g}": _finite_or_none(errors[g, b]) for g, m in enumerate(config.grid)
-                },
-                "factor": float(chosen),
-                "worst_error_chosen": _finite_or_none(errors[config.grid.index(chosen), b]),
+                "true_visibility": [float(edges[t]), None if math.isinf(high) else float(high)],
+                "n": int(n_clusters[:, t].sum()),
+                "worst_error_chosen": _finite_or_none(under_chosen[t]),
+                "worst_error_per_bin_choice": _finite_or_none(under_own[t]),
             }
         )
     with torch.no_grad():
-        layer.factor_log_values.copy_(torch.as_tensor(log_values, dtype=torch.float32))
+        layer.factor_log_values.copy_(
+            torch.as_tensor([math.log(config.grid[g]) for g in chosen], dtype=torch.float32)
+        )
     return {
-        "method": "factor on the temperature by predicted visibility, fitted to HPD coverage",
+        "method": "factor on the temperature by predicted visibility, fitted to HPD coverage"
+        + (" in bins of true visibility" if config.criterion == "true" else ""),
         "config": config_record(config),
         "readout_r2": readout_r2,
         "bins": rows,
+        "true_visibility": true_rows,
+        "per_bin_choice": [float(config.grid[g]) for g in own],
     }

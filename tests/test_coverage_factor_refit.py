@@ -49,7 +49,11 @@ def test_refit_returns_a_too_wide_factor_to_one_and_saves_it(toy_model_dir, tmp_
     factors = loaded.base_temperature.factor_log_values.exp().tolist()
     assert factors == pytest.approx([row["factor"] for row in record["bins"]])
     assert factors[0] == pytest.approx(1.5)  # the kept bin
-    assert "(kept)" in markdown(record, model="toy", seconds=1.0, env={"cpu": "cpu"})
+    report = markdown(record, model="toy", seconds=1.0, env={"cpu": "cpu"})
+    assert "(kept)" in report and "| true visibility | n |" in report
+    # a kept factor off the grid is refused before any simulation
+    with pytest.raises(InputError, match="not on the grid"):
+        refit(new, LinearGaussianToy(), n=3000, seed=7, grid=(1.0, 1.1), keep=[0])
 
 
 def test_refit_refuses_a_model_without_a_factor(toy_model_dir):
@@ -60,7 +64,11 @@ def test_refit_refuses_a_model_without_a_factor(toy_model_dir):
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [([], "exists; pass --overwrite"), (["--overwrite", "--keep", "7"], "bins are 0 to 2")],
+    [
+        ([], "exists; pass --overwrite"),
+        (["--overwrite", "--keep", "7"], "bins are 0 to 2"),
+        (["--overwrite", "--criterion", "observed"], "invalid choice"),
+    ],
 )
 def test_bad_arguments_exit_2_before_any_work(toy_model_dir, tmp_path, capsys, extra, message):
     """An existing --out without --overwrite, or a bin that does not exist: exit 2, one line,
