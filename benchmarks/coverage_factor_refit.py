@@ -126,6 +126,7 @@ def refit(
         config,
         seed=seed,
         fixed={b: previous_factors[b] for b in keep},
+        names=simulator.prior.names,
         progress=progress,
     )
     record["previous_factors"] = previous_factors
@@ -133,6 +134,15 @@ def refit(
     record["refit_seed"] = int(seed)
     model.card["recalibration"]["coverage_factor"] = record
     return record
+
+
+def _worst_region(row: dict) -> str:
+    """'joint 0.021, worst marginal rv 0.034' for a bin's errors by region, or '—'."""
+    errors = row.get("errors_by_column_chosen")
+    if not errors:
+        return "—"
+    name, worst = max(((k, v) for k, v in errors.items() if k != "joint"), key=lambda kv: kv[1])
+    return f"joint {errors['joint']:.3f}, worst marginal {name} {worst:.3f}"
 
 
 def markdown(record: dict, *, model: str, seconds: float, env: dict) -> str:
@@ -153,15 +163,17 @@ def markdown(record: dict, *, model: str, seconds: float, env: dict) -> str:
         "",
         "| predicted visibility | n | "
         + " | ".join(f"m = {g:g}" for g in grid)
-        + " | previous m | refitted m |",
-        "|---|---|" + "---|" * len(grid) + "---|---|",
+        + " | previous m | refitted m | worst region there |",
+        "|---|---|" + "---|" * len(grid) + "---|---|---|",
     ]
     for row, old in zip(record["bins"], record["previous_factors"], strict=True):
         errors = [row["errors_by_factor"][f"{g:g}"] for g in grid]
         cells = " | ".join("—" if e is None else f"{e:.3f}" for e in errors)
         lines.append(
             f"| {range_label(row['predicted_visibility'])} | {row['n']} | {cells} | {old:g} | "
-            f"**{row['factor']:g}**" + (" (kept)" if "fitted_factor" in row else "") + " |"
+            f"**{row['factor']:g}**"
+            + (" (kept)" if "fitted_factor" in row else "")
+            + f" | {_worst_region(row)} |"
         )
     true_rows = record.get("true_visibility")
     if true_rows:
@@ -174,8 +186,8 @@ def markdown(record: dict, *, model: str, seconds: float, env: dict) -> str:
             f"worst error under the refitted factors ({chosen}) and under each predicted bin's "
             f"own best factor ({own}):",
             "",
-            "| true visibility | n | refitted factors | each bin's own best |",
-            "|---|---|---|---|",
+            "| true visibility | n | refitted factors | worst region there | each bin's own best |",
+            "|---|---|---|---|---|",
         ]
         for row in true_rows:
             cells = [
@@ -183,7 +195,8 @@ def markdown(record: dict, *, model: str, seconds: float, env: dict) -> str:
                 for key in ("worst_error_chosen", "worst_error_per_bin_choice")
             ]
             lines.append(
-                f"| {range_label(row['true_visibility'])} | {row['n']} | {cells[0]} | {cells[1]} |"
+                f"| {range_label(row['true_visibility'])} | {row['n']} | {cells[0]} | "
+                f"{_worst_region(row)} | {cells[1]} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -297,6 +297,14 @@ def _choose_for_true_bins(counts, n_clusters, factors, fixed, levels):
     return best
 
 
+def _column_errors(inside: np.ndarray, n: int, levels, names) -> dict | None:
+    """Worst |share inside − nominal| over the levels for each column (joint, then ``names``)."""
+    if n == 0:
+        return None
+    errors = np.abs(inside / n - np.asarray(levels)[None, :]).max(1)
+    return {name: float(e) for name, e in zip(("joint", *names), errors, strict=True)}
+
+
 def _errors_for_choice(counts, n_clusters, choice, levels) -> np.ndarray:
     """(bins,) worst error in each true bin when predicted bin b takes grid index choice[b]."""
     inside = sum(counts[g, b] for b, g in enumerate(choice))
@@ -313,6 +321,7 @@ def fit_coverage_factor(
     *,
     seed: int = 0,
     fixed: dict[int, float] | None = None,
+    names=None,
     progress: bool = False,
 ) -> dict:
     """Fit the coverage factor of ``model``'s temperature layer (in place).
@@ -332,6 +341,8 @@ def fit_coverage_factor(
     fixed : dict of int to float, optional
         Bins (0 = faintest) held at a given factor of the grid; the factor the criterion would
         have chosen there is recorded as ``fitted_factor``.
+    names : sequence of str, optional
+        Parameter names, to label each bin's worst error per region (default θ0, θ1, …).
     progress : bool
         Show a progress bar over the grid.
 
@@ -340,8 +351,10 @@ def fit_coverage_factor(
     dict
         ``bins``: per bin of predicted visibility its range, ``n``, the worst coverage error at
         m = 1 and at every factor of the grid (None for a bin without clusters), and the chosen
-        ``factor``; ``true_visibility``: per bin of true visibility its ``n`` and worst error
-        under the chosen factors and under those each predicted bin would choose on its own;
+        ``factor`` with the worst error of each region (``errors_by_column_chosen``: joint and
+        each marginal) under it; ``true_visibility``: per bin of true visibility its ``n``, worst
+        error under the chosen factors (also per region) and under those each predicted bin would
+        choose on its own;
         ``readout_r2``, the share of the variance of log(1 + visibility) the read-out explains.
 
     Raises
@@ -364,6 +377,7 @@ def fit_coverage_factor(
             raise InputError(f"bin {b}: bins are 0 to {config.bins - 1}")
         if factor not in config.grid:
             raise InputError(f"bin {b} held at {factor:g}: not a factor of the grid {config.grid}")
+    names = tuple(names) if names is not None else tuple(f"θ{j}" for j in range(theta.shape[1]))
     fit_visibility_readout(layer, features, visibility)
     edges = np.asarray(config.edges, dtype=float)
     with torch.no_grad():
@@ -437,6 +451,9 @@ def fit_coverage_factor(
             },
             "factor": float(factor),
             "worst_error_chosen": _finite_or_none(errors[chosen[b], b]),
+            "errors_by_column_chosen": _column_errors(
+                counts[chosen[b], b].sum(0), n_predicted[b], config.levels, names
+            ),
         }
         if b in fixed:
             row["fitted_factor"] = float(config.grid[fitted[b]])
@@ -444,6 +461,7 @@ def fit_coverage_factor(
     true_rows = []
     under_chosen = _errors_for_choice(counts, n_clusters, chosen, config.levels)
     under_own = _errors_for_choice(counts, n_clusters, own, config.levels)
+    inside_chosen = sum(counts[g, b] for b, g in enumerate(chosen))  # (true bins, 1 + D, L)
     for t in range(config.bins):
         high = edges[t + 1]
         true_rows.append(
@@ -452,6 +470,9 @@ def fit_coverage_factor(
                 "n": int(n_clusters[:, t].sum()),
                 "worst_error_chosen": _finite_or_none(under_chosen[t]),
                 "worst_error_per_bin_choice": _finite_or_none(under_own[t]),
+                "errors_by_column_chosen": _column_errors(
+                    inside_chosen[t], n_clusters[:, t].sum(), config.levels, names
+                ),
             }
         )
     with torch.no_grad():

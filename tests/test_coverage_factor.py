@@ -161,6 +161,10 @@ def test_the_true_visibility_criterion_mends_the_bins_the_report_reads():
     for a, b in zip(joint["true_visibility"], per_bin["true_visibility"], strict=True):
         assert a["worst_error_per_bin_choice"] == pytest.approx(b["worst_error_chosen"])
         assert a["n"] == b["n"]
+    for row in [*joint["bins"], *joint["true_visibility"]]:  # the worst error is a region's
+        by_region = row["errors_by_column_chosen"]
+        assert list(by_region) == ["joint", "θ0", "θ1", "θ2"]
+        assert max(by_region.values()) == pytest.approx(row["worst_error_chosen"])
     assert max(r["worst_error_chosen"] for r in joint["true_visibility"]) <= max(
         r["worst_error_chosen"] for r in per_bin["true_visibility"]
     )

@@ -51,6 +51,7 @@ def test_refit_returns_a_too_wide_factor_to_one_and_saves_it(toy_model_dir, tmp_
     assert factors[0] == pytest.approx(1.5)  # the kept bin
     report = markdown(record, model="toy", seconds=1.0, env={"cpu": "cpu"})
     assert "(kept)" in report and "| true visibility | n |" in report
+    assert "worst marginal" in report
     # a kept factor off the grid is refused before any simulation
     with pytest.raises(InputError, match="not on the grid"):
         refit(new, LinearGaussianToy(), n=3000, seed=7, grid=(1.0, 1.1), keep=[0])
