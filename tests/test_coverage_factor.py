@@ -141,6 +141,14 @@ def _worst_by_true_bin(model, n: int, scatter: float) -> list[float]:
     return [worst_coverage_error(joint[bins == b], marginal[bins == b], levels) for b in range(3)]
 
 
+def _fit_on_scattered(criterion: str, scatter: float):
+    """A fresh Gaussian-posterior model fitted on 6,000 scattered clusters; (model, record)."""
+    model = GaussianPosterior()
+    theta, features, visibility = _scattered_clusters(6000, seed=0, scatter=scatter)
+    config = CoverageFactorConfig(n_simulations=6000, draws=100, criterion=criterion)
+    return model, fit_coverage_factor(model, theta, features, visibility, config, seed=1)
+
+
 def test_the_true_visibility_criterion_mends_the_bins_the_report_reads():
     """With scatter, each predicted bin's own best factor leaves the true 20–100 bin (which
     collects faint, wider-κ clusters that look brighter) miscalibrated by > 0.045 on fresh
@@ -148,10 +156,7 @@ def test_the_true_visibility_criterion_mends_the_bins_the_report_reads():
     Without scatter both criteria choose the same factors."""
     fits = {}
     for criterion in ("predicted", "true"):
-        model = GaussianPosterior()
-        theta, features, visibility = _scattered_clusters(6000, seed=0, scatter=0.5)
-        config = CoverageFactorConfig(n_simulations=6000, draws=100, criterion=criterion)
-        record = fit_coverage_factor(model, theta, features, visibility, config, seed=1)
+        model, record = _fit_on_scattered(criterion, scatter=0.5)
         fits[criterion] = (record, _worst_by_true_bin(model, 20000, scatter=0.5))
     (per_bin, per_bin_errors), (joint, joint_errors) = fits["predicted"], fits["true"]
     assert per_bin_errors[1] > 0.045, per_bin_errors
@@ -171,10 +176,7 @@ def test_the_true_visibility_criterion_mends_the_bins_the_report_reads():
 
     chosen = {}
     for criterion in ("predicted", "true"):
-        model = GaussianPosterior()
-        theta, features, visibility = _scattered_clusters(6000, seed=0, scatter=0.0)
-        config = CoverageFactorConfig(n_simulations=6000, draws=100, criterion=criterion)
-        record = fit_coverage_factor(model, theta, features, visibility, config, seed=1)
+        _, record = _fit_on_scattered(criterion, scatter=0.0)
         chosen[criterion] = [row["factor"] for row in record["bins"]]
     assert chosen["true"] == chosen["predicted"], chosen
 
