@@ -257,6 +257,11 @@ def _worst_error(inside: np.ndarray, n: int, levels) -> float:
     return float(np.abs(inside / n - np.asarray(levels)[None, :]).max())
 
 
+def _inside_for_choice(counts: np.ndarray, choice) -> np.ndarray:
+    """(true bins, 1 + D, L) truths inside when predicted bin b takes grid index ``choice[b]``."""
+    return sum(counts[g, b] for b, g in enumerate(choice))
+
+
 def _choose_for_true_bins(counts, n_clusters, factors, fixed, levels):
     """The factors, one per predicted bin, that minimise the largest worst error over true bins.
 
@@ -288,7 +293,7 @@ def _choose_for_true_bins(counts, n_clusters, factors, fixed, levels):
     options = [[fixed[b]] if b in fixed else range(grid_size) for b in range(bins)]
     best_key, best = None, None
     for choice in itertools.product(*options):
-        inside = sum(counts[g, b] for b, g in enumerate(choice))  # (true bins, 1 + D, L)
+        inside = _inside_for_choice(counts, choice)
         errors = np.array([_worst_error(inside[t], n_true[t], levels) for t in range(bins)])
         ranked = sorted((round(float(e), 6) for e in errors if np.isfinite(e)), reverse=True)
         key = (ranked, sum(abs(math.log(factors[g])) for g in choice))
@@ -307,7 +312,7 @@ def _column_errors(inside: np.ndarray, n: int, levels, names) -> dict | None:
 
 def _errors_for_choice(counts, n_clusters, choice, levels) -> np.ndarray:
     """(bins,) worst error in each true bin when predicted bin b takes grid index choice[b]."""
-    inside = sum(counts[g, b] for b, g in enumerate(choice))
+    inside = _inside_for_choice(counts, choice)
     n_true = n_clusters.sum(0)
     return np.array([_worst_error(inside[t], n_true[t], levels) for t in range(len(n_true))])
 
@@ -427,13 +432,15 @@ def fit_coverage_factor(
     held.update({b: config.grid.index(f) for b, f in fixed.items()})
     if config.criterion == "true":
         chosen, _ = _choose_for_true_bins(counts, n_clusters, config.grid, held, config.levels)
-        fitted, _ = _choose_for_true_bins(
-            counts,
-            n_clusters,
-            config.grid,
-            {b: unit for b in range(config.bins) if n_predicted[b] < config.min_clusters},
-            config.levels,
-        )
+        fitted = chosen  # what the held bins would have taken, were they free
+        if fixed:
+            fitted, _ = _choose_for_true_bins(
+                counts,
+                n_clusters,
+                config.grid,
+                {b: unit for b in range(config.bins) if n_predicted[b] < config.min_clusters},
+                config.levels,
+            )
     else:
         fitted = tuple(own)
         chosen = tuple(held.get(b, own[b]) for b in range(config.bins))
@@ -461,7 +468,7 @@ def fit_coverage_factor(
     true_rows = []
     under_chosen = _errors_for_choice(counts, n_clusters, chosen, config.levels)
     under_own = _errors_for_choice(counts, n_clusters, own, config.levels)
-    inside_chosen = sum(counts[g, b] for b, g in enumerate(chosen))  # (true bins, 1 + D, L)
+    inside_chosen = _inside_for_choice(counts, chosen)
     for t in range(config.bins):
         high = edges[t + 1]
         true_rows.append(
