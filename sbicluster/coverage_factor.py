@@ -289,12 +289,10 @@ def _choose_for_true_bins(counts, n_clusters, factors, fixed, levels):
         (bins,) worst error in each true bin under that choice (NaN for an empty bin).
     """
     grid_size, bins = counts.shape[:2]
-    n_true = n_clusters.sum(0)
     options = [[fixed[b]] if b in fixed else range(grid_size) for b in range(bins)]
     best_key, best = None, None
     for choice in itertools.product(*options):
-        inside = _inside_for_choice(counts, choice)
-        errors = np.array([_worst_error(inside[t], n_true[t], levels) for t in range(bins)])
+        errors = _errors_for_choice(counts, n_clusters, choice, levels)
         ranked = sorted((round(float(e), 6) for e in errors if np.isfinite(e)), reverse=True)
         key = (ranked, sum(abs(math.log(factors[g])) for g in choice))
         if best_key is None or key < best_key:
